@@ -1,0 +1,22 @@
+//! The domain of dispatchd and the actors that drive it. No HTTP, no SQL.
+//!
+//! - [`model`]: the records (users, restaurants, orders, events), in the
+//!   client-facing shapes of CONTRACT.md.
+//! - [`input`]: client input parsed into values that are valid by
+//!   construction, with every failing field reported.
+//! - [`lifecycle`]: the order state machine and who may take each action.
+//! - [`pricing`]: integer-cent pricing with the service fee.
+//! - [`geo`]: great-circle distance.
+//! - [`store`]: the `Store` port that the order actors persist through.
+//! - [`order`]: one `OrderActor` per live order, their supervisor, and the
+//!   `Orders` directory the gateway talks to.
+//! - [`metrics`]: every metric name, described once.
+
+pub mod geo;
+pub mod input;
+pub mod lifecycle;
+pub mod metrics;
+pub mod model;
+pub mod order;
+pub mod pricing;
+pub mod store;

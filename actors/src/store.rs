@@ -1,0 +1,196 @@
+//! The `Store` port: everything dispatchd keeps durably, as one trait.
+//!
+//! `dispatchd::store` implements it for Postgres and SQLite. Order actors are
+//! the only callers that write an order after it is placed; they await their
+//! own writes so that commands on one order are serialised.
+
+use crate::input::{MenuItemPatch, NewMenuItem, NewOrder, NewRestaurant, RestaurantPatch};
+use crate::model::*;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be reached or did not answer in time; nothing changed.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// An optimistic write lost: the row changed since it was read.
+    #[error("version conflict")]
+    Conflict,
+    #[error("email already registered")]
+    EmailTaken,
+    /// Anything else (a bug or a schema mismatch). Logged, answered as 500.
+    #[error("store error: {0}")]
+    Internal(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A user account with the secrets and links the gateway needs.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub user: User,
+    pub password_hash: String,
+    /// For restaurant staff.
+    pub restaurant_id: Option<RestaurantId>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub email: String,
+    pub password_hash: String,
+    pub name: String,
+    pub role: Role,
+    /// For drivers: creates their `drivers` row in the same transaction.
+    pub vehicle_type: Option<VehicleType>,
+    /// For restaurant staff.
+    pub restaurant_id: Option<RestaurantId>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RestaurantFilter {
+    /// Bounding box prefilter: (min lat, max lat, min lon, max lon).
+    pub bounds: Option<(f64, f64, f64, f64)>,
+    pub cuisine: Option<String>,
+    pub open_only: bool,
+}
+
+/// Whose orders a listing shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderScope {
+    Customer(UserId),
+    Restaurant(RestaurantId),
+    Driver(DriverId),
+    All,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct OrderQuery {
+    pub scope: OrderScope,
+    pub status: Option<OrderStatus>,
+    /// Only orders with a smaller id (keyset pagination, newest first).
+    pub before: Option<OrderId>,
+    pub limit: i64,
+}
+
+/// A priced order line, ready to be written.
+#[derive(Debug, Clone)]
+pub struct PricedLine {
+    pub menu_item_id: MenuItemId,
+    pub name: String,
+    pub quantity: i32,
+    pub unit_price_cents: i64,
+    pub special_instructions: Option<String>,
+}
+
+/// Everything `place_order` writes in its one transaction.
+#[derive(Debug, Clone)]
+pub struct OrderDraft {
+    pub customer_id: UserId,
+    pub order: NewOrder,
+    pub lines: Vec<PricedLine>,
+    pub subtotal_cents: i64,
+    pub delivery_fee_cents: i64,
+    pub service_fee_cents: i64,
+    pub total_cents: i64,
+    pub estimated_delivery_at: Option<DateTime<Utc>>,
+    pub placed_at: DateTime<Utc>,
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    pub key: String,
+    /// A digest of the canonical request body.
+    pub request_hash: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum PlaceOutcome {
+    Created(PlacedOrder),
+    /// A request with this key was already answered: its body, verbatim.
+    Replayed(String),
+    /// The key was used before with a different body.
+    KeyReused,
+    /// The key is held by a request that has not finished.
+    InProgress,
+}
+
+/// A change to one order, written with its event in one transaction, and only
+/// if the order is still at `from_version`.
+#[derive(Debug, Clone)]
+pub struct OrderChange {
+    pub order: Order,
+    pub from_version: i64,
+    pub event: NewOrderEvent,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewOrderEvent {
+    pub kind: OrderEventType,
+    pub from_status: Option<OrderStatus>,
+    pub to_status: Option<OrderStatus>,
+    pub actor_id: Option<UserId>,
+    pub actor_role: Option<Role>,
+    pub at: DateTime<Utc>,
+    pub data: serde_json::Value,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Answers when the store is reachable (for `/readyz`).
+    async fn ping(&self) -> StoreResult<()>;
+
+    async fn count_users(&self) -> StoreResult<i64>;
+    async fn create_user(&self, user: NewUser) -> StoreResult<User>;
+    async fn account_by_email(&self, email: &str) -> StoreResult<Option<Account>>;
+    async fn account_by_id(&self, id: UserId) -> StoreResult<Option<Account>>;
+    async fn driver(&self, id: DriverId) -> StoreResult<Option<Driver>>;
+
+    async fn list_restaurants(&self, filter: &RestaurantFilter) -> StoreResult<Vec<Restaurant>>;
+    async fn restaurant(&self, id: RestaurantId) -> StoreResult<Option<Restaurant>>;
+    /// Creates the restaurant and its staff account in one transaction.
+    async fn create_restaurant(
+        &self,
+        restaurant: &NewRestaurant,
+        owner_password_hash: &str,
+    ) -> StoreResult<(Restaurant, User)>;
+    async fn update_restaurant(
+        &self,
+        id: RestaurantId,
+        patch: RestaurantPatch,
+    ) -> StoreResult<Option<Restaurant>>;
+    async fn menu(&self, restaurant_id: RestaurantId) -> StoreResult<Vec<MenuItem>>;
+    async fn menu_item(&self, id: MenuItemId) -> StoreResult<Option<MenuItem>>;
+    async fn create_menu_item(
+        &self,
+        restaurant_id: RestaurantId,
+        item: &NewMenuItem,
+    ) -> StoreResult<MenuItem>;
+    async fn update_menu_item(
+        &self,
+        id: MenuItemId,
+        patch: MenuItemPatch,
+    ) -> StoreResult<Option<MenuItem>>;
+
+    /// Writes order, items, first event and idempotency record in one
+    /// transaction; with a key seen before, answers the first response instead.
+    async fn place_order(&self, draft: OrderDraft) -> StoreResult<PlaceOutcome>;
+    /// The body of the first response to `(user, key)`, and its request hash.
+    async fn idempotent_response(
+        &self,
+        user_id: UserId,
+        key: &str,
+    ) -> StoreResult<Option<(String, String)>>;
+    async fn order(&self, id: OrderId) -> StoreResult<Option<Order>>;
+    async fn order_items(&self, id: OrderId) -> StoreResult<Vec<OrderItem>>;
+    async fn order_events(&self, id: OrderId) -> StoreResult<Vec<OrderEvent>>;
+    async fn list_orders(&self, query: OrderQuery) -> StoreResult<Vec<Order>>;
+    /// Every order that is neither delivered nor cancelled (recovery).
+    async fn active_orders(&self) -> StoreResult<Vec<Order>>;
+    /// Writes `change.order` (version `from_version + 1`) and its event, or
+    /// `Conflict` when the order moved on meanwhile.
+    async fn apply_change(&self, change: &OrderChange) -> StoreResult<()>;
+    /// Drops idempotency records older than `cutoff`; returns how many.
+    async fn purge_idempotency_keys(&self, cutoff: DateTime<Utc>) -> StoreResult<u64>;
+}
