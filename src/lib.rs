@@ -1,1 +1,20 @@
+//! dispatchd: a real-time dispatch engine for food delivery.
+//!
+//! The domain and the actors live in the `actors` crate; this crate is the
+//! process around them:
+//!
+//! - [`app`]: startup (bind, store, demo data, recovery) and graceful shutdown.
+//! - [`settings`]: layered, typed configuration.
+//! - [`http`]: the axum gateway, one router per resource, one error type.
+//! - [`auth`]: password hashes and JWTs.
+//! - [`store`]: the `Store` port on sqlx, for Postgres and SQLite.
+//! - [`demo`]: the demo city and accounts.
+//! - [`telemetry`]: logs and the Prometheus recorder.
 
+pub mod app;
+pub mod auth;
+pub mod demo;
+pub mod http;
+pub mod settings;
+pub mod store;
+pub mod telemetry;

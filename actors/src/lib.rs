@@ -6,12 +6,13 @@
 //!   construction, with every failing field reported.
 //! - [`lifecycle`]: the order state machine and who may take each action.
 //! - [`pricing`]: integer-cent pricing with the service fee.
-//! - [`geo`]: great-circle distance.
+//! - [`geo`]: great-circle distance; [`eta`]: estimated delivery time.
 //! - [`store`]: the `Store` port that the order actors persist through.
 //! - [`order`]: one `OrderActor` per live order, their supervisor, and the
 //!   `Orders` directory the gateway talks to.
 //! - [`metrics`]: every metric name, described once.
 
+pub mod eta;
 pub mod geo;
 pub mod input;
 pub mod lifecycle;

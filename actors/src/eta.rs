@@ -1,0 +1,199 @@
+//! Estimated delivery time (CONTRACT.md "Dispatch"): before pickup,
+//! `max(food ready, driver at the restaurant) + travel to the customer`;
+//! after pickup, travel from the driver to the customer. Travel time is
+//! great-circle distance x road factor / the vehicle's speed.
+
+use crate::geo::distance_km;
+use crate::model::{LatLon, VehicleType};
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+
+/// The contract's default road factor: streets are longer than the crow flies.
+pub const DEFAULT_ROAD_FACTOR: f64 = 1.3;
+
+/// Typical urban speed of each vehicle, in metres per second.
+pub fn speed_mps(vehicle: VehicleType) -> f64 {
+    match vehicle {
+        VehicleType::Car => 25.0 / 3.6,
+        VehicleType::Scooter => 22.0 / 3.6,
+        VehicleType::Bike => 15.0 / 3.6,
+        VehicleType::Walk => 5.0 / 3.6,
+    }
+}
+
+/// Seconds to travel from `a` to `b`.
+pub fn travel_secs(a: LatLon, b: LatLon, vehicle: VehicleType, road_factor: f64) -> f64 {
+    distance_km(a, b) * 1000.0 * road_factor / speed_mps(vehicle)
+}
+
+fn after(at: DateTime<Utc>, secs: f64) -> DateTime<Utc> {
+    at + Duration::milliseconds((secs * 1000.0).round() as i64)
+}
+
+/// Where the delivery stands, for the estimate.
+pub enum Leg {
+    /// No driver yet: the estimate assumes one is at the restaurant when the
+    /// food is ready, travelling by `vehicle`.
+    Unassigned { vehicle: VehicleType },
+    /// A driver at `at` is on the way to the restaurant.
+    ToRestaurant { at: LatLon, vehicle: VehicleType },
+    /// The driver at `at` carries the food.
+    ToCustomer { at: LatLon, vehicle: VehicleType },
+}
+
+pub fn estimate_delivery(
+    now: DateTime<Utc>,
+    food_ready_at: DateTime<Utc>,
+    restaurant: LatLon,
+    dropoff: LatLon,
+    leg: Leg,
+    road_factor: f64,
+) -> DateTime<Utc> {
+    match leg {
+        Leg::ToCustomer { at, vehicle } => {
+            after(now, travel_secs(at, dropoff, vehicle, road_factor))
+        }
+        Leg::Unassigned { vehicle } => {
+            let leave = food_ready_at.max(now);
+            after(
+                leave,
+                travel_secs(restaurant, dropoff, vehicle, road_factor),
+            )
+        }
+        Leg::ToRestaurant { at, vehicle } => {
+            let arrival = after(now, travel_secs(at, restaurant, vehicle, road_factor));
+            let leave = food_ready_at.max(arrival);
+            after(
+                leave,
+                travel_secs(restaurant, dropoff, vehicle, road_factor),
+            )
+        }
+    }
+}
+
+/// The `eta` field of order responses and pushes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Eta {
+    pub estimated_delivery_at: DateTime<Utc>,
+    /// Whole seconds from now, never negative.
+    pub seconds_remaining: i64,
+}
+
+impl Eta {
+    pub fn at(estimated_delivery_at: DateTime<Utc>, now: DateTime<Utc>) -> Eta {
+        Eta {
+            estimated_delivery_at,
+            seconds_remaining: (estimated_delivery_at - now).num_seconds().max(0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RESTAURANT: LatLon = LatLon {
+        lat: 30.2672,
+        lon: -97.7431,
+    };
+    const CUSTOMER: LatLon = LatLon {
+        lat: 30.2862,
+        lon: -97.7394,
+    };
+
+    #[test]
+    fn waits_for_the_food_when_the_driver_is_early() {
+        let now = Utc::now();
+        let ready = now + Duration::minutes(15);
+        let eta = estimate_delivery(
+            now,
+            ready,
+            RESTAURANT,
+            CUSTOMER,
+            Leg::ToRestaurant {
+                at: RESTAURANT,
+                vehicle: VehicleType::Car,
+            },
+            DEFAULT_ROAD_FACTOR,
+        );
+        let leg = travel_secs(RESTAURANT, CUSTOMER, VehicleType::Car, DEFAULT_ROAD_FACTOR);
+        assert_eq!(eta, after(ready, leg));
+    }
+
+    #[test]
+    fn waits_for_the_driver_when_the_food_is_early() {
+        let now = Utc::now();
+        let far = LatLon {
+            lat: 30.40,
+            lon: -97.74,
+        };
+        let eta = estimate_delivery(
+            now,
+            now,
+            RESTAURANT,
+            CUSTOMER,
+            Leg::ToRestaurant {
+                at: far,
+                vehicle: VehicleType::Bike,
+            },
+            DEFAULT_ROAD_FACTOR,
+        );
+        let to_restaurant = travel_secs(far, RESTAURANT, VehicleType::Bike, DEFAULT_ROAD_FACTOR);
+        let to_customer = travel_secs(RESTAURANT, CUSTOMER, VehicleType::Bike, DEFAULT_ROAD_FACTOR);
+        assert_eq!(eta, after(after(now, to_restaurant), to_customer));
+    }
+
+    #[test]
+    fn after_pickup_counts_from_the_driver_and_slower_vehicles_take_longer() {
+        let now = Utc::now();
+        let car = estimate_delivery(
+            now,
+            now,
+            RESTAURANT,
+            CUSTOMER,
+            Leg::ToCustomer {
+                at: RESTAURANT,
+                vehicle: VehicleType::Car,
+            },
+            1.3,
+        );
+        let walk = estimate_delivery(
+            now,
+            now,
+            RESTAURANT,
+            CUSTOMER,
+            Leg::ToCustomer {
+                at: RESTAURANT,
+                vehicle: VehicleType::Walk,
+            },
+            1.3,
+        );
+        assert!(walk > car);
+        let there = estimate_delivery(
+            now,
+            now,
+            RESTAURANT,
+            CUSTOMER,
+            Leg::ToCustomer {
+                at: CUSTOMER,
+                vehicle: VehicleType::Car,
+            },
+            1.3,
+        );
+        assert_eq!(there, now);
+    }
+
+    #[test]
+    fn seconds_remaining_is_never_negative() {
+        let now = Utc::now();
+        assert_eq!(
+            Eta::at(now - Duration::minutes(1), now).seconds_remaining,
+            0
+        );
+        assert_eq!(
+            Eta::at(now + Duration::seconds(90), now).seconds_remaining,
+            90
+        );
+    }
+}

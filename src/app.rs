@@ -1,0 +1,154 @@
+//! Startup and shutdown: bind, open the store, load demo data, respawn the
+//! live orders, serve, and on SIGTERM / Ctrl-C stop accepting, let in-flight
+//! requests and their store writes finish, stop the actors, exit.
+
+use crate::auth::Tokens;
+use crate::http::{self, AppState};
+use crate::settings::Settings;
+use crate::store::{self, StoreOptions};
+use crate::{demo, telemetry};
+use actors::order::{NoListener, Orders};
+use actors::store::Store;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    pub demo: bool,
+    pub listen: Option<String>,
+    pub database_url: Option<String>,
+}
+
+pub fn store_options(settings: &Settings, database_url: Option<&str>) -> StoreOptions {
+    StoreOptions {
+        url: settings.database_url(database_url),
+        max_connections: settings.database.max_connections,
+        acquire_timeout: Duration::from_millis(settings.database.acquire_timeout_ms),
+    }
+}
+
+/// Runs the engine until a shutdown signal.
+pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<()> {
+    let listen = options
+        .listen
+        .clone()
+        .unwrap_or_else(|| settings.server.listen.clone());
+    let listener = TcpListener::bind(&listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let addr = listener.local_addr()?;
+    // The contract's first line: on stdout for scripts, and as the first log line.
+    println!("listening on http://{addr}");
+    std::io::stdout().flush()?;
+    tracing::info!("listening on http://{addr}");
+
+    let metrics = telemetry::init_metrics()?;
+    let store = store::open(&store_options(&settings, options.database_url.as_deref())).await?;
+    if options.demo {
+        if demo::load(store.as_ref()).await? {
+            tracing::info!(restaurants = demo::restaurant_count(), "Demo data loaded");
+        } else {
+            tracing::info!("Store is not empty; demo data not loaded");
+        }
+    }
+
+    let orders = Orders::start(store.clone(), Arc::new(NoListener)).await?;
+    let recovered = orders.recover().await?;
+    tracing::info!(orders = recovered, "Live orders recovered");
+
+    let secret = if settings.auth.jwt_secret.is_empty() {
+        tracing::warn!(
+            "auth.jwt_secret is not set: using a random key; tokens will not survive a restart"
+        );
+        uuid::Uuid::new_v4().to_string() + &uuid::Uuid::new_v4().to_string()
+    } else {
+        settings.auth.jwt_secret.clone()
+    };
+    let tokens = Tokens::new(secret.as_bytes(), settings.auth.token_ttl_secs);
+    let shutdown = CancellationToken::new();
+    let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
+    let state = AppState::new(
+        store.clone(),
+        orders.clone(),
+        tokens,
+        settings.clone(),
+        metrics.clone(),
+    );
+
+    spawn_housekeeping(store, state.clone(), shutdown.clone());
+    tokio::spawn(wait_for_signal(shutdown.clone()));
+
+    if options.demo {
+        tracing::info!(
+            "Demo accounts: admin@demo.local, customer1@demo.local, driver1@demo.local, restaurant1@demo.local (password {})",
+            demo::PASSWORD
+        );
+    }
+    tracing::info!(url = %format!("http://{addr}/api/restaurants"), "Ready");
+
+    let server = axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future();
+    let server = tokio::spawn(server);
+    shutdown.cancelled().await;
+    tracing::info!(
+        grace_secs = grace.as_secs(),
+        "Shutting down: finishing in-flight requests"
+    );
+    match tokio::time::timeout(grace, server).await {
+        Ok(Ok(Ok(()))) => tracing::info!("In-flight requests finished"),
+        Ok(Ok(Err(error))) => tracing::error!(%error, "Server error during shutdown"),
+        Ok(Err(error)) => tracing::error!(%error, "Server task failed"),
+        Err(_) => tracing::warn!("Grace period over; dropping the remaining connections"),
+    }
+    orders.stop();
+    tracing::info!("Stopped");
+    Ok(())
+}
+
+/// Periodic chores: drain histogram buffers for the exporter, and drop
+/// idempotency records past their retention.
+fn spawn_housekeeping(store: Arc<dyn Store>, state: AppState, shutdown: CancellationToken) {
+    let retention =
+        chrono::Duration::hours(state.settings.orders.idempotency_retention_hours as i64);
+    tokio::spawn(async move {
+        let mut upkeep = tokio::time::interval(Duration::from_secs(5));
+        let mut purge = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = upkeep.tick() => state.metrics.run_upkeep(),
+                _ = purge.tick() => {
+                    match store.purge_idempotency_keys(chrono::Utc::now() - retention).await {
+                        Ok(n) => metrics::counter!(actors::metrics::IDEMPOTENCY_KEYS_PURGED_TOTAL).increment(n),
+                        Err(error) => tracing::warn!(%error, "Idempotency purge failed"),
+                    }
+                }
+            }
+        }
+    });
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+    tracing::info!("Shutdown signal received");
+    shutdown.cancel();
+}

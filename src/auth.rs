@@ -1,0 +1,178 @@
+//! Credentials: argon2 password hashes and HS256 JWTs that carry the caller.
+//!
+//! Hashing is deliberately slow, so it runs on the blocking pool and never
+//! stalls the async workers.
+
+use actors::model::{Caller, Role};
+use argon2::Argon2;
+use argon2::password_hash::{
+    PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,
+};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+/// What a token says about its holder. `rid` is set for restaurant staff.
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rid: Option<i64>,
+    iat: u64,
+    exp: u64,
+}
+
+pub struct Tokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    ttl_secs: u64,
+}
+
+impl Tokens {
+    pub fn new(secret: &[u8], ttl_secs: u64) -> Tokens {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 5;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Tokens {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            ttl_secs,
+        }
+    }
+
+    pub fn issue(&self, caller: &Caller) -> anyhow::Result<String> {
+        let now = jsonwebtoken::get_current_timestamp();
+        let claims = Claims {
+            sub: caller.user_id.to_string(),
+            role: caller.role,
+            rid: caller.restaurant_id,
+            iat: now,
+            exp: now + self.ttl_secs,
+        };
+        Ok(jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &self.encoding,
+        )?)
+    }
+
+    /// The caller a token names, if it is ours, well formed and unexpired.
+    pub fn verify(&self, token: &str) -> Option<Caller> {
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .ok()?
+            .claims;
+        let user_id: i64 = claims.sub.parse().ok().filter(|id| *id > 0)?;
+        if claims.role == Role::Restaurant && claims.rid.is_none() {
+            return None;
+        }
+        Some(caller(user_id, claims.role, claims.rid))
+    }
+}
+
+/// The `Caller` for a user; a driver's driver id is its user id.
+pub fn caller(user_id: i64, role: Role, restaurant_id: Option<i64>) -> Caller {
+    Caller {
+        user_id,
+        role,
+        restaurant_id: if role == Role::Restaurant {
+            restaurant_id
+        } else {
+            None
+        },
+        driver_id: (role == Role::Driver).then_some(user_id),
+    }
+}
+
+/// Hashes a password with argon2id and a fresh salt (on the blocking pool).
+pub async fn hash_password(password: String) -> anyhow::Result<String> {
+    tokio::task::spawn_blocking(move || hash_password_blocking(&password)).await?
+}
+
+pub fn hash_password_blocking(password: &str) -> anyhow::Result<String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))
+}
+
+/// Checks a password against a stored hash (on the blocking pool). With no
+/// stored hash (unknown email) it still does the work, so response time does
+/// not tell which emails exist.
+pub async fn verify_password(password: String, stored: Option<String>) -> bool {
+    tokio::task::spawn_blocking(move || {
+        let known = stored.is_some();
+        let hash = stored.unwrap_or_else(|| DUMMY_HASH.clone());
+        let ok = PasswordHash::new(&hash)
+            .map(|parsed| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
+            .unwrap_or(false);
+        ok && known
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// The hash of a random password, checked against for unknown emails so that
+/// they cost the same time as known ones.
+static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let password = uuid::Uuid::new_v4().to_string();
+    hash_password_blocking(&password).unwrap_or_default()
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_round_trip_keeps_the_caller() {
+        let tokens = Tokens::new(b"secret-for-tests-only", 60);
+        let staff = caller(7, Role::Restaurant, Some(3));
+        let token = tokens.issue(&staff).unwrap();
+        assert_eq!(tokens.verify(&token), Some(staff));
+        let driver = caller(9, Role::Driver, None);
+        assert_eq!(
+            tokens
+                .verify(&tokens.issue(&driver).unwrap())
+                .unwrap()
+                .driver_id,
+            Some(9)
+        );
+    }
+
+    #[test]
+    fn foreign_expired_and_garbled_tokens_are_refused() {
+        let ours = Tokens::new(b"ours", 60);
+        let theirs = Tokens::new(b"theirs", 60);
+        let token = theirs.issue(&caller(1, Role::Admin, None)).unwrap();
+        assert_eq!(ours.verify(&token), None);
+        assert_eq!(ours.verify("not.a.jwt"), None);
+        assert_eq!(ours.verify(""), None);
+        let long_expired = Claims {
+            sub: "1".into(),
+            role: Role::Admin,
+            rid: None,
+            iat: 1,
+            exp: 2,
+        };
+        let claims_token =
+            jsonwebtoken::encode(&Header::default(), &long_expired, &ours.encoding).unwrap();
+        assert_eq!(ours.verify(&claims_token), None);
+    }
+
+    #[test]
+    fn password_hashes_verify() {
+        let hash = hash_password_blocking("correct horse").unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert!(rt.block_on(verify_password("correct horse".into(), Some(hash.clone()))));
+        assert!(!rt.block_on(verify_password("wrong horse".into(), Some(hash))));
+        assert!(!rt.block_on(verify_password("correct horse".into(), None)));
+    }
+}

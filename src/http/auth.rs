@@ -1,0 +1,168 @@
+//! Accounts: register, log in, who am I; and the `Authenticated` extractor
+//! every protected handler takes.
+
+use super::error::JsonBody;
+use super::{ApiError, AppState};
+use crate::auth::{self, caller};
+use actors::input::RegistrationInput;
+use actors::metrics as m;
+use actors::model::{Caller, Driver, Role, User};
+use actors::store::NewUser;
+use axum::extract::{FromRequestParts, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/auth/register", post(register))
+        .route("/auth/login", post(login))
+        .route("/me", get(me))
+}
+
+/// The caller behind a valid bearer token. Rejects with 401 UNAUTHORIZED.
+pub struct Authenticated(pub Caller);
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(ApiError::Unauthorized)?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or(ApiError::Unauthorized)?;
+        state
+            .tokens
+            .verify(token.trim())
+            .map(Authenticated)
+            .ok_or(ApiError::Unauthorized)
+    }
+}
+
+impl Authenticated {
+    /// Refuses callers whose role is not among `roles`.
+    pub fn require(&self, roles: &[Role]) -> Result<&Caller, ApiError> {
+        if roles.contains(&self.0.role) {
+            Ok(&self.0)
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "{} may not do this",
+                self.0.role
+            )))
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct TokenResponse {
+    token: String,
+    user: User,
+}
+
+async fn register(
+    State(state): State<AppState>,
+    JsonBody { value: input, .. }: JsonBody<RegistrationInput>,
+) -> Result<(StatusCode, Json<TokenResponse>), ApiError> {
+    let registration = input.parse()?;
+    let password_hash = auth::hash_password(registration.password)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let user = state
+        .store
+        .create_user(NewUser {
+            email: registration.email,
+            password_hash,
+            name: registration.name,
+            role: registration.role,
+            vehicle_type: registration.vehicle_type,
+            restaurant_id: None,
+        })
+        .await?;
+    let token = issue(&state, caller(user.id, user.role, None))?;
+    tracing::info!(user_id = user.id, role = %user.role, "User registered");
+    Ok((StatusCode::CREATED, Json(TokenResponse { token, user })))
+}
+
+fn issue(state: &AppState, caller: Caller) -> Result<String, ApiError> {
+    state
+        .tokens
+        .issue(&caller)
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+#[derive(Deserialize)]
+struct LoginInput {
+    email: Option<String>,
+    password: Option<String>,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    JsonBody { value: input, .. }: JsonBody<LoginInput>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let mut problems = actors::input::Problems::default();
+    let email = problems
+        .text("email", &input.email, 1, 254)
+        .trim()
+        .to_lowercase();
+    let password = problems.text("password", &input.password, 1, 128);
+    problems.finish(|| ())?;
+
+    if state.login_limiter.check_key(&email).is_err() {
+        metrics::counter!(m::RATE_LIMITED_TOTAL, "limit" => "login").increment(1);
+        return Err(ApiError::RateLimited);
+    }
+    let account = state.store.account_by_email(&email).await?;
+    let stored_hash = account.as_ref().map(|a| a.password_hash.clone());
+    if !auth::verify_password(password, stored_hash).await {
+        metrics::counter!(m::LOGIN_FAILURES_TOTAL).increment(1);
+        return Err(ApiError::InvalidCredentials);
+    }
+    let account = account.ok_or(ApiError::InvalidCredentials)?;
+    let token = issue(
+        &state,
+        caller(account.user.id, account.user.role, account.restaurant_id),
+    )?;
+    Ok(Json(TokenResponse {
+        token,
+        user: account.user,
+    }))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MeResponse {
+    user: User,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    driver: Option<Driver>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restaurant_id: Option<i64>,
+}
+
+async fn me(
+    State(state): State<AppState>,
+    who: Authenticated,
+) -> Result<Json<MeResponse>, ApiError> {
+    // A valid token for an account that no longer exists is no longer valid.
+    let account = state
+        .store
+        .account_by_id(who.0.user_id)
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    let driver = match account.user.role {
+        Role::Driver => state.store.driver(account.user.id).await?,
+        _ => None,
+    };
+    Ok(Json(MeResponse {
+        user: account.user,
+        driver,
+        restaurant_id: account.restaurant_id,
+    }))
+}

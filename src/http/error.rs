@@ -1,0 +1,260 @@
+//! The HTTP boundary's one error type, its status codes and its body
+//! (CONTRACT.md "Errors"), plus the body and query extractors that answer
+//! in that shape instead of axum's plain-text rejections.
+
+use actors::input::FieldError;
+use actors::lifecycle::Refusal;
+use actors::order::CommandError;
+use actors::store::StoreError;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("request failed validation")]
+    Validation(Vec<FieldError>),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("missing, malformed or expired token")]
+    Unauthorized,
+    #[error("wrong email or password")]
+    InvalidCredentials,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    InvalidTransition(String),
+    #[error("{0}")]
+    VersionConflict(String),
+    #[error("email already registered")]
+    EmailTaken,
+    #[error("a request with this idempotency key is still being processed")]
+    IdempotencyInProgress,
+    #[error("request body is too large")]
+    PayloadTooLarge,
+    #[error("the restaurant is closed")]
+    RestaurantClosed,
+    #[error("some items are unavailable")]
+    ItemUnavailable(Vec<FieldError>),
+    #[error("{0}")]
+    OutOfRange(String),
+    #[error("this idempotency key was used with a different request body")]
+    IdempotencyKeyReused,
+    #[error("too many requests, slow down")]
+    RateLimited,
+    #[error("the store is unavailable; nothing was changed")]
+    StoreUnavailable,
+    #[error("internal error")]
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: String,
+    code: &'a str,
+    details: &'a [FieldError],
+}
+
+impl ApiError {
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Validation(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::InvalidTransition(_)
+            | ApiError::VersionConflict(_)
+            | ApiError::EmailTaken
+            | ApiError::IdempotencyInProgress => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RestaurantClosed
+            | ApiError::ItemUnavailable(_)
+            | ApiError::OutOfRange(_)
+            | ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Validation(_) | ApiError::BadRequest(_) => "VALIDATION_ERROR",
+            ApiError::Unauthorized => "UNAUTHORIZED",
+            ApiError::InvalidCredentials => "INVALID_CREDENTIALS",
+            ApiError::Forbidden(_) => "FORBIDDEN",
+            ApiError::NotFound(_) => "NOT_FOUND",
+            ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ApiError::InvalidTransition(_) => "INVALID_TRANSITION",
+            ApiError::VersionConflict(_) => "VERSION_CONFLICT",
+            ApiError::EmailTaken => "EMAIL_TAKEN",
+            ApiError::IdempotencyInProgress => "IDEMPOTENCY_IN_PROGRESS",
+            ApiError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ApiError::RestaurantClosed => "RESTAURANT_CLOSED",
+            ApiError::ItemUnavailable(_) => "ITEM_UNAVAILABLE",
+            ApiError::OutOfRange(_) => "OUT_OF_RANGE",
+            ApiError::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            ApiError::RateLimited => "RATE_LIMITED",
+            ApiError::StoreUnavailable => "STORE_UNAVAILABLE",
+            ApiError::Internal(_) => "INTERNAL_ERROR",
+        }
+    }
+
+    /// A single-field validation failure.
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+        ApiError::Validation(vec![FieldError {
+            field: field.into(),
+            message: message.into(),
+        }])
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(detail) = &self {
+            // The detail stays in the log (with the request id of the
+            // enclosing span); the client learns nothing of it.
+            tracing::error!(%detail, "Request failed");
+        }
+        let details = match &self {
+            ApiError::Validation(d) | ApiError::ItemUnavailable(d) => d.as_slice(),
+            _ => &[],
+        };
+        let body = ErrorBody {
+            error: self.to_string(),
+            code: self.code(),
+            details,
+        };
+        (self.status_code(), axum::Json(body)).into_response()
+    }
+}
+
+impl From<Vec<FieldError>> for ApiError {
+    fn from(details: Vec<FieldError>) -> Self {
+        ApiError::Validation(details)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(detail) => {
+                tracing::warn!(%detail, "Store unavailable");
+                ApiError::StoreUnavailable
+            }
+            StoreError::Conflict => {
+                ApiError::VersionConflict("the order changed meanwhile; reload it".into())
+            }
+            StoreError::EmailTaken => ApiError::EmailTaken,
+            StoreError::Internal(detail) => ApiError::Internal(detail),
+        }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::NotVisible => ApiError::NotFound("order"),
+            Refusal::Forbidden { .. } => ApiError::Forbidden(refusal.to_string()),
+            Refusal::InvalidTransition { .. } | Refusal::NoDriverAssigned => {
+                ApiError::InvalidTransition(refusal.to_string())
+            }
+            Refusal::VersionConflict { .. } => ApiError::VersionConflict(refusal.to_string()),
+        }
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(error: CommandError) -> Self {
+        match error {
+            CommandError::Refused(refusal) => refusal.into(),
+            CommandError::Store(error) => error.into(),
+            CommandError::Unavailable => ApiError::StoreUnavailable,
+        }
+    }
+}
+
+/// A JSON body, parsed with the failing field's path in the error, and kept
+/// raw too (the idempotency check hashes what the client sent).
+pub struct JsonBody<T> {
+    pub value: T,
+    pub raw: Bytes,
+}
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let raw = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::BadRequest(format!(
+                    "could not read the request body: {}",
+                    rejection.body_text()
+                ))
+            }
+        })?;
+        let value = parse_json(&raw)?;
+        Ok(JsonBody { value, raw })
+    }
+}
+
+/// Parses JSON, naming the failing field (`items[0].quantity`) when it can.
+pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
+    let deserializer = &mut serde_json::Deserializer::from_slice(raw);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        if inner.is_syntax() || inner.is_eof() || path == "." {
+            ApiError::BadRequest(format!("malformed JSON body: {inner}"))
+        } else {
+            ApiError::field(path, inner.to_string())
+        }
+    })
+}
+
+/// A query string, parsed with the failing parameter named.
+pub struct QueryParams<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for QueryParams<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        let deserializer =
+            serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(deserializer)
+            .map(QueryParams)
+            .map_err(|error| {
+                let path = error.path().to_string();
+                ApiError::field(path, error.into_inner().to_string())
+            })
+    }
+}
+
+/// A numeric id from the path; anything else is a 404, as for an id that
+/// does not exist.
+pub fn path_id(raw: &str, what: &'static str) -> Result<i64, ApiError> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or(ApiError::NotFound(what))
+}

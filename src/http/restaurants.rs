@@ -1,0 +1,266 @@
+//! Restaurants and their menus: public browsing (nearest first), admin
+//! creation with the staff account, staff edits.
+
+use super::auth::Authenticated;
+use super::error::{JsonBody, QueryParams, path_id};
+use super::{ApiError, AppState};
+use crate::auth;
+use actors::geo::distance_km;
+use actors::input::{
+    MenuItemPatchInput, NewMenuItemInput, NewRestaurantInput, Problems, RestaurantPatchInput,
+};
+use actors::model::{Caller, LatLon, MenuItem, Restaurant, RestaurantId, Role};
+use actors::store::RestaurantFilter;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, patch, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/restaurants", get(list).post(create))
+        .route("/restaurants/{id}", get(show).patch(update))
+        .route("/restaurants/{id}/menu", post(add_menu_item))
+        .route("/menu-items/{id}", patch(update_menu_item))
+}
+
+const MAX_LIST_LIMIT: i64 = 100;
+const KM_PER_DEGREE_LAT: f64 = 111.0;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListQuery {
+    lat: Option<f64>,
+    lon: Option<f64>,
+    radius_km: Option<f64>,
+    cuisine: Option<String>,
+    open_only: Option<bool>,
+    limit: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct RestaurantList {
+    restaurants: Vec<Restaurant>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    QueryParams(q): QueryParams<ListQuery>,
+) -> Result<Json<RestaurantList>, ApiError> {
+    let mut p = Problems::default();
+    let origin = match (q.lat, q.lon) {
+        (None, None) => None,
+        (lat, lon) => Some(p.lat_lon("", lat, lon)),
+    };
+    let radius_km = p.number("radiusKm", q.radius_km.or(Some(10.0)), 0.1, 500.0);
+    let limit = p.int("limit", q.limit.or(Some(50)), 1, MAX_LIST_LIMIT);
+    let cuisine = p.optional_text("cuisine", &q.cuisine, 50);
+    p.finish(|| ())?;
+
+    let filter = RestaurantFilter {
+        bounds: origin.map(|o| bounding_box(o, radius_km)),
+        cuisine,
+        open_only: q.open_only.unwrap_or(false),
+    };
+    let mut restaurants = state.store.list_restaurants(&filter).await?;
+    if let Some(origin) = origin {
+        for r in &mut restaurants {
+            r.distance_km = Some(round_to(distance_km(origin, r.location), 3));
+        }
+        restaurants.retain(|r| r.distance_km.is_some_and(|d| d <= radius_km));
+        restaurants.sort_by(|a, b| {
+            a.distance_km
+                .partial_cmp(&b.distance_km)
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+    }
+    restaurants.truncate(limit as usize);
+    Ok(Json(RestaurantList { restaurants }))
+}
+
+/// A box that contains every point within `radius_km` of `origin`, for the
+/// store to prefilter with its (lat, lon) index. Near the poles or the
+/// antimeridian it gives up on longitude.
+fn bounding_box(origin: LatLon, radius_km: f64) -> (f64, f64, f64, f64) {
+    let dlat = radius_km / KM_PER_DEGREE_LAT;
+    let cos_lat = origin.lat.to_radians().cos();
+    let (min_lat, max_lat) = (
+        (origin.lat - dlat).max(-90.0),
+        (origin.lat + dlat).min(90.0),
+    );
+    if cos_lat < 0.01 {
+        return (min_lat, max_lat, -180.0, 180.0);
+    }
+    let dlon = radius_km / (KM_PER_DEGREE_LAT * cos_lat);
+    let (min_lon, max_lon) = (origin.lon - dlon, origin.lon + dlon);
+    if min_lon < -180.0 || max_lon > 180.0 {
+        return (min_lat, max_lat, -180.0, 180.0);
+    }
+    (min_lat, max_lat, min_lon, max_lon)
+}
+
+fn round_to(value: f64, places: i32) -> f64 {
+    let scale = 10f64.powi(places);
+    (value * scale).round() / scale
+}
+
+#[derive(Serialize)]
+struct RestaurantWithMenu {
+    restaurant: Restaurant,
+    menu: Vec<MenuItem>,
+}
+
+async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<RestaurantWithMenu>, ApiError> {
+    let id = path_id(&id, "restaurant")?;
+    let restaurant = state
+        .store
+        .restaurant(id)
+        .await?
+        .ok_or(ApiError::NotFound("restaurant"))?;
+    let menu = state.store.menu(id).await?;
+    Ok(Json(RestaurantWithMenu { restaurant, menu }))
+}
+
+#[derive(Serialize)]
+struct RestaurantBody {
+    restaurant: Restaurant,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    who: Authenticated,
+    JsonBody { value: input, .. }: JsonBody<NewRestaurantInput>,
+) -> Result<(StatusCode, Json<RestaurantBody>), ApiError> {
+    who.require(&[Role::Admin])?;
+    let new = input.parse()?;
+    let hash = auth::hash_password(new.owner_password.clone())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let (restaurant, owner) = state.store.create_restaurant(&new, &hash).await?;
+    tracing::info!(
+        restaurant_id = restaurant.id,
+        owner_id = owner.id,
+        "Restaurant created"
+    );
+    Ok((StatusCode::CREATED, Json(RestaurantBody { restaurant })))
+}
+
+/// Staff of this restaurant and admins may change it; others may not.
+fn require_staff(who: &Authenticated, restaurant_id: RestaurantId) -> Result<&Caller, ApiError> {
+    let caller = who.require(&[Role::Restaurant, Role::Admin])?;
+    if caller.role == Role::Restaurant && caller.restaurant_id != Some(restaurant_id) {
+        return Err(ApiError::Forbidden(
+            "staff may only change their own restaurant".into(),
+        ));
+    }
+    Ok(caller)
+}
+
+async fn update(
+    State(state): State<AppState>,
+    who: Authenticated,
+    Path(id): Path<String>,
+    JsonBody { value: input, .. }: JsonBody<RestaurantPatchInput>,
+) -> Result<Json<RestaurantBody>, ApiError> {
+    who.require(&[Role::Restaurant, Role::Admin])?;
+    let id = path_id(&id, "restaurant")?;
+    let patch = input.parse()?;
+    state
+        .store
+        .restaurant(id)
+        .await?
+        .ok_or(ApiError::NotFound("restaurant"))?;
+    require_staff(&who, id)?;
+    let restaurant = state
+        .store
+        .update_restaurant(id, patch)
+        .await?
+        .ok_or(ApiError::NotFound("restaurant"))?;
+    Ok(Json(RestaurantBody { restaurant }))
+}
+
+#[derive(Serialize)]
+struct ItemBody {
+    item: MenuItem,
+}
+
+async fn add_menu_item(
+    State(state): State<AppState>,
+    who: Authenticated,
+    Path(id): Path<String>,
+    JsonBody { value: input, .. }: JsonBody<NewMenuItemInput>,
+) -> Result<(StatusCode, Json<ItemBody>), ApiError> {
+    who.require(&[Role::Restaurant, Role::Admin])?;
+    let id = path_id(&id, "restaurant")?;
+    let new = input.parse()?;
+    state
+        .store
+        .restaurant(id)
+        .await?
+        .ok_or(ApiError::NotFound("restaurant"))?;
+    require_staff(&who, id)?;
+    let item = state.store.create_menu_item(id, &new).await?;
+    Ok((StatusCode::CREATED, Json(ItemBody { item })))
+}
+
+async fn update_menu_item(
+    State(state): State<AppState>,
+    who: Authenticated,
+    Path(id): Path<String>,
+    JsonBody { value: input, .. }: JsonBody<MenuItemPatchInput>,
+) -> Result<Json<ItemBody>, ApiError> {
+    who.require(&[Role::Restaurant, Role::Admin])?;
+    let id = path_id(&id, "menu item")?;
+    let patch = input.parse()?;
+    let item = state
+        .store
+        .menu_item(id)
+        .await?
+        .ok_or(ApiError::NotFound("menu item"))?;
+    require_staff(&who, item.restaurant_id)?;
+    let item = state
+        .store
+        .update_menu_item(id, patch)
+        .await?
+        .ok_or(ApiError::NotFound("menu item"))?;
+    Ok(Json(ItemBody { item }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounding_box_contains_the_circle() {
+        let origin = LatLon {
+            lat: 30.27,
+            lon: -97.74,
+        };
+        let (min_lat, max_lat, min_lon, max_lon) = bounding_box(origin, 10.0);
+        for (lat, lon) in [
+            (min_lat, origin.lon),
+            (max_lat, origin.lon),
+            (origin.lat, min_lon),
+            (origin.lat, max_lon),
+        ] {
+            let d = distance_km(origin, LatLon { lat, lon });
+            assert!(d >= 9.9, "edge at {d} km is inside the radius");
+        }
+    }
+
+    #[test]
+    fn bounding_box_gives_up_on_longitude_across_the_antimeridian() {
+        let (_, _, min_lon, max_lon) = bounding_box(
+            LatLon {
+                lat: 0.0,
+                lon: 179.99,
+            },
+            5.0,
+        );
+        assert_eq!((min_lon, max_lon), (-180.0, 180.0));
+    }
+}

@@ -1,0 +1,228 @@
+//! Typed settings: `config/default.toml` (compiled in), then `--config FILE`,
+//! then environment variables `DISPATCH__<SECTION>__<KEY>`.
+//!
+//! Secrets (the JWT key, the database URL's password) are never logged.
+
+use serde::Deserialize;
+use std::path::Path;
+
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub auth: AuthSettings,
+    pub orders: OrderSettings,
+    pub presence: PresenceSettings,
+    pub dispatch: DispatchSettings,
+    pub ws: WsSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerSettings {
+    pub listen: String,
+    pub body_limit_bytes: usize,
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub sqlite_path: String,
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+}
+
+#[derive(Clone, Deserialize)]
+pub struct AuthSettings {
+    pub jwt_secret: String,
+    pub token_ttl_secs: u64,
+    pub login_attempts_per_minute: u32,
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("jwt_secret", &"<redacted>")
+            .field("token_ttl_secs", &self.token_ttl_secs)
+            .field("login_attempts_per_minute", &self.login_attempts_per_minute)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct OrderSettings {
+    pub idempotency_retention_hours: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PresenceSettings {
+    pub ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DispatchSettings {
+    pub round_interval_ms: u64,
+    pub offer_timeout_secs: u64,
+    pub search_radius_km: f64,
+    pub max_radius_km: f64,
+    pub max_active_orders: u32,
+    pub road_factor: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WsSettings {
+    pub max_frame_bytes: usize,
+    pub outbound_queue: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSettings {
+    pub format: String,
+    pub level: String,
+}
+
+impl Settings {
+    /// Loads the layered settings, then checks them.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Settings> {
+        Self::load_from(file, config::Environment::with_prefix("DISPATCH"))
+    }
+
+    fn load_from(file: Option<&Path>, env: config::Environment) -> anyhow::Result<Settings> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        if let Some(file) = file {
+            builder = builder.add_source(config::File::from(file).required(true));
+        }
+        let settings: Settings = builder
+            .add_source(env.prefix_separator("__").separator("__").try_parsing(true))
+            .build()?
+            .try_deserialize()?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// Rejects values that would make the engine misbehave rather than fail.
+    fn check(&self) -> anyhow::Result<()> {
+        let mut problems = Vec::new();
+        if self.server.body_limit_bytes < 1024 {
+            problems.push("server.body_limit_bytes must be at least 1024");
+        }
+        if self.database.max_connections == 0 {
+            problems.push("database.max_connections must be at least 1");
+        }
+        if self.database.acquire_timeout_ms == 0 {
+            problems.push("database.acquire_timeout_ms must be positive");
+        }
+        if self.auth.token_ttl_secs == 0 {
+            problems.push("auth.token_ttl_secs must be positive");
+        }
+        if self.auth.login_attempts_per_minute == 0 {
+            problems.push("auth.login_attempts_per_minute must be at least 1");
+        }
+        if self.orders.idempotency_retention_hours < 24 {
+            problems.push("orders.idempotency_retention_hours must be at least 24 (CONTRACT.md)");
+        }
+        if self.ws.max_frame_bytes < 256 || self.ws.outbound_queue == 0 {
+            problems.push("ws.max_frame_bytes must be at least 256 and ws.outbound_queue positive");
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            problems.push("log.format must be \"text\" or \"json\"");
+        }
+        if !(self.dispatch.road_factor >= 1.0
+            && self.dispatch.max_radius_km >= self.dispatch.search_radius_km)
+        {
+            problems
+                .push("dispatch.road_factor must be >= 1 and max_radius_km >= search_radius_km");
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!("invalid settings: {}", problems.join("; "))
+        }
+    }
+
+    /// The database URL: `--database-url`, else `DATABASE_URL`, else
+    /// `database.url`, else the embedded SQLite file.
+    pub fn database_url(&self, flag: Option<&str>) -> String {
+        let env = std::env::var("DATABASE_URL").ok();
+        [
+            flag.map(str::to_string),
+            env,
+            Some(self.database.url.clone()),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|url| !url.trim().is_empty())
+        .unwrap_or_else(|| format!("sqlite:{}", self.database.sqlite_path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(vars: &[(&str, &str)]) -> config::Environment {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        config::Environment::with_prefix("DISPATCH").source(Some(map))
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.server.listen, "127.0.0.1:8080");
+        assert_eq!(s.server.body_limit_bytes, 64 * 1024);
+        assert_eq!(s.presence.ttl_secs, 30);
+        assert_eq!(s.dispatch.round_interval_ms, 1000);
+        assert_eq!(s.dispatch.offer_timeout_secs, 30);
+        assert_eq!(s.dispatch.max_active_orders, 2);
+        assert_eq!(s.ws.max_frame_bytes, 4096);
+        assert_eq!(s.ws.outbound_queue, 256);
+    }
+
+    #[test]
+    fn environment_overrides_defaults() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("DISPATCH__SERVER__LISTEN", "0.0.0.0:9000"),
+                ("DISPATCH__PRESENCE__TTL_SECS", "5"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.server.listen, "0.0.0.0:9000");
+        assert_eq!(s.presence.ttl_secs, 5);
+    }
+
+    #[test]
+    fn nonsense_values_are_refused() {
+        let err = Settings::load_from(
+            None,
+            env(&[("DISPATCH__ORDERS__IDEMPOTENCY_RETENTION_HOURS", "1")]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("idempotency_retention_hours"),
+            "{err}"
+        );
+        assert!(
+            Settings::load_from(None, env(&[("DISPATCH__WS__OUTBOUND_QUEUE", "many")])).is_err()
+        );
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let s = Settings::load_from(
+            None,
+            env(&[("DISPATCH__AUTH__JWT_SECRET", "hunter2hunter2")]),
+        )
+        .unwrap();
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}
