@@ -527,11 +527,10 @@ impl LocationInput {
     pub fn parse(&self) -> Result<LocationFix, Vec<FieldError>> {
         Problems::default().finish_with(|p| LocationFix {
             at: p.lat_lon("", self.lat, self.lon),
-            heading: self.heading.map(|h| {
-                if !(h.is_finite() && (0.0..360.0).contains(&h)) {
+            heading: self.heading.inspect(|h| {
+                if !(h.is_finite() && (0.0..360.0).contains(h)) {
                     p.add("heading", "must be at least 0 and below 360");
                 }
-                h
             }),
             speed_mps: self
                 .speed_mps

@@ -107,7 +107,7 @@ pub struct IdempotencyKey {
 
 #[derive(Debug, Clone)]
 pub enum PlaceOutcome {
-    Created(PlacedOrder),
+    Created(Box<PlacedOrder>),
     /// A request with this key was already answered: its body, verbatim.
     Replayed(String),
     /// The key was used before with a different body.

@@ -215,7 +215,7 @@ async fn create(
                 serde_json::to_string(&placed).map_err(|e| ApiError::Internal(e.to_string()))?;
             // Durable already; if the actor cannot start now, the next
             // command on the order or the next start brings it up.
-            state.orders.spawn(placed.order).await;
+            state.orders.spawn(placed.order.clone()).await;
             Ok(created(body, false))
         }
         other => replay_or_refuse(other),

@@ -535,7 +535,7 @@ impl Store for SqlStore {
             .map_err(map_error)?;
         }
         tx.commit().await.map_err(map_error)?;
-        Ok(PlaceOutcome::Created(placed))
+        Ok(PlaceOutcome::Created(Box::new(placed)))
     }
 
     async fn idempotent_response(

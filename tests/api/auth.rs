@@ -1,0 +1,179 @@
+use crate::helpers::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn customer_registers_and_gets_a_token_for_their_account() {
+    let app = TestApp::spawn_with(false, &[]).await;
+    let body = app
+        .post(
+            "/api/auth/register",
+            None,
+            json!({ "email": "Ann.Lee@Example.COM", "password": "password123", "name": "Ann", "role": "customer" }),
+        )
+        .await
+        .expect(201);
+    assert_eq!(body["user"]["email"], "ann.lee@example.com");
+    assert_eq!(body["user"]["role"], "customer");
+    let token = body["token"].as_str().unwrap();
+    let me = app.get("/api/me", Some(token)).await.expect(200);
+    assert_eq!(me["user"]["id"], body["user"]["id"]);
+    assert!(me.get("driver").is_none());
+}
+
+#[tokio::test]
+async fn driver_registers_with_a_vehicle_and_sees_it_in_me() {
+    let app = TestApp::spawn_with(false, &[]).await;
+    let body = app
+        .post(
+            "/api/auth/register",
+            None,
+            json!({ "email": "d@example.com", "password": "password123", "name": "Dee", "role": "driver", "vehicleType": "bike" }),
+        )
+        .await
+        .expect(201);
+    let me = app.get("/api/me", body["token"].as_str()).await.expect(200);
+    assert_eq!(me["driver"]["vehicleType"], "bike");
+    assert_eq!(me["driver"]["name"], "Dee");
+}
+
+#[tokio::test]
+async fn registration_reports_every_invalid_field() {
+    let app = TestApp::spawn_with(false, &[]).await;
+    let r = app
+        .post(
+            "/api/auth/register",
+            None,
+            json!({ "email": "nope", "password": "short", "name": "", "role": "admin", "vehicleType": "jet" }),
+        )
+        .await;
+    r.expect_error(400, "VALIDATION_ERROR");
+    assert_eq!(
+        r.fields(),
+        ["email", "password", "name", "role", "vehicleType"]
+    );
+
+    let r = app.post("/api/auth/register", None, json!({})).await;
+    r.expect_error(400, "VALIDATION_ERROR");
+    assert_eq!(r.fields(), ["email", "password", "name", "role"]);
+
+    let long = "x".repeat(129);
+    let r = app
+        .post(
+            "/api/auth/register",
+            None,
+            json!({ "email": "a@b.co", "password": long, "name": "n".repeat(101), "role": "customer" }),
+        )
+        .await;
+    assert_eq!(r.fields(), ["password", "name"]);
+}
+
+#[tokio::test]
+async fn registering_a_taken_email_in_any_case_is_a_conflict() {
+    let app = TestApp::spawn_with(false, &[]).await;
+    let body = json!({ "email": "same@example.com", "password": "password123", "name": "A", "role": "customer" });
+    app.post("/api/auth/register", None, body).await.expect(201);
+    let again = json!({ "email": "SAME@example.com", "password": "password456", "name": "B", "role": "driver" });
+    app.post("/api/auth/register", None, again)
+        .await
+        .expect_error(409, "EMAIL_TAKEN");
+}
+
+#[tokio::test]
+async fn login_accepts_the_right_password_only() {
+    let app = TestApp::spawn().await;
+    let ok = app
+        .login("CUSTOMER1@demo.local", DEMO_PASSWORD)
+        .await
+        .expect(200);
+    assert_eq!(ok["user"]["email"], "customer1@demo.local");
+    app.login("customer1@demo.local", "wrong-pass")
+        .await
+        .expect_error(401, "INVALID_CREDENTIALS");
+    app.login("nobody@demo.local", DEMO_PASSWORD)
+        .await
+        .expect_error(401, "INVALID_CREDENTIALS");
+    let r = app
+        .post("/api/auth/login", None, json!({ "email": "" }))
+        .await;
+    r.expect_error(400, "VALIDATION_ERROR");
+    assert_eq!(r.fields(), ["email", "password"]);
+}
+
+#[tokio::test]
+async fn repeated_logins_are_rate_limited() {
+    let app =
+        TestApp::spawn_with(true, &[("DISPATCH__AUTH__LOGIN_ATTEMPTS_PER_MINUTE", "3")]).await;
+    for _ in 0..3 {
+        app.login("customer2@demo.local", "wrong-pass")
+            .await
+            .expect_error(401, "INVALID_CREDENTIALS");
+    }
+    app.login("customer2@demo.local", DEMO_PASSWORD)
+        .await
+        .expect_error(429, "RATE_LIMITED");
+    // Another account is not affected.
+    app.login("customer3@demo.local", DEMO_PASSWORD)
+        .await
+        .expect(200);
+}
+
+#[tokio::test]
+async fn protected_routes_refuse_missing_malformed_foreign_and_expired_tokens() {
+    let app = TestApp::spawn_with(false, &[]).await;
+    app.get("/api/me", None)
+        .await
+        .expect_error(401, "UNAUTHORIZED");
+    app.get("/api/me", Some("garbage"))
+        .await
+        .expect_error(401, "UNAUTHORIZED");
+
+    let now = jsonwebtoken::get_current_timestamp();
+    let forge = |secret: &str, exp: u64| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &json!({ "sub": "1", "role": "admin", "iat": now, "exp": exp }),
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    };
+    let foreign = forge("someone-elses-secret", now + 600);
+    app.get("/api/orders", Some(&foreign))
+        .await
+        .expect_error(401, "UNAUTHORIZED");
+    let expired = forge(JWT_SECRET, now - 600);
+    app.get("/api/orders", Some(&expired))
+        .await
+        .expect_error(401, "UNAUTHORIZED");
+    // The same claims, signed with our secret and unexpired, are accepted.
+    let valid = forge(JWT_SECRET, now + 600);
+    app.get("/api/orders", Some(&valid)).await.expect(200);
+}
+
+#[tokio::test]
+async fn restaurant_staff_see_their_restaurant_in_me() {
+    let app = TestApp::spawn().await;
+    let token = app.token("restaurant3").await;
+    let me = app.get("/api/me", Some(&token)).await.expect(200);
+    assert_eq!(me["restaurantId"], 3);
+    assert_eq!(me["user"]["role"], "restaurant");
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_bodies_are_refused_in_the_error_shape() {
+    let app = TestApp::spawn_with(false, &[]).await;
+    app.post_raw("/api/auth/register", None, "{not json")
+        .await
+        .expect_error(400, "VALIDATION_ERROR");
+    app.post_raw("/api/auth/register", None, "[]")
+        .await
+        .expect_error(400, "VALIDATION_ERROR");
+    let r = app
+        .post_raw("/api/auth/register", None, r#"{"email": 5}"#)
+        .await;
+    r.expect_error(400, "VALIDATION_ERROR");
+    assert_eq!(r.fields(), ["email"]);
+    let huge = format!(r#"{{"email":"{}"}}"#, "a".repeat(70 * 1024));
+    app.post_raw("/api/auth/register", None, huge)
+        .await
+        .expect_error(413, "PAYLOAD_TOO_LARGE");
+}

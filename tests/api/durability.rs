@@ -1,0 +1,84 @@
+use crate::helpers::*;
+
+#[tokio::test]
+async fn an_acknowledged_transition_survives_a_crash_and_the_order_moves_on() {
+    let app = TestApp::spawn().await;
+    let customer = app.token("customer1").await;
+    let staff = app.token("restaurant1").await;
+    let id = app.place_order(&customer).await["id"].as_i64().unwrap();
+    app.act(&staff, id, "confirm").await.expect(200);
+
+    let app = app.crash_and_restart().await;
+    let order = app
+        .get(&format!("/api/orders/{id}"), Some(&customer))
+        .await
+        .expect(200);
+    assert_eq!(order["order"]["status"], "CONFIRMED");
+    assert_eq!(order["order"]["version"], 2);
+    // The recovered actor takes the next command, and history is intact.
+    let next = app.act(&staff, id, "start_preparing").await.expect(200);
+    assert_eq!(next["order"]["version"], 3);
+    let events = app
+        .get(&format!("/api/orders/{id}/events"), Some(&customer))
+        .await
+        .expect(200);
+    assert_eq!(events["events"].as_array().unwrap().len(), 3);
+    assert!(app.metric("dispatch_order_actors").await >= 1.0);
+}
+
+#[tokio::test]
+async fn sigterm_shuts_down_cleanly_and_loses_nothing() {
+    let mut app = TestApp::spawn().await;
+    let customer = app.token("customer1").await;
+    let id = app.place_order(&customer).await["id"].as_i64().unwrap();
+    let status = app.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    let app = app.crash_and_restart().await;
+    let order = app
+        .get(&format!("/api/orders/{id}"), Some(&customer))
+        .await
+        .expect(200);
+    assert_eq!(order["order"]["status"], "PLACED");
+}
+
+#[tokio::test]
+async fn demo_data_is_loaded_once_and_only_when_asked() {
+    let app = TestApp::spawn().await;
+    let count = |body: serde_json::Value| body["restaurants"].as_array().unwrap().len();
+    assert_eq!(
+        count(
+            app.get("/api/restaurants?limit=100", None)
+                .await
+                .expect(200)
+        ),
+        30
+    );
+    let app = app.crash_and_restart().await;
+    assert_eq!(
+        count(
+            app.get("/api/restaurants?limit=100", None)
+                .await
+                .expect(200)
+        ),
+        30
+    );
+    app.login("driver50@demo.local", DEMO_PASSWORD)
+        .await
+        .expect(200);
+    app.login("restaurant30@demo.local", DEMO_PASSWORD)
+        .await
+        .expect(200);
+    app.login("customer20@demo.local", DEMO_PASSWORD)
+        .await
+        .expect(200);
+
+    let empty = TestApp::spawn_with(false, &[]).await;
+    assert_eq!(
+        count(empty.get("/api/restaurants", None).await.expect(200)),
+        0
+    );
+    empty
+        .login("admin@demo.local", DEMO_PASSWORD)
+        .await
+        .expect_error(401, "INVALID_CREDENTIALS");
+}

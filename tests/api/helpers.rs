@@ -1,0 +1,486 @@
+//! `TestApp`: the real `dispatchd` binary on an ephemeral port, on a fresh
+//! database of its own, with typed helpers for the endpoints.
+//!
+//! The backend comes from the environment: with `DISPATCHD_TEST_POSTGRES`
+//! (an admin URL such as `postgres://postgres@127.0.0.1:5432/postgres`) each
+//! test gets a new Postgres database; without it, a temporary SQLite file.
+//! Server logs reach the terminal only when `TEST_LOG` is set.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const JWT_SECRET: &str = "integration-tests-secret-0123456789";
+pub const DEMO_PASSWORD: &str = "demo-pass";
+/// Demo restaurant 1 ("Congress Avenue Tacos") and a customer address 1 km away.
+pub const RESTAURANT_1: i64 = 1;
+pub const NEAR_LAT: f64 = 30.2747;
+pub const NEAR_LON: f64 = -97.7404;
+
+#[derive(Debug, Clone)]
+pub enum TestDb {
+    Postgres { admin_url: String, name: String },
+    Sqlite { path: std::path::PathBuf },
+}
+
+impl TestDb {
+    pub async fn fresh() -> TestDb {
+        match std::env::var("DISPATCHD_TEST_POSTGRES") {
+            Ok(admin_url) if !admin_url.is_empty() => {
+                let name = format!("dispatchd_test_{}", uuid::Uuid::new_v4().simple());
+                let mut admin = connect_admin(&admin_url).await;
+                sqlx::Executor::execute(
+                    &mut admin,
+                    sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")),
+                )
+                .await
+                .expect("create test database");
+                TestDb::Postgres { admin_url, name }
+            }
+            _ => {
+                let dir = std::env::temp_dir().join("dispatchd-tests");
+                std::fs::create_dir_all(&dir).expect("temp dir");
+                TestDb::Sqlite {
+                    path: dir.join(format!("{}.db", uuid::Uuid::new_v4().simple())),
+                }
+            }
+        }
+    }
+
+    pub fn url(&self) -> String {
+        match self {
+            TestDb::Postgres { admin_url, name } => {
+                let base = admin_url
+                    .rsplit_once('/')
+                    .map(|(base, _)| base)
+                    .unwrap_or(admin_url);
+                format!("{base}/{name}")
+            }
+            TestDb::Sqlite { path } => format!("sqlite:{}", path.display()),
+        }
+    }
+}
+
+pub async fn connect_admin(admin_url: &str) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect(admin_url)
+        .await
+        .expect("connect to Postgres as admin")
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub db: TestDb,
+    pub client: reqwest::Client,
+    child: Option<Child>,
+    env: Vec<(String, String)>,
+    demo: bool,
+}
+
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Response {
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+
+    /// The `field`s named in an error's `details`.
+    pub fn fields(&self) -> Vec<String> {
+        self.body["details"]
+            .as_array()
+            .map(|d| {
+                d.iter()
+                    .filter_map(|e| e["field"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Value {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.body
+        );
+        self.body
+    }
+
+    #[track_caller]
+    pub fn expect_error(&self, status: u16, code: &str) {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.body
+        );
+        assert_eq!(self.code(), code, "unexpected code; body: {}", self.body);
+        assert!(
+            self.body["error"].is_string(),
+            "error message missing: {}",
+            self.body
+        );
+        assert!(
+            self.body["details"].is_array(),
+            "details missing: {}",
+            self.body
+        );
+    }
+}
+
+impl TestApp {
+    /// A server with the demo city and accounts loaded.
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(true, &[]).await
+    }
+
+    pub async fn spawn_with(demo: bool, env: &[(&str, &str)]) -> TestApp {
+        let db = TestDb::fresh().await;
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut app = TestApp {
+            address: String::new(),
+            db,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("http client"),
+            child: None,
+            env,
+            demo,
+        };
+        app.start();
+        app.ready().await
+    }
+
+    /// Starts the server process and waits for its `listening on` line.
+    fn start(&mut self) {
+        let url = self
+            .env
+            .iter()
+            .find(|(k, _)| k == "DISPATCHD_TEST_URL_OVERRIDE")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| self.db.url());
+        let mut command = Command::new(env!("CARGO_BIN_EXE_dispatchd"));
+        command
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--database-url", &url])
+            .env("DISPATCH__AUTH__JWT_SECRET", JWT_SECRET)
+            .env("DISPATCH__LOG__LEVEL", "warn,dispatchd=info")
+            .env_remove("DATABASE_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(if std::env::var_os("TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
+        if self.demo {
+            command.arg("--demo");
+        }
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("start dispatchd");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines
+            .next()
+            .expect("dispatchd printed nothing")
+            .expect("read stdout");
+        let address = first
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+            .to_string();
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        self.address = address;
+        self.child = Some(child);
+    }
+
+    /// Waits until the server answers (demo data and recovery are done).
+    pub async fn ready(self) -> TestApp {
+        for _ in 0..300 {
+            if let Ok(r) = self
+                .client
+                .get(format!("{}/healthz", self.address))
+                .send()
+                .await
+                && r.status() == StatusCode::OK
+            {
+                return self;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("dispatchd did not become ready");
+    }
+
+    /// Kills the server without a clean shutdown (SIGKILL) and starts it
+    /// again on the same database.
+    pub async fn crash_and_restart(mut self) -> TestApp {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.start();
+        self.ready().await
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server running");
+        let pid = child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        for _ in 0..200 {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        panic!("dispatchd did not exit within 10 s of SIGTERM");
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Response {
+        let mut request = self
+            .client
+            .request(method, format!("{}{}", self.address, path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Self::read(request.send().await.expect("request failed")).await
+    }
+
+    pub async fn read(response: reqwest::Response) -> Response {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("read body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        Response {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
+        self.request(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Response {
+        self.request(Method::POST, path, token, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, token: Option<&str>, body: Value) -> Response {
+        self.request(Method::PATCH, path, token, Some(body)).await
+    }
+
+    /// A raw body, for malformed JSON and size limits.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> Response {
+        let mut request = self
+            .client
+            .post(format!("{}{}", self.address, path))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        Self::read(request.send().await.expect("request failed")).await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Response {
+        self.post(
+            "/api/auth/login",
+            None,
+            json!({ "email": email, "password": password }),
+        )
+        .await
+    }
+
+    /// The token of a demo account (`admin`, `customer1`, `driver3`, `restaurant1`...).
+    pub async fn token(&self, account: &str) -> String {
+        let body = self
+            .login(&format!("{account}@demo.local"), DEMO_PASSWORD)
+            .await
+            .expect(200);
+        body["token"].as_str().expect("token").to_string()
+    }
+
+    /// Places an order at demo restaurant 1 as `token`; returns the order.
+    pub async fn place_order(&self, token: &str) -> Value {
+        self.post("/api/orders", Some(token), order_body(RESTAURANT_1, 1, 2))
+            .await
+            .expect(201)["order"]
+            .clone()
+    }
+
+    pub async fn act(&self, token: &str, order_id: i64, action: &str) -> Response {
+        self.patch(
+            &format!("/api/orders/{order_id}/status"),
+            Some(token),
+            json!({ "action": action }),
+        )
+        .await
+    }
+
+    pub async fn metric(&self, line_prefix: &str) -> f64 {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.address))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body");
+        text.lines()
+            .filter(|l| l.starts_with(line_prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let TestDb::Sqlite { path } = &self.db {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+        }
+    }
+}
+
+pub fn address() -> Value {
+    json!({
+        "street": "1100 Congress Ave",
+        "city": "Austin",
+        "state": "TX",
+        "zip": "78701",
+        "lat": NEAR_LAT,
+        "lon": NEAR_LON,
+    })
+}
+
+pub fn order_body(restaurant_id: i64, menu_item_id: i64, quantity: i64) -> Value {
+    json!({
+        "restaurantId": restaurant_id,
+        "items": [{ "menuItemId": menu_item_id, "quantity": quantity }],
+        "deliveryAddress": address(),
+    })
+}
+
+/// A TCP proxy in front of Postgres that a test can cut and restore, to play
+/// a store outage the way production sees one: connections reset, new ones
+/// refused at the handshake.
+pub struct StoreLink {
+    pub port: u16,
+    up: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl StoreLink {
+    pub async fn open(target: &str) -> StoreLink {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let port = listener.local_addr().unwrap().port();
+        let (up, _) = tokio::sync::watch::channel(true);
+        let up = std::sync::Arc::new(up);
+        let target = target.to_string();
+        let link = up.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if !*link.borrow() {
+                    drop(inbound);
+                    continue;
+                }
+                let mut state = link.subscribe();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = state.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        StoreLink { port, up }
+    }
+
+    pub fn cut(&self) {
+        self.up.send_replace(false);
+    }
+
+    pub fn restore(&self) {
+        self.up.send_replace(true);
+    }
+}
+
+impl TestApp {
+    /// Like `spawn`, but the server reaches Postgres through `link`.
+    pub async fn spawn_through(link: &StoreLink, env: &[(&str, &str)]) -> TestApp {
+        let db = TestDb::fresh().await;
+        let TestDb::Postgres { name, .. } = &db else {
+            panic!("spawn_through needs Postgres");
+        };
+        let url = format!("postgres://postgres@127.0.0.1:{}/{name}", link.port);
+        let mut env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        env.push(("DISPATCHD_TEST_URL_OVERRIDE".into(), url));
+        let mut app = TestApp {
+            address: String::new(),
+            db,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("http client"),
+            child: None,
+            env,
+            demo: true,
+        };
+        app.start();
+        app.ready().await
+    }
+}

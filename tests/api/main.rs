@@ -1,0 +1,14 @@
+//! Integration tests: the real `dispatchd` binary, a fresh database per
+//! test (Postgres with DISPATCHD_TEST_POSTGRES, SQLite otherwise), real HTTP.
+//! One test binary, so the suite links once.
+
+mod helpers;
+
+mod auth;
+mod durability;
+mod health;
+mod idempotency;
+mod orders;
+mod outage;
+mod restaurants;
+mod transitions;

@@ -1,0 +1,116 @@
+//! Store outages: writes answer 503 STORE_UNAVAILABLE and change nothing,
+//! readiness reports it, and the engine recovers when the store returns.
+//! On Postgres the link to the database is cut; on SQLite another process
+//! holds the write lock.
+
+use crate::helpers::*;
+
+use std::time::Duration;
+
+const FAST_TIMEOUT: [(&str, &str); 1] = [("DISPATCH__DATABASE__ACQUIRE_TIMEOUT_MS", "700")];
+
+async fn wait_for_status(app: &TestApp, path: &str, status: u16) {
+    for _ in 0..100 {
+        if app.get(path, None).await.status == status {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{path} never answered {status}");
+}
+
+#[tokio::test]
+async fn writes_answer_503_during_a_store_outage_and_the_engine_recovers() {
+    if std::env::var("DISPATCHD_TEST_POSTGRES").is_ok_and(|v| !v.is_empty()) {
+        postgres_outage().await
+    } else {
+        sqlite_outage().await
+    }
+}
+
+async fn postgres_outage() {
+    let link = StoreLink::open("127.0.0.1:5432").await;
+    let app = TestApp::spawn_through(&link, &FAST_TIMEOUT).await;
+    let customer = app.token("customer1").await;
+    let staff = app.token("restaurant1").await;
+    let id = app.place_order(&customer).await["id"].as_i64().unwrap();
+
+    link.cut();
+    app.act(&staff, id, "confirm")
+        .await
+        .expect_error(503, "STORE_UNAVAILABLE");
+    app.post(
+        "/api/orders",
+        Some(&customer),
+        order_body(RESTAURANT_1, 1, 1),
+    )
+    .await
+    .expect_error(503, "STORE_UNAVAILABLE");
+    let r = app.get("/readyz", None).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    app.get("/healthz", None).await.expect(200);
+
+    link.restore();
+    wait_for_status(&app, "/readyz", 200).await;
+    // The refused confirm changed nothing: the order is still PLACED at v1,
+    // and the same command now goes through.
+    let order = app
+        .get(&format!("/api/orders/{id}"), Some(&customer))
+        .await
+        .expect(200);
+    assert_eq!(order["order"]["status"], "PLACED");
+    assert_eq!(order["order"]["version"], 1);
+    let confirmed = app.act(&staff, id, "confirm").await.expect(200);
+    assert_eq!(confirmed["order"]["version"], 2);
+    assert_eq!(
+        app.get("/api/orders", Some(&customer)).await.expect(200)["orders"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+async fn sqlite_outage() {
+    use sqlx::Connection;
+    let app = TestApp::spawn_with(true, &FAST_TIMEOUT).await;
+    let customer = app.token("customer1").await;
+    let staff = app.token("restaurant1").await;
+    let id = app.place_order(&customer).await["id"].as_i64().unwrap();
+
+    // Another process takes SQLite's single write lock and keeps it.
+    let mut holder = sqlx::SqliteConnection::connect(&app.db.url())
+        .await
+        .unwrap();
+    sqlx::Executor::execute(&mut holder, "BEGIN IMMEDIATE")
+        .await
+        .unwrap();
+    sqlx::Executor::execute(
+        &mut holder,
+        "UPDATE restaurants SET rating = rating WHERE id = 1",
+    )
+    .await
+    .unwrap();
+    app.act(&staff, id, "confirm")
+        .await
+        .expect_error(503, "STORE_UNAVAILABLE");
+    app.post(
+        "/api/orders",
+        Some(&customer),
+        order_body(RESTAURANT_1, 1, 1),
+    )
+    .await
+    .expect_error(503, "STORE_UNAVAILABLE");
+    sqlx::Executor::execute(&mut holder, "ROLLBACK")
+        .await
+        .unwrap();
+    drop(holder);
+
+    let order = app
+        .get(&format!("/api/orders/{id}"), Some(&customer))
+        .await
+        .expect(200);
+    assert_eq!(order["order"]["status"], "PLACED");
+    assert_eq!(order["order"]["version"], 1);
+    app.act(&staff, id, "confirm").await.expect(200);
+}
