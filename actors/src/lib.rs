@@ -12,8 +12,10 @@
 //!   `Orders` directory the gateway talks to.
 //! - [`metrics`]: every metric name, described once.
 
+pub mod dispatch_policy;
 pub mod eta;
 pub mod geo;
+pub mod geo_index;
 pub mod input;
 pub mod lifecycle;
 pub mod metrics;

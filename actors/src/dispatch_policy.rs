@@ -1,0 +1,1 @@
+//! Placeholder: the dispatch policy (being written).

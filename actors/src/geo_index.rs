@@ -1,0 +1,1 @@
+//! Placeholder: the geo index (being written).
