@@ -7,7 +7,8 @@ use crate::http::{self, AppState};
 use crate::settings::Settings;
 use crate::store::{self, StoreOptions};
 use crate::{demo, telemetry};
-use actors::order::{NoListener, Orders};
+use actors::breadcrumbs::{self, BreadcrumbOptions};
+use actors::realtime::Engine;
 use actors::store::Store;
 use std::io::Write;
 use std::sync::Arc;
@@ -55,9 +56,22 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
         }
     }
 
-    let orders = Orders::start(store.clone(), Arc::new(NoListener)).await?;
-    let recovered = orders.recover().await?;
-    tracing::info!(orders = recovered, "Live orders recovered");
+    let crumbs = breadcrumbs::start(
+        store.clone(),
+        BreadcrumbOptions {
+            capacity: settings.breadcrumbs.queue,
+            batch: settings.breadcrumbs.batch,
+            flush_every: Duration::from_millis(settings.breadcrumbs.flush_ms),
+        },
+    );
+    let engine = Engine::start(store.clone(), crumbs, settings.engine()).await?;
+    let recovery_started = std::time::Instant::now();
+    let recovered = engine.orders.recover().await?;
+    tracing::info!(
+        orders = recovered,
+        millis = recovery_started.elapsed().as_millis() as u64,
+        "Live orders recovered"
+    );
 
     let secret = if settings.auth.jwt_secret.is_empty() {
         tracing::warn!(
@@ -70,14 +84,9 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
     let tokens = Tokens::new(secret.as_bytes(), settings.auth.token_ttl_secs);
     let shutdown = CancellationToken::new();
     let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
-    let state = AppState::new(
-        store.clone(),
-        orders.clone(),
-        tokens,
-        settings.clone(),
-        metrics.clone(),
-    );
+    let state = AppState::new(engine.clone(), tokens, settings.clone(), metrics.clone(), shutdown.clone());
 
+    let sessions = state.live_sessions.clone();
     spawn_housekeeping(store, state.clone(), shutdown.clone());
     tokio::spawn(wait_for_signal(shutdown.clone()));
 
@@ -104,7 +113,13 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
         Ok(Err(error)) => tracing::error!(%error, "Server task failed"),
         Err(_) => tracing::warn!("Grace period over; dropping the remaining connections"),
     }
-    orders.stop();
+    // Sockets were told to close with 1001 by the same signal; give their
+    // writers a moment to get the frame out.
+    sessions.close();
+    if tokio::time::timeout(Duration::from_secs(3), sessions.wait()).await.is_err() {
+        tracing::warn!("Some WebSocket sessions did not close in time");
+    }
+    engine.stop();
     tracing::info!("Stopped");
     Ok(())
 }

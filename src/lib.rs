@@ -6,6 +6,7 @@
 //! - [`app`]: startup (bind, store, demo data, recovery) and graceful shutdown.
 //! - [`settings`]: layered, typed configuration.
 //! - [`http`]: the axum gateway, one router per resource, one error type.
+//! - [`ws`]: the WebSocket gateway: a socket reader and writer per session.
 //! - [`auth`]: password hashes and JWTs.
 //! - [`store`]: the `Store` port on sqlx, for Postgres and SQLite.
 //! - [`demo`]: the demo city and accounts.
@@ -18,3 +19,4 @@ pub mod http;
 pub mod settings;
 pub mod store;
 pub mod telemetry;
+pub mod ws;

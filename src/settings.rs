@@ -17,6 +17,8 @@ pub struct Settings {
     pub presence: PresenceSettings,
     pub dispatch: DispatchSettings,
     pub ws: WsSettings,
+    pub breadcrumbs: BreadcrumbSettings,
+    pub drivers: DriverSettings,
     pub log: LogSettings,
 }
 
@@ -70,12 +72,32 @@ pub struct DispatchSettings {
     pub max_radius_km: f64,
     pub max_active_orders: u32,
     pub road_factor: f64,
+    pub eta_push_threshold_secs: u64,
+    pub candidates_per_order: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct WsSettings {
     pub max_frame_bytes: usize,
     pub outbound_queue: usize,
+    pub read_buffer_bytes: usize,
+    pub write_buffer_bytes: usize,
+    pub messages_per_sec: u32,
+    pub ping_interval_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub send_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct BreadcrumbSettings {
+    pub queue: usize,
+    pub batch: usize,
+    pub flush_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DriverSettings {
+    pub location_updates_per_sec: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -128,6 +150,24 @@ impl Settings {
         if self.ws.max_frame_bytes < 256 || self.ws.outbound_queue == 0 {
             problems.push("ws.max_frame_bytes must be at least 256 and ws.outbound_queue positive");
         }
+        if self.ws.messages_per_sec == 0 || self.drivers.location_updates_per_sec == 0 {
+            problems.push("ws.messages_per_sec and drivers.location_updates_per_sec must be positive");
+        }
+        if self.ws.ping_interval_secs == 0 || self.ws.idle_timeout_secs <= self.ws.ping_interval_secs {
+            problems.push("ws.idle_timeout_secs must exceed ws.ping_interval_secs, which must be positive");
+        }
+        if self.ws.read_buffer_bytes < 1024 || self.ws.send_timeout_secs == 0 {
+            problems.push("ws.read_buffer_bytes must be at least 1024 and ws.send_timeout_secs positive");
+        }
+        if self.breadcrumbs.queue == 0 || self.breadcrumbs.batch == 0 || self.breadcrumbs.flush_ms == 0 {
+            problems.push("breadcrumbs.queue, batch and flush_ms must be positive");
+        }
+        if self.presence.ttl_secs == 0 || self.dispatch.round_interval_ms == 0 || self.dispatch.offer_timeout_secs == 0 {
+            problems.push("presence.ttl_secs, dispatch.round_interval_ms and dispatch.offer_timeout_secs must be positive");
+        }
+        if self.dispatch.max_active_orders == 0 || self.dispatch.candidates_per_order == 0 {
+            problems.push("dispatch.max_active_orders and dispatch.candidates_per_order must be positive");
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             problems.push("log.format must be \"text\" or \"json\"");
         }
@@ -141,6 +181,23 @@ impl Settings {
             Ok(())
         } else {
             anyhow::bail!("invalid settings: {}", problems.join("; "))
+        }
+    }
+
+    /// The engine's view of these settings.
+    pub fn engine(&self) -> actors::config::EngineConfig {
+        use std::time::Duration;
+        actors::config::EngineConfig {
+            presence_ttl: Duration::from_secs(self.presence.ttl_secs),
+            round_interval: Duration::from_millis(self.dispatch.round_interval_ms),
+            offer_timeout: Duration::from_secs(self.dispatch.offer_timeout_secs),
+            search_radius_km: self.dispatch.search_radius_km,
+            max_radius_km: self.dispatch.max_radius_km,
+            max_active_orders: self.dispatch.max_active_orders,
+            road_factor: self.dispatch.road_factor,
+            eta_push_threshold: Duration::from_secs(self.dispatch.eta_push_threshold_secs),
+            outbound_queue: self.ws.outbound_queue,
+            candidates_per_order: self.dispatch.candidates_per_order,
         }
     }
 

@@ -34,5 +34,6 @@ pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)?
         .install_recorder()?;
     actors::metrics::describe();
+    actors::metrics::describe_realtime();
     Ok(handle)
 }

@@ -12,14 +12,23 @@
 //!   `Orders` directory the gateway talks to.
 //! - [`metrics`]: every metric name, described once.
 
+pub mod breadcrumbs;
+pub mod config;
 pub mod dispatch_policy;
+pub mod dispatcher;
+pub mod driver;
 pub mod eta;
 pub mod geo;
+pub mod geo_actor;
 pub mod geo_index;
 pub mod input;
 pub mod lifecycle;
 pub mod metrics;
 pub mod model;
 pub mod order;
+pub mod outbox;
 pub mod pricing;
+pub mod realtime;
+pub mod session;
 pub mod store;
+pub mod wire;

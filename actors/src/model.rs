@@ -337,3 +337,27 @@ pub struct PlacedOrder {
     pub items: Vec<OrderItem>,
     pub estimated_delivery_at: Option<DateTime<Utc>>,
 }
+
+/// A driver's position as clients see it. `timestamp` is milliseconds since
+/// the Unix epoch (the one timestamp in the contract that is not RFC 3339).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DriverLocation {
+    pub driver_id: DriverId,
+    pub lat: f64,
+    pub lon: f64,
+    pub heading: Option<f64>,
+    pub speed_mps: Option<f64>,
+    pub timestamp: i64,
+}
+
+impl DriverLocation {
+    pub fn at(&self) -> LatLon {
+        LatLon {
+            lat: self.lat,
+            lon: self.lon,
+        }
+    }
+}
+
+pub type OfferId = i64;

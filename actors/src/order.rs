@@ -7,10 +7,14 @@
 //! its own write is the point: commands on one order are serialised, so no
 //! update is ever lost. A terminal order stops its actor.
 
+use crate::config::EngineConfig;
+use crate::eta::{self, Eta, Leg};
 use crate::lifecycle::{self, Action, Refusal};
 use crate::metrics as m;
 use crate::model::*;
+use crate::outbox::{Outbox, SessionId};
 use crate::store::{NewOrderEvent, OrderChange, Store, StoreError};
+use crate::wire::{self, Frame, ServerMessage};
 use chrono::{DateTime, SubsecRound, Utc};
 use dashmap::DashMap;
 use ractor::rpc::CallResult;
@@ -32,15 +36,48 @@ pub fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(3)
 }
 
-/// Hears of every durable change to an order, after it committed.
+/// What an order actor knows of its restaurant: enough for ETAs and offers
+/// without a store read per position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestaurantInfo {
+    pub id: RestaurantId,
+    pub name: String,
+    pub location: LatLon,
+    pub prep_time_minutes: i32,
+}
+
+impl From<&Restaurant> for RestaurantInfo {
+    fn from(r: &Restaurant) -> Self {
+        RestaurantInfo {
+            id: r.id,
+            name: r.name.clone(),
+            location: r.location,
+            prep_time_minutes: r.prep_time_minutes,
+        }
+    }
+}
+
+/// A committed change, as listeners hear of it.
+pub struct OrderChanged<'a> {
+    pub order: &'a Order,
+    pub event: &'a NewOrderEvent,
+    pub restaurant: &'a RestaurantInfo,
+    pub driver: Option<&'a Driver>,
+    pub actor: &'a ActorRef<OrderMessage>,
+}
+
+/// Hears of every durable change to an order, after it committed, and of
+/// every order actor that starts (new or recovered). Implementations must
+/// not block: they cast to other actors.
 pub trait OrderListener: Send + Sync + 'static {
-    fn order_changed(&self, order: &Order, event: &NewOrderEvent);
+    fn order_changed(&self, change: OrderChanged<'_>);
+    fn order_started(&self, _started: OrderChanged<'_>) {}
 }
 
 /// A listener that hears nothing, for tests and tools.
 pub struct NoListener;
 impl OrderListener for NoListener {
-    fn order_changed(&self, _: &Order, _: &NewOrderEvent) {}
+    fn order_changed(&self, _: OrderChanged<'_>) {}
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,20 +102,50 @@ pub struct TransitionCommand {
 pub enum OrderMessage {
     Transition(TransitionCommand, RpcReplyPort<Result<Order, CommandError>>),
     Snapshot(RpcReplyPort<Order>),
+    /// A session asks to watch the order; on success the actor queues the
+    /// `snapshot` itself, so no update can slip between snapshot and
+    /// subscription.
+    Subscribe {
+        caller: Caller,
+        outbox: Arc<Outbox>,
+        reply: RpcReplyPort<Result<(), Refusal>>,
+    },
+    /// The assigned driver's own socket, subscribed without asking.
+    AttachDriverSession(Arc<Outbox>),
+    Unsubscribe(SessionId),
+    /// The assigned driver moved. Never touches the store.
+    DriverMoved(DriverLocation, Instant),
+    /// Assign the driver who accepted an offer.
+    Assign {
+        driver: Driver,
+        offer_id: OfferId,
+        reply: RpcReplyPort<Result<Order, CommandError>>,
+    },
 }
 
 pub struct OrderActor;
 
 pub struct OrderArguments {
     pub order: Order,
+    pub restaurant: RestaurantInfo,
+    pub driver: Option<Driver>,
     pub store: Arc<dyn Store>,
     pub listener: Arc<dyn OrderListener>,
+    pub config: Arc<EngineConfig>,
 }
 
 pub struct OrderState {
     order: Order,
+    restaurant: RestaurantInfo,
+    driver: Option<Driver>,
+    driver_location: Option<DriverLocation>,
+    subscribers: HashMap<SessionId, Arc<Outbox>>,
+    /// The assigned driver's own socket: it gets status updates, but not
+    /// its own positions echoed back.
+    driver_session: Option<SessionId>,
     store: Arc<dyn Store>,
     listener: Arc<dyn OrderListener>,
+    config: Arc<EngineConfig>,
 }
 
 impl Actor for OrderActor {
@@ -88,16 +155,39 @@ impl Actor for OrderActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         args: OrderArguments,
     ) -> Result<OrderState, ActorProcessingErr> {
         metrics::gauge!(m::ORDERS_ACTIVE, "status" => args.order.status.as_str()).increment(1.0);
         metrics::gauge!(m::ORDER_ACTORS).increment(1.0);
-        Ok(OrderState {
+        let state = OrderState {
             order: args.order,
+            restaurant: args.restaurant,
+            driver: args.driver,
+            driver_location: None,
+            subscribers: HashMap::new(),
+            driver_session: None,
             store: args.store,
             listener: args.listener,
-        })
+            config: args.config,
+        };
+        let started = NewOrderEvent {
+            kind: OrderEventType::StatusChanged,
+            from_status: None,
+            to_status: Some(state.order.status),
+            actor_id: None,
+            actor_role: None,
+            at: now(),
+            data: serde_json::Value::Null,
+        };
+        state.listener.order_started(OrderChanged {
+            order: &state.order,
+            event: &started,
+            restaurant: &state.restaurant,
+            driver: state.driver.as_ref(),
+            actor: &myself,
+        });
+        Ok(state)
     }
 
     async fn post_stop(
@@ -121,7 +211,7 @@ impl Actor for OrderActor {
                 let _ = reply.send(state.order.clone());
             }
             OrderMessage::Transition(command, reply) => {
-                let result = state.transition(command).await;
+                let result = state.transition(&myself, command).await;
                 let terminal = matches!(&result, Ok(order) if order.status.is_terminal());
                 // The caller may have given up; the write stands either way.
                 let _ = reply.send(result);
@@ -129,13 +219,140 @@ impl Actor for OrderActor {
                     myself.stop(Some("order is terminal".into()));
                 }
             }
+            OrderMessage::Subscribe { caller, outbox, reply } => {
+                if !lifecycle::can_see(&state.order, &caller) {
+                    let _ = reply.send(Err(Refusal::NotVisible));
+                    return Ok(());
+                }
+                state.subscribe(outbox);
+                let _ = reply.send(Ok(()));
+            }
+            OrderMessage::AttachDriverSession(outbox) => {
+                state.driver_session = Some(outbox.session_id);
+                state.subscribe(outbox);
+            }
+            OrderMessage::Unsubscribe(session_id) => {
+                state.subscribers.remove(&session_id);
+            }
+            OrderMessage::DriverMoved(location, received_at) => state.driver_moved(location, received_at),
+            OrderMessage::Assign {
+                driver,
+                offer_id,
+                reply,
+            } => {
+                let _ = reply.send(state.assign(&myself, driver, offer_id).await);
+            }
         }
         Ok(())
     }
 }
 
 impl OrderState {
-    async fn transition(&mut self, command: TransitionCommand) -> Result<Order, CommandError> {
+    fn subscribe(&mut self, outbox: Arc<Outbox>) {
+        let snapshot = ServerMessage::Snapshot {
+            order_id: self.order.id,
+            order: &self.order,
+            driver: self.driver.as_ref(),
+            driver_location: self.driver_location.as_ref(),
+            eta: self.eta(),
+        }
+        .encode();
+        if outbox.push(snapshot) {
+            self.subscribers.insert(outbox.session_id, outbox);
+        }
+    }
+
+    /// The `eta` clients see: the stored estimate, none once terminal.
+    fn eta(&self) -> Option<Eta> {
+        if self.order.status.is_terminal() {
+            return None;
+        }
+        self.order.estimated_delivery_at.map(|at| Eta::at(at, now()))
+    }
+
+    /// When the food is (or will be) ready.
+    fn food_ready_at(&self, order: &Order) -> DateTime<Utc> {
+        let prep = chrono::Duration::minutes(i64::from(self.restaurant.prep_time_minutes));
+        order
+            .ready_at
+            .or_else(|| order.preparing_at.map(|t| t + prep))
+            .unwrap_or_else(|| order.confirmed_at.unwrap_or(order.placed_at) + prep)
+    }
+
+    /// A fresh estimate for `order` as it stands (CONTRACT.md "Dispatch").
+    fn estimate(&self, order: &Order) -> Option<DateTime<Utc>> {
+        if order.status.is_terminal() {
+            return order.estimated_delivery_at;
+        }
+        let vehicle = self.driver.as_ref().map(|d| d.vehicle_type).unwrap_or_default();
+        let here = self.driver_location.map(|l| l.at());
+        let leg = match (order.status, here) {
+            (OrderStatus::PickedUp, Some(at)) => Leg::ToCustomer { at, vehicle },
+            // Picked up but no position seen yet: keep what we had.
+            (OrderStatus::PickedUp, None) => return order.estimated_delivery_at,
+            (_, Some(at)) if order.driver_id.is_some() => Leg::ToRestaurant { at, vehicle },
+            _ => Leg::Unassigned { vehicle },
+        };
+        let dropoff = LatLon {
+            lat: order.delivery_address.lat,
+            lon: order.delivery_address.lon,
+        };
+        Some(eta::estimate_delivery(
+            now(),
+            self.food_ready_at(order),
+            self.restaurant.location,
+            dropoff,
+            leg,
+            self.config.road_factor,
+        ))
+    }
+
+    /// Queues a frame for every subscriber, dropping those that closed.
+    fn broadcast(&mut self, frame: Frame) {
+        self.subscribers.retain(|_, outbox| outbox.push(frame.clone()));
+    }
+
+    fn announce(&mut self, myself: &ActorRef<OrderMessage>, event: &NewOrderEvent) {
+        self.broadcast(wire::order_update(&self.order, self.eta()));
+        self.listener.order_changed(OrderChanged {
+            order: &self.order,
+            event,
+            restaurant: &self.restaurant,
+            driver: self.driver.as_ref(),
+            actor: myself,
+        });
+    }
+
+    /// Writes `next` with `event`, or leaves the state as it was.
+    async fn commit(&mut self, next: Order, event: NewOrderEvent) -> Result<NewOrderEvent, CommandError> {
+        let change = OrderChange {
+            order: next,
+            from_version: self.order.version,
+            event,
+        };
+        let started = Instant::now();
+        let written = self.store.apply_change(&change).await;
+        metrics::histogram!(m::STORE_WRITE_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
+        if let Err(error) = written {
+            metrics::counter!(m::STORE_ERRORS_TOTAL, "kind" => store_error_kind(&error)).increment(1);
+            // Someone wrote this order behind our back (another node, an
+            // operator): our state is stale. Reload before the next command.
+            if matches!(error, StoreError::Conflict)
+                && let Ok(Some(fresh)) = self.store.order(self.order.id).await
+            {
+                self.replace(fresh);
+            }
+            return Err(error.into());
+        }
+        self.replace(change.order);
+        Ok(change.event)
+    }
+
+    async fn transition(
+        &mut self,
+        myself: &ActorRef<OrderMessage>,
+        command: TransitionCommand,
+    ) -> Result<Order, CommandError> {
         let TransitionCommand {
             caller,
             action,
@@ -154,6 +371,7 @@ impl OrderState {
         if target == OrderStatus::Cancelled {
             next.cancel_reason = reason.clone();
         }
+        next.estimated_delivery_at = self.estimate(&next);
         let event = NewOrderEvent {
             kind: OrderEventType::StatusChanged,
             from_status: Some(self.order.status),
@@ -166,40 +384,137 @@ impl OrderState {
                 None => serde_json::json!({ "action": action.as_str() }),
             },
         };
-        let change = OrderChange {
-            order: next,
-            from_version: self.order.version,
-            event,
-        };
-
-        let started = Instant::now();
-        let written = self.store.apply_change(&change).await;
-        metrics::histogram!(m::STORE_WRITE_DURATION_SECONDS)
-            .record(started.elapsed().as_secs_f64());
-        if let Err(error) = written {
-            metrics::counter!(m::STORE_ERRORS_TOTAL, "kind" => store_error_kind(&error))
-                .increment(1);
-            // Someone wrote this order behind our back (another node, an
-            // operator): our state is stale. Reload before the next command.
-            if matches!(error, StoreError::Conflict)
-                && let Ok(Some(fresh)) = self.store.order(self.order.id).await
-            {
-                self.replace(fresh);
-            }
-            return Err(error.into());
-        }
-
+        let event = self.commit(next, event).await?;
         metrics::counter!(m::ORDER_TRANSITIONS_TOTAL, "status" => target.as_str()).increment(1);
-        self.replace(change.order);
-        self.listener.order_changed(&self.order, &change.event);
+
+        // A cancelled order frees its driver, on the record too.
+        if target == OrderStatus::Cancelled
+            && let Some(driver_id) = self.order.driver_id
+        {
+            let mut released = self.order.clone();
+            released.version += 1;
+            let unassigned = NewOrderEvent {
+                kind: OrderEventType::DriverUnassigned,
+                from_status: Some(target),
+                to_status: Some(target),
+                actor_id: Some(caller.user_id),
+                actor_role: Some(caller.role),
+                at,
+                data: serde_json::json!({ "driverId": driver_id, "reason": "order cancelled" }),
+            };
+            match self.commit(released, unassigned).await {
+                Ok(unassigned) => self.listener.order_changed(OrderChanged {
+                    order: &self.order,
+                    event: &unassigned,
+                    restaurant: &self.restaurant,
+                    driver: self.driver.as_ref(),
+                    actor: myself,
+                }),
+                // The cancellation stands; the driver is still released in
+                // memory by the listener hearing of the cancellation.
+                Err(error) => tracing::warn!(order_id = self.order.id, %error, "Could not record DRIVER_UNASSIGNED"),
+            }
+        }
+        self.announce(myself, &event);
         Ok(self.order.clone())
+    }
+
+    async fn assign(
+        &mut self,
+        myself: &ActorRef<OrderMessage>,
+        driver: Driver,
+        offer_id: OfferId,
+    ) -> Result<Order, CommandError> {
+        if self.order.driver_id.is_some() {
+            return Err(Refusal::InvalidTransition {
+                action: "assign",
+                from: self.order.status,
+            }
+            .into());
+        }
+        if !matches!(
+            self.order.status,
+            OrderStatus::Confirmed | OrderStatus::Preparing | OrderStatus::ReadyForPickup
+        ) {
+            return Err(Refusal::InvalidTransition {
+                action: "assign",
+                from: self.order.status,
+            }
+            .into());
+        }
+        let at = now();
+        let mut next = self.order.clone();
+        next.driver_id = Some(driver.id);
+        next.version += 1;
+        let event = NewOrderEvent {
+            kind: OrderEventType::DriverAssigned,
+            from_status: Some(self.order.status),
+            to_status: Some(self.order.status),
+            actor_id: Some(driver.id),
+            actor_role: Some(Role::Driver),
+            at,
+            data: serde_json::json!({ "driverId": driver.id, "offerId": offer_id }),
+        };
+        let previous_driver = self.driver.replace(driver);
+        let event = match self.commit(next, event).await {
+            Ok(event) => event,
+            Err(error) => {
+                self.driver = previous_driver;
+                return Err(error);
+            }
+        };
+        self.announce(myself, &event);
+        Ok(self.order.clone())
+    }
+
+    fn driver_moved(&mut self, location: DriverLocation, received_at: Instant) {
+        if self.order.driver_id != Some(location.driver_id) || self.order.status.is_terminal() {
+            return;
+        }
+        self.driver_location = Some(location);
+        let fresh = self.estimate(&self.order);
+        let moved_enough = match (fresh, self.order.estimated_delivery_at) {
+            (Some(fresh), Some(stored)) => {
+                (fresh - stored).num_milliseconds().unsigned_abs() > self.config.eta_push_threshold.as_millis() as u64
+            }
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if moved_enough && let Some(fresh) = fresh {
+            self.order.estimated_delivery_at = Some(fresh);
+            metrics::counter!(m::ETA_UPDATES_TOTAL).increment(1);
+            // Off the hot path: the estimate is advisory, so a lost write
+            // costs nothing but a stale ETA until the next one.
+            let store = self.store.clone();
+            let order_id = self.order.id;
+            tokio::spawn(async move {
+                if let Err(error) = store.set_estimated_delivery(order_id, fresh).await {
+                    tracing::debug!(order_id, %error, "ETA not stored");
+                }
+            });
+            self.broadcast(wire::order_update(&self.order, self.eta()));
+        }
+        let eta = fresh.map(|at| Eta::at(at, now()));
+        let frame = ServerMessage::DriverLocation {
+            order_id: self.order.id,
+            location: &location,
+            eta,
+        }
+        .encode();
+        let order_id = self.order.id;
+        let driver_session = self.driver_session;
+        self.subscribers.retain(|session_id, outbox| {
+            if Some(*session_id) != driver_session {
+                outbox.push_location(order_id, frame.clone(), received_at);
+            }
+            !outbox.is_closed()
+        });
     }
 
     /// Swaps in a new committed state, keeping the per-status gauge right.
     fn replace(&mut self, order: Order) {
         if order.status != self.order.status {
-            metrics::gauge!(m::ORDERS_ACTIVE, "status" => self.order.status.as_str())
-                .decrement(1.0);
+            metrics::gauge!(m::ORDERS_ACTIVE, "status" => self.order.status.as_str()).decrement(1.0);
             metrics::gauge!(m::ORDERS_ACTIVE, "status" => order.status.as_str()).increment(1.0);
         }
         self.order = order;
@@ -228,15 +543,23 @@ pub fn store_error_kind(error: &StoreError) -> &'static str {
 /// Spawns order actors under one supervisor and keeps the id -> actor map.
 pub struct OrderSupervisor;
 
+/// What starting an order actor needs besides the shared handles.
+pub struct LiveOrder {
+    pub order: Order,
+    pub restaurant: RestaurantInfo,
+    pub driver: Option<Driver>,
+}
+
 pub enum SupervisorMessage {
-    /// Start the actor of `order` unless it runs already; reply with it.
-    Start(Box<Order>, RpcReplyPort<Option<ActorRef<OrderMessage>>>),
+    /// Start the actor of an order unless it runs already; reply with it.
+    Start(Box<LiveOrder>, RpcReplyPort<Option<ActorRef<OrderMessage>>>),
 }
 
 pub struct SupervisorArguments {
     pub registry: Arc<DashMap<OrderId, ActorRef<OrderMessage>>>,
     pub store: Arc<dyn Store>,
     pub listener: Arc<dyn OrderListener>,
+    pub config: Arc<EngineConfig>,
 }
 
 pub struct SupervisorState {
@@ -306,19 +629,22 @@ impl SupervisorState {
     async fn start(
         &mut self,
         myself: &ActorRef<SupervisorMessage>,
-        order: Order,
+        live: LiveOrder,
     ) -> Option<ActorRef<OrderMessage>> {
-        if let Some(running) = self.args.registry.get(&order.id) {
+        if let Some(running) = self.args.registry.get(&live.order.id) {
             return Some(running.clone());
         }
-        if order.status.is_terminal() {
+        if live.order.status.is_terminal() {
             return None;
         }
-        let order_id = order.id;
+        let order_id = live.order.id;
         let args = OrderArguments {
-            order,
+            order: live.order,
+            restaurant: live.restaurant,
+            driver: live.driver,
             store: self.args.store.clone(),
             listener: self.args.listener.clone(),
+            config: self.args.config.clone(),
         };
         match Actor::spawn_linked(None, OrderActor, args, myself.get_cell()).await {
             Ok((actor, _)) => {
@@ -334,12 +660,23 @@ impl SupervisorState {
     }
 }
 
-/// The gateway's handle on every live order: find, start, command.
+/// The gateway's handle on every live order: find, start, command, watch.
 #[derive(Clone)]
 pub struct Orders {
     registry: Arc<DashMap<OrderId, ActorRef<OrderMessage>>>,
+    restaurants: Arc<DashMap<RestaurantId, RestaurantInfo>>,
     supervisor: ActorRef<SupervisorMessage>,
     store: Arc<dyn Store>,
+    listener: Arc<dyn OrderListener>,
+}
+
+/// Why a subscription was not made.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SubscribeRefused {
+    /// The caller may not see it, or it does not exist.
+    NotVisible,
+    /// The order has no live actor (it is terminal): answer from the store.
+    NotLive,
 }
 
 impl Orders {
@@ -348,18 +685,22 @@ impl Orders {
     pub async fn start(
         store: Arc<dyn Store>,
         listener: Arc<dyn OrderListener>,
+        config: Arc<EngineConfig>,
     ) -> Result<Self, ractor::SpawnErr> {
         let registry = Arc::new(DashMap::new());
         let args = SupervisorArguments {
             registry: registry.clone(),
             store: store.clone(),
-            listener,
+            listener: listener.clone(),
+            config,
         };
         let (supervisor, _) = Actor::spawn(None, OrderSupervisor, args).await?;
         Ok(Orders {
             registry,
+            restaurants: Arc::new(DashMap::new()),
             supervisor,
             store,
+            listener,
         })
     }
 
@@ -368,27 +709,122 @@ impl Orders {
         let active = self.store.active_orders().await?;
         let count = active.len();
         for order in active {
-            self.spawn(order).await;
+            self.spawn(order).await?;
         }
         Ok(count)
     }
 
-    /// Starts the actor of a freshly placed (or recovered) order.
-    pub async fn spawn(&self, order: Order) -> Option<ActorRef<OrderMessage>> {
+    /// What an order actor needs to know of a restaurant, cached.
+    pub async fn restaurant_info(&self, id: RestaurantId) -> Result<RestaurantInfo, StoreError> {
+        if let Some(info) = self.restaurants.get(&id) {
+            return Ok(info.clone());
+        }
+        let restaurant = self
+            .store
+            .restaurant(id)
+            .await?
+            .ok_or_else(|| StoreError::Internal(format!("order refers to missing restaurant {id}")))?;
+        let info = RestaurantInfo::from(&restaurant);
+        self.restaurants.insert(id, info.clone());
+        Ok(info)
+    }
+
+    /// Drops a cached restaurant after it changed; new order actors see the change.
+    pub fn forget_restaurant(&self, id: RestaurantId) {
+        self.restaurants.remove(&id);
+    }
+
+    /// Starts the actor of a recovered (or revived) order.
+    pub async fn spawn(&self, order: Order) -> Result<Option<ActorRef<OrderMessage>>, StoreError> {
+        let restaurant = self.restaurant_info(order.restaurant_id).await?;
+        let driver = match order.driver_id {
+            Some(id) => self.store.driver(id).await?,
+            None => None,
+        };
         let order_id = order.id;
+        let live = LiveOrder {
+            order,
+            restaurant,
+            driver,
+        };
         match self
             .supervisor
+            .call(|reply| SupervisorMessage::Start(Box::new(live), reply), Some(ORDER_CALL_TIMEOUT))
+            .await
+        {
+            Ok(CallResult::Success(actor)) => Ok(actor),
+            _ => {
+                tracing::error!(order_id, "Order supervisor did not answer");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Starts the actor of a just-placed order and tells the listeners (the
+    /// restaurant's tablets hear of it from here).
+    pub async fn placed(&self, order: Order) -> Result<(), StoreError> {
+        let Some(actor) = self.spawn(order.clone()).await? else {
+            return Ok(());
+        };
+        let restaurant = self.restaurant_info(order.restaurant_id).await?;
+        let event = NewOrderEvent {
+            kind: OrderEventType::OrderPlaced,
+            from_status: None,
+            to_status: Some(OrderStatus::Placed),
+            actor_id: Some(order.customer_id),
+            actor_role: Some(Role::Customer),
+            at: order.placed_at,
+            data: serde_json::Value::Null,
+        };
+        self.listener.order_changed(OrderChanged {
+            order: &order,
+            event: &event,
+            restaurant: &restaurant,
+            driver: None,
+            actor: &actor,
+        });
+        Ok(())
+    }
+
+    pub fn actor(&self, order_id: OrderId) -> Option<ActorRef<OrderMessage>> {
+        self.registry.get(&order_id).map(|a| a.clone())
+    }
+
+    /// Subscribes a session to a live order; the actor queues the snapshot.
+    pub async fn subscribe(&self, order_id: OrderId, caller: Caller, outbox: Arc<Outbox>) -> Result<(), SubscribeRefused> {
+        let actor = self.actor(order_id).ok_or(SubscribeRefused::NotLive)?;
+        let asked = actor
             .call(
-                |reply| SupervisorMessage::Start(Box::new(order), reply),
+                |reply| OrderMessage::Subscribe { caller, outbox, reply },
+                Some(ORDER_CALL_TIMEOUT),
+            )
+            .await;
+        match asked {
+            Ok(CallResult::Success(Ok(()))) => Ok(()),
+            Ok(CallResult::Success(Err(_))) => Err(SubscribeRefused::NotVisible),
+            // Stopped meanwhile: it just became terminal.
+            _ => Err(SubscribeRefused::NotLive),
+        }
+    }
+
+    pub fn unsubscribe(&self, order_id: OrderId, session_id: SessionId) {
+        if let Some(actor) = self.actor(order_id) {
+            let _ = actor.cast(OrderMessage::Unsubscribe(session_id));
+        }
+    }
+
+    /// Assigns `driver` to the order (an accepted offer).
+    pub async fn assign(&self, order_id: OrderId, driver: Driver, offer_id: OfferId) -> Result<Order, CommandError> {
+        let actor = self.actor(order_id).ok_or(Refusal::NotVisible)?;
+        match actor
+            .call(
+                |reply| OrderMessage::Assign { driver, offer_id, reply },
                 Some(ORDER_CALL_TIMEOUT),
             )
             .await
         {
-            Ok(CallResult::Success(actor)) => actor,
-            _ => {
-                tracing::error!(order_id, "Order supervisor did not answer");
-                None
-            }
+            Ok(CallResult::Success(result)) => result,
+            _ => Err(CommandError::Unavailable),
         }
     }
 
@@ -457,7 +893,7 @@ impl Orders {
             }
             .into());
         }
-        self.spawn(order).await.ok_or(CommandError::Unavailable)
+        self.spawn(order).await?.ok_or(CommandError::Unavailable)
     }
 
     /// The live state of an order, if its actor runs.

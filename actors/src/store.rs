@@ -191,6 +191,23 @@ pub trait Store: Send + Sync + 'static {
     /// Writes `change.order` (version `from_version + 1`) and its event, or
     /// `Conflict` when the order moved on meanwhile.
     async fn apply_change(&self, change: &OrderChange) -> StoreResult<()>;
+    /// Stores a moved delivery estimate. Not versioned: it is advisory, and
+    /// the order actor's versioned writes carry its newest value anyway.
+    async fn set_estimated_delivery(&self, order_id: OrderId, at: DateTime<Utc>) -> StoreResult<()>;
+    /// Appends breadcrumbs (positions of drivers carrying an order).
+    async fn insert_breadcrumbs(&self, crumbs: &[Breadcrumb]) -> StoreResult<u64>;
     /// Drops idempotency records older than `cutoff`; returns how many.
     async fn purge_idempotency_keys(&self, cutoff: DateTime<Utc>) -> StoreResult<u64>;
+}
+
+/// One sampled position of a driver carrying an order.
+#[derive(Debug, Clone, Copy)]
+pub struct Breadcrumb {
+    pub driver_id: DriverId,
+    pub order_id: Option<OrderId>,
+    pub lat: f64,
+    pub lon: f64,
+    pub heading: Option<f64>,
+    pub speed_mps: Option<f64>,
+    pub recorded_at: DateTime<Utc>,
 }

@@ -7,7 +7,7 @@
 
 use crate::auth::Tokens;
 use crate::settings::Settings;
-use actors::order::Orders;
+use actors::realtime::Engine;
 use actors::store::Store;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
@@ -21,9 +21,12 @@ use std::sync::Arc;
 use std::time::Instant;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower_http::trace::TraceLayer;
 
 mod auth;
+mod drivers;
 pub mod error;
 mod health;
 mod orders;
@@ -35,30 +38,38 @@ pub use error::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
-    pub orders: Orders,
+    pub engine: Engine,
     pub tokens: Arc<Tokens>,
     pub settings: Arc<Settings>,
     pub login_limiter: Arc<DefaultKeyedRateLimiter<String>>,
+    pub location_limiter: Arc<DefaultKeyedRateLimiter<i64>>,
     pub metrics: PrometheusHandle,
+    /// Cancelled on SIGTERM / Ctrl-C: sockets close with 1001.
+    pub shutdown: CancellationToken,
+    /// Open WebSocket sessions, so shutdown can wait for their close frames.
+    pub live_sessions: TaskTracker,
 }
 
 impl AppState {
     pub fn new(
-        store: Arc<dyn Store>,
-        orders: Orders,
+        engine: Engine,
         tokens: Tokens,
         settings: Settings,
         metrics: PrometheusHandle,
+        shutdown: CancellationToken,
     ) -> AppState {
-        let per_minute =
-            NonZeroU32::new(settings.auth.login_attempts_per_minute).unwrap_or(NonZeroU32::MIN);
+        let per_minute = NonZeroU32::new(settings.auth.login_attempts_per_minute).unwrap_or(NonZeroU32::MIN);
+        let per_second = NonZeroU32::new(settings.drivers.location_updates_per_sec).unwrap_or(NonZeroU32::MIN);
         AppState {
-            store,
-            orders,
+            store: engine.store.clone(),
+            engine,
             tokens: Arc::new(tokens),
             login_limiter: Arc::new(RateLimiter::keyed(Quota::per_minute(per_minute))),
+            location_limiter: Arc::new(RateLimiter::keyed(Quota::per_second(per_second))),
             settings: Arc::new(settings),
             metrics,
+            shutdown,
+            live_sessions: TaskTracker::new(),
         }
     }
 }
@@ -70,9 +81,11 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(auth::router())
         .merge(restaurants::router())
-        .merge(orders::router());
+        .merge(orders::router())
+        .merge(drivers::router());
     Router::new()
         .nest("/api", api)
+        .route("/ws", axum::routing::get(crate::ws::upgrade))
         .merge(health::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

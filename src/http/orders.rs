@@ -215,7 +215,9 @@ async fn create(
                 serde_json::to_string(&placed).map_err(|e| ApiError::Internal(e.to_string()))?;
             // Durable already; if the actor cannot start now, the next
             // command on the order or the next start brings it up.
-            state.orders.spawn(placed.order.clone()).await;
+            if let Err(error) = state.engine.orders.placed(placed.order.clone()).await {
+                tracing::warn!(order_id = placed.order.id, %error, "Order actor not started");
+            }
             Ok(created(body, false))
         }
         other => replay_or_refuse(other),
@@ -293,7 +295,7 @@ struct OrderDetail {
     order: Order,
     items: Vec<OrderItem>,
     driver: Option<Driver>,
-    driver_location: Option<serde_json::Value>,
+    driver_location: Option<DriverLocation>,
     eta: Option<Eta>,
 }
 
@@ -312,16 +314,20 @@ async fn show(
 ) -> Result<Json<OrderDetail>, ApiError> {
     let order = visible_order(&state, &who.0, &id).await?;
     let items = state.store.order_items(order.id).await?;
-    let driver = match order.driver_id {
-        Some(driver_id) => state.store.driver(driver_id).await?,
-        None => None,
+    let (driver, driver_location) = match order.driver_id {
+        Some(driver_id) if !order.status.is_terminal() => {
+            let location = state.engine.drivers.status(driver_id).await.and_then(|s| s.location);
+            (state.store.driver(driver_id).await?, location)
+        }
+        Some(driver_id) => (state.store.driver(driver_id).await?, None),
+        None => (None, None),
     };
     Ok(Json(OrderDetail {
         eta: eta_of(&order),
         order,
         items,
         driver,
-        driver_location: None,
+        driver_location,
     }))
 }
 
@@ -391,7 +397,7 @@ async fn transition(
         expected_version,
         reason,
     };
-    let order = state.orders.transition(order_id, command).await?;
+    let order = state.engine.orders.transition(order_id, command).await?;
     tracing::info!(order_id, status = %order.status, version = order.version, "Order transitioned");
     Ok(Json(OrderBody { order }))
 }

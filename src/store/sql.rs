@@ -696,6 +696,35 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    async fn set_estimated_delivery(&self, order_id: OrderId, at: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query("UPDATE orders SET estimated_delivery_at = $2 WHERE id = $1")
+            .bind(order_id)
+            .bind(at)
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?;
+        Ok(())
+    }
+
+    async fn insert_breadcrumbs(&self, crumbs: &[Breadcrumb]) -> StoreResult<u64> {
+        // One statement per batch: the breadcrumb writer sends a few
+        // hundred at a time, well inside both backends' parameter limits.
+        let mut builder = sqlx::QueryBuilder::<Db>::new(
+            "INSERT INTO driver_locations (driver_id, order_id, lat, lon, heading, speed_mps, recorded_at) ",
+        );
+        builder.push_values(crumbs, |mut row, c| {
+            row.push_bind(c.driver_id)
+                .push_bind(c.order_id)
+                .push_bind(c.lat)
+                .push_bind(c.lon)
+                .push_bind(c.heading)
+                .push_bind(c.speed_mps)
+                .push_bind(c.recorded_at);
+        });
+        let done = builder.build().execute(&self.pool).await.map_err(map_error)?;
+        Ok(done.rows_affected())
+    }
+
     async fn purge_idempotency_keys(&self, cutoff: DateTime<Utc>) -> StoreResult<u64> {
         let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
             .bind(cutoff)

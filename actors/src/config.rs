@@ -1,0 +1,39 @@
+//! The engine's tunables, as the actors see them (the process maps its
+//! settings file onto this).
+
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// No position for this long: the driver is offline and leaves the index.
+    pub presence_ttl: Duration,
+    pub round_interval: Duration,
+    pub offer_timeout: Duration,
+    pub search_radius_km: f64,
+    pub max_radius_km: f64,
+    pub max_active_orders: u32,
+    pub road_factor: f64,
+    /// A stored ETA is rewritten and pushed only when it moves by more.
+    pub eta_push_threshold: Duration,
+    /// Frames a session may have waiting before its reader counts as slow.
+    pub outbound_queue: usize,
+    /// How many candidates the dispatcher asks the index for per order.
+    pub candidates_per_order: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            presence_ttl: Duration::from_secs(30),
+            round_interval: Duration::from_millis(1000),
+            offer_timeout: Duration::from_secs(30),
+            search_radius_km: 5.0,
+            max_radius_km: 15.0,
+            max_active_orders: 2,
+            road_factor: crate::eta::DEFAULT_ROAD_FACTOR,
+            eta_push_threshold: Duration::from_secs(60),
+            outbound_queue: 256,
+            candidates_per_order: 8,
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Session actors: one per WebSocket connection, holding who it is, what it
+//! watches, and its bounded outbound queue ([`Outbox`]).
+//!
+//! The socket reader hands it decoded, rate-limited client messages; frames
+//! for the client go into the outbox, never straight to the socket. Reading
+//! an order that has no live actor (a terminal one) is handed to a task, so
+//! the session never waits on the store.
+
+use crate::driver::DriverMessage;
+use crate::input::LocationInput;
+use crate::lifecycle;
+use crate::metrics as m;
+use crate::model::*;
+use crate::order::SubscribeRefused;
+use crate::outbox::Outbox;
+use crate::realtime::Engine;
+use crate::wire::{self, ClientMessage, ServerMessage};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde_json::Value;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub enum SessionMessage {
+    /// A decoded client message, with the client's `ref` and when it arrived.
+    Client(ClientMessage, Option<Value>, Instant),
+}
+
+pub struct SessionActor;
+
+pub struct SessionArguments {
+    pub caller: Caller,
+    pub outbox: Arc<Outbox>,
+    pub engine: Engine,
+    /// Set for drivers: their actor, already holding this session's outbox.
+    pub driver: Option<ActorRef<DriverMessage>>,
+}
+
+pub struct SessionState {
+    caller: Caller,
+    outbox: Arc<Outbox>,
+    engine: Engine,
+    driver: Option<ActorRef<DriverMessage>>,
+    orders: HashSet<OrderId>,
+    restaurants: HashSet<RestaurantId>,
+}
+
+impl SessionState {
+    fn error(&self, code: &str, message: &str, reference: Option<Value>) {
+        metrics::counter!(m::WS_MESSAGES_OUT_TOTAL, "type" => "error").increment(1);
+        self.outbox.push(wire::error_frame(code, message, reference));
+    }
+
+    fn require_driver(&self, reference: &Option<Value>) -> Option<ActorRef<DriverMessage>> {
+        let driver = self.driver.clone();
+        if driver.is_none() {
+            self.error("FORBIDDEN", "only drivers may send this", reference.clone());
+        }
+        driver
+    }
+}
+
+impl Actor for SessionActor {
+    type Msg = SessionMessage;
+    type State = SessionState;
+    type Arguments = SessionArguments;
+
+    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, args: SessionArguments) -> Result<SessionState, ActorProcessingErr> {
+        metrics::gauge!(m::WS_CONNECTIONS, "role" => args.caller.role.as_str()).increment(1.0);
+        Ok(SessionState {
+            caller: args.caller,
+            outbox: args.outbox,
+            engine: args.engine,
+            driver: args.driver,
+            orders: HashSet::new(),
+            restaurants: HashSet::new(),
+        })
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut SessionState) -> Result<(), ActorProcessingErr> {
+        metrics::gauge!(m::WS_CONNECTIONS, "role" => state.caller.role.as_str()).decrement(1.0);
+        let session_id = state.outbox.session_id;
+        for order_id in &state.orders {
+            state.engine.orders.unsubscribe(*order_id, session_id);
+        }
+        for restaurant_id in &state.restaurants {
+            state.engine.feeds.unwatch(*restaurant_id, session_id);
+        }
+        if let Some(driver) = &state.driver {
+            let _ = driver.cast(DriverMessage::DetachSession(session_id));
+        }
+        Ok(())
+    }
+
+    async fn handle(&self, _myself: ActorRef<Self::Msg>, message: SessionMessage, state: &mut SessionState) -> Result<(), ActorProcessingErr> {
+        let SessionMessage::Client(message, reference, received_at) = message;
+        match message {
+            ClientMessage::Subscribe { order_id } => state.subscribe(order_id, reference).await,
+            ClientMessage::Unsubscribe { order_id } => {
+                state.orders.remove(&order_id);
+                state.engine.orders.unsubscribe(order_id, state.outbox.session_id);
+            }
+            ClientMessage::SubscribeRestaurant { restaurant_id } => state.watch_restaurant(restaurant_id, reference),
+            ClientMessage::Location(input) => state.located(input, reference, received_at),
+            ClientMessage::SetAvailability { available } => {
+                if let Some(driver) = state.require_driver(&reference) {
+                    let _ = driver.cast(DriverMessage::SetAvailability(available, None));
+                }
+            }
+            ClientMessage::OfferResponse { offer_id, accept } => {
+                if state.require_driver(&reference).is_some() {
+                    state.engine.dispatcher.respond_async(offer_id, state.caller.user_id, accept);
+                }
+            }
+            ClientMessage::Ping { id } => {
+                // Normally answered by the socket reader itself; kept here
+                // so a ping is never left unanswered.
+                state.outbox.push(ServerMessage::Pong { id }.encode());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SessionState {
+    async fn subscribe(&mut self, order_id: OrderId, reference: Option<Value>) {
+        if order_id <= 0 {
+            self.error("VALIDATION_ERROR", "orderId must be a positive integer", reference);
+            return;
+        }
+        match self.engine.orders.subscribe(order_id, self.caller, self.outbox.clone()).await {
+            Ok(()) => {
+                self.orders.insert(order_id);
+            }
+            Err(SubscribeRefused::NotVisible) => self.error("NOT_FOUND", "order not found", reference),
+            Err(SubscribeRefused::NotLive) => {
+                // Terminal (or not yet recovered): answer from the store,
+                // off this actor. Nothing more will happen to a terminal order.
+                let engine = self.engine.clone();
+                let caller = self.caller;
+                let outbox = self.outbox.clone();
+                tokio::spawn(async move {
+                    let frame = match engine.store.order(order_id).await {
+                        Ok(Some(order)) if lifecycle::can_see(&order, &caller) => {
+                            let driver = match order.driver_id {
+                                Some(id) => engine.store.driver(id).await.ok().flatten(),
+                                None => None,
+                            };
+                            ServerMessage::Snapshot {
+                                order_id,
+                                order: &order,
+                                driver: driver.as_ref(),
+                                driver_location: None,
+                                eta: None,
+                            }
+                            .encode()
+                        }
+                        Ok(_) => wire::error_frame("NOT_FOUND", "order not found", reference),
+                        Err(_) => wire::error_frame("STORE_UNAVAILABLE", "the store is unavailable", reference),
+                    };
+                    outbox.push(frame);
+                });
+            }
+        }
+    }
+
+    fn watch_restaurant(&mut self, restaurant_id: RestaurantId, reference: Option<Value>) {
+        let allowed = match self.caller.role {
+            Role::Admin => true,
+            Role::Restaurant => self.caller.restaurant_id == Some(restaurant_id),
+            _ => false,
+        };
+        if !allowed {
+            self.error("FORBIDDEN", "only its staff and admins may watch a restaurant", reference);
+            return;
+        }
+        self.restaurants.insert(restaurant_id);
+        self.engine.feeds.watch(restaurant_id, self.outbox.clone());
+    }
+
+    fn located(&self, input: LocationInput, reference: Option<Value>, received_at: Instant) {
+        let Some(driver) = self.require_driver(&reference) else { return };
+        match input.parse() {
+            Ok(fix) => {
+                metrics::counter!(m::LOCATION_UPDATES_TOTAL, "source" => "ws").increment(1);
+                let _ = driver.cast(DriverMessage::Located { fix, received_at });
+            }
+            Err(fields) => {
+                let message = fields
+                    .iter()
+                    .map(|f| format!("{} {}", f.field, f.message))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                self.error("VALIDATION_ERROR", &message, reference);
+            }
+        }
+    }
+}

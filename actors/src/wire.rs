@@ -1,0 +1,276 @@
+//! The WebSocket protocol (CONTRACT.md "WebSocket"): every message type in
+//! both directions, and the codec. Nothing else in dispatchd parses or
+//! builds socket JSON.
+//!
+//! Server messages are encoded once into [`Frame`]s (shared bytes), so one
+//! location update costs one serialisation however many watchers it has.
+
+use crate::eta::Eta;
+use crate::input::LocationInput;
+use crate::model::*;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// An encoded server message: UTF-8 JSON, cheap to clone.
+pub type Frame = Bytes;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", rename_all_fields = "camelCase")]
+pub enum ClientMessage {
+    Subscribe { order_id: i64 },
+    Unsubscribe { order_id: i64 },
+    SubscribeRestaurant { restaurant_id: i64 },
+    Location(LocationInput),
+    SetAvailability { available: bool },
+    OfferResponse { offer_id: i64, accept: bool },
+    Ping { id: Option<serde_json::Value> },
+}
+
+impl ClientMessage {
+    /// The message's `type`, for metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientMessage::Subscribe { .. } => "subscribe",
+            ClientMessage::Unsubscribe { .. } => "unsubscribe",
+            ClientMessage::SubscribeRestaurant { .. } => "subscribe_restaurant",
+            ClientMessage::Location(_) => "location",
+            ClientMessage::SetAvailability { .. } => "set_availability",
+            ClientMessage::OfferResponse { .. } => "offer_response",
+            ClientMessage::Ping { .. } => "ping",
+        }
+    }
+}
+
+const CLIENT_TYPES: [&str; 7] = [
+    "subscribe",
+    "unsubscribe",
+    "subscribe_restaurant",
+    "location",
+    "set_availability",
+    "offer_response",
+    "ping",
+];
+
+/// Why a client frame was rejected. Both count towards the ten-in-a-row
+/// limit; `code()` is the `error` message's code.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DecodeError {
+    /// Not JSON, not an object, no `type`, or an unknown `type`.
+    BadMessage(String),
+    /// A known type whose fields are missing or of the wrong type.
+    Invalid(String),
+}
+
+impl DecodeError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            DecodeError::BadMessage(_) => "BAD_MESSAGE",
+            DecodeError::Invalid(_) => "VALIDATION_ERROR",
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            DecodeError::BadMessage(m) | DecodeError::Invalid(m) => m,
+        }
+    }
+}
+
+/// A decoded client frame, with the client's `ref` (echoed in errors).
+pub struct Decoded {
+    pub message: Result<ClientMessage, DecodeError>,
+    pub reference: Option<serde_json::Value>,
+}
+
+pub fn decode(text: &str) -> Decoded {
+    let value: serde_json::Value = match serde_json::from_str(text) {
+        Ok(value) => value,
+        Err(e) => {
+            return Decoded {
+                message: Err(DecodeError::BadMessage(format!("not valid JSON: {e}"))),
+                reference: None,
+            };
+        }
+    };
+    let reference = value.get("ref").cloned();
+    let message = match value.get("type").and_then(|t| t.as_str()) {
+        None => Err(DecodeError::BadMessage("a message is a JSON object with a string `type`".into())),
+        Some(kind) if !CLIENT_TYPES.contains(&kind) => Err(DecodeError::BadMessage(format!("unknown message type `{kind}`"))),
+        Some(_) => serde_json::from_value(value).map_err(|e| DecodeError::Invalid(e.to_string())),
+    };
+    Decoded { message, reference }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pickup {
+    pub restaurant_id: RestaurantId,
+    pub name: String,
+    pub lat: f64,
+    pub lon: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OfferOutcome {
+    Assigned,
+    Declined,
+    Expired,
+    Taken,
+}
+
+impl OfferOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OfferOutcome::Assigned => "assigned",
+            OfferOutcome::Declined => "declined",
+            OfferOutcome::Expired => "expired",
+            OfferOutcome::Taken => "taken",
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case", rename_all_fields = "camelCase")]
+pub enum ServerMessage<'a> {
+    Snapshot {
+        order_id: OrderId,
+        order: &'a Order,
+        driver: Option<&'a Driver>,
+        driver_location: Option<&'a DriverLocation>,
+        eta: Option<Eta>,
+    },
+    OrderUpdate {
+        order_id: OrderId,
+        status: OrderStatus,
+        version: i64,
+        eta: Option<Eta>,
+        order: &'a Order,
+    },
+    DriverLocation {
+        order_id: OrderId,
+        location: &'a DriverLocation,
+        eta: Option<Eta>,
+    },
+    Offer {
+        offer_id: OfferId,
+        order_id: OrderId,
+        pickup: &'a Pickup,
+        dropoff: LatLon,
+        distance_km: f64,
+        expires_at: DateTime<Utc>,
+    },
+    OfferResult {
+        offer_id: OfferId,
+        order_id: OrderId,
+        result: OfferOutcome,
+    },
+    Pong {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<serde_json::Value>,
+    },
+    Error {
+        code: &'a str,
+        message: &'a str,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<serde_json::Value>,
+    },
+}
+
+impl ServerMessage<'_> {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ServerMessage::Snapshot { .. } => "snapshot",
+            ServerMessage::OrderUpdate { .. } => "order_update",
+            ServerMessage::DriverLocation { .. } => "driver_location",
+            ServerMessage::Offer { .. } => "offer",
+            ServerMessage::OfferResult { .. } => "offer_result",
+            ServerMessage::Pong { .. } => "pong",
+            ServerMessage::Error { .. } => "error",
+        }
+    }
+
+    pub fn encode(&self) -> Frame {
+        // Serialising these types cannot fail: no maps with non-string keys,
+        // no custom serialisers that error.
+        Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+}
+
+/// An `error` frame.
+pub fn error_frame(code: &str, message: &str, reference: Option<serde_json::Value>) -> Frame {
+    ServerMessage::Error {
+        code,
+        message,
+        reference,
+    }
+    .encode()
+}
+
+/// The `order_update` for an order's current state.
+pub fn order_update(order: &Order, eta: Option<Eta>) -> Frame {
+    ServerMessage::OrderUpdate {
+        order_id: order.id,
+        status: order.status,
+        version: order.version,
+        eta,
+        order,
+    }
+    .encode()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_messages_decode_by_type() {
+        let m = decode(r#"{"type":"subscribe","orderId":5}"#).message.unwrap();
+        assert!(matches!(m, ClientMessage::Subscribe { order_id: 5 }));
+        let m = decode(r#"{"type":"location","lat":30.1,"lon":-97.2,"speedMps":3.5}"#).message.unwrap();
+        let ClientMessage::Location(fix) = m else { panic!("not a location") };
+        assert_eq!(fix.speed_mps, Some(3.5));
+        let m = decode(r#"{"type":"offer_response","offerId":9,"accept":true}"#).message.unwrap();
+        assert!(matches!(m, ClientMessage::OfferResponse { offer_id: 9, accept: true }));
+        let m = decode(r#"{"type":"ping"}"#).message.unwrap();
+        assert!(matches!(m, ClientMessage::Ping { id: None }));
+    }
+
+    #[test]
+    fn bad_frames_are_told_apart_from_invalid_fields() {
+        for bad in ["nope", "[]", "{}", r#"{"type":5}"#, r#"{"type":"dance"}"#] {
+            assert!(matches!(decode(bad).message, Err(DecodeError::BadMessage(_))), "{bad}");
+        }
+        let d = decode(r#"{"type":"subscribe","orderId":"five","ref":"r1"}"#);
+        assert!(matches!(d.message, Err(DecodeError::Invalid(_))));
+        assert_eq!(d.reference, Some(serde_json::json!("r1")));
+    }
+
+    #[test]
+    fn server_messages_carry_their_type_and_camel_case_fields() {
+        let location = DriverLocation {
+            driver_id: 3,
+            lat: 1.0,
+            lon: 2.0,
+            heading: None,
+            speed_mps: Some(4.0),
+            timestamp: 1700000000000,
+        };
+        let frame = ServerMessage::DriverLocation {
+            order_id: 7,
+            location: &location,
+            eta: None,
+        }
+        .encode();
+        let v: serde_json::Value = serde_json::from_slice(&frame).unwrap();
+        assert_eq!(v["type"], "driver_location");
+        assert_eq!(v["orderId"], 7);
+        assert_eq!(v["location"]["driverId"], 3);
+        assert_eq!(v["location"]["speedMps"], 4.0);
+        let err: serde_json::Value =
+            serde_json::from_slice(&error_frame("NOT_FOUND", "no such order", Some(serde_json::json!(1)))).unwrap();
+        assert_eq!(err["type"], "error");
+        assert_eq!(err["ref"], 1);
+    }
+}

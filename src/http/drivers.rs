@@ -1,0 +1,193 @@
+//! Drivers over REST: the location fallback, availability, the admin's
+//! `nearby`, and answering offers.
+
+use super::auth::Authenticated;
+use super::error::{JsonBody, QueryParams, path_id};
+use super::{ApiError, AppState};
+use actors::dispatcher::OfferError;
+use actors::driver::DriverMessage;
+use actors::geo_actor::GeoMessage;
+use actors::input::{LocationInput, Problems};
+use actors::metrics as m;
+use actors::model::{Order, Role};
+use axum::extract::{Path, State};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use ractor::ActorRef;
+use ractor::rpc::CallResult;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/drivers/location", post(location))
+        .route("/drivers/me/availability", put(availability))
+        .route("/drivers/nearby", get(nearby))
+        .route("/offers/{id}/accept", post(accept))
+        .route("/offers/{id}/decline", post(decline))
+}
+
+/// The driver's actor, started on first use.
+async fn driver_actor(state: &AppState, driver_id: i64) -> Result<ActorRef<DriverMessage>, ApiError> {
+    let profile = match state.engine.drivers.profile(driver_id) {
+        Some(profile) => profile,
+        None => state
+            .store
+            .driver(driver_id)
+            .await?
+            .ok_or(ApiError::NotFound("driver"))?,
+    };
+    state
+        .engine
+        .drivers
+        .ensure(profile)
+        .await
+        .ok_or_else(|| ApiError::Internal("driver actor did not start".into()))
+}
+
+async fn location(
+    State(state): State<AppState>,
+    who: Authenticated,
+    JsonBody { value: input, .. }: JsonBody<LocationInput>,
+) -> Result<Json<Value>, ApiError> {
+    let driver_id = who.require(&[Role::Driver])?.user_id;
+    let fix = input.parse()?;
+    if state.location_limiter.check_key(&driver_id).is_err() {
+        metrics::counter!(m::RATE_LIMITED_TOTAL, "limit" => "location").increment(1);
+        return Err(ApiError::RateLimited);
+    }
+    let received_at = Instant::now();
+    let driver = driver_actor(&state, driver_id).await?;
+    metrics::counter!(m::LOCATION_UPDATES_TOTAL, "source" => "http").increment(1);
+    let _ = driver.cast(DriverMessage::Located { fix, received_at });
+    Ok(Json(json!({ "ok": true })))
+}
+
+#[derive(Deserialize)]
+struct AvailabilityInput {
+    available: Option<bool>,
+}
+
+async fn availability(
+    State(state): State<AppState>,
+    who: Authenticated,
+    JsonBody { value: input, .. }: JsonBody<AvailabilityInput>,
+) -> Result<Json<Value>, ApiError> {
+    let driver_id = who.require(&[Role::Driver])?.user_id;
+    let available = input.available.ok_or_else(|| ApiError::field("available", "is required"))?;
+    driver_actor(&state, driver_id).await?;
+    let setting = state
+        .engine
+        .drivers
+        .set_availability(driver_id, available)
+        .await
+        .ok_or_else(|| ApiError::Internal("driver actor did not answer".into()))?;
+    Ok(Json(json!({ "available": setting })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NearbyQuery {
+    lat: Option<f64>,
+    lon: Option<f64>,
+    radius_km: Option<f64>,
+    limit: Option<i64>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NearbyDriver {
+    id: i64,
+    distance_km: f64,
+    lat: f64,
+    lon: f64,
+    active_orders: u32,
+    available: bool,
+}
+
+async fn nearby(
+    State(state): State<AppState>,
+    who: Authenticated,
+    QueryParams(q): QueryParams<NearbyQuery>,
+) -> Result<Json<Value>, ApiError> {
+    who.require(&[Role::Admin])?;
+    let mut p = Problems::default();
+    let at = p.lat_lon("", q.lat, q.lon);
+    let radius_km = p.number("radiusKm", q.radius_km.or(Some(5.0)), 0.01, 100.0);
+    let limit = p.int("limit", q.limit.or(Some(20)), 1, 500) as usize;
+    p.finish(|| ())?;
+    let found = match state
+        .engine
+        .geo
+        .call(
+            |reply| GeoMessage::Within {
+                at,
+                radius_km,
+                limit,
+                reply,
+            },
+            Some(Duration::from_secs(5)),
+        )
+        .await
+    {
+        Ok(CallResult::Success(found)) => found,
+        _ => return Err(ApiError::Internal("geo index did not answer".into())),
+    };
+    let drivers: Vec<NearbyDriver> = found
+        .into_iter()
+        .map(|n| NearbyDriver {
+            id: n.entry.id,
+            distance_km: (n.distance_km * 1000.0).round() / 1000.0,
+            lat: n.entry.at.lat,
+            lon: n.entry.at.lon,
+            active_orders: n.entry.active_orders,
+            available: n.entry.available,
+        })
+        .collect();
+    Ok(Json(json!({ "drivers": drivers })))
+}
+
+fn offer_error(error: OfferError) -> ApiError {
+    match error {
+        OfferError::NotFound => ApiError::NotFound("offer"),
+        OfferError::Expired => ApiError::InvalidTransition("the offer has expired".into()),
+        OfferError::Taken => ApiError::InvalidTransition("the order is no longer available".into()),
+        OfferError::Unavailable => ApiError::StoreUnavailable,
+    }
+}
+
+#[derive(Serialize)]
+struct OrderBody {
+    order: Order,
+}
+
+async fn accept(
+    State(state): State<AppState>,
+    who: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<OrderBody>, ApiError> {
+    let driver_id = who.require(&[Role::Driver])?.user_id;
+    let offer_id = path_id(&id, "offer")?;
+    match state.engine.dispatcher.respond(offer_id, driver_id, true).await {
+        Ok(Some(order)) => Ok(Json(OrderBody { order })),
+        Ok(None) => Err(ApiError::Internal("accept answered without an order".into())),
+        Err(error) => Err(offer_error(error)),
+    }
+}
+
+async fn decline(
+    State(state): State<AppState>,
+    who: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let driver_id = who.require(&[Role::Driver])?.user_id;
+    let offer_id = path_id(&id, "offer")?;
+    state
+        .engine
+        .dispatcher
+        .respond(offer_id, driver_id, false)
+        .await
+        .map_err(offer_error)?;
+    Ok(Json(json!({ "ok": true })))
+}

@@ -1,0 +1,313 @@
+//! The WebSocket gateway (`/ws`): authenticates the upgrade, then runs one
+//! connection as a reader and a writer around its `SessionActor`.
+//!
+//! The reader bounds everything a client can send before it reaches an
+//! actor: frame size (1009), a per-connection rate (RATE_LIMITED), bad
+//! messages (ten in a row: 1008). The writer drains the session's bounded
+//! outbox to the socket, keeps the peer alive with pings, and sends the
+//! close frame the outbox says (1013 slow reader, 1001 shutdown, ...).
+//! JSON is decoded only through `actors::wire`.
+
+use crate::http::AppState;
+use actors::driver::DriverMessage;
+use actors::metrics as m;
+use actors::model::{Caller, Role};
+use actors::outbox::{CloseReason, Outbox, next_session_id};
+use actors::session::{SessionActor, SessionArguments, SessionMessage};
+use actors::wire::{self, ClientMessage, ServerMessage};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use futures::{SinkExt, StreamExt};
+use governor::{Quota, RateLimiter};
+use ractor::Actor;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Close code for a missing, malformed or expired token (CONTRACT.md).
+const UNAUTHORIZED: u16 = 4001;
+/// Ten rejected messages in a row close the connection.
+const MAX_BAD_IN_A_ROW: u32 = 10;
+
+pub async fn upgrade(
+    ws: WebSocketUpgrade,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let token = bearer(&headers).or_else(|| query_token(query.as_deref()));
+    let caller = token.and_then(|token| state.tokens.verify(&token));
+    let settings = &state.settings.ws;
+    ws.read_buffer_size(settings.read_buffer_bytes)
+        .write_buffer_size(settings.write_buffer_bytes)
+        .max_write_buffer_size(settings.write_buffer_bytes + 2 * settings.max_frame_bytes.max(64 * 1024))
+        .max_frame_size(settings.max_frame_bytes)
+        .max_message_size(settings.max_frame_bytes)
+        .on_failed_upgrade(|error| tracing::debug!(%error, "WebSocket upgrade failed"))
+        .on_upgrade(move |socket| run(socket, caller, state))
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(|t| t.trim().to_string())
+}
+
+fn query_token(query: Option<&str>) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(key, _)| key == "token")
+        .map(|(_, value)| value.into_owned())
+}
+
+fn close_message(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    }))
+}
+
+/// One connection, from upgrade to close.
+async fn run(mut socket: WebSocket, caller: Option<Caller>, state: AppState) {
+    let Some(caller) = caller else {
+        metrics::counter!(m::WS_CLOSES_TOTAL, "code" => "4001").increment(1);
+        let _ = socket.send(close_message(UNAUTHORIZED, "unauthorized")).await;
+        return;
+    };
+    // Shutdown waits (briefly) for every session to send its 1001.
+    let _live = state.live_sessions.token();
+    let settings = state.settings.ws.clone();
+    let engine = state.engine.clone();
+    let outbox = Arc::new(Outbox::new(next_session_id(), settings.outbound_queue));
+
+    // A driver's actor holds its socket: offers and its orders' updates go
+    // there, and a newer connection of the same driver replaces this one.
+    let driver = if caller.role == Role::Driver {
+        match driver_actor(&state, caller.user_id).await {
+            Some(driver) => {
+                let _ = driver.cast(DriverMessage::AttachSession(outbox.clone()));
+                Some(driver)
+            }
+            None => {
+                let _ = socket.send(close_message(1011, "driver unavailable")).await;
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    let session = match Actor::spawn(
+        None,
+        SessionActor,
+        SessionArguments {
+            caller,
+            outbox: outbox.clone(),
+            engine,
+            driver,
+        },
+    )
+    .await
+    {
+        Ok((session, _)) => session,
+        Err(error) => {
+            tracing::error!(%error, "Session actor failed to start");
+            let _ = socket.send(close_message(1011, "internal error")).await;
+            return;
+        }
+    };
+
+    let (sink, stream) = socket.split();
+    let last_heard = Arc::new(AtomicI64::new(now_ms()));
+    let done = CancellationToken::new();
+    let writer = tokio::spawn(write(sink, outbox.clone(), last_heard.clone(), done.clone(), settings.clone()));
+    read(stream, &outbox, &session, &last_heard, &done, &state.shutdown, &settings).await;
+    // The client left (or the writer closed): stop the writer if it is not done.
+    outbox.close(CloseReason::PeerClosed);
+    let _ = writer.await;
+    session.stop(None);
+}
+
+async fn driver_actor(state: &AppState, driver_id: i64) -> Option<ractor::ActorRef<DriverMessage>> {
+    let profile = match state.engine.drivers.profile(driver_id) {
+        Some(profile) => profile,
+        None => state.store.driver(driver_id).await.ok().flatten()?,
+    };
+    state.engine.drivers.ensure(profile).await
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn read(
+    mut stream: futures::stream::SplitStream<WebSocket>,
+    outbox: &Outbox,
+    session: &ractor::ActorRef<SessionMessage>,
+    last_heard: &AtomicI64,
+    done: &CancellationToken,
+    shutdown: &CancellationToken,
+    settings: &crate::settings::WsSettings,
+) {
+    let per_second = NonZeroU32::new(settings.messages_per_sec).unwrap_or(NonZeroU32::MIN);
+    let burst = per_second.saturating_mul(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN));
+    let limiter = RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst));
+    let mut bad_in_a_row = 0u32;
+    loop {
+        let frame = tokio::select! {
+            _ = done.cancelled() => return,
+            _ = shutdown.cancelled() => {
+                outbox.close(CloseReason::Shutdown);
+                // Wait for the writer to send 1001, then leave.
+                done.cancelled().await;
+                return;
+            }
+            frame = stream.next() => frame,
+        };
+        let text = match frame {
+            None => return,
+            Some(Err(error)) => {
+                if is_too_big(&error) {
+                    metrics::counter!(m::WS_CLOSES_TOTAL, "code" => "1009").increment(1);
+                    outbox.close(CloseReason::TooBig);
+                    done.cancelled().await;
+                }
+                return;
+            }
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Binary(_))) => {
+                last_heard.store(now_ms(), Ordering::Relaxed);
+                reject(outbox, &mut bad_in_a_row, "BAD_MESSAGE", "binary frames are not part of the protocol", None);
+                continue;
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                last_heard.store(now_ms(), Ordering::Relaxed);
+                continue;
+            }
+            Some(Ok(Message::Close(_))) => return,
+        };
+        last_heard.store(now_ms(), Ordering::Relaxed);
+        let received_at = Instant::now();
+        if limiter.check().is_err() {
+            metrics::counter!(m::RATE_LIMITED_TOTAL, "limit" => "ws").increment(1);
+            outbox.push(wire::error_frame("RATE_LIMITED", "too many messages; slow down", None));
+            continue;
+        }
+        let decoded = wire::decode(&text);
+        match decoded.message {
+            Err(error) => {
+                metrics::counter!(m::WS_MESSAGES_IN_TOTAL, "type" => "invalid").increment(1);
+                reject(outbox, &mut bad_in_a_row, error.code(), error.message(), decoded.reference);
+            }
+            Ok(message) => {
+                bad_in_a_row = 0;
+                metrics::counter!(m::WS_MESSAGES_IN_TOTAL, "type" => message.kind()).increment(1);
+                if let ClientMessage::Ping { id } = message {
+                    outbox.push(ServerMessage::Pong { id }.encode());
+                    continue;
+                }
+                let _ = session.cast(SessionMessage::Client(message, decoded.reference, received_at));
+            }
+        }
+    }
+}
+
+fn reject(outbox: &Outbox, bad_in_a_row: &mut u32, code: &str, message: &str, reference: Option<serde_json::Value>) {
+    *bad_in_a_row += 1;
+    outbox.push(wire::error_frame(code, message, reference));
+    if *bad_in_a_row >= MAX_BAD_IN_A_ROW {
+        metrics::counter!(m::WS_CLOSES_TOTAL, "code" => "1008").increment(1);
+        outbox.close(CloseReason::Abuse);
+    }
+}
+
+/// Whether a read failed because the peer sent a frame over the limit.
+fn is_too_big(error: &axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if let Some(WsError::Capacity(_)) = current.downcast_ref::<WsError>() {
+            return true;
+        }
+        source = current.source();
+    }
+    false
+}
+
+/// The `type` of an encoded server frame, for the metrics label, without
+/// parsing it: every frame starts with `{"type":"...`.
+fn frame_type(frame: &[u8]) -> &'static str {
+    const TYPES: [&str; 7] = [
+        "snapshot",
+        "order_update",
+        "driver_location",
+        "offer_result",
+        "offer",
+        "pong",
+        "error",
+    ];
+    let rest = frame.strip_prefix(b"{\"type\":\"").unwrap_or_default();
+    TYPES
+        .into_iter()
+        .find(|t| rest.starts_with(t.as_bytes()) && rest.get(t.len()) == Some(&b'"'))
+        .unwrap_or("other")
+}
+
+async fn write(
+    mut sink: futures::stream::SplitSink<WebSocket, Message>,
+    outbox: Arc<Outbox>,
+    last_heard: Arc<AtomicI64>,
+    done: CancellationToken,
+    settings: crate::settings::WsSettings,
+) {
+    let send_timeout = Duration::from_secs(settings.send_timeout_secs);
+    let idle_timeout_ms = (settings.idle_timeout_secs * 1000) as i64;
+    let mut keepalive = tokio::time::interval(Duration::from_secs(settings.ping_interval_secs));
+    keepalive.tick().await;
+    loop {
+        let next = tokio::select! {
+            next = outbox.next() => next,
+            _ = keepalive.tick() => {
+                if now_ms() - last_heard.load(Ordering::Relaxed) > idle_timeout_ms {
+                    outbox.close(CloseReason::Dead);
+                    continue;
+                }
+                if !matches!(tokio::time::timeout(send_timeout, sink.send(Message::Ping(Default::default()))).await, Ok(Ok(()))) {
+                    break;
+                }
+                continue;
+            }
+        };
+        match next {
+            Ok(out) => {
+                let kind = frame_type(&out.frame);
+                let Ok(text) = Utf8Bytes::try_from(out.frame) else { continue };
+                match tokio::time::timeout(send_timeout, sink.send(Message::Text(text))).await {
+                    Ok(Ok(())) => {}
+                    // The peer is gone or will not read: drop the connection.
+                    _ => break,
+                }
+                metrics::counter!(m::WS_MESSAGES_OUT_TOTAL, "type" => kind).increment(1);
+                if let Some(received_at) = out.received_at {
+                    metrics::histogram!(m::FANOUT_LATENCY_SECONDS).record(received_at.elapsed().as_secs_f64());
+                }
+            }
+            Err(CloseReason::PeerClosed) => {
+                let _ = tokio::time::timeout(send_timeout, sink.close()).await;
+                break;
+            }
+            Err(reason) => {
+                metrics::counter!(m::WS_CLOSES_TOTAL, "code" => reason.code().to_string()).increment(1);
+                let _ = tokio::time::timeout(send_timeout, sink.send(close_message(reason.code(), reason.text()))).await;
+                let _ = tokio::time::timeout(send_timeout, sink.close()).await;
+                break;
+            }
+        }
+    }
+    done.cancel();
+}
