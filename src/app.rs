@@ -98,6 +98,11 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
     }
     tracing::info!(url = %format!("http://{addr}/api/restaurants"), "Ready");
 
+    // Small frames must not wait for Nagle and delayed ACKs (up to 40 ms):
+    // fan-out latency is the product.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, http::router(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future();

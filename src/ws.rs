@@ -32,6 +32,8 @@ use tokio_util::sync::CancellationToken;
 const UNAUTHORIZED: u16 = 4001;
 /// Ten rejected messages in a row close the connection.
 const MAX_BAD_IN_A_ROW: u32 = 10;
+/// How long a closing peer gets to answer our close frame.
+const CLOSE_HANDSHAKE: Duration = Duration::from_secs(3);
 
 pub async fn upgrade(
     ws: WebSocketUpgrade,
@@ -160,12 +162,12 @@ async fn read(
     let mut bad_in_a_row = 0u32;
     loop {
         let frame = tokio::select! {
-            _ = done.cancelled() => return,
+            _ = done.cancelled() => return drain(stream).await,
             _ = shutdown.cancelled() => {
                 outbox.close(CloseReason::Shutdown);
-                // Wait for the writer to send 1001, then leave.
+                // Wait for the writer to send 1001, then finish the handshake.
                 done.cancelled().await;
-                return;
+                return drain(stream).await;
             }
             frame = stream.next() => frame,
         };
@@ -176,6 +178,7 @@ async fn read(
                     metrics::counter!(m::WS_CLOSES_TOTAL, "code" => "1009").increment(1);
                     outbox.close(CloseReason::TooBig);
                     done.cancelled().await;
+                    return drain(stream).await;
                 }
                 return;
             }
@@ -215,6 +218,20 @@ async fn read(
             }
         }
     }
+}
+
+/// After our close frame: read (and ignore) what the peer still sends until
+/// its close, for a bounded time. Dropping a socket with unread input makes
+/// the kernel reset it, and the peer would lose our close frame with it.
+async fn drain(mut stream: futures::stream::SplitStream<WebSocket>) {
+    let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
+        while let Some(Ok(frame)) = stream.next().await {
+            if matches!(frame, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 fn reject(outbox: &Outbox, bad_in_a_row: &mut u32, code: &str, message: &str, reference: Option<serde_json::Value>) {

@@ -11,7 +11,7 @@ use crate::geo::distance_km;
 use crate::model::{DriverId, LatLon, OrderId, VehicleType};
 use pathfinding::kuhn_munkres::kuhn_munkres_min;
 use pathfinding::matrix::Matrix;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 /// Tunables of the policy. Every weight is in seconds of cost per unit and is
 /// meant to be non-negative.
@@ -206,6 +206,8 @@ impl<'a> Graph<'a> {
                     weight,
                 });
             }
+            // Cheapest first: the pairing repair tries them in this order.
+            mine.sort_by_key(|e| (e.weight, e.driver));
             edges.push(mine);
         }
         Graph {
@@ -277,15 +279,15 @@ impl DisjointSets {
     }
 }
 
-/// Scratch state shared by the solves of one round.
+/// The round's matching as it is built, and scratch space for the solves.
 struct Solver<'g, 'a> {
     graph: &'g Graph<'a>,
-    /// Drivers already given an order this round.
-    taken: Vec<bool>,
+    /// The driver given to each order, `NONE` if none yet.
+    order_driver: Vec<usize>,
+    /// The order given to each driver, `NONE` if none yet.
+    driver_order: Vec<usize>,
     /// Column of each driver in the current matrix, `NONE` outside a solve.
     column: Vec<usize>,
-    /// Chosen `(order, index into graph.edges[order])`.
-    chosen: Vec<(usize, usize)>,
 }
 
 fn work(orders: usize, drivers: usize) -> u64 {
@@ -351,7 +353,10 @@ impl Solver<'_, '_> {
         let mut max_weight = 0_i64;
         for &o in orders {
             let mut usable = false;
-            for e in graph.edges[o].iter().filter(|e| !self.taken[e.driver]) {
+            for e in graph.edges[o]
+                .iter()
+                .filter(|e| self.driver_order[e.driver] == NONE)
+            {
                 usable = true;
                 max_weight = max_weight.max(e.weight);
                 if self.column[e.driver] == NONE {
@@ -379,7 +384,10 @@ impl Solver<'_, '_> {
             let forbidden = max_weight * rows as i64 + 1;
             let mut matrix = Matrix::new(rows, columns, forbidden);
             for (r, &o) in rows_orders.iter().enumerate() {
-                for e in graph.edges[o].iter().filter(|e| !self.taken[e.driver]) {
+                for e in graph.edges[o]
+                    .iter()
+                    .filter(|e| self.driver_order[e.driver] == NONE)
+                {
                     let c = self.column[e.driver];
                     let at = if transpose { (c, r) } else { (r, c) };
                     matrix[at] = e.weight;
@@ -392,14 +400,68 @@ impl Solver<'_, '_> {
                 }
                 let (r, c) = if transpose { (col, row) } else { (row, col) };
                 let (o, driver) = (rows_orders[r], col_drivers[c]);
-                if let Some(i) = graph.edges[o].iter().position(|e| e.driver == driver) {
-                    self.taken[driver] = true;
-                    self.chosen.push((o, i));
-                }
+                self.order_driver[o] = driver;
+                self.driver_order[driver] = o;
             }
         }
         for &d in &col_drivers {
             self.column[d] = NONE;
+        }
+    }
+
+    /// Adds pairings to a chunked component along augmenting paths: an order
+    /// without a driver takes a driver whose order moves to another of its
+    /// candidates, and so on until a free driver ends the chain. When no such
+    /// path is left the matching is as large as any (Berge), so chunking costs
+    /// some total cost but never a pairing. Breadth-first, so the chains are
+    /// short, and each order tries its cheapest drivers first.
+    fn add_missing_pairings(&mut self, orders: &[usize]) {
+        let graph = self.graph;
+        let mut visited = vec![false; graph.drivers.len()];
+        let mut via = vec![NONE; graph.drivers.len()];
+        let mut touched = Vec::new();
+        let mut queue = VecDeque::new();
+        for &start in orders {
+            if self.order_driver[start] != NONE {
+                continue;
+            }
+            queue.clear();
+            queue.push_back(start);
+            let mut free = NONE;
+            'search: while let Some(o) = queue.pop_front() {
+                for e in &graph.edges[o] {
+                    if visited[e.driver] {
+                        continue;
+                    }
+                    visited[e.driver] = true;
+                    touched.push(e.driver);
+                    via[e.driver] = o;
+                    match self.driver_order[e.driver] {
+                        NONE => {
+                            free = e.driver;
+                            break 'search;
+                        }
+                        holder => queue.push_back(holder),
+                    }
+                }
+            }
+            // A failed search leaves its drivers marked: the matching did not
+            // change, so no later search can get past them either. That keeps
+            // the whole repair at one sweep of the edges per pairing added.
+            if free == NONE {
+                continue;
+            }
+            let mut driver = free;
+            while driver != NONE {
+                let o = via[driver];
+                let previous = self.order_driver[o];
+                self.order_driver[o] = driver;
+                self.driver_order[driver] = o;
+                driver = previous;
+            }
+            for d in touched.drain(..) {
+                visited[d] = false;
+            }
         }
     }
 }
@@ -434,9 +496,9 @@ fn assign_within(
     let graph = Graph::build(orders, candidates, params);
     let mut solver = Solver {
         graph: &graph,
-        taken: vec![false; graph.drivers.len()],
+        order_driver: vec![NONE; orders.len()],
+        driver_order: vec![NONE; graph.drivers.len()],
         column: vec![NONE; graph.drivers.len()],
-        chosen: Vec::new(),
     };
     for mut component in graph.components() {
         let mut chunks = Vec::new();
@@ -444,20 +506,21 @@ fn assign_within(
         for chunk in &chunks {
             solver.solve_exact(chunk);
         }
+        if chunks.len() > 1 {
+            solver.add_missing_pairings(&component);
+        }
     }
-    let mut chosen = solver.chosen;
-    chosen.sort_unstable();
-    chosen
-        .into_iter()
-        .map(|(o, i)| {
-            let edge = &graph.edges[o][i];
-            Pairing {
+    let mut pairings = Vec::new();
+    for (o, &driver) in solver.order_driver.iter().enumerate() {
+        if let Some(edge) = graph.edges[o].iter().find(|e| e.driver == driver) {
+            pairings.push(Pairing {
                 order_id: orders[o].order_id,
-                driver_id: graph.drivers[edge.driver].driver_id,
+                driver_id: graph.drivers[driver].driver_id,
                 cost: edge.cost,
-            }
-        })
-        .collect()
+            });
+        }
+    }
+    pairings
 }
 
 /// First-come nearest: orders in the given order, each takes its nearest
@@ -1139,5 +1202,104 @@ mod tests {
         assert!((q.mean_food_wait_secs - (travel - first.ready_in_secs).max(0.0)).abs() < 1e-9);
         assert!((q.mean_pickup_secs - travel.max(first.ready_in_secs)).abs() < 1e-9);
         assert_eq!(evaluate(&s, &[], &params).assigned, 0);
+    }
+}
+
+#[cfg(test)]
+mod measure_tmp {
+    use super::scenario::*;
+    use super::*;
+    use std::time::Instant;
+
+
+    #[test]
+    #[ignore]
+    fn measure_chunks() {
+        let params = PolicyParams::default();
+        for (r, o, d, k) in [(300usize, 1000usize, 1000usize, 16usize), (1000, 1000, 2000, 16), (1000, 1000, 5000, 32)] {
+            let s = generate(42, r, o, d);
+            let c = nearest_candidates(&s, k, 5.0, &params);
+            let g = Graph::build(&s.orders, &c, &params);
+            for budget in [8_000_000u64, 16_000_000, 32_000_000, 64_000_000] {
+                let mut solver = Solver { graph: &g, order_driver: vec![NONE; o], driver_order: vec![NONE; g.drivers.len()], column: vec![NONE; g.drivers.len()] };
+                let mut worst = (0.0f64, 0usize, 0usize);
+                let mut n = 0;
+                let t0 = Instant::now();
+                for mut comp in g.components() {
+                    let mut chunks = vec![];
+                    solver.chunks(&mut comp, budget, &mut chunks);
+                    for ch in &chunks {
+                        let nd = solver.distinct_drivers(ch);
+                        let t = Instant::now();
+                        solver.solve_exact(ch);
+                        let ms = t.elapsed().as_secs_f64() * 1000.0;
+                        n += 1;
+                        if ms > worst.0 { worst = (ms, ch.len(), nd); }
+                    }
+                    if chunks.len() > 1 { let t = Instant::now(); solver.add_missing_pairings(&comp); println!("     repair {:.2} ms", t.elapsed().as_secs_f64()*1000.0); }
+                }
+                println!("r{r} o{o} d{d} k{k} budget {budget}: {n} solves, total {:.1} ms, worst solve {worst:?}", t0.elapsed().as_secs_f64()*1000.0);
+            }
+        }
+    }
+    #[test]
+    #[ignore]
+    fn measure() {
+        let params = PolicyParams::default();
+        for (seed, r, o, d, k) in [
+            (42u64, 150usize, 1000usize, 5000usize, 8usize),
+            (42, 1000, 1000, 5000, 8),
+            (42, 1000, 1000, 5000, 16),
+            (42, 1000, 1000, 2000, 16),
+            (42, 300, 1000, 1000, 16),
+            (42, 1000, 1000, 5000, 32),
+        ] {
+            let s = generate(seed, r, o, d);
+            let c = nearest_candidates(&s, k, 5.0, &params);
+            let g = Graph::build(&s.orders, &c, &params);
+            let comps = g.components();
+            let mut solver = Solver {
+                graph: &g,
+                order_driver: vec![NONE; o],
+                driver_order: vec![NONE; g.drivers.len()],
+                column: vec![NONE; g.drivers.len()],
+            };
+            let mut stats = vec![];
+            for comp in &comps {
+                let nd = solver.distinct_drivers(comp);
+                let w = work(comp.len(), nd);
+                let t = Instant::now();
+                solver.solve_exact(comp);
+                stats.push((w, comp.len(), nd, t.elapsed().as_secs_f64() * 1000.0));
+            }
+            stats.sort_by(|a, b| b.0.cmp(&a.0));
+            let total: f64 = stats.iter().map(|s| s.3).sum();
+            println!(
+                "seed {seed} r {r} o {o} d {d} k {k}: {} comps, exact total {total:.1} ms, assigned {}; biggest {:?}",
+                comps.len(),
+                solver.order_driver.iter().filter(|&&d| d != NONE).count(),
+                &stats[..stats.len().min(3)]
+            );
+            for budget in [
+                1u64,
+                1_000_000,
+                4_000_000,
+                8_000_000,
+                16_000_000,
+                32_000_000,
+                64_000_000,
+                128_000_000,
+                u64::MAX,
+            ] {
+                let t = Instant::now();
+                let p = assign_within(&s.orders, &c, &params, budget);
+                println!(
+                    "   budget {budget}: {:.1} ms assigned {} cost {:.0}",
+                    t.elapsed().as_secs_f64() * 1000.0,
+                    p.len(),
+                    p.iter().map(|p| p.cost).sum::<f64>()
+                );
+            }
+        }
     }
 }

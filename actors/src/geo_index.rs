@@ -13,7 +13,10 @@ use std::f64::consts::FRAC_PI_2;
 use std::iter::Peekable;
 
 use rstar::iterators::NearestNeighborDistance2Iterator;
-use rstar::{AABB, Envelope, PointDistance, RTree, RTreeObject, SelectionFunction};
+use rstar::{
+    AABB, Envelope, PointDistance, RStarInsertionStrategy, RTree, RTreeObject, RTreeParams,
+    SelectionFunction,
+};
 
 use crate::geo::distance_km;
 use crate::model::{DriverId, LatLon};
@@ -47,7 +50,7 @@ pub struct Nearby {
 /// Online drivers by position. Single writer: the owner applies moves in order.
 #[derive(Default)]
 pub struct GeoIndex {
-    tree: RTree<Placed>,
+    tree: RTree<Placed, NodeSizes>,
     /// The entry exactly as it sits in the tree, so removal finds it directly.
     by_id: HashMap<DriverId, DriverEntry>,
 }
@@ -65,7 +68,7 @@ impl GeoIndex {
         for entry in entries.into_iter().filter(|entry| is_on_the_map(entry.at)) {
             by_id.insert(entry.id, entry);
         }
-        let tree = RTree::bulk_load(by_id.values().copied().map(Placed).collect());
+        let tree = RTree::bulk_load_with_params(by_id.values().copied().map(Placed).collect());
         GeoIndex { tree, by_id }
     }
 
@@ -255,6 +258,15 @@ impl GeoIndex {
         debug_assert!(false, "driver {} was mapped but not in the tree", entry.id);
         self.tree.insert(Placed(entry));
     }
+}
+
+struct NodeSizes;
+
+impl RTreeParams for NodeSizes {
+    const MIN_SIZE: usize = 6;
+    const MAX_SIZE: usize = 16;
+    const REINSERTION_COUNT: usize = 4;
+    type DefaultInsertionStrategy = RStarInsertionStrategy;
 }
 
 /// A driver as stored in the tree, keyed at `[lon, lat]` in degrees.

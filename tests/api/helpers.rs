@@ -484,3 +484,147 @@ impl TestApp {
         app.ready().await
     }
 }
+
+/// A real WebSocket client of `/ws`.
+pub struct WsClient {
+    pub socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+/// How a socket ended, as the client saw it.
+#[derive(Debug, PartialEq)]
+pub enum Ended {
+    Closed(u16),
+    Dropped,
+}
+
+impl WsClient {
+    pub async fn connect(app: &TestApp, token: &str) -> WsClient {
+        let url = format!("{}/ws?token={token}", app.address.replacen("http", "ws", 1));
+        let (socket, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connect");
+        WsClient { socket }
+    }
+
+    pub async fn send(&mut self, message: Value) {
+        self.send_text(message.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: String) {
+        use futures::SinkExt;
+        self.socket
+            .send(tokio_tungstenite::tungstenite::Message::Text(text.into()))
+            .await
+            .expect("websocket send");
+    }
+
+    /// The next JSON message, skipping pings; panics after `secs`.
+    pub async fn next(&mut self, secs: u64) -> Value {
+        match self.next_within(Duration::from_secs(secs)).await {
+            Some(value) => value,
+            None => panic!("no message within {secs} s"),
+        }
+    }
+
+    pub async fn next_within(&mut self, wait: Duration) -> Option<Value> {
+        use futures::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.socket.next()).await.ok()??;
+            match frame.ok()? {
+                Message::Text(text) => return serde_json::from_str(&text).ok(),
+                Message::Close(_) => return None,
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next message of `kind`, skipping others; panics after `secs`.
+    pub async fn next_of(&mut self, kind: &str, secs: u64) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_within(left).await {
+                Some(m) if m["type"] == kind => return m,
+                Some(_) => continue,
+                None => panic!("no {kind} within {secs} s"),
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the close code.
+    pub async fn ended(&mut self, secs: u64) -> Ended {
+        use futures::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            match tokio::time::timeout_at(deadline, self.socket.next()).await {
+                Err(_) => panic!("socket still open after {secs} s"),
+                Ok(None) | Ok(Some(Err(_))) => return Ended::Dropped,
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    return Ended::Closed(frame.map(|f| u16::from(f.code)).unwrap_or(1005));
+                }
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+}
+
+/// A driver: its token, id, and socket, standing at `at` (lat, lon).
+pub struct TestDriver {
+    pub token: String,
+    pub id: i64,
+    pub ws: WsClient,
+}
+
+impl TestDriver {
+    pub async fn online(app: &TestApp, account: &str, at: (f64, f64)) -> TestDriver {
+        let token = app.token(account).await;
+        let id = app.get("/api/me", Some(&token)).await.expect(200)["user"]["id"].as_i64().unwrap();
+        let mut ws = WsClient::connect(app, &token).await;
+        ws.send(json!({ "type": "location", "lat": at.0, "lon": at.1 })).await;
+        let mut driver = TestDriver { token, id, ws };
+        driver.wait_until_indexed(app, at).await;
+        driver
+    }
+
+    pub async fn move_to(&mut self, at: (f64, f64)) {
+        self.ws.send(json!({ "type": "location", "lat": at.0, "lon": at.1, "speedMps": 8.0 })).await;
+    }
+
+    /// Polls `nearby` until this driver shows up near `at`.
+    pub async fn wait_until_indexed(&mut self, app: &TestApp, at: (f64, f64)) {
+        let admin = app.token("admin").await;
+        for _ in 0..100 {
+            let body = app
+                .get(&format!("/api/drivers/nearby?lat={}&lon={}&radiusKm=1&limit=500", at.0, at.1), Some(&admin))
+                .await
+                .expect(200);
+            if body["drivers"].as_array().unwrap().iter().any(|d| d["id"] == self.id) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("driver {} never appeared in the index", self.id);
+    }
+
+    /// Waits for an offer, and answers it.
+    pub async fn answer_offer(&mut self, accept: bool, secs: u64) -> Value {
+        let offer = self.ws.next_of("offer", secs).await;
+        self.ws
+            .send(json!({ "type": "offer_response", "offerId": offer["offerId"], "accept": accept }))
+            .await;
+        offer
+    }
+}
+
+/// Demo restaurant 1's position.
+pub const RESTAURANT_1_AT: (f64, f64) = (30.2686, -97.7425);
+
+/// Places an order at restaurant 1 as `customer` and has its staff confirm
+/// it (it becomes dispatchable). Returns the order id.
+pub async fn confirmed_order(app: &TestApp, customer: &str) -> i64 {
+    let id = app.place_order(customer).await["id"].as_i64().unwrap();
+    let staff = app.token("restaurant1").await;
+    app.act(&staff, id, "confirm").await.expect(200);
+    id
+}

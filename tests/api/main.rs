@@ -5,10 +5,13 @@
 mod helpers;
 
 mod auth;
+mod dispatch;
 mod durability;
 mod health;
 mod idempotency;
 mod orders;
 mod outage;
 mod restaurants;
+mod tracking;
 mod transitions;
+mod ws;
