@@ -140,7 +140,10 @@ fn spawn_housekeeping(store: Arc<dyn Store>, state: AppState, shutdown: Cancella
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = upkeep.tick() => state.metrics.run_upkeep(),
+                _ = upkeep.tick() => {
+                    state.metrics.run_upkeep();
+                    crate::telemetry::record_process_memory();
+                }
                 _ = purge.tick() => {
                     match store.purge_idempotency_keys(chrono::Utc::now() - retention).await {
                         Ok(n) => metrics::counter!(actors::metrics::IDEMPOTENCY_KEYS_PURGED_TOTAL).increment(n),

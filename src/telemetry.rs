@@ -35,5 +35,22 @@ pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
         .install_recorder()?;
     actors::metrics::describe();
     actors::metrics::describe_realtime();
+    metrics::describe_gauge!(
+        "process_resident_memory_bytes",
+        metrics::Unit::Bytes,
+        "Resident memory of the dispatchd process."
+    );
+    record_process_memory();
     Ok(handle)
+}
+
+/// The standard process gauge the capacity tools read: resident memory, from
+/// /proc/self/statm (Linux; elsewhere it stays unset).
+pub fn record_process_memory() {
+    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else { return };
+    let Some(resident_pages) = statm.split_whitespace().nth(1).and_then(|p| p.parse::<f64>().ok()) else {
+        return;
+    };
+    // Every Linux platform dispatchd runs on uses 4 KiB pages.
+    metrics::gauge!("process_resident_memory_bytes").set(resident_pages * 4096.0);
 }

@@ -134,7 +134,7 @@ impl Actor for DriverActor {
                     lon: fix.at.lon,
                     heading: fix.heading,
                     speed_mps: fix.speed_mps,
-                    timestamp: chrono::Utc::now().timestamp_millis(),
+                    timestamp: fix_time(fix.timestamp),
                 };
                 state.location = Some(location);
                 state.online = true;
@@ -217,6 +217,16 @@ impl Actor for DriverActor {
         }
         Ok(())
     }
+}
+
+/// How far a device clock may be from ours before its timestamp is ignored.
+const MAX_CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
+
+/// The fix's own time when the device gave a plausible one (watchers can
+/// then tell how old a position is), else the time it reached us.
+fn fix_time(device: Option<i64>) -> i64 {
+    let now = chrono::Utc::now().timestamp_millis();
+    device.filter(|t| (now - t).abs() <= MAX_CLOCK_SKEW_MS).unwrap_or(now)
 }
 
 /// Every driver actor, by driver id, and what the dispatcher needs to know

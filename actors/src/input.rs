@@ -521,6 +521,8 @@ pub struct LocationFix {
     pub at: LatLon,
     pub heading: Option<f64>,
     pub speed_mps: Option<f64>,
+    /// When the device took the fix (ms since the epoch), if it said.
+    pub timestamp: Option<i64>,
 }
 
 impl LocationInput {
@@ -535,6 +537,7 @@ impl LocationInput {
             speed_mps: self
                 .speed_mps
                 .map(|s| p.number("speedMps", Some(s), 0.0, 100.0)),
+            timestamp: self.timestamp.map(|t| p.int("timestamp", Some(t), 1, i64::MAX)),
         })
     }
 }
