@@ -7,6 +7,7 @@
 //! - [`settings`]: layered, typed configuration.
 //! - [`http`]: the axum gateway, one router per resource, one error type.
 //! - [`ws`]: the WebSocket gateway: a socket reader and writer per session.
+//! - [`web`]: the pages served to people: console, tracking, tablet.
 //! - [`auth`]: password hashes and JWTs.
 //! - [`store`]: the `Store` port on sqlx, for Postgres and SQLite.
 //! - [`demo`]: the demo city and accounts.
@@ -19,4 +20,5 @@ pub mod http;
 pub mod settings;
 pub mod store;
 pub mod telemetry;
+pub mod web;
 pub mod ws;

@@ -259,7 +259,8 @@ fn is_too_big(error: &axum::Error) -> bool {
 /// The `type` of an encoded server frame, for the metrics label, without
 /// parsing it: every frame starts with `{"type":"...`.
 fn frame_type(frame: &[u8]) -> &'static str {
-    const TYPES: [&str; 7] = [
+    const TYPES: [&str; 8] = [
+        "ops",
         "snapshot",
         "order_update",
         "driver_location",

@@ -57,6 +57,8 @@ pub enum DispatchMessage {
         reply: Option<RpcReplyPort<Result<Option<Order>, OfferError>>>,
     },
     Expire(OfferId),
+    /// The orders waiting for a driver, for the operator's view.
+    Overview(RpcReplyPort<Vec<crate::wire::OpsOrder>>),
     /// The outcome of an accepted offer's assignment write.
     Assigned {
         offer_id: OfferId,
@@ -175,6 +177,20 @@ impl Actor for Dispatcher {
                 result,
                 reply,
             } => state.assigned(offer_id, offer, result, reply).await,
+            DispatchMessage::Overview(reply) => {
+                let waiting = state
+                    .open
+                    .values()
+                    .map(|e| crate::wire::OpsOrder {
+                        order_id: e.info.order_id,
+                        restaurant_id: e.info.restaurant.id,
+                        waiting_secs: e.since.elapsed().as_secs_f64(),
+                        radius_km: e.radius_km,
+                        offered_to: e.offer.and_then(|id| state.offers.get(&id)).map(|o| o.driver_id),
+                    })
+                    .collect();
+                let _ = reply.send(waiting);
+            }
         }
         metrics::gauge!(m::DISPATCHABLE_ORDERS).set(state.open.len() as f64);
         Ok(())

@@ -42,6 +42,9 @@ pub enum GeoMessage {
     },
     /// Drop drivers whose last position is older than the TTL.
     Sweep,
+    /// Every indexed driver with the age of its position, and the count of
+    /// positions received so far (for the operator's view).
+    Everyone(RpcReplyPort<(Vec<(DriverEntry, Duration)>, u64)>),
 }
 
 pub struct GeoActor;
@@ -59,6 +62,8 @@ pub struct GeoState {
     drivers: Arc<DashMap<DriverId, ActorRef<DriverMessage>>>,
     /// Entries with `available` set, kept as they change (for the gauge).
     available: usize,
+    /// Positions received since start.
+    positions: u64,
 }
 
 impl Actor for GeoActor {
@@ -76,6 +81,7 @@ impl Actor for GeoActor {
             presence_ttl: args.presence_ttl,
             drivers: args.drivers,
             available: 0,
+            positions: 0,
         })
     }
 
@@ -83,6 +89,7 @@ impl Actor for GeoActor {
         match message {
             GeoMessage::Upsert { entry, fresh } => {
                 if fresh {
+                    state.positions += 1;
                     state.last_seen.insert(entry.id, Instant::now());
                 } else if !state.last_seen.contains_key(&entry.id) {
                     // An availability change of a driver that is not online
@@ -117,6 +124,14 @@ impl Actor for GeoActor {
                 let _ = reply.send(answers);
             }
             GeoMessage::Sweep => state.sweep(),
+            GeoMessage::Everyone(reply) => {
+                let everyone = state
+                    .last_seen
+                    .iter()
+                    .filter_map(|(id, seen)| Some((state.index.get(*id)?, seen.elapsed())))
+                    .collect();
+                let _ = reply.send((everyone, state.positions));
+            }
         }
         Ok(())
     }

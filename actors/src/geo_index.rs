@@ -263,9 +263,9 @@ impl GeoIndex {
 struct NodeSizes;
 
 impl RTreeParams for NodeSizes {
-    const MIN_SIZE: usize = 6;
-    const MAX_SIZE: usize = 16;
-    const REINSERTION_COUNT: usize = 4;
+    const MIN_SIZE: usize = 3;
+    const MAX_SIZE: usize = 6;
+    const REINSERTION_COUNT: usize = 2;
     type DefaultInsertionStrategy = RStarInsertionStrategy;
 }
 

@@ -45,6 +45,106 @@ impl RestaurantFeeds {
     }
 }
 
+/// Operators watching the whole city.
+#[derive(Default)]
+pub struct OpsFeed {
+    watchers: DashMap<SessionId, Arc<Outbox>>,
+}
+
+impl OpsFeed {
+    pub fn watch(&self, outbox: Arc<Outbox>) {
+        self.watchers.insert(outbox.session_id, outbox);
+    }
+
+    pub fn unwatch(&self, session_id: SessionId) {
+        self.watchers.remove(&session_id);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.watchers.is_empty()
+    }
+
+    /// Queues the newest view for every operator; an older one not yet sent
+    /// is replaced, so a slow console never backs up.
+    fn publish(&self, frame: &Frame) {
+        let now = std::time::Instant::now();
+        self.watchers.retain(|_, outbox| {
+            outbox.push_location(OPS_SLOT, frame.clone(), now);
+            !outbox.is_closed()
+        });
+    }
+}
+
+/// The coalescing slot of the ops view in an outbox (no order has id 0).
+const OPS_SLOT: OrderId = 0;
+/// How often operators get the city view.
+const OPS_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Builds the operator's view once a second while anyone watches.
+fn spawn_ops_reporter(engine: Engine) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(OPS_PERIOD);
+        let mut last_positions: Option<(u64, std::time::Instant)> = None;
+        loop {
+            tick.tick().await;
+            if engine.geo.get_status() != ractor::ActorStatus::Running {
+                return;
+            }
+            if engine.ops.is_empty() {
+                continue;
+            }
+            let timeout = Some(std::time::Duration::from_secs(2));
+            let Ok(ractor::rpc::CallResult::Success((everyone, positions))) =
+                engine.geo.call(GeoMessage::Everyone, timeout).await
+            else {
+                continue;
+            };
+            let Ok(ractor::rpc::CallResult::Success(waiting)) =
+                engine.dispatcher.actor.call(DispatchMessage::Overview, timeout).await
+            else {
+                continue;
+            };
+            let offered: std::collections::HashSet<DriverId> = waiting.iter().filter_map(|w| w.offered_to).collect();
+            let stale_after = engine.config.presence_ttl / 2;
+            let drivers: Vec<wire::OpsDriver> = everyone
+                .into_iter()
+                .map(|(entry, age)| wire::OpsDriver {
+                    id: entry.id,
+                    lat: entry.at.lat,
+                    lon: entry.at.lon,
+                    state: if age > stale_after {
+                        "stale"
+                    } else if offered.contains(&entry.id) {
+                        "offered"
+                    } else if entry.active_orders > 0 {
+                        "busy"
+                    } else if entry.available {
+                        "available"
+                    } else {
+                        "paused"
+                    },
+                    active_orders: entry.active_orders,
+                })
+                .collect();
+            let now = std::time::Instant::now();
+            let positions_per_sec = match last_positions {
+                Some((before, at)) => (positions.saturating_sub(before)) as f64 / now.duration_since(at).as_secs_f64(),
+                None => 0.0,
+            };
+            last_positions = Some((positions, now));
+            let frame = wire::ServerMessage::Ops {
+                at: chrono::Utc::now(),
+                drivers: &drivers,
+                waiting: &waiting,
+                offers_in_flight: offered.len(),
+                positions_per_sec,
+            }
+            .encode();
+            engine.ops.publish(&frame);
+        }
+    });
+}
+
 /// Turns committed order changes into work for drivers, the dispatcher and
 /// the restaurant feeds. Runs inside order actors: it only casts.
 pub struct EngineListener {
@@ -150,6 +250,7 @@ pub struct Engine {
     pub geo: ActorRef<GeoMessage>,
     pub dispatcher: DispatchHandle,
     pub feeds: Arc<RestaurantFeeds>,
+    pub ops: Arc<OpsFeed>,
     pub config: Arc<EngineConfig>,
 }
 
@@ -187,15 +288,18 @@ impl Engine {
         )
         .await?;
         let _ = listener.dispatcher.set(dispatcher.clone());
-        Ok(Engine {
+        let engine = Engine {
             store,
             orders,
             drivers,
             geo,
             dispatcher: DispatchHandle { actor: dispatcher },
             feeds,
+            ops: Arc::new(OpsFeed::default()),
             config,
-        })
+        };
+        spawn_ops_reporter(engine.clone());
+        Ok(engine)
     }
 
     pub fn stop(&self) {

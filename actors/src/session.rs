@@ -89,6 +89,7 @@ impl Actor for SessionActor {
         if let Some(driver) = &state.driver {
             let _ = driver.cast(DriverMessage::DetachSession(session_id));
         }
+        state.engine.ops.unwatch(session_id);
         Ok(())
     }
 
@@ -112,6 +113,14 @@ impl Actor for SessionActor {
                     state.engine.dispatcher.respond_async(offer_id, state.caller.user_id, accept);
                 }
             }
+            ClientMessage::SubscribeOps {} => {
+                if state.caller.role == Role::Admin {
+                    state.engine.ops.watch(state.outbox.clone());
+                } else {
+                    state.error("FORBIDDEN", "only admins may watch the whole city", reference);
+                }
+            }
+            ClientMessage::UnsubscribeOps {} => state.engine.ops.unwatch(state.outbox.session_id),
             ClientMessage::Ping { id } => {
                 // Normally answered by the socket reader itself; kept here
                 // so a ping is never left unanswered.

@@ -25,6 +25,9 @@ pub enum ClientMessage {
     SetAvailability { available: bool },
     OfferResponse { offer_id: i64, accept: bool },
     Ping { id: Option<serde_json::Value> },
+    /// Admins: the whole city, once a second (an extension of the contract).
+    SubscribeOps {},
+    UnsubscribeOps {},
 }
 
 impl ClientMessage {
@@ -38,11 +41,13 @@ impl ClientMessage {
             ClientMessage::SetAvailability { .. } => "set_availability",
             ClientMessage::OfferResponse { .. } => "offer_response",
             ClientMessage::Ping { .. } => "ping",
+            ClientMessage::SubscribeOps { .. } => "subscribe_ops",
+            ClientMessage::UnsubscribeOps { .. } => "unsubscribe_ops",
         }
     }
 }
 
-const CLIENT_TYPES: [&str; 7] = [
+const CLIENT_TYPES: [&str; 9] = [
     "subscribe",
     "unsubscribe",
     "subscribe_restaurant",
@@ -50,6 +55,8 @@ const CLIENT_TYPES: [&str; 7] = [
     "set_availability",
     "offer_response",
     "ping",
+    "subscribe_ops",
+    "unsubscribe_ops",
 ];
 
 /// Why a client frame was rejected. Both count towards the ten-in-a-row
@@ -176,6 +183,38 @@ pub enum ServerMessage<'a> {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<serde_json::Value>,
     },
+    /// The operator's view of the city (after `subscribe_ops`).
+    Ops {
+        at: DateTime<Utc>,
+        drivers: &'a [OpsDriver],
+        waiting: &'a [OpsOrder],
+        offers_in_flight: usize,
+        positions_per_sec: f64,
+    },
+}
+
+/// A driver on the operator's map.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OpsDriver {
+    pub id: DriverId,
+    pub lat: f64,
+    pub lon: f64,
+    /// `available`, `offered`, `busy` (carrying an order), `paused` (or
+    /// without a socket), or `stale` (no position for half the presence TTL).
+    pub state: &'static str,
+    pub active_orders: u32,
+}
+
+/// A confirmed order still waiting for a driver.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OpsOrder {
+    pub order_id: OrderId,
+    pub restaurant_id: RestaurantId,
+    pub waiting_secs: f64,
+    pub radius_km: f64,
+    pub offered_to: Option<DriverId>,
 }
 
 impl ServerMessage<'_> {
@@ -188,6 +227,7 @@ impl ServerMessage<'_> {
             ServerMessage::OfferResult { .. } => "offer_result",
             ServerMessage::Pong { .. } => "pong",
             ServerMessage::Error { .. } => "error",
+            ServerMessage::Ops { .. } => "ops",
         }
     }
 

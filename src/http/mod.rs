@@ -86,6 +86,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api", api)
         .route("/ws", axum::routing::get(crate::ws::upgrade))
+        .merge(crate::web::router())
         .merge(health::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -218,3 +218,26 @@ async fn sockets_close_with_1001_on_shutdown() {
     assert!(status.success());
     assert_eq!(ws.ended(5).await, Ended::Closed(1001));
 }
+
+#[tokio::test]
+async fn admins_watch_the_whole_city_and_others_may_not() {
+    let app = TestApp::spawn().await;
+    let customer = app.token("customer1").await;
+    let mut ws = WsClient::connect(&app, &customer).await;
+    ws.send(json!({ "type": "subscribe_ops" })).await;
+    assert_eq!(ws.next(5).await["code"], "FORBIDDEN");
+
+    let driver = TestDriver::online(&app, "driver7", RESTAURANT_1_AT).await;
+    let admin = app.token("admin").await;
+    let mut ops = WsClient::connect(&app, &admin).await;
+    ops.send(json!({ "type": "subscribe_ops" })).await;
+    let view = ops.next_of("ops", 5).await;
+    let drivers = view["drivers"].as_array().unwrap();
+    let seen = drivers.iter().find(|d| d["id"] == driver.id).expect("driver on the map");
+    assert_eq!(seen["state"], "available");
+    assert!((seen["lat"].as_f64().unwrap() - RESTAURANT_1_AT.0).abs() < 1e-6);
+    assert!(view["waiting"].is_array());
+    assert!(view["positionsPerSec"].is_number());
+    // Views keep coming, about once a second.
+    ops.next_of("ops", 5).await;
+}
