@@ -22,9 +22,12 @@ pub struct PolicyParams {
     pub road_factor: f64,
     /// A driver holding this many active orders gets no offers.
     pub max_active_orders: u32,
-    /// Cost per second a driver stands at the restaurant waiting for food.
-    /// Cheap: an idle driver is in position and nothing spoils.
-    pub driver_idle_weight: f64,
+    /// Cost per second of driving to the restaurant, on top of the pickup
+    /// term. Idle time at the restaurant is not charged again (the pickup
+    /// term already spends the driver until the food is ready), so among
+    /// drivers who would all wait for the food this makes the nearest win,
+    /// instead of rewarding one that arrives later by driving further.
+    pub travel_weight: f64,
     /// Cost per second ready food waits for its driver, on top of the pickup
     /// term that already counts that second once: cold food is what customers
     /// notice, so it weighs more than driver idling.
@@ -39,7 +42,7 @@ impl Default for PolicyParams {
         PolicyParams {
             road_factor: DEFAULT_ROAD_FACTOR,
             max_active_orders: 2,
-            driver_idle_weight: 0.25,
+            travel_weight: 0.25,
             food_wait_weight: 1.0,
             load_penalty_secs: 300.0,
         }
@@ -80,7 +83,7 @@ pub struct Pairing {
 /// travel = travel_secs(driver.at, order.restaurant, driver.vehicle, road_factor)
 /// ready  = max(order.ready_in_secs, 0)
 /// cost   = max(travel, ready)                          // when pickup can happen
-///        + driver_idle_weight * max(ready - travel, 0) // driver waits for food
+///        + travel_weight      * travel                 // the driving itself
 ///        + food_wait_weight   * max(travel - ready, 0) // food waits for driver
 ///        + load_penalty_secs  * driver.active_orders
 /// ```
@@ -103,10 +106,9 @@ pub fn pairing_cost(order: &OpenOrder, driver: &Candidate, params: &PolicyParams
         return f64::INFINITY;
     }
     let ready = order.ready_in_secs.max(0.0);
-    let driver_idle = (ready - travel).max(0.0);
     let food_wait = (travel - ready).max(0.0);
     travel.max(ready)
-        + params.driver_idle_weight * driver_idle
+        + params.travel_weight * travel
         + params.food_wait_weight * food_wait
         + params.load_penalty_secs * f64::from(driver.active_orders)
 }
@@ -301,6 +303,8 @@ fn work(orders: usize, drivers: usize) -> u64 {
 }
 
 impl Solver<'_, '_> {
+    /// How many drivers `orders` list between them. Borrows `column` as the
+    /// "seen" mark, which is all `NONE` outside a solve.
     fn distinct_drivers(&mut self, orders: &[usize]) -> usize {
         let mut seen = Vec::new();
         for &o in orders {
@@ -317,9 +321,9 @@ impl Solver<'_, '_> {
         seen.len()
     }
 
-    /// Splits a component too big for one exact solve into spatial chunks
-    /// that are not (k-d bisection on the restaurants, so orders competing
-    /// for the same drivers mostly stay together), in left-to-right order.
+    /// Cuts a component into spatial chunks that each fit `budget`, by k-d
+    /// halving on the restaurants so that orders competing for the same
+    /// drivers mostly stay together. A component that fits is one chunk.
     fn chunks(&mut self, orders: &mut [usize], budget: u64, out: &mut Vec<Vec<usize>>) {
         let drivers = self.distinct_drivers(orders);
         if orders.len() <= 1 || work(orders.len(), drivers) <= budget {
@@ -384,8 +388,12 @@ impl Solver<'_, '_> {
         if rows > 0 {
             // Non-edges cost more than any whole matching of real edges, so
             // the optimum uses as few of them as possible (the most pairings)
-            // and, among those, the cheapest real edges. Cannot overflow:
-            // weights are at most 1e9 and `rows` is bounded by the work budget.
+            // and, among those, the cheapest real edges. A row left on a
+            // non-edge is simply unassigned, so rows being the smaller side
+            // already leaves room for that: no dummy columns. Cannot overflow:
+            // weights are at most 1e9 and the work budget keeps `rows` under
+            // about 320 (rows³ <= MAX_EXACT_WORK), so even the solver's sums
+            // of labels stay below 1e15.
             let forbidden = max_weight * rows as i64 + 1;
             let mut matrix = Matrix::new(rows, columns, forbidden);
             for (r, &o) in rows_orders.iter().enumerate() {
@@ -450,9 +458,10 @@ impl Solver<'_, '_> {
                     }
                 }
             }
-            // A failed search leaves its drivers marked: the matching did not
-            // change, so no later search can get past them either. That keeps
-            // the whole repair at one sweep of the edges per pairing added.
+            // A failed search leaves its drivers marked: nothing reachable
+            // from them leads to a free driver, and as long as the matching
+            // does not change that stays true for later searches. So the
+            // repair costs one sweep of the edges per pairing it adds.
             if free == NONE {
                 continue;
             }
@@ -898,6 +907,17 @@ mod tests {
     }
 
     #[test]
+    fn while_the_food_is_not_ready_the_nearer_driver_still_costs_less() {
+        let params = PolicyParams::default();
+        // Both drivers would arrive long before the food: the pickup time is
+        // the same, and the one who drives less is the better choice.
+        let o = order(1, DOWNTOWN, 900.0);
+        let near = pairing_cost(&o, &driver(1, east(0.3)), &params);
+        let far = pairing_cost(&o, &driver(2, east(3.0)), &params);
+        assert!(near < far, "{near} vs {far}");
+    }
+
+    #[test]
     fn a_nearer_driver_costs_less() {
         let params = PolicyParams::default();
         let o = order(1, DOWNTOWN, 0.0);
@@ -918,8 +938,8 @@ mod tests {
         let driver_waits = pairing_cost(&order(1, DOWNTOWN, t_far), &near, &params);
         let food_waits = pairing_cost(&order(2, DOWNTOWN, t_near), &far, &params);
         assert!(food_waits > driver_waits, "{food_waits} vs {driver_waits}");
-        assert!((driver_waits - (t_far + params.driver_idle_weight * gap)).abs() < 1e-9);
-        assert!((food_waits - (t_far + params.food_wait_weight * gap)).abs() < 1e-9);
+        assert!((driver_waits - (t_far + params.travel_weight * t_near)).abs() < 1e-9);
+        assert!((food_waits - (t_far + params.travel_weight * t_far + params.food_wait_weight * gap)).abs() < 1e-9);
         // Food that was ready before now counts from now.
         let at_restaurant = driver(3, DOWNTOWN);
         assert_eq!(

@@ -63,7 +63,7 @@ pub enum DispatchMessage {
     Assigned {
         offer_id: OfferId,
         offer: Offer,
-        result: Result<Order, CommandError>,
+        result: Box<Result<Order, CommandError>>,
         reply: Option<RpcReplyPort<Result<Option<Order>, OfferError>>>,
     },
 }
@@ -176,7 +176,7 @@ impl Actor for Dispatcher {
                 offer,
                 result,
                 reply,
-            } => state.assigned(offer_id, offer, result, reply).await,
+            } => state.assigned(offer_id, offer, *result, reply).await,
             DispatchMessage::Overview(reply) => {
                 let waiting = state
                     .open
@@ -426,7 +426,7 @@ impl DispatcherState {
             let _ = myself.cast(DispatchMessage::Assigned {
                 offer_id,
                 offer,
-                result,
+                result: Box::new(result),
                 reply,
             });
         });

@@ -51,8 +51,8 @@ async fn the_nearest_available_driver_gets_the_offer_and_accepting_assigns_it() 
     // The assigned driver now sees the order, and its socket follows it.
     app.get(&format!("/api/orders/{id}"), Some(&near.token)).await.expect(200);
     app.act(&staff, id, "start_preparing").await.expect(200);
-    let pushed = near.ws.next_of("order_update", 5).await;
-    assert_eq!(pushed["status"], "PREPARING");
+    let pushed = near.ws.next_status("PREPARING", 5).await;
+    assert_eq!(pushed["order"]["driverId"], near.id);
 }
 
 #[tokio::test]
@@ -199,8 +199,8 @@ async fn cancelling_an_assigned_order_frees_its_driver() {
 
     let admin = app.token("admin").await;
     app.act(&admin, id, "cancel").await.expect(200);
-    let update = driver.ws.next_of("order_update", 5).await;
-    assert_eq!(update["status"], "CANCELLED");
+    let update = driver.ws.next_status("CANCELLED", 5).await;
+    assert!(update["order"]["cancelledAt"].is_string());
     let events = app.get(&format!("/api/orders/{id}/events"), Some(&admin)).await.expect(200);
     let last = events["events"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["type"], "DRIVER_UNASSIGNED");

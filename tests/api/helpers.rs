@@ -628,3 +628,19 @@ pub async fn confirmed_order(app: &TestApp, customer: &str) -> i64 {
     app.act(&staff, id, "confirm").await.expect(200);
     id
 }
+
+impl WsClient {
+    /// The next `order_update` with `status`, skipping others (ETA pushes
+    /// repeat the current status); panics after `secs`.
+    pub async fn next_status(&mut self, status: &str, secs: u64) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_within(left).await {
+                Some(m) if m["type"] == "order_update" && m["status"] == status => return m,
+                Some(_) => continue,
+                None => panic!("no order_update to {status} within {secs} s"),
+            }
+        }
+    }
+}
