@@ -2,19 +2,17 @@
 //!
 //! An R-tree (rstar) over plain `[lon, lat]` degree points, plus a map from
 //! driver id to the entry, so a move removes the old point without searching
-//! for it. The tree only orders candidates; every distance handed out is the
-//! haversine distance of [`crate::geo::distance_km`], and the degree-space search
-//! runs until a lower bound proves nobody farther in degrees can be nearer in
-//! kilometres. Pure and synchronous: the `GeoIndex` actor owns one of these.
+//! for it. Degrees only narrow the search: every distance handed out, and
+//! every order, is the haversine distance of [`crate::geo::distance_km`], and
+//! a search stops only when a proven lower bound says nobody left can be
+//! nearer. Pure and synchronous: the `GeoIndex` actor owns one of these.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::collections::{BinaryHeap, HashMap};
 use std::f64::consts::FRAC_PI_2;
-use std::iter::Peekable;
 
-use rstar::iterators::NearestNeighborDistance2Iterator;
 use rstar::{
-    AABB, Envelope, PointDistance, RStarInsertionStrategy, RTree, RTreeObject, RTreeParams,
+    AABB, Envelope, RStarInsertionStrategy, RTree, RTreeNode, RTreeObject, RTreeParams,
     SelectionFunction,
 };
 
@@ -144,8 +142,8 @@ impl GeoIndex {
     /// lie within `max_km` (haversine) and for which `exclude(id)` is false,
     /// nearest first by haversine distance (ties by id).
     ///
-    /// Exact: the same answer as checking every driver, including near the
-    /// poles and across the antimeridian (those just search more of the tree).
+    /// Exact: the same answer as checking every driver, across the
+    /// antimeridian and near the poles too (there it just searches more).
     pub fn nearest_available(
         &self,
         at: LatLon,
@@ -155,18 +153,26 @@ impl GeoIndex {
         exclude: impl Fn(DriverId) -> bool,
     ) -> Vec<Nearby> {
         let mut best: Vec<Nearby> = Vec::with_capacity(k.min(64));
-        // `!(x >= 0)` also turns away NaN.
-        if k == 0 || !is_on_the_map(at) || !(max_km >= 0.0) {
+        if k == 0 || !is_on_the_map(at) || max_km.is_nan() || max_km < 0.0 {
             return best;
         }
-        // Nobody farther than this can still enter `best`: `max_km` at
-        // first, then the k-th best distance once there are k.
-        let mut cut_off_km = max_km;
-        let mut stop_beyond_degrees_2 = degree_distance_2_beyond(at, cut_off_km);
-        for (entry, degrees_2) in self.nearest_in_degrees(at, max_km) {
-            if degrees_2 > stop_beyond_degrees_2 {
+        // Best-first over the tree, ordered by a lower bound of the true
+        // distance, so drivers are examined about nearest first and the walk
+        // ends as soon as nothing left can beat the k-th best (or `max_km`).
+        let mut bound = LowerBound::new(at, max_km);
+        let mut pending = BinaryHeap::with_capacity(2 * NodeSizes::MAX_SIZE);
+        bound.push_children(&mut pending, self.tree.root().children());
+        while let Some(Pending { key, node }) = pending.pop() {
+            if key > bound.stop_key {
                 break;
             }
+            let entry = match node {
+                RTreeNode::Parent(parent) => {
+                    bound.push_children(&mut pending, parent.children());
+                    continue;
+                }
+                RTreeNode::Leaf(Placed(entry)) => entry,
+            };
             if !entry.available || entry.active_orders >= max_active_orders || exclude(entry.id) {
                 continue;
             }
@@ -174,8 +180,9 @@ impl GeoIndex {
                 entry: *entry,
                 distance_km: distance_km(at, entry.at),
             };
-            // Equal to the cut-off may still win on id, so only `>` is out.
-            if found.distance_km > cut_off_km {
+            // `bound.cut_off_km` is `max_km` or the k-th best so far; equal
+            // to the k-th may still win on id, so only `>` is out.
+            if found.distance_km > bound.cut_off_km {
                 continue;
             }
             let rank = best.partition_point(|kept| nearest_first(kept, &found) == Ordering::Less);
@@ -185,8 +192,7 @@ impl GeoIndex {
             best.insert(rank, found);
             best.truncate(k);
             if best.len() == k {
-                cut_off_km = best[k - 1].distance_km;
-                stop_beyond_degrees_2 = degree_distance_2_beyond(at, cut_off_km);
+                bound.tighten(best[k - 1].distance_km);
             }
         }
         best
@@ -195,7 +201,7 @@ impl GeoIndex {
     /// Every driver (available or not) within `radius_km`, nearest first
     /// (ties by id), at most `limit`.
     pub fn within(&self, at: LatLon, radius_km: f64, limit: usize) -> Vec<Nearby> {
-        if limit == 0 || !is_on_the_map(at) || !(radius_km >= 0.0) {
+        if limit == 0 || !is_on_the_map(at) || radius_km.is_nan() || radius_km < 0.0 {
             return Vec::new();
         }
         let (first, second) = search_boxes(at, radius_km);
@@ -219,53 +225,25 @@ impl GeoIndex {
         found
     }
 
-    /// Every driver once, in increasing degree-space distance from `at`, with
-    /// that distance squared. Longitude differences wrap around the
-    /// antimeridian whenever a driver within `reach_km` could lie across it,
-    /// so the distance is the one the search bound is proved for.
-    fn nearest_in_degrees(&self, at: LatLon, reach_km: f64) -> NearestInDegrees<'_> {
-        let query = point_of(at);
-        let crosses_antimeridian = match longitude_reach_degrees(at, reach_km) {
-            Some(reach) => at.lon.abs() + reach > 180.0,
-            None => true,
-        };
-        // The same query one turn around the globe, on the side where the
-        // drivers across the antimeridian are near in raw degrees.
-        let mirror = crosses_antimeridian.then(|| {
-            let turn = if at.lon >= 0.0 { -360.0 } else { 360.0 };
-            [query[0] + turn, query[1]]
-        });
-        NearestInDegrees {
-            direct: self
-                .tree
-                .nearest_neighbor_iter_with_distance_2(query)
-                .peekable(),
-            mirrored: mirror.map(|mirror| {
-                (
-                    mirror,
-                    self.tree
-                        .nearest_neighbor_iter_with_distance_2(mirror)
-                        .peekable(),
-                )
-            }),
-            query,
-        }
-    }
-
     /// Puts back a driver the map knew but the tree had lost. That would be a
     /// bug in this file; healing keeps the two consistent in release builds.
     fn heal_missing_leaf(&mut self, entry: DriverEntry) {
         debug_assert!(false, "driver {} was mapped but not in the tree", entry.id);
+        tracing::error!(driver_id = entry.id, "Geo index lost a driver; put it back");
         self.tree.insert(Placed(entry));
     }
 }
 
+/// Wider nodes than rstar's default (3 to 6): with a million drivers the tree
+/// is a few levels shallower, so each query and move touches fewer scattered
+/// nodes. Measured on the `geo_index` benchmark, 12 to 32 made moves ~10%,
+/// k-nearest ~20% and 1 km radius queries ~30% faster than the default.
 struct NodeSizes;
 
 impl RTreeParams for NodeSizes {
-    const MIN_SIZE: usize = 3;
-    const MAX_SIZE: usize = 6;
-    const REINSERTION_COUNT: usize = 2;
+    const MIN_SIZE: usize = 12;
+    const MAX_SIZE: usize = 32;
+    const REINSERTION_COUNT: usize = 8;
     type DefaultInsertionStrategy = RStarInsertionStrategy;
 }
 
@@ -282,25 +260,6 @@ impl RTreeObject for Placed {
 
     fn envelope(&self) -> AABB<[f64; 2]> {
         AABB::from_point(point_of(self.0.at))
-    }
-}
-
-impl PointDistance for Placed {
-    fn distance_2(&self, point: &[f64; 2]) -> f64 {
-        let d_lon = self.0.at.lon - point[0];
-        let d_lat = self.0.at.lat - point[1];
-        d_lon * d_lon + d_lat * d_lat
-    }
-
-    // A point has no extent, so the envelope pre-check of the default
-    // implementations would only compute the same distance twice.
-    fn contains_point(&self, point: &[f64; 2]) -> bool {
-        point_of(self.0.at) == *point
-    }
-
-    fn distance_2_if_less_or_equal(&self, point: &[f64; 2], max_distance_2: f64) -> Option<f64> {
-        let distance_2 = self.distance_2(point);
-        (distance_2 <= max_distance_2).then_some(distance_2)
     }
 }
 
@@ -330,45 +289,119 @@ impl SelectionFunction<Placed> for DriverAt {
     }
 }
 
-/// Merges the nearest-neighbour walks from the query and from its mirror one
-/// turn away. Each driver is yielded once, by the walk that sees it nearer,
-/// so the merged order is the order of wrapped degree distance.
-struct NearestInDegrees<'a> {
-    query: [f64; 2],
-    direct: Peekable<NearestNeighborDistance2Iterator<'a, Placed>>,
-    mirrored: Option<(
-        [f64; 2],
-        Peekable<NearestNeighborDistance2Iterator<'a, Placed>>,
-    )>,
+/// A tree node waiting in the best-first walk, keyed by a lower bound of the
+/// distance to anything inside it (see [`LowerBound`]). Smallest key first.
+struct Pending<'a> {
+    key: f64,
+    node: &'a RTreeNode<Placed>,
 }
 
-impl<'a> Iterator for NearestInDegrees<'a> {
-    type Item = (&'a DriverEntry, f64);
+impl PartialEq for Pending<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
 
-    fn next(&mut self) -> Option<Self::Item> {
-        let Some((mirror, mirrored)) = &mut self.mirrored else {
-            return self.direct.next().map(|(placed, d2)| (&placed.0, d2));
+impl Eq for Pending<'_> {}
+
+impl PartialOrd for Pending<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Pending<'_> {
+    // Reversed: `BinaryHeap` pops its greatest, the walk wants the nearest.
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.key.total_cmp(&self.key)
+    }
+}
+
+/// Lower bounds, in degree space, of the haversine distance from the query.
+///
+/// Why they hold: along any path, arc length is ∫√(dφ² + cos²φ dλ²), which
+/// is at least √(Δφ² + c²·Δλ²) when cos φ ≥ c all along the path (Minkowski's
+/// inequality; Δλ the longitude difference wrapped across the antimeridian).
+/// A great circle of length L ≤ B from the query never leaves
+/// |φ| ≤ |φ₀| + B, so with c = cos(|φ₀| + B) every driver has
+/// L > B or L ≥ √(Δφ² + c²·Δλ²). Hence a key (that sum of squares, for the
+/// nearest corner of a box) above B² proves everything in the box is farther
+/// than B. Near a pole c is 0 and only latitude prunes: slower, still exact.
+struct LowerBound {
+    at: LatLon,
+    /// Beyond this no driver can enter the answer: `max_km`, then the k-th best.
+    cut_off_km: f64,
+    /// Keys above this are farther than `cut_off_km`.
+    stop_key: f64,
+    /// c² for the current cut-off.
+    lon_weight: f64,
+}
+
+impl LowerBound {
+    fn new(at: LatLon, max_km: f64) -> LowerBound {
+        let mut bound = LowerBound {
+            at,
+            cut_off_km: max_km,
+            stop_key: f64::INFINITY,
+            lon_weight: 0.0,
         };
-        loop {
-            let take_direct = match (self.direct.peek(), mirrored.peek()) {
-                (None, None) => return None,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (Some((_, direct_2)), Some((_, mirrored_2))) => direct_2 <= mirrored_2,
+        bound.tighten(max_km);
+        bound
+    }
+
+    /// Applies a smaller cut-off. Keys already computed with the older, smaller
+    /// c stay valid (only weaker), and a child's key never drops below its
+    /// parent's, so the walk stays best-first.
+    fn tighten(&mut self, cut_off_km: f64) {
+        let reach = angular_reach(cut_off_km);
+        let widest_latitude = (self.at.lat.abs().to_radians() + reach).min(FRAC_PI_2);
+        let c = widest_latitude.cos().max(0.0);
+        self.cut_off_km = cut_off_km;
+        self.stop_key = reach.to_degrees() * reach.to_degrees();
+        self.lon_weight = c * c;
+    }
+
+    fn key(&self, d_lat: f64, d_lon: f64) -> f64 {
+        d_lat * d_lat + self.lon_weight * d_lon * d_lon
+    }
+
+    fn key_of_box(&self, envelope: &AABB<[f64; 2]>) -> f64 {
+        let ([west, south], [east, north]) = (envelope.lower(), envelope.upper());
+        let d_lat = gap(self.at.lat, south, north);
+        // The query seen from one turn either side too, for boxes across
+        // the antimeridian.
+        let d_lon = gap(self.at.lon, west, east)
+            .min(gap(self.at.lon - 360.0, west, east))
+            .min(gap(self.at.lon + 360.0, west, east));
+        self.key(d_lat, d_lon)
+    }
+
+    fn key_of_point(&self, at: LatLon) -> f64 {
+        let d_lon = (at.lon - self.at.lon).abs();
+        self.key(at.lat - self.at.lat, d_lon.min(360.0 - d_lon))
+    }
+
+    /// Queues the children that could still hold an answer.
+    fn push_children<'a>(
+        &self,
+        pending: &mut BinaryHeap<Pending<'a>>,
+        children: &'a [RTreeNode<Placed>],
+    ) {
+        for node in children {
+            let key = match node {
+                RTreeNode::Parent(parent) => self.key_of_box(&parent.envelope()),
+                RTreeNode::Leaf(placed) => self.key_of_point(placed.0.at),
             };
-            if take_direct {
-                let (placed, direct_2) = self.direct.next()?;
-                if direct_2 <= placed.distance_2(mirror) {
-                    return Some((&placed.0, direct_2));
-                }
-            } else {
-                let (placed, mirrored_2) = mirrored.next()?;
-                if mirrored_2 < placed.distance_2(&self.query) {
-                    return Some((&placed.0, mirrored_2));
-                }
+            if key <= self.stop_key {
+                pending.push(Pending { key, node });
             }
         }
     }
+}
+
+/// Distance from `x` to the interval [`low`, `high`] on one axis.
+fn gap(x: f64, low: f64, high: f64) -> f64 {
+    (low - x).max(x - high).max(0.0)
 }
 
 fn is_on_the_map(at: LatLon) -> bool {
@@ -386,25 +419,6 @@ fn nearest_first(a: &Nearby, b: &Nearby) -> Ordering {
 /// The central angle (radians) that `km` can span, rounded up slightly.
 fn angular_reach(km: f64) -> f64 {
     km / EARTH_RADIUS_KM * (1.0 + BOUND_SLACK)
-}
-
-/// The squared degree-space distance beyond which every driver is provably
-/// farther than `km` from `at`.
-///
-/// Why it holds: along any path, arc length is ∫√(dφ² + cos²φ dλ²), which is
-/// at least c·√(Δφ² + Δλ²) when |φ| stays where cos φ ≥ c (Minkowski's
-/// inequality; Δλ wrapped). A great circle of length L ≤ B from `at` never
-/// leaves |φ| ≤ |φ₀| + B. So a driver at degree distance d with c·d > B
-/// cannot have L ≤ B: it is strictly farther. Within B of a pole c is 0 and
-/// no degree distance proves anything, so the search runs to the end.
-fn degree_distance_2_beyond(at: LatLon, km: f64) -> f64 {
-    let reach = angular_reach(km);
-    let widest_latitude = at.lat.abs().to_radians() + reach;
-    if widest_latitude >= FRAC_PI_2 {
-        return f64::INFINITY;
-    }
-    let degrees = (reach / widest_latitude.cos()).to_degrees();
-    degrees * degrees
 }
 
 /// How far in longitude (degrees) a point within `km` of `at` can be, or
@@ -702,6 +716,12 @@ mod tests {
         assert!(found[0].distance_km < found[1].distance_km);
         assert_eq!(ids(&index.within(at, 5.0, 10)), vec![3, 2, 1]);
         assert_eq!(ids(&index.within(at, 5.0, 2)), vec![3, 2]);
+        // No radius limit at all still answers, in the same order.
+        assert_eq!(
+            ids(&index.nearest_available(at, 3, f64::INFINITY, 1, |_| false)),
+            vec![3, 2, 1]
+        );
+        assert_eq!(ids(&index.within(at, f64::INFINITY, 10)), vec![3, 2, 1]);
     }
 
     #[test]
