@@ -84,7 +84,13 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
     let tokens = Tokens::new(secret.as_bytes(), settings.auth.token_ttl_secs);
     let shutdown = CancellationToken::new();
     let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
-    let state = AppState::new(engine.clone(), tokens, settings.clone(), metrics.clone(), shutdown.clone());
+    let state = AppState::new(
+        engine.clone(),
+        tokens,
+        settings.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    );
 
     let sessions = state.live_sessions.clone();
     spawn_housekeeping(store, state.clone(), shutdown.clone());
@@ -121,7 +127,10 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
     // Sockets were told to close with 1001 by the same signal; give their
     // writers a moment to get the frame out.
     sessions.close();
-    if tokio::time::timeout(Duration::from_secs(3), sessions.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(3), sessions.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("Some WebSocket sessions did not close in time");
     }
     engine.stop();

@@ -151,22 +151,37 @@ impl Settings {
             problems.push("ws.max_frame_bytes must be at least 256 and ws.outbound_queue positive");
         }
         if self.ws.messages_per_sec == 0 || self.drivers.location_updates_per_sec == 0 {
-            problems.push("ws.messages_per_sec and drivers.location_updates_per_sec must be positive");
+            problems
+                .push("ws.messages_per_sec and drivers.location_updates_per_sec must be positive");
         }
-        if self.ws.ping_interval_secs == 0 || self.ws.idle_timeout_secs <= self.ws.ping_interval_secs {
-            problems.push("ws.idle_timeout_secs must exceed ws.ping_interval_secs, which must be positive");
+        if self.ws.ping_interval_secs == 0
+            || self.ws.idle_timeout_secs <= self.ws.ping_interval_secs
+        {
+            problems.push(
+                "ws.idle_timeout_secs must exceed ws.ping_interval_secs, which must be positive",
+            );
         }
         if self.ws.read_buffer_bytes < 1024 || self.ws.send_timeout_secs == 0 {
-            problems.push("ws.read_buffer_bytes must be at least 1024 and ws.send_timeout_secs positive");
+            problems.push(
+                "ws.read_buffer_bytes must be at least 1024 and ws.send_timeout_secs positive",
+            );
         }
-        if self.breadcrumbs.queue == 0 || self.breadcrumbs.batch == 0 || self.breadcrumbs.flush_ms == 0 {
+        if self.breadcrumbs.queue == 0
+            || self.breadcrumbs.batch == 0
+            || self.breadcrumbs.flush_ms == 0
+        {
             problems.push("breadcrumbs.queue, batch and flush_ms must be positive");
         }
-        if self.presence.ttl_secs == 0 || self.dispatch.round_interval_ms == 0 || self.dispatch.offer_timeout_secs == 0 {
+        if self.presence.ttl_secs == 0
+            || self.dispatch.round_interval_ms == 0
+            || self.dispatch.offer_timeout_secs == 0
+        {
             problems.push("presence.ttl_secs, dispatch.round_interval_ms and dispatch.offer_timeout_secs must be positive");
         }
         if self.dispatch.max_active_orders == 0 || self.dispatch.candidates_per_order == 0 {
-            problems.push("dispatch.max_active_orders and dispatch.candidates_per_order must be positive");
+            problems.push(
+                "dispatch.max_active_orders and dispatch.candidates_per_order must be positive",
+            );
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             problems.push("log.format must be \"text\" or \"json\"");

@@ -47,8 +47,14 @@ pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
 /// The standard process gauge the capacity tools read: resident memory, from
 /// /proc/self/statm (Linux; elsewhere it stays unset).
 pub fn record_process_memory() {
-    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else { return };
-    let Some(resident_pages) = statm.split_whitespace().nth(1).and_then(|p| p.parse::<f64>().ok()) else {
+    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
+        return;
+    };
+    let Some(resident_pages) = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse::<f64>().ok())
+    else {
         return;
     };
     // Every Linux platform dispatchd runs on uses 4 KiB pages.

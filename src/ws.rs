@@ -46,7 +46,9 @@ pub async fn upgrade(
     let settings = &state.settings.ws;
     ws.read_buffer_size(settings.read_buffer_bytes)
         .write_buffer_size(settings.write_buffer_bytes)
-        .max_write_buffer_size(settings.write_buffer_bytes + 2 * settings.max_frame_bytes.max(64 * 1024))
+        .max_write_buffer_size(
+            settings.write_buffer_bytes + 2 * settings.max_frame_bytes.max(64 * 1024),
+        )
         .max_frame_size(settings.max_frame_bytes)
         .max_message_size(settings.max_frame_bytes)
         .on_failed_upgrade(|error| tracing::debug!(%error, "WebSocket upgrade failed"))
@@ -54,7 +56,10 @@ pub async fn upgrade(
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
@@ -78,7 +83,9 @@ fn close_message(code: u16, reason: &'static str) -> Message {
 async fn run(mut socket: WebSocket, caller: Option<Caller>, state: AppState) {
     let Some(caller) = caller else {
         metrics::counter!(m::WS_CLOSES_TOTAL, "code" => "4001").increment(1);
-        let _ = socket.send(close_message(UNAUTHORIZED, "unauthorized")).await;
+        let _ = socket
+            .send(close_message(UNAUTHORIZED, "unauthorized"))
+            .await;
         return;
     };
     // Shutdown waits (briefly) for every session to send its 1001.
@@ -126,8 +133,23 @@ async fn run(mut socket: WebSocket, caller: Option<Caller>, state: AppState) {
     let (sink, stream) = socket.split();
     let last_heard = Arc::new(AtomicI64::new(now_ms()));
     let done = CancellationToken::new();
-    let writer = tokio::spawn(write(sink, outbox.clone(), last_heard.clone(), done.clone(), settings.clone()));
-    read(stream, &outbox, &session, &last_heard, &done, &state.shutdown, &settings).await;
+    let writer = tokio::spawn(write(
+        sink,
+        outbox.clone(),
+        last_heard.clone(),
+        done.clone(),
+        settings.clone(),
+    ));
+    read(
+        stream,
+        &outbox,
+        &session,
+        &last_heard,
+        &done,
+        &state.shutdown,
+        &settings,
+    )
+    .await;
     // The client left (or the writer closed): stop the writer if it is not done.
     outbox.close(CloseReason::PeerClosed);
     let _ = writer.await;
@@ -185,7 +207,13 @@ async fn read(
             Some(Ok(Message::Text(text))) => text,
             Some(Ok(Message::Binary(_))) => {
                 last_heard.store(now_ms(), Ordering::Relaxed);
-                reject(outbox, &mut bad_in_a_row, "BAD_MESSAGE", "binary frames are not part of the protocol", None);
+                reject(
+                    outbox,
+                    &mut bad_in_a_row,
+                    "BAD_MESSAGE",
+                    "binary frames are not part of the protocol",
+                    None,
+                );
                 continue;
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
@@ -198,14 +226,24 @@ async fn read(
         let received_at = Instant::now();
         if limiter.check().is_err() {
             metrics::counter!(m::RATE_LIMITED_TOTAL, "limit" => "ws").increment(1);
-            outbox.push(wire::error_frame("RATE_LIMITED", "too many messages; slow down", None));
+            outbox.push(wire::error_frame(
+                "RATE_LIMITED",
+                "too many messages; slow down",
+                None,
+            ));
             continue;
         }
         let decoded = wire::decode(&text);
         match decoded.message {
             Err(error) => {
                 metrics::counter!(m::WS_MESSAGES_IN_TOTAL, "type" => "invalid").increment(1);
-                reject(outbox, &mut bad_in_a_row, error.code(), error.message(), decoded.reference);
+                reject(
+                    outbox,
+                    &mut bad_in_a_row,
+                    error.code(),
+                    error.message(),
+                    decoded.reference,
+                );
             }
             Ok(message) => {
                 bad_in_a_row = 0;
@@ -214,7 +252,11 @@ async fn read(
                     outbox.push(ServerMessage::Pong { id }.encode());
                     continue;
                 }
-                let _ = session.cast(SessionMessage::Client(message, decoded.reference, received_at));
+                let _ = session.cast(SessionMessage::Client(
+                    message,
+                    decoded.reference,
+                    received_at,
+                ));
             }
         }
     }
@@ -234,7 +276,13 @@ async fn drain(mut stream: futures::stream::SplitStream<WebSocket>) {
     .await;
 }
 
-fn reject(outbox: &Outbox, bad_in_a_row: &mut u32, code: &str, message: &str, reference: Option<serde_json::Value>) {
+fn reject(
+    outbox: &Outbox,
+    bad_in_a_row: &mut u32,
+    code: &str,
+    message: &str,
+    reference: Option<serde_json::Value>,
+) {
     *bad_in_a_row += 1;
     outbox.push(wire::error_frame(code, message, reference));
     if *bad_in_a_row >= MAX_BAD_IN_A_ROW {
@@ -304,7 +352,9 @@ async fn write(
         match next {
             Ok(out) => {
                 let kind = frame_type(&out.frame);
-                let Ok(text) = Utf8Bytes::try_from(out.frame) else { continue };
+                let Ok(text) = Utf8Bytes::try_from(out.frame) else {
+                    continue;
+                };
                 match tokio::time::timeout(send_timeout, sink.send(Message::Text(text))).await {
                     Ok(Ok(())) => {}
                     // The peer is gone or will not read: drop the connection.
@@ -312,7 +362,8 @@ async fn write(
                 }
                 metrics::counter!(m::WS_MESSAGES_OUT_TOTAL, "type" => kind).increment(1);
                 if let Some(received_at) = out.received_at {
-                    metrics::histogram!(m::FANOUT_LATENCY_SECONDS).record(received_at.elapsed().as_secs_f64());
+                    metrics::histogram!(m::FANOUT_LATENCY_SECONDS)
+                        .record(received_at.elapsed().as_secs_f64());
                 }
             }
             Err(CloseReason::PeerClosed) => {
@@ -320,8 +371,13 @@ async fn write(
                 break;
             }
             Err(reason) => {
-                metrics::counter!(m::WS_CLOSES_TOTAL, "code" => reason.code().to_string()).increment(1);
-                let _ = tokio::time::timeout(send_timeout, sink.send(close_message(reason.code(), reason.text()))).await;
+                metrics::counter!(m::WS_CLOSES_TOTAL, "code" => reason.code().to_string())
+                    .increment(1);
+                let _ = tokio::time::timeout(
+                    send_timeout,
+                    sink.send(close_message(reason.code(), reason.text())),
+                )
+                .await;
                 let _ = tokio::time::timeout(send_timeout, sink.close()).await;
                 break;
             }

@@ -81,6 +81,10 @@ pub struct Offer {
     order_id: OrderId,
     driver_id: DriverId,
     expires: Instant,
+    /// When the order became dispatchable. Carried here because the order's
+    /// entry is withdrawn (on DRIVER_ASSIGNED) before the accept's outcome
+    /// comes back to record the time to assign.
+    dispatchable_since: Instant,
 }
 
 pub struct Dispatcher;
@@ -333,6 +337,7 @@ impl DispatcherState {
                 order_id,
                 driver_id,
                 expires: Instant::now() + timeout,
+                dispatchable_since: entry.since,
             },
         );
         self.offered_drivers.insert(driver_id);
@@ -442,9 +447,8 @@ impl DispatcherState {
         self.offered_drivers.remove(&offer.driver_id);
         let (outcome, answer) = match result {
             Ok(order) => {
-                if let Some(entry) = self.open.remove(&offer.order_id) {
-                    metrics::histogram!(m::ASSIGN_SECONDS).record(entry.since.elapsed().as_secs_f64());
-                }
+                self.open.remove(&offer.order_id);
+                metrics::histogram!(m::ASSIGN_SECONDS).record(offer.dispatchable_since.elapsed().as_secs_f64());
                 (OfferOutcome::Assigned, Ok(Some(order)))
             }
             Err(CommandError::Store(_)) | Err(CommandError::Unavailable) => {

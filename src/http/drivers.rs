@@ -29,7 +29,10 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The driver's actor, started on first use.
-async fn driver_actor(state: &AppState, driver_id: i64) -> Result<ActorRef<DriverMessage>, ApiError> {
+async fn driver_actor(
+    state: &AppState,
+    driver_id: i64,
+) -> Result<ActorRef<DriverMessage>, ApiError> {
     let profile = match state.engine.drivers.profile(driver_id) {
         Some(profile) => profile,
         None => state
@@ -75,7 +78,9 @@ async fn availability(
     JsonBody { value: input, .. }: JsonBody<AvailabilityInput>,
 ) -> Result<Json<Value>, ApiError> {
     let driver_id = who.require(&[Role::Driver])?.user_id;
-    let available = input.available.ok_or_else(|| ApiError::field("available", "is required"))?;
+    let available = input
+        .available
+        .ok_or_else(|| ApiError::field("available", "is required"))?;
     driver_actor(&state, driver_id).await?;
     let setting = state
         .engine
@@ -169,9 +174,16 @@ async fn accept(
 ) -> Result<Json<OrderBody>, ApiError> {
     let driver_id = who.require(&[Role::Driver])?.user_id;
     let offer_id = path_id(&id, "offer")?;
-    match state.engine.dispatcher.respond(offer_id, driver_id, true).await {
+    match state
+        .engine
+        .dispatcher
+        .respond(offer_id, driver_id, true)
+        .await
+    {
         Ok(Some(order)) => Ok(Json(OrderBody { order })),
-        Ok(None) => Err(ApiError::Internal("accept answered without an order".into())),
+        Ok(None) => Err(ApiError::Internal(
+            "accept answered without an order".into(),
+        )),
         Err(error) => Err(offer_error(error)),
     }
 }

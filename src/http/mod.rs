@@ -19,10 +19,10 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Instant;
-use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 mod auth;
@@ -58,8 +58,10 @@ impl AppState {
         metrics: PrometheusHandle,
         shutdown: CancellationToken,
     ) -> AppState {
-        let per_minute = NonZeroU32::new(settings.auth.login_attempts_per_minute).unwrap_or(NonZeroU32::MIN);
-        let per_second = NonZeroU32::new(settings.drivers.location_updates_per_sec).unwrap_or(NonZeroU32::MIN);
+        let per_minute =
+            NonZeroU32::new(settings.auth.login_attempts_per_minute).unwrap_or(NonZeroU32::MIN);
+        let per_second =
+            NonZeroU32::new(settings.drivers.location_updates_per_sec).unwrap_or(NonZeroU32::MIN);
         AppState {
             store: engine.store.clone(),
             engine,

@@ -316,7 +316,12 @@ async fn show(
     let items = state.store.order_items(order.id).await?;
     let (driver, driver_location) = match order.driver_id {
         Some(driver_id) if !order.status.is_terminal() => {
-            let location = state.engine.drivers.status(driver_id).await.and_then(|s| s.location);
+            let location = state
+                .engine
+                .drivers
+                .status(driver_id)
+                .await
+                .and_then(|s| s.location);
             (state.store.driver(driver_id).await?, location)
         }
         Some(driver_id) => (state.store.driver(driver_id).await?, None),

@@ -42,7 +42,9 @@ async fn the_nearest_available_driver_gets_the_offer_and_accepting_assigns_it() 
     assert_eq!(assigned["order"]["driverId"], near.id);
     let detail = app.get(&format!("/api/orders/{id}"), Some(&customer)).await.expect(200);
     assert_eq!(detail["driver"]["id"], near.id);
-    assert_eq!(detail["driver"]["vehicleType"].as_str().is_some(), true);
+    assert!(detail["driver"]["vehicleType"].as_str().is_some());
+    assert_eq!(app.metric("dispatch_assign_seconds_count").await, 1.0);
+    assert_eq!(app.metric("dispatch_offers_total{result=\"assigned\"}").await, 1.0);
     let events = app.get(&format!("/api/orders/{id}/events"), Some(&customer)).await.expect(200);
     let kinds: Vec<&str> = events["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["ORDER_PLACED", "STATUS_CHANGED", "DRIVER_ASSIGNED"]);
