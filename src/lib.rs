@@ -12,12 +12,14 @@
 //! - [`store`]: the `Store` port on sqlx, for Postgres and SQLite.
 //! - [`demo`]: the demo city and accounts.
 //! - [`telemetry`]: logs and the Prometheus recorder.
+//! - [`sim`]: `dispatchd sim`, a city simulator that drives a running server.
 
 pub mod app;
 pub mod auth;
 pub mod demo;
 pub mod http;
 pub mod settings;
+pub mod sim;
 pub mod store;
 pub mod telemetry;
 pub mod web;

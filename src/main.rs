@@ -42,6 +42,9 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Simulate a city (drivers, customers, restaurants) against a running
+    /// server, over its public API, and report what clients measured.
+    Sim(dispatchd::sim::SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -93,5 +96,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
+        Command::Sim(args) => dispatchd::sim::run(args).await,
     }
 }

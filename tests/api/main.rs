@@ -12,6 +12,7 @@ mod idempotency;
 mod orders;
 mod outage;
 mod restaurants;
+mod sim;
 mod tracking;
 mod transitions;
 mod ws;

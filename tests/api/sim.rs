@@ -1,0 +1,52 @@
+//! `dispatchd sim` end to end: the built binary simulates a small city
+//! against a real server and reports, on its last stdout line, orders that
+//! went all the way to the door.
+
+use crate::helpers::TestApp;
+use serde_json::Value;
+use std::time::Duration;
+
+#[tokio::test]
+async fn the_simulator_delivers_orders_and_measures_fan_out_without_errors() {
+    let app = TestApp::spawn_with(true, &[("DISPATCH__DISPATCH__ROUND_INTERVAL_MS", "200")]).await;
+    // A compact, fast city so that orders finish inside 12 s: six
+    // restaurants near the centre, short kitchens, short drives, and
+    // driving at 100x real time.
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_dispatchd"))
+        .args(["sim", "--server", &app.address])
+        .args(["--drivers", "10", "--customers", "5", "--order-rate", "2"])
+        .args(["--location-hz", "2", "--duration", "12", "--json"])
+        .args(["--restaurants", "6", "--kitchen-secs", "0.4"])
+        .args(["--time-scale", "100", "--dropoff-km", "1.5"])
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(40), run)
+        .await
+        .expect("the simulator did not stop by itself")
+        .expect("run dispatchd sim");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "sim failed:\n{stdout}\n{stderr}");
+    let last = stdout.lines().last().unwrap_or_default();
+    let report: Value = serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("last line is not JSON ({e}):\n{stdout}\n{stderr}"));
+
+    let count = |key: &str| {
+        report[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key} missing: {report}"))
+    };
+    assert!(count("ordersPlaced") > 0, "{report}");
+    assert!(count("ordersDelivered") > 0, "{report}");
+    assert!(count("locationUpdatesReceived") > 0, "{report}");
+    assert_eq!(report["errors"], serde_json::json!({}), "{stdout}");
+    assert!(
+        report["fanoutLatencyMs"]["p99"].as_f64().is_some(),
+        "{report}"
+    );
+    assert!(report["assignSecs"]["p50"].as_f64().is_some(), "{report}");
+    assert!(
+        report["durationSecs"].as_f64().is_some_and(|d| d >= 12.0),
+        "{report}"
+    );
+}
