@@ -2,7 +2,6 @@
 //! pricing, and the WebSocket codec (decode a location, encode a
 //! driver_location, decode a subscribe).
 
-
 use actors::lifecycle::{self, Action};
 use actors::model::*;
 use actors::pricing;
@@ -53,7 +52,14 @@ fn state_machine(c: &mut Criterion) {
     };
     let preparing = order(OrderStatus::Preparing);
     c.bench_function("lifecycle_decide_mark_ready", |b| {
-        b.iter(|| lifecycle::decide(black_box(&preparing), black_box(&staff), Action::MarkReady, Some(4)))
+        b.iter(|| {
+            lifecycle::decide(
+                black_box(&preparing),
+                black_box(&staff),
+                Action::MarkReady,
+                Some(4),
+            )
+        })
     });
     c.bench_function("pricing_3_lines", |b| {
         b.iter(|| pricing::price(black_box([(1299, 2), (450, 1), (399, 3)]), black_box(299)))
@@ -72,7 +78,11 @@ fn codec(c: &mut Criterion) {
         })
     });
     c.bench_function("wire_decode_subscribe", |b| {
-        b.iter(|| wire::decode(black_box(r#"{"type":"subscribe","orderId":123456}"#)).message.is_ok())
+        b.iter(|| {
+            wire::decode(black_box(r#"{"type":"subscribe","orderId":123456}"#))
+                .message
+                .is_ok()
+        })
     });
     let location = DriverLocation {
         driver_id: 17,
@@ -94,7 +104,9 @@ fn codec(c: &mut Criterion) {
         })
     });
     let full = order(OrderStatus::PickedUp);
-    c.bench_function("wire_encode_order_update", |b| b.iter(|| wire::order_update(black_box(&full), eta.clone())));
+    c.bench_function("wire_encode_order_update", |b| {
+        b.iter(|| wire::order_update(black_box(&full), eta.clone()))
+    });
 }
 
 criterion_group!(benches, state_machine, codec);

@@ -85,9 +85,76 @@ pub fn caller(user_id: i64, role: Role, restaurant_id: Option<i64>) -> Caller {
     }
 }
 
-/// Hashes a password with argon2id and a fresh salt (on the blocking pool).
-pub async fn hash_password(password: String) -> anyhow::Result<String> {
-    tokio::task::spawn_blocking(move || hash_password_blocking(&password)).await?
+/// Why a hashing job did not run.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// Every hashing thread is busy and the queue is full: shed the request.
+    #[error("too many password checks in flight")]
+    Busy,
+    #[error("password hashing failed: {0}")]
+    Failed(String),
+}
+
+/// Password work waiting for a hashing thread; more is refused (`Busy`).
+const HASH_QUEUE: usize = 256;
+
+type HashJob = Box<dyn FnOnce() + Send>;
+
+/// A few dedicated threads, one per core, do every argon2 hash and check.
+///
+/// Each hash takes 19 MiB of working memory. On tokio's blocking pool it
+/// would run on whichever of up to 512 threads is free, and the allocator
+/// keeps such buffers per thread: a burst of logins grew the process by a
+/// gigabyte. On a fixed pool, memory stays near threads x 19 MiB, and a
+/// flood of logins queues (boundedly) instead of fanning out.
+static HASH_POOL: std::sync::LazyLock<std::sync::mpsc::SyncSender<HashJob>> =
+    std::sync::LazyLock::new(|| {
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<HashJob>(HASH_QUEUE);
+        let receiver = std::sync::Arc::new(std::sync::Mutex::new(receiver));
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        for i in 0..threads {
+            let receiver = receiver.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is held only to take the next job.
+                        let job = match receiver.lock() {
+                            Ok(queue) => queue.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(error) = spawned {
+                tracing::error!(%error, "Could not start a password hashing thread");
+            }
+        }
+        sender
+    });
+
+/// Runs `work` on the hashing pool and waits for its result.
+async fn on_hash_pool<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, HashError> {
+    let (reply, result) = tokio::sync::oneshot::channel();
+    let job: HashJob = Box::new(move || {
+        let _ = reply.send(work());
+    });
+    HASH_POOL.try_send(job).map_err(|_| HashError::Busy)?;
+    result
+        .await
+        .map_err(|_| HashError::Failed("hashing thread gone".into()))
+}
+
+/// Hashes a password with argon2id and a fresh salt (on the hashing pool).
+pub async fn hash_password(password: String) -> Result<String, HashError> {
+    on_hash_pool(move || hash_password_blocking(&password))
+        .await?
+        .map_err(|e| HashError::Failed(e.to_string()))
 }
 
 pub fn hash_password_blocking(password: &str) -> anyhow::Result<String> {
@@ -98,11 +165,11 @@ pub fn hash_password_blocking(password: &str) -> anyhow::Result<String> {
         .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))
 }
 
-/// Checks a password against a stored hash (on the blocking pool). With no
+/// Checks a password against a stored hash (on the hashing pool). With no
 /// stored hash (unknown email) it still does the work, so response time does
 /// not tell which emails exist.
-pub async fn verify_password(password: String, stored: Option<String>) -> bool {
-    tokio::task::spawn_blocking(move || {
+pub async fn verify_password(password: String, stored: Option<String>) -> Result<bool, HashError> {
+    on_hash_pool(move || {
         let known = stored.is_some();
         let hash = stored.unwrap_or_else(|| DUMMY_HASH.clone());
         let ok = PasswordHash::new(&hash)
@@ -115,7 +182,6 @@ pub async fn verify_password(password: String, stored: Option<String>) -> bool {
         ok && known
     })
     .await
-    .unwrap_or(false)
 }
 
 /// The hash of a random password, checked against for unknown emails so that
@@ -171,8 +237,17 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        assert!(rt.block_on(verify_password("correct horse".into(), Some(hash.clone()))));
-        assert!(!rt.block_on(verify_password("wrong horse".into(), Some(hash))));
-        assert!(!rt.block_on(verify_password("correct horse".into(), None)));
+        assert!(
+            rt.block_on(verify_password("correct horse".into(), Some(hash.clone())))
+                .unwrap()
+        );
+        assert!(
+            !rt.block_on(verify_password("wrong horse".into(), Some(hash)))
+                .unwrap()
+        );
+        assert!(
+            !rt.block_on(verify_password("correct horse".into(), None))
+                .unwrap()
+        );
     }
 }

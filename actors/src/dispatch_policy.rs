@@ -939,7 +939,11 @@ mod tests {
         let food_waits = pairing_cost(&order(2, DOWNTOWN, t_near), &far, &params);
         assert!(food_waits > driver_waits, "{food_waits} vs {driver_waits}");
         assert!((driver_waits - (t_far + params.travel_weight * t_near)).abs() < 1e-9);
-        assert!((food_waits - (t_far + params.travel_weight * t_far + params.food_wait_weight * gap)).abs() < 1e-9);
+        assert!(
+            (food_waits - (t_far + params.travel_weight * t_far + params.food_wait_weight * gap))
+                .abs()
+                < 1e-9
+        );
         // Food that was ready before now counts from now.
         let at_restaurant = driver(3, DOWNTOWN);
         assert_eq!(

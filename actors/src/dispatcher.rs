@@ -169,9 +169,17 @@ impl Actor for Dispatcher {
                 driver_id,
                 accept,
                 reply,
-            } => state.respond(&myself, offer_id, driver_id, accept, reply).await,
+            } => {
+                state
+                    .respond(&myself, offer_id, driver_id, accept, reply)
+                    .await
+            }
             DispatchMessage::Expire(offer_id) => {
-                if state.offers.get(&offer_id).is_some_and(|o| o.expires <= Instant::now()) {
+                if state
+                    .offers
+                    .get(&offer_id)
+                    .is_some_and(|o| o.expires <= Instant::now())
+                {
                     state.close_offer(offer_id, OfferOutcome::Expired).await;
                 }
             }
@@ -190,7 +198,10 @@ impl Actor for Dispatcher {
                         restaurant_id: e.info.restaurant.id,
                         waiting_secs: e.since.elapsed().as_secs_f64(),
                         radius_km: e.radius_km,
-                        offered_to: e.offer.and_then(|id| state.offers.get(&id)).map(|o| o.driver_id),
+                        offered_to: e
+                            .offer
+                            .and_then(|id| state.offers.get(&id))
+                            .map(|o| o.driver_id),
                     })
                     .collect();
                 let _ = reply.send(waiting);
@@ -203,7 +214,8 @@ impl Actor for Dispatcher {
 
 impl DispatcherState {
     async fn round(&mut self, myself: &ActorRef<DispatchMessage>) {
-        self.closed.retain(|_, (_, _, at)| at.elapsed() < CLOSED_OFFER_MEMORY);
+        self.closed
+            .retain(|_, (_, _, at)| at.elapsed() < CLOSED_OFFER_MEMORY);
         let waiting: Vec<OrderId> = self
             .open
             .iter()
@@ -255,11 +267,15 @@ impl DispatcherState {
         let mut candidates = Vec::with_capacity(waiting.len());
         for (order_id, nearby) in waiting.iter().zip(answers) {
             // `waiting` was built from `open` above, in this same handler.
-            let Some(entry) = self.open.get_mut(order_id) else { continue };
+            let Some(entry) = self.open.get_mut(order_id) else {
+                continue;
+            };
             if nearby.is_empty() {
-                if let Some(wider) =
-                    dispatch_policy::widen_radius(entry.radius_km, self.args.config.search_radius_km, self.args.config.max_radius_km)
-                {
+                if let Some(wider) = dispatch_policy::widen_radius(
+                    entry.radius_km,
+                    self.args.config.search_radius_km,
+                    self.args.config.max_radius_km,
+                ) {
                     entry.radius_km = wider;
                     metrics::counter!(m::RADIUS_WIDENINGS_TOTAL).increment(1);
                 }
@@ -292,17 +308,28 @@ impl DispatcherState {
         metrics::histogram!(m::DISPATCH_ROUND_SECONDS).record(started.elapsed().as_secs_f64());
 
         for pairing in pairings {
-            let Some(index) = orders.iter().position(|o| o.order_id == pairing.order_id) else { continue };
+            let Some(index) = orders.iter().position(|o| o.order_id == pairing.order_id) else {
+                continue;
+            };
             let driver_at = candidates[index]
                 .iter()
                 .find(|c| c.driver_id == pairing.driver_id)
                 .map(|c| c.at);
-            self.offer(myself, pairing.order_id, pairing.driver_id, driver_at).await;
+            self.offer(myself, pairing.order_id, pairing.driver_id, driver_at)
+                .await;
         }
     }
 
-    async fn offer(&mut self, myself: &ActorRef<DispatchMessage>, order_id: OrderId, driver_id: DriverId, driver_at: Option<LatLon>) {
-        let Some(entry) = self.open.get_mut(&order_id) else { return };
+    async fn offer(
+        &mut self,
+        myself: &ActorRef<DispatchMessage>,
+        order_id: OrderId,
+        driver_id: DriverId,
+        driver_at: Option<LatLon>,
+    ) {
+        let Some(entry) = self.open.get_mut(&order_id) else {
+            return;
+        };
         let offer_id = self.next_offer_id;
         self.next_offer_id += 1;
         let timeout = self.args.config.offer_timeout;
@@ -347,7 +374,9 @@ impl DispatcherState {
 
     /// Ends an outstanding offer and tells its driver how.
     async fn close_offer(&mut self, offer_id: OfferId, outcome: OfferOutcome) {
-        let Some(offer) = self.offers.remove(&offer_id) else { return };
+        let Some(offer) = self.offers.remove(&offer_id) else {
+            return;
+        };
         self.offered_drivers.remove(&offer.driver_id);
         if let Some(entry) = self.open.get_mut(&offer.order_id) {
             entry.offer = None;
@@ -355,7 +384,8 @@ impl DispatcherState {
                 entry.excluded.insert(offer.driver_id);
             }
         }
-        self.closed.insert(offer_id, (offer, outcome, Instant::now()));
+        self.closed
+            .insert(offer_id, (offer, outcome, Instant::now()));
         metrics::counter!(m::OFFERS_TOTAL, "result" => outcome.as_str()).increment(1);
         self.tell(offer_id, offer, outcome);
     }
@@ -367,9 +397,10 @@ impl DispatcherState {
             result: outcome,
         }
         .encode();
-        self.args
-            .drivers
-            .cast(offer.driver_id, crate::driver::DriverMessage::Push(frame, None));
+        self.args.drivers.cast(
+            offer.driver_id,
+            crate::driver::DriverMessage::Push(frame, None),
+        );
     }
 
     async fn respond(
@@ -385,11 +416,23 @@ impl DispatcherState {
                 let _ = reply.send(result);
             }
         };
-        let Some(offer) = self.offers.get(&offer_id).copied().filter(|o| o.driver_id == driver_id) else {
+        let Some(offer) = self
+            .offers
+            .get(&offer_id)
+            .copied()
+            .filter(|o| o.driver_id == driver_id)
+        else {
             // A late or foreign answer: say precisely what became of it.
-            let late = self.closed.get(&offer_id).filter(|(o, _, _)| o.driver_id == driver_id);
+            let late = self
+                .closed
+                .get(&offer_id)
+                .filter(|(o, _, _)| o.driver_id == driver_id);
             let error = match late {
-                Some((offer, OfferOutcome::Expired, _)) if self.open.contains_key(&offer.order_id) => OfferError::Expired,
+                Some((offer, OfferOutcome::Expired, _))
+                    if self.open.contains_key(&offer.order_id) =>
+                {
+                    OfferError::Expired
+                }
                 Some((_, OfferOutcome::Declined, _)) | None => OfferError::NotFound,
                 Some(_) => OfferError::Taken,
             };
@@ -397,11 +440,21 @@ impl DispatcherState {
                 // On the socket: an offer_result where there was an offer,
                 // an error where there never was one.
                 match (late, &error) {
-                    (Some((offer, _, _)), OfferError::Expired) => self.tell(offer_id, *offer, OfferOutcome::Expired),
-                    (Some((offer, _, _)), OfferError::Taken) => self.tell(offer_id, *offer, OfferOutcome::Taken),
+                    (Some((offer, _, _)), OfferError::Expired) => {
+                        self.tell(offer_id, *offer, OfferOutcome::Expired)
+                    }
+                    (Some((offer, _, _)), OfferError::Taken) => {
+                        self.tell(offer_id, *offer, OfferOutcome::Taken)
+                    }
                     _ => {
-                        let frame = crate::wire::error_frame("NOT_FOUND", "no such offer for this driver", None);
-                        self.args.drivers.cast(driver_id, crate::driver::DriverMessage::Push(frame, None));
+                        let frame = crate::wire::error_frame(
+                            "NOT_FOUND",
+                            "no such offer for this driver",
+                            None,
+                        );
+                        self.args
+                            .drivers
+                            .cast(driver_id, crate::driver::DriverMessage::Push(frame, None));
                     }
                 }
             }
@@ -448,7 +501,8 @@ impl DispatcherState {
         let (outcome, answer) = match result {
             Ok(order) => {
                 self.open.remove(&offer.order_id);
-                metrics::histogram!(m::ASSIGN_SECONDS).record(offer.dispatchable_since.elapsed().as_secs_f64());
+                metrics::histogram!(m::ASSIGN_SECONDS)
+                    .record(offer.dispatchable_since.elapsed().as_secs_f64());
                 (OfferOutcome::Assigned, Ok(Some(order)))
             }
             Err(CommandError::Store(_)) | Err(CommandError::Unavailable) => {
@@ -467,7 +521,8 @@ impl DispatcherState {
                 (OfferOutcome::Taken, Err(OfferError::Taken))
             }
         };
-        self.closed.insert(offer_id, (offer, outcome, Instant::now()));
+        self.closed
+            .insert(offer_id, (offer, outcome, Instant::now()));
         metrics::counter!(m::OFFERS_TOTAL, "result" => outcome.as_str()).increment(1);
         self.tell(offer_id, offer, outcome);
         if let Some(reply) = reply {
@@ -484,7 +539,12 @@ pub struct DispatchHandle {
 
 impl DispatchHandle {
     /// Answers an offer (REST); `Ok(Some(order))` after an accept.
-    pub async fn respond(&self, offer_id: OfferId, driver_id: DriverId, accept: bool) -> Result<Option<Order>, OfferError> {
+    pub async fn respond(
+        &self,
+        offer_id: OfferId,
+        driver_id: DriverId,
+        accept: bool,
+    ) -> Result<Option<Order>, OfferError> {
         match self
             .actor
             .call(

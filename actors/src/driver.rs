@@ -26,14 +26,20 @@ const DRIVER_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub enum DriverMessage {
     /// A position from the driver's socket or the REST fallback.
-    Located { fix: LocationFix, received_at: Instant },
+    Located {
+        fix: LocationFix,
+        received_at: Instant,
+    },
     /// Pause or resume; replies with the setting now in force.
     SetAvailability(bool, Option<RpcReplyPort<bool>>),
     /// The driver's socket; a previous one is closed as replaced.
     AttachSession(Arc<Outbox>),
     DetachSession(SessionId),
     /// An order was assigned to this driver (or recovered with it).
-    Carry { order_id: OrderId, actor: ActorRef<OrderMessage> },
+    Carry {
+        order_id: OrderId,
+        actor: ActorRef<OrderMessage>,
+    },
     /// Delivered, cancelled or unassigned: the slot is free again.
     Release(OrderId),
     /// The geo index dropped this driver for lack of positions.
@@ -78,12 +84,17 @@ impl DriverState {
     /// Offerable: online, not paused, below the order limit, and with a
     /// socket to receive the offer on.
     fn available(&self) -> bool {
-        self.online && !self.paused && self.session.is_some() && (self.carrying.len() as u32) < self.config.max_active_orders
+        self.online
+            && !self.paused
+            && self.session.is_some()
+            && (self.carrying.len() as u32) < self.config.max_active_orders
     }
 
     /// Tells the index where the driver is and whether it may be offered.
     fn index(&self, fresh: bool) {
-        let Some(location) = self.location else { return };
+        let Some(location) = self.location else {
+            return;
+        };
         if !self.online {
             return;
         }
@@ -176,7 +187,11 @@ impl Actor for DriverActor {
                 state.index(false);
             }
             DriverMessage::DetachSession(session_id) => {
-                if state.session.as_ref().is_some_and(|s| s.session_id == session_id) {
+                if state
+                    .session
+                    .as_ref()
+                    .is_some_and(|s| s.session_id == session_id)
+                {
                     state.session = None;
                     state.index(false);
                 }
@@ -226,7 +241,9 @@ const MAX_CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
 /// then tell how old a position is), else the time it reached us.
 fn fix_time(device: Option<i64>) -> i64 {
     let now = chrono::Utc::now().timestamp_millis();
-    device.filter(|t| (now - t).abs() <= MAX_CLOCK_SKEW_MS).unwrap_or(now)
+    device
+        .filter(|t| (now - t).abs() <= MAX_CLOCK_SKEW_MS)
+        .unwrap_or(now)
 }
 
 /// Every driver actor, by driver id, and what the dispatcher needs to know
@@ -311,7 +328,10 @@ impl Drivers {
 
     pub async fn status(&self, id: DriverId) -> Option<DriverStatus> {
         let actor = self.get(id)?;
-        match actor.call(DriverMessage::Status, Some(DRIVER_CALL_TIMEOUT)).await {
+        match actor
+            .call(DriverMessage::Status, Some(DRIVER_CALL_TIMEOUT))
+            .await
+        {
             Ok(CallResult::Success(status)) => Some(status),
             _ => None,
         }
@@ -319,10 +339,15 @@ impl Drivers {
 
     /// Pushes a frame to the driver's socket; false if it has none.
     pub async fn push(&self, id: DriverId, frame: Frame) -> bool {
-        let Some(actor) = self.get(id) else { return false };
+        let Some(actor) = self.get(id) else {
+            return false;
+        };
         matches!(
             actor
-                .call(|reply| DriverMessage::Push(frame, Some(reply)), Some(DRIVER_CALL_TIMEOUT))
+                .call(
+                    |reply| DriverMessage::Push(frame, Some(reply)),
+                    Some(DRIVER_CALL_TIMEOUT)
+                )
                 .await,
             Ok(CallResult::Success(true))
         )
@@ -331,7 +356,10 @@ impl Drivers {
     pub async fn set_availability(&self, id: DriverId, available: bool) -> Option<bool> {
         let actor = self.get(id)?;
         match actor
-            .call(|reply| DriverMessage::SetAvailability(available, Some(reply)), Some(DRIVER_CALL_TIMEOUT))
+            .call(
+                |reply| DriverMessage::SetAvailability(available, Some(reply)),
+                Some(DRIVER_CALL_TIMEOUT),
+            )
             .await
         {
             Ok(CallResult::Success(setting)) => Some(setting),

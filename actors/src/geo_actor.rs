@@ -23,7 +23,10 @@ pub struct CandidateQuery {
 pub enum GeoMessage {
     /// A driver's place and availability; `fresh` when it is a new position
     /// (which renews presence), not just an availability change.
-    Upsert { entry: DriverEntry, fresh: bool },
+    Upsert {
+        entry: DriverEntry,
+        fresh: bool,
+    },
     Remove(DriverId),
     /// Every online driver near a point (the admin's `nearby`).
     Within {
@@ -71,9 +74,14 @@ impl Actor for GeoActor {
     type State = GeoState;
     type Arguments = GeoArguments;
 
-    async fn pre_start(&self, myself: ActorRef<Self::Msg>, args: GeoArguments) -> Result<GeoState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: GeoArguments,
+    ) -> Result<GeoState, ActorProcessingErr> {
         // Sweep a few times per TTL, so a driver leaves within ~1.25 TTL.
-        let period = (args.presence_ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        let period =
+            (args.presence_ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
         myself.send_interval(period, || GeoMessage::Sweep);
         Ok(GeoState {
             index: GeoIndex::new(),
@@ -85,7 +93,12 @@ impl Actor for GeoActor {
         })
     }
 
-    async fn handle(&self, _myself: ActorRef<Self::Msg>, message: GeoMessage, state: &mut GeoState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: GeoMessage,
+        state: &mut GeoState,
+    ) -> Result<(), ActorProcessingErr> {
         match message {
             GeoMessage::Upsert { entry, fresh } => {
                 if fresh {
@@ -118,7 +131,9 @@ impl Actor for GeoActor {
                     .map(|q| {
                         state
                             .index
-                            .nearest_available(q.at, k, q.max_km, max_active_orders, |id| q.exclude.contains(&id))
+                            .nearest_available(q.at, k, q.max_km, max_active_orders, |id| {
+                                q.exclude.contains(&id)
+                            })
                     })
                     .collect();
                 let _ = reply.send(answers);

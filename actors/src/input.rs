@@ -537,7 +537,9 @@ impl LocationInput {
             speed_mps: self
                 .speed_mps
                 .map(|s| p.number("speedMps", Some(s), 0.0, 100.0)),
-            timestamp: self.timestamp.map(|t| p.int("timestamp", Some(t), 1, i64::MAX)),
+            timestamp: self
+                .timestamp
+                .map(|t| p.int("timestamp", Some(t), 1, i64::MAX)),
         })
     }
 }

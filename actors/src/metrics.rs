@@ -97,27 +97,83 @@ pub const ETA_UPDATES_TOTAL: &str = "dispatch_eta_updates_total";
 pub fn describe_realtime() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(WS_CONNECTIONS, "Open WebSocket sessions, by role.");
-    describe_counter!(WS_MESSAGES_IN_TOTAL, "Client WebSocket messages received, by type.");
-    describe_counter!(WS_MESSAGES_OUT_TOTAL, "Server WebSocket messages written, by type.");
-    describe_counter!(WS_COALESCED_TOTAL, "Location frames replaced by a newer one before they were sent.");
-    describe_counter!(WS_DROPPED_TOTAL, "Frames not sent because their session was closing, by reason.");
-    describe_counter!(WS_SLOW_READER_CLOSES_TOTAL, "Sessions closed with 1013 because their reader fell behind.");
-    describe_counter!(WS_CLOSES_TOTAL, "Sessions closed by the server, by close code.");
-    describe_counter!(LOCATION_UPDATES_TOTAL, "Driver positions received, by source (ws, http).");
+    describe_counter!(
+        WS_MESSAGES_IN_TOTAL,
+        "Client WebSocket messages received, by type."
+    );
+    describe_counter!(
+        WS_MESSAGES_OUT_TOTAL,
+        "Server WebSocket messages written, by type."
+    );
+    describe_counter!(
+        WS_COALESCED_TOTAL,
+        "Location frames replaced by a newer one before they were sent."
+    );
+    describe_counter!(
+        WS_DROPPED_TOTAL,
+        "Frames not sent because their session was closing, by reason."
+    );
+    describe_counter!(
+        WS_SLOW_READER_CLOSES_TOTAL,
+        "Sessions closed with 1013 because their reader fell behind."
+    );
+    describe_counter!(
+        WS_CLOSES_TOTAL,
+        "Sessions closed by the server, by close code."
+    );
+    describe_counter!(
+        LOCATION_UPDATES_TOTAL,
+        "Driver positions received, by source (ws, http)."
+    );
     describe_histogram!(
         FANOUT_LATENCY_SECONDS,
         Unit::Seconds,
         "From a driver position entering the server to its frame written to a watcher's socket."
     );
-    describe_gauge!(DRIVERS_ONLINE, "Drivers with a fresh position, in the geo index.");
-    describe_gauge!(DRIVERS_AVAILABLE, "Online drivers that are not paused and below their order limit.");
-    describe_counter!(DRIVERS_WENT_STALE_TOTAL, "Drivers taken out of the index for lack of positions.");
-    describe_counter!(BREADCRUMBS_WRITTEN_TOTAL, "Breadcrumb positions written to driver_locations.");
-    describe_counter!(BREADCRUMBS_DROPPED_TOTAL, "Breadcrumb positions dropped because the writer was behind.");
-    describe_counter!(OFFERS_TOTAL, "Offers by result (assigned, declined, expired, taken, void).");
-    describe_histogram!(ASSIGN_SECONDS, Unit::Seconds, "From CONFIRMED to a driver assigned.");
-    describe_gauge!(DISPATCHABLE_ORDERS, "Confirmed orders waiting for a driver.");
-    describe_histogram!(DISPATCH_ROUND_SECONDS, Unit::Seconds, "Duration of one dispatch round.");
-    describe_counter!(RADIUS_WIDENINGS_TOTAL, "Times an order's search radius was widened.");
-    describe_counter!(ETA_UPDATES_TOTAL, "Estimated delivery times stored and pushed after moving past the threshold.");
+    describe_gauge!(
+        DRIVERS_ONLINE,
+        "Drivers with a fresh position, in the geo index."
+    );
+    describe_gauge!(
+        DRIVERS_AVAILABLE,
+        "Online drivers that are not paused and below their order limit."
+    );
+    describe_counter!(
+        DRIVERS_WENT_STALE_TOTAL,
+        "Drivers taken out of the index for lack of positions."
+    );
+    describe_counter!(
+        BREADCRUMBS_WRITTEN_TOTAL,
+        "Breadcrumb positions written to driver_locations."
+    );
+    describe_counter!(
+        BREADCRUMBS_DROPPED_TOTAL,
+        "Breadcrumb positions dropped because the writer was behind."
+    );
+    describe_counter!(
+        OFFERS_TOTAL,
+        "Offers by result (assigned, declined, expired, taken, void)."
+    );
+    describe_histogram!(
+        ASSIGN_SECONDS,
+        Unit::Seconds,
+        "From CONFIRMED to a driver assigned."
+    );
+    describe_gauge!(
+        DISPATCHABLE_ORDERS,
+        "Confirmed orders waiting for a driver."
+    );
+    describe_histogram!(
+        DISPATCH_ROUND_SECONDS,
+        Unit::Seconds,
+        "Duration of one dispatch round."
+    );
+    describe_counter!(
+        RADIUS_WIDENINGS_TOTAL,
+        "Times an order's search radius was widened."
+    );
+    describe_counter!(
+        ETA_UPDATES_TOTAL,
+        "Estimated delivery times stored and pushed after moving past the threshold."
+    );
 }

@@ -219,7 +219,11 @@ impl Actor for OrderActor {
                     myself.stop(Some("order is terminal".into()));
                 }
             }
-            OrderMessage::Subscribe { caller, outbox, reply } => {
+            OrderMessage::Subscribe {
+                caller,
+                outbox,
+                reply,
+            } => {
                 if !lifecycle::can_see(&state.order, &caller) {
                     let _ = reply.send(Err(Refusal::NotVisible));
                     return Ok(());
@@ -234,7 +238,9 @@ impl Actor for OrderActor {
             OrderMessage::Unsubscribe(session_id) => {
                 state.subscribers.remove(&session_id);
             }
-            OrderMessage::DriverMoved(location, received_at) => state.driver_moved(location, received_at),
+            OrderMessage::DriverMoved(location, received_at) => {
+                state.driver_moved(location, received_at)
+            }
             OrderMessage::Assign {
                 driver,
                 offer_id,
@@ -267,7 +273,9 @@ impl OrderState {
         if self.order.status.is_terminal() {
             return None;
         }
-        self.order.estimated_delivery_at.map(|at| Eta::at(at, now()))
+        self.order
+            .estimated_delivery_at
+            .map(|at| Eta::at(at, now()))
     }
 
     /// When the food is (or will be) ready.
@@ -284,7 +292,11 @@ impl OrderState {
         if order.status.is_terminal() {
             return order.estimated_delivery_at;
         }
-        let vehicle = self.driver.as_ref().map(|d| d.vehicle_type).unwrap_or_default();
+        let vehicle = self
+            .driver
+            .as_ref()
+            .map(|d| d.vehicle_type)
+            .unwrap_or_default();
         let here = self.driver_location.map(|l| l.at());
         let leg = match (order.status, here) {
             (OrderStatus::PickedUp, Some(at)) => Leg::ToCustomer { at, vehicle },
@@ -309,7 +321,8 @@ impl OrderState {
 
     /// Queues a frame for every subscriber, dropping those that closed.
     fn broadcast(&mut self, frame: Frame) {
-        self.subscribers.retain(|_, outbox| outbox.push(frame.clone()));
+        self.subscribers
+            .retain(|_, outbox| outbox.push(frame.clone()));
     }
 
     fn announce(&mut self, myself: &ActorRef<OrderMessage>, event: &NewOrderEvent) {
@@ -324,7 +337,11 @@ impl OrderState {
     }
 
     /// Writes `next` with `event`, or leaves the state as it was.
-    async fn commit(&mut self, next: Order, event: NewOrderEvent) -> Result<NewOrderEvent, CommandError> {
+    async fn commit(
+        &mut self,
+        next: Order,
+        event: NewOrderEvent,
+    ) -> Result<NewOrderEvent, CommandError> {
         let change = OrderChange {
             order: next,
             from_version: self.order.version,
@@ -332,9 +349,11 @@ impl OrderState {
         };
         let started = Instant::now();
         let written = self.store.apply_change(&change).await;
-        metrics::histogram!(m::STORE_WRITE_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(m::STORE_WRITE_DURATION_SECONDS)
+            .record(started.elapsed().as_secs_f64());
         if let Err(error) = written {
-            metrics::counter!(m::STORE_ERRORS_TOTAL, "kind" => store_error_kind(&error)).increment(1);
+            metrics::counter!(m::STORE_ERRORS_TOTAL, "kind" => store_error_kind(&error))
+                .increment(1);
             // Someone wrote this order behind our back (another node, an
             // operator): our state is stale. Reload before the next command.
             if matches!(error, StoreError::Conflict)
@@ -412,7 +431,9 @@ impl OrderState {
                 }),
                 // The cancellation stands; the driver is still released in
                 // memory by the listener hearing of the cancellation.
-                Err(error) => tracing::warn!(order_id = self.order.id, %error, "Could not record DRIVER_UNASSIGNED"),
+                Err(error) => {
+                    tracing::warn!(order_id = self.order.id, %error, "Could not record DRIVER_UNASSIGNED")
+                }
             }
         }
         self.announce(myself, &event);
@@ -475,7 +496,8 @@ impl OrderState {
         let fresh = self.estimate(&self.order);
         let moved_enough = match (fresh, self.order.estimated_delivery_at) {
             (Some(fresh), Some(stored)) => {
-                (fresh - stored).num_milliseconds().unsigned_abs() > self.config.eta_push_threshold.as_millis() as u64
+                (fresh - stored).num_milliseconds().unsigned_abs()
+                    > self.config.eta_push_threshold.as_millis() as u64
             }
             (Some(_), None) => true,
             _ => false,
@@ -514,7 +536,8 @@ impl OrderState {
     /// Swaps in a new committed state, keeping the per-status gauge right.
     fn replace(&mut self, order: Order) {
         if order.status != self.order.status {
-            metrics::gauge!(m::ORDERS_ACTIVE, "status" => self.order.status.as_str()).decrement(1.0);
+            metrics::gauge!(m::ORDERS_ACTIVE, "status" => self.order.status.as_str())
+                .decrement(1.0);
             metrics::gauge!(m::ORDERS_ACTIVE, "status" => order.status.as_str()).increment(1.0);
         }
         self.order = order;
@@ -719,11 +742,9 @@ impl Orders {
         if let Some(info) = self.restaurants.get(&id) {
             return Ok(info.clone());
         }
-        let restaurant = self
-            .store
-            .restaurant(id)
-            .await?
-            .ok_or_else(|| StoreError::Internal(format!("order refers to missing restaurant {id}")))?;
+        let restaurant = self.store.restaurant(id).await?.ok_or_else(|| {
+            StoreError::Internal(format!("order refers to missing restaurant {id}"))
+        })?;
         let info = RestaurantInfo::from(&restaurant);
         self.restaurants.insert(id, info.clone());
         Ok(info)
@@ -749,7 +770,10 @@ impl Orders {
         };
         match self
             .supervisor
-            .call(|reply| SupervisorMessage::Start(Box::new(live), reply), Some(ORDER_CALL_TIMEOUT))
+            .call(
+                |reply| SupervisorMessage::Start(Box::new(live), reply),
+                Some(ORDER_CALL_TIMEOUT),
+            )
             .await
         {
             Ok(CallResult::Success(actor)) => Ok(actor),
@@ -791,11 +815,20 @@ impl Orders {
     }
 
     /// Subscribes a session to a live order; the actor queues the snapshot.
-    pub async fn subscribe(&self, order_id: OrderId, caller: Caller, outbox: Arc<Outbox>) -> Result<(), SubscribeRefused> {
+    pub async fn subscribe(
+        &self,
+        order_id: OrderId,
+        caller: Caller,
+        outbox: Arc<Outbox>,
+    ) -> Result<(), SubscribeRefused> {
         let actor = self.actor(order_id).ok_or(SubscribeRefused::NotLive)?;
         let asked = actor
             .call(
-                |reply| OrderMessage::Subscribe { caller, outbox, reply },
+                |reply| OrderMessage::Subscribe {
+                    caller,
+                    outbox,
+                    reply,
+                },
                 Some(ORDER_CALL_TIMEOUT),
             )
             .await;
@@ -814,11 +847,20 @@ impl Orders {
     }
 
     /// Assigns `driver` to the order (an accepted offer).
-    pub async fn assign(&self, order_id: OrderId, driver: Driver, offer_id: OfferId) -> Result<Order, CommandError> {
+    pub async fn assign(
+        &self,
+        order_id: OrderId,
+        driver: Driver,
+        offer_id: OfferId,
+    ) -> Result<Order, CommandError> {
         let actor = self.actor(order_id).ok_or(Refusal::NotVisible)?;
         match actor
             .call(
-                |reply| OrderMessage::Assign { driver, offer_id, reply },
+                |reply| OrderMessage::Assign {
+                    driver,
+                    offer_id,
+                    reply,
+                },
                 Some(ORDER_CALL_TIMEOUT),
             )
             .await

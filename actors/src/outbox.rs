@@ -112,7 +112,9 @@ impl Outbox {
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         // A panic while holding this lock cannot leave the queue half
         // updated in a way that matters more than losing the session.
-        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Queues a frame that must not be dropped. Returns false if the session
@@ -145,7 +147,11 @@ impl Outbox {
             metrics::counter!(m::WS_DROPPED_TOTAL, "reason" => "closed").increment(1);
             return;
         }
-        if queue.locations.insert(order_id, (frame, received_at)).is_some() {
+        if queue
+            .locations
+            .insert(order_id, (frame, received_at))
+            .is_some()
+        {
             metrics::counter!(m::WS_COALESCED_TOTAL).increment(1);
             return;
         }
@@ -235,7 +241,10 @@ mod tests {
         outbox.push_location(8, Bytes::from_static(b"loc-8-a"), now);
         outbox.push_location(7, Bytes::from_static(b"loc-7-b"), now);
         outbox.push(Bytes::from_static(b"status-2"));
-        let got: Vec<String> = [(); 4].iter().map(|_| text(outbox.try_next().unwrap().unwrap())).collect();
+        let got: Vec<String> = [(); 4]
+            .iter()
+            .map(|_| text(outbox.try_next().unwrap().unwrap()))
+            .collect();
         assert_eq!(got, ["status-1", "loc-7-b", "loc-8-a", "status-2"]);
         assert!(outbox.try_next().is_none());
     }

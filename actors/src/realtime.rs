@@ -5,7 +5,9 @@
 
 use crate::breadcrumbs::BreadcrumbSink;
 use crate::config::EngineConfig;
-use crate::dispatcher::{DispatchHandle, DispatchMessage, Dispatchable, Dispatcher, DispatcherArguments};
+use crate::dispatcher::{
+    DispatchHandle, DispatchMessage, Dispatchable, Dispatcher, DispatcherArguments,
+};
 use crate::driver::{DriverMessage, Drivers};
 use crate::geo_actor::{GeoActor, GeoArguments, GeoMessage};
 use crate::model::*;
@@ -99,12 +101,16 @@ fn spawn_ops_reporter(engine: Engine) {
             else {
                 continue;
             };
-            let Ok(ractor::rpc::CallResult::Success(waiting)) =
-                engine.dispatcher.actor.call(DispatchMessage::Overview, timeout).await
+            let Ok(ractor::rpc::CallResult::Success(waiting)) = engine
+                .dispatcher
+                .actor
+                .call(DispatchMessage::Overview, timeout)
+                .await
             else {
                 continue;
             };
-            let offered: std::collections::HashSet<DriverId> = waiting.iter().filter_map(|w| w.offered_to).collect();
+            let offered: std::collections::HashSet<DriverId> =
+                waiting.iter().filter_map(|w| w.offered_to).collect();
             let stale_after = engine.config.presence_ttl / 2;
             let drivers: Vec<wire::OpsDriver> = everyone
                 .into_iter()
@@ -128,7 +134,9 @@ fn spawn_ops_reporter(engine: Engine) {
                 .collect();
             let now = std::time::Instant::now();
             let positions_per_sec = match last_positions {
-                Some((before, at)) => (positions.saturating_sub(before)) as f64 / now.duration_since(at).as_secs_f64(),
+                Some((before, at)) => {
+                    (positions.saturating_sub(before)) as f64 / now.duration_since(at).as_secs_f64()
+                }
                 None => 0.0,
             };
             last_positions = Some((positions, now));
@@ -179,7 +187,8 @@ impl EngineListener {
     }
 
     fn carry(&self, change: &OrderChanged<'_>) {
-        let (Some(driver_id), Some(profile)) = (change.order.driver_id, change.driver.cloned()) else {
+        let (Some(driver_id), Some(profile)) = (change.order.driver_id, change.driver.cloned())
+        else {
             return;
         };
         let drivers = self.drivers.clone();
@@ -189,14 +198,19 @@ impl EngineListener {
             if let Some(driver) = drivers.ensure(profile).await {
                 let _ = driver.cast(DriverMessage::Carry { order_id, actor });
             } else {
-                tracing::warn!(order_id, driver_id, "Driver actor unavailable; order not carried");
+                tracing::warn!(
+                    order_id,
+                    driver_id,
+                    "Driver actor unavailable; order not carried"
+                );
             }
         });
     }
 
     fn release(&self, order: &Order) {
         if let Some(driver_id) = order.driver_id {
-            self.drivers.cast(driver_id, DriverMessage::Release(order.id));
+            self.drivers
+                .cast(driver_id, DriverMessage::Release(order.id));
         }
     }
 }
@@ -214,7 +228,8 @@ impl OrderListener for EngineListener {
         let order = change.order;
         match change.event.kind {
             OrderEventType::OrderPlaced => {
-                self.feeds.publish(order.restaurant_id, &wire::order_update(order, None));
+                self.feeds
+                    .publish(order.restaurant_id, &wire::order_update(order, None));
             }
             OrderEventType::StatusChanged => match order.status {
                 OrderStatus::Confirmed if dispatchable(order) => self.open_for_dispatch(&change),
@@ -256,7 +271,11 @@ pub struct Engine {
 
 impl Engine {
     /// Starts the actors in dependency order. Call `orders.recover()` after.
-    pub async fn start(store: Arc<dyn Store>, breadcrumbs: BreadcrumbSink, config: EngineConfig) -> anyhow::Result<Engine> {
+    pub async fn start(
+        store: Arc<dyn Store>,
+        breadcrumbs: BreadcrumbSink,
+        config: EngineConfig,
+    ) -> anyhow::Result<Engine> {
         let config = Arc::new(config);
         let driver_registry = Arc::new(DashMap::new());
         let (geo, _) = Actor::spawn(

@@ -48,7 +48,8 @@ pub struct SessionState {
 impl SessionState {
     fn error(&self, code: &str, message: &str, reference: Option<Value>) {
         metrics::counter!(m::WS_MESSAGES_OUT_TOTAL, "type" => "error").increment(1);
-        self.outbox.push(wire::error_frame(code, message, reference));
+        self.outbox
+            .push(wire::error_frame(code, message, reference));
     }
 
     fn require_driver(&self, reference: &Option<Value>) -> Option<ActorRef<DriverMessage>> {
@@ -65,7 +66,11 @@ impl Actor for SessionActor {
     type State = SessionState;
     type Arguments = SessionArguments;
 
-    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, args: SessionArguments) -> Result<SessionState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: SessionArguments,
+    ) -> Result<SessionState, ActorProcessingErr> {
         metrics::gauge!(m::WS_CONNECTIONS, "role" => args.caller.role.as_str()).increment(1.0);
         Ok(SessionState {
             caller: args.caller,
@@ -77,7 +82,11 @@ impl Actor for SessionActor {
         })
     }
 
-    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut SessionState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
         metrics::gauge!(m::WS_CONNECTIONS, "role" => state.caller.role.as_str()).decrement(1.0);
         let session_id = state.outbox.session_id;
         for order_id in &state.orders {
@@ -93,15 +102,25 @@ impl Actor for SessionActor {
         Ok(())
     }
 
-    async fn handle(&self, _myself: ActorRef<Self::Msg>, message: SessionMessage, state: &mut SessionState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: SessionMessage,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
         let SessionMessage::Client(message, reference, received_at) = message;
         match message {
             ClientMessage::Subscribe { order_id } => state.subscribe(order_id, reference).await,
             ClientMessage::Unsubscribe { order_id } => {
                 state.orders.remove(&order_id);
-                state.engine.orders.unsubscribe(order_id, state.outbox.session_id);
+                state
+                    .engine
+                    .orders
+                    .unsubscribe(order_id, state.outbox.session_id);
             }
-            ClientMessage::SubscribeRestaurant { restaurant_id } => state.watch_restaurant(restaurant_id, reference),
+            ClientMessage::SubscribeRestaurant { restaurant_id } => {
+                state.watch_restaurant(restaurant_id, reference)
+            }
             ClientMessage::Location(input) => state.located(input, reference, received_at),
             ClientMessage::SetAvailability { available } => {
                 if let Some(driver) = state.require_driver(&reference) {
@@ -110,14 +129,21 @@ impl Actor for SessionActor {
             }
             ClientMessage::OfferResponse { offer_id, accept } => {
                 if state.require_driver(&reference).is_some() {
-                    state.engine.dispatcher.respond_async(offer_id, state.caller.user_id, accept);
+                    state
+                        .engine
+                        .dispatcher
+                        .respond_async(offer_id, state.caller.user_id, accept);
                 }
             }
             ClientMessage::SubscribeOps {} => {
                 if state.caller.role == Role::Admin {
                     state.engine.ops.watch(state.outbox.clone());
                 } else {
-                    state.error("FORBIDDEN", "only admins may watch the whole city", reference);
+                    state.error(
+                        "FORBIDDEN",
+                        "only admins may watch the whole city",
+                        reference,
+                    );
                 }
             }
             ClientMessage::UnsubscribeOps {} => state.engine.ops.unwatch(state.outbox.session_id),
@@ -134,14 +160,25 @@ impl Actor for SessionActor {
 impl SessionState {
     async fn subscribe(&mut self, order_id: OrderId, reference: Option<Value>) {
         if order_id <= 0 {
-            self.error("VALIDATION_ERROR", "orderId must be a positive integer", reference);
+            self.error(
+                "VALIDATION_ERROR",
+                "orderId must be a positive integer",
+                reference,
+            );
             return;
         }
-        match self.engine.orders.subscribe(order_id, self.caller, self.outbox.clone()).await {
+        match self
+            .engine
+            .orders
+            .subscribe(order_id, self.caller, self.outbox.clone())
+            .await
+        {
             Ok(()) => {
                 self.orders.insert(order_id);
             }
-            Err(SubscribeRefused::NotVisible) => self.error("NOT_FOUND", "order not found", reference),
+            Err(SubscribeRefused::NotVisible) => {
+                self.error("NOT_FOUND", "order not found", reference)
+            }
             Err(SubscribeRefused::NotLive) => {
                 // Terminal (or not yet recovered): answer from the store,
                 // off this actor. Nothing more will happen to a terminal order.
@@ -165,7 +202,11 @@ impl SessionState {
                             .encode()
                         }
                         Ok(_) => wire::error_frame("NOT_FOUND", "order not found", reference),
-                        Err(_) => wire::error_frame("STORE_UNAVAILABLE", "the store is unavailable", reference),
+                        Err(_) => wire::error_frame(
+                            "STORE_UNAVAILABLE",
+                            "the store is unavailable",
+                            reference,
+                        ),
                     };
                     outbox.push(frame);
                 });
@@ -180,7 +221,11 @@ impl SessionState {
             _ => false,
         };
         if !allowed {
-            self.error("FORBIDDEN", "only its staff and admins may watch a restaurant", reference);
+            self.error(
+                "FORBIDDEN",
+                "only its staff and admins may watch a restaurant",
+                reference,
+            );
             return;
         }
         self.restaurants.insert(restaurant_id);
@@ -188,7 +233,9 @@ impl SessionState {
     }
 
     fn located(&self, input: LocationInput, reference: Option<Value>, received_at: Instant) {
-        let Some(driver) = self.require_driver(&reference) else { return };
+        let Some(driver) = self.require_driver(&reference) else {
+            return;
+        };
         match input.parse() {
             Ok(fix) => {
                 metrics::counter!(m::LOCATION_UPDATES_TOTAL, "source" => "ws").increment(1);

@@ -193,7 +193,8 @@ pub trait Store: Send + Sync + 'static {
     async fn apply_change(&self, change: &OrderChange) -> StoreResult<()>;
     /// Stores a moved delivery estimate. Not versioned: it is advisory, and
     /// the order actor's versioned writes carry its newest value anyway.
-    async fn set_estimated_delivery(&self, order_id: OrderId, at: DateTime<Utc>) -> StoreResult<()>;
+    async fn set_estimated_delivery(&self, order_id: OrderId, at: DateTime<Utc>)
+    -> StoreResult<()>;
     /// Appends breadcrumbs (positions of drivers carrying an order).
     async fn insert_breadcrumbs(&self, crumbs: &[Breadcrumb]) -> StoreResult<u64>;
     /// Drops idempotency records older than `cutoff`; returns how many.

@@ -16,15 +16,32 @@ use serde::{Deserialize, Serialize};
 pub type Frame = Bytes;
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "type",
+    rename_all = "snake_case",
+    rename_all_fields = "camelCase"
+)]
 pub enum ClientMessage {
-    Subscribe { order_id: i64 },
-    Unsubscribe { order_id: i64 },
-    SubscribeRestaurant { restaurant_id: i64 },
+    Subscribe {
+        order_id: i64,
+    },
+    Unsubscribe {
+        order_id: i64,
+    },
+    SubscribeRestaurant {
+        restaurant_id: i64,
+    },
     Location(LocationInput),
-    SetAvailability { available: bool },
-    OfferResponse { offer_id: i64, accept: bool },
-    Ping { id: Option<serde_json::Value> },
+    SetAvailability {
+        available: bool,
+    },
+    OfferResponse {
+        offer_id: i64,
+        accept: bool,
+    },
+    Ping {
+        id: Option<serde_json::Value>,
+    },
     /// Admins: the whole city, once a second (an extension of the contract).
     SubscribeOps {},
     UnsubscribeOps {},
@@ -102,8 +119,12 @@ pub fn decode(text: &str) -> Decoded {
     };
     let reference = value.get("ref").cloned();
     let message = match value.get("type").and_then(|t| t.as_str()) {
-        None => Err(DecodeError::BadMessage("a message is a JSON object with a string `type`".into())),
-        Some(kind) if !CLIENT_TYPES.contains(&kind) => Err(DecodeError::BadMessage(format!("unknown message type `{kind}`"))),
+        None => Err(DecodeError::BadMessage(
+            "a message is a JSON object with a string `type`".into(),
+        )),
+        Some(kind) if !CLIENT_TYPES.contains(&kind) => Err(DecodeError::BadMessage(format!(
+            "unknown message type `{kind}`"
+        ))),
         Some(_) => serde_json::from_value(value).map_err(|e| DecodeError::Invalid(e.to_string())),
     };
     Decoded { message, reference }
@@ -139,7 +160,11 @@ impl OfferOutcome {
 }
 
 #[derive(Debug, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "type",
+    rename_all = "snake_case",
+    rename_all_fields = "camelCase"
+)]
 pub enum ServerMessage<'a> {
     Snapshot {
         order_id: OrderId,
@@ -266,13 +291,27 @@ mod tests {
 
     #[test]
     fn client_messages_decode_by_type() {
-        let m = decode(r#"{"type":"subscribe","orderId":5}"#).message.unwrap();
+        let m = decode(r#"{"type":"subscribe","orderId":5}"#)
+            .message
+            .unwrap();
         assert!(matches!(m, ClientMessage::Subscribe { order_id: 5 }));
-        let m = decode(r#"{"type":"location","lat":30.1,"lon":-97.2,"speedMps":3.5}"#).message.unwrap();
-        let ClientMessage::Location(fix) = m else { panic!("not a location") };
+        let m = decode(r#"{"type":"location","lat":30.1,"lon":-97.2,"speedMps":3.5}"#)
+            .message
+            .unwrap();
+        let ClientMessage::Location(fix) = m else {
+            panic!("not a location")
+        };
         assert_eq!(fix.speed_mps, Some(3.5));
-        let m = decode(r#"{"type":"offer_response","offerId":9,"accept":true}"#).message.unwrap();
-        assert!(matches!(m, ClientMessage::OfferResponse { offer_id: 9, accept: true }));
+        let m = decode(r#"{"type":"offer_response","offerId":9,"accept":true}"#)
+            .message
+            .unwrap();
+        assert!(matches!(
+            m,
+            ClientMessage::OfferResponse {
+                offer_id: 9,
+                accept: true
+            }
+        ));
         let m = decode(r#"{"type":"ping"}"#).message.unwrap();
         assert!(matches!(m, ClientMessage::Ping { id: None }));
     }
@@ -280,7 +319,10 @@ mod tests {
     #[test]
     fn bad_frames_are_told_apart_from_invalid_fields() {
         for bad in ["nope", "[]", "{}", r#"{"type":5}"#, r#"{"type":"dance"}"#] {
-            assert!(matches!(decode(bad).message, Err(DecodeError::BadMessage(_))), "{bad}");
+            assert!(
+                matches!(decode(bad).message, Err(DecodeError::BadMessage(_))),
+                "{bad}"
+            );
         }
         let d = decode(r#"{"type":"subscribe","orderId":"five","ref":"r1"}"#);
         assert!(matches!(d.message, Err(DecodeError::Invalid(_))));
@@ -308,8 +350,12 @@ mod tests {
         assert_eq!(v["orderId"], 7);
         assert_eq!(v["location"]["driverId"], 3);
         assert_eq!(v["location"]["speedMps"], 4.0);
-        let err: serde_json::Value =
-            serde_json::from_slice(&error_frame("NOT_FOUND", "no such order", Some(serde_json::json!(1)))).unwrap();
+        let err: serde_json::Value = serde_json::from_slice(&error_frame(
+            "NOT_FOUND",
+            "no such order",
+            Some(serde_json::json!(1)),
+        ))
+        .unwrap();
         assert_eq!(err["type"], "error");
         assert_eq!(err["ref"], 1);
     }

@@ -71,9 +71,7 @@ async fn register(
     JsonBody { value: input, .. }: JsonBody<RegistrationInput>,
 ) -> Result<(StatusCode, Json<TokenResponse>), ApiError> {
     let registration = input.parse()?;
-    let password_hash = auth::hash_password(registration.password)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let password_hash = auth::hash_password(registration.password).await?;
     let user = state
         .store
         .create_user(NewUser {
@@ -121,7 +119,7 @@ async fn login(
     }
     let account = state.store.account_by_email(&email).await?;
     let stored_hash = account.as_ref().map(|a| a.password_hash.clone());
-    if !auth::verify_password(password, stored_hash).await {
+    if !auth::verify_password(password, stored_hash).await? {
         metrics::counter!(m::LOGIN_FAILURES_TOTAL).increment(1);
         return Err(ApiError::InvalidCredentials);
     }

@@ -138,6 +138,15 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<crate::auth::HashError> for ApiError {
+    fn from(error: crate::auth::HashError) -> Self {
+        match error {
+            crate::auth::HashError::Busy => ApiError::RateLimited,
+            crate::auth::HashError::Failed(detail) => ApiError::Internal(detail),
+        }
+    }
+}
+
 impl From<Vec<FieldError>> for ApiError {
     fn from(details: Vec<FieldError>) -> Self {
         ApiError::Validation(details)

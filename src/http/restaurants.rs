@@ -137,9 +137,7 @@ async fn create(
 ) -> Result<(StatusCode, Json<RestaurantBody>), ApiError> {
     who.require(&[Role::Admin])?;
     let new = input.parse()?;
-    let hash = auth::hash_password(new.owner_password.clone())
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let hash = auth::hash_password(new.owner_password.clone()).await?;
     let (restaurant, owner) = state.store.create_restaurant(&new, &hash).await?;
     tracing::info!(
         restaurant_id = restaurant.id,

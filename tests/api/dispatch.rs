@@ -21,7 +21,9 @@ async fn the_nearest_available_driver_gets_the_offer_and_accepting_assigns_it() 
     let customer = app.token("customer1").await;
     let id = app.place_order(&customer).await["id"].as_i64().unwrap();
     let mut watcher = WsClient::connect(&app, &customer).await;
-    watcher.send(json!({ "type": "subscribe", "orderId": id })).await;
+    watcher
+        .send(json!({ "type": "subscribe", "orderId": id }))
+        .await;
     watcher.next_of("snapshot", 5).await;
     let staff = app.token("restaurant1").await;
     app.act(&staff, id, "confirm").await.expect(200);
@@ -29,7 +31,10 @@ async fn the_nearest_available_driver_gets_the_offer_and_accepting_assigns_it() 
     let offer = near.answer_offer(true, 10).await;
     assert_eq!(offer["orderId"], id);
     assert_eq!(offer["pickup"]["restaurantId"], 1);
-    assert!((offer["distanceKm"].as_f64().unwrap() - 0.3).abs() < 0.05, "{offer}");
+    assert!(
+        (offer["distanceKm"].as_f64().unwrap() - 0.3).abs() < 0.05,
+        "{offer}"
+    );
     assert!(offer["expiresAt"].is_string());
     assert!(offer["dropoff"]["lat"].is_number());
     let result = near.ws.next_of("offer_result", 5).await;
@@ -40,18 +45,40 @@ async fn the_nearest_available_driver_gets_the_offer_and_accepting_assigns_it() 
     assert_eq!(update["status"], "CONFIRMED");
     let assigned = watcher.next_of("order_update", 5).await;
     assert_eq!(assigned["order"]["driverId"], near.id);
-    let detail = app.get(&format!("/api/orders/{id}"), Some(&customer)).await.expect(200);
+    let detail = app
+        .get(&format!("/api/orders/{id}"), Some(&customer))
+        .await
+        .expect(200);
     assert_eq!(detail["driver"]["id"], near.id);
     assert!(detail["driver"]["vehicleType"].as_str().is_some());
     assert_eq!(app.metric("dispatch_assign_seconds_count").await, 1.0);
-    assert_eq!(app.metric("dispatch_offers_total{result=\"assigned\"}").await, 1.0);
-    let events = app.get(&format!("/api/orders/{id}/events"), Some(&customer)).await.expect(200);
-    let kinds: Vec<&str> = events["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        app.metric("dispatch_offers_total{result=\"assigned\"}")
+            .await,
+        1.0
+    );
+    let events = app
+        .get(&format!("/api/orders/{id}/events"), Some(&customer))
+        .await
+        .expect(200);
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds, ["ORDER_PLACED", "STATUS_CHANGED", "DRIVER_ASSIGNED"]);
     // The far driver was never offered anything.
-    assert!(far.ws.next_within(Duration::from_millis(500)).await.is_none());
+    assert!(
+        far.ws
+            .next_within(Duration::from_millis(500))
+            .await
+            .is_none()
+    );
     // The assigned driver now sees the order, and its socket follows it.
-    app.get(&format!("/api/orders/{id}"), Some(&near.token)).await.expect(200);
+    app.get(&format!("/api/orders/{id}"), Some(&near.token))
+        .await
+        .expect(200);
     app.act(&staff, id, "start_preparing").await.expect(200);
     let pushed = near.ws.next_status("PREPARING", 5).await;
     assert_eq!(pushed["order"]["driverId"], near.id);
@@ -65,47 +92,85 @@ async fn a_decline_moves_the_offer_to_the_next_driver() {
     let customer = app.token("customer1").await;
     let id = confirmed_order(&app, &customer).await;
     let declined = first.answer_offer(false, 10).await;
-    assert_eq!(first.ws.next_of("offer_result", 5).await["result"], "declined");
+    assert_eq!(
+        first.ws.next_of("offer_result", 5).await["result"],
+        "declined"
+    );
     let offer = second.ws.next_of("offer", 10).await;
     assert_eq!(offer["orderId"], id);
     // The decliner is not asked again for this order.
-    assert!(first.ws.next_within(Duration::from_millis(600)).await.is_none());
+    assert!(
+        first
+            .ws
+            .next_within(Duration::from_millis(600))
+            .await
+            .is_none()
+    );
     // A REST accept by the wrong driver is refused; by the right one it assigns.
-    app.post(&format!("/api/offers/{}/accept", offer["offerId"]), Some(&first.token), json!({}))
-        .await
-        .expect_error(404, "NOT_FOUND");
+    app.post(
+        &format!("/api/offers/{}/accept", offer["offerId"]),
+        Some(&first.token),
+        json!({}),
+    )
+    .await
+    .expect_error(404, "NOT_FOUND");
     let accepted = app
-        .post(&format!("/api/offers/{}/accept", offer["offerId"]), Some(&second.token), json!({}))
+        .post(
+            &format!("/api/offers/{}/accept", offer["offerId"]),
+            Some(&second.token),
+            json!({}),
+        )
         .await
         .expect(200);
     assert_eq!(accepted["order"]["driverId"], second.id);
-    app.post(&format!("/api/offers/{}/decline", declined["offerId"]), Some(&first.token), json!({}))
-        .await
-        .expect_error(404, "NOT_FOUND");
+    app.post(
+        &format!("/api/offers/{}/decline", declined["offerId"]),
+        Some(&first.token),
+        json!({}),
+    )
+    .await
+    .expect_error(404, "NOT_FOUND");
 }
 
 #[tokio::test]
 async fn an_expired_offer_moves_to_the_next_driver_and_a_late_accept_finds_it_taken() {
-    let app = TestApp::spawn_with(true, &[FAST_ROUNDS, ("DISPATCH__DISPATCH__OFFER_TIMEOUT_SECS", "1")]).await;
+    let app = TestApp::spawn_with(
+        true,
+        &[FAST_ROUNDS, ("DISPATCH__DISPATCH__OFFER_TIMEOUT_SECS", "1")],
+    )
+    .await;
     let mut slow = TestDriver::online(&app, "driver1", east_of_restaurant(0.2)).await;
     let mut quick = TestDriver::online(&app, "driver2", east_of_restaurant(1.0)).await;
     let customer = app.token("customer1").await;
     let id = confirmed_order(&app, &customer).await;
     let missed = slow.ws.next_of("offer", 10).await;
-    assert_eq!(slow.ws.next_of("offer_result", 5).await["result"], "expired");
+    assert_eq!(
+        slow.ws.next_of("offer_result", 5).await["result"],
+        "expired"
+    );
     let offer = quick.answer_offer(true, 10).await;
     assert_eq!(offer["orderId"], id);
-    assert_eq!(quick.ws.next_of("offer_result", 5).await["result"], "assigned");
+    assert_eq!(
+        quick.ws.next_of("offer_result", 5).await["result"],
+        "assigned"
+    );
     // Both drivers tried to take the order: only one has it.
     slow.ws
         .send(json!({ "type": "offer_response", "offerId": missed["offerId"], "accept": true }))
         .await;
     let late = slow.ws.next_of("offer_result", 5).await;
     assert_eq!(late["result"], "taken");
-    app.post(&format!("/api/offers/{}/accept", missed["offerId"]), Some(&slow.token), json!({}))
+    app.post(
+        &format!("/api/offers/{}/accept", missed["offerId"]),
+        Some(&slow.token),
+        json!({}),
+    )
+    .await
+    .expect_error(409, "INVALID_TRANSITION");
+    let order = app
+        .get(&format!("/api/orders/{id}"), Some(&customer))
         .await
-        .expect_error(409, "INVALID_TRANSITION");
-    let order = app.get(&format!("/api/orders/{id}"), Some(&customer)).await.expect(200);
+        .expect(200);
     assert_eq!(order["order"]["driverId"], quick.id);
 }
 
@@ -116,31 +181,53 @@ async fn a_round_pairs_two_orders_and_two_drivers_optimally_not_greedily() {
     // east. Greedy would hand restaurant 1's order to the driver nearest it
     // and leave the far driver for the other; the optimum crosses them.
     let (r3_lat, r3_lon) = (30.2671, -97.7392);
-    let near_both = ((RESTAURANT_1_AT.0 + r3_lat) / 2.0, RESTAURANT_1_AT.1 + 0.4 * (r3_lon - RESTAURANT_1_AT.1));
+    let near_both = (
+        (RESTAURANT_1_AT.0 + r3_lat) / 2.0,
+        RESTAURANT_1_AT.1 + 0.4 * (r3_lon - RESTAURANT_1_AT.1),
+    );
     let west = east_of_restaurant(-1.0);
     let mut x = TestDriver::online(&app, "driver1", near_both).await;
     let mut y = TestDriver::online(&app, "driver2", west).await;
     for driver in [&x, &y] {
-        app.request(reqwest::Method::PUT, "/api/drivers/me/availability", Some(&driver.token), Some(json!({ "available": false })))
-            .await
-            .expect(200);
+        app.request(
+            reqwest::Method::PUT,
+            "/api/drivers/me/availability",
+            Some(&driver.token),
+            Some(json!({ "available": false })),
+        )
+        .await
+        .expect(200);
     }
     let customer = app.token("customer1").await;
     let at_1 = confirmed_order(&app, &customer).await;
-    let at_3 = app.post("/api/orders", Some(&customer), order_body(3, 17, 1)).await.expect(201)["order"]["id"]
+    let at_3 = app
+        .post("/api/orders", Some(&customer), order_body(3, 17, 1))
+        .await
+        .expect(201)["order"]["id"]
         .as_i64()
         .unwrap();
     let staff3 = app.token("restaurant3").await;
     app.act(&staff3, at_3, "confirm").await.expect(200);
     for driver in [&x, &y] {
-        app.request(reqwest::Method::PUT, "/api/drivers/me/availability", Some(&driver.token), Some(json!({ "available": true })))
-            .await
-            .expect(200);
+        app.request(
+            reqwest::Method::PUT,
+            "/api/drivers/me/availability",
+            Some(&driver.token),
+            Some(json!({ "available": true })),
+        )
+        .await
+        .expect(200);
     }
     let x_offer = x.ws.next_of("offer", 10).await;
     let y_offer = y.ws.next_of("offer", 10).await;
-    assert_eq!(y_offer["orderId"], at_1, "the west driver should take restaurant 1's order");
-    assert_eq!(x_offer["orderId"], at_3, "the middle driver should take restaurant 3's order");
+    assert_eq!(
+        y_offer["orderId"], at_1,
+        "the west driver should take restaurant 1's order"
+    );
+    assert_eq!(
+        x_offer["orderId"], at_3,
+        "the middle driver should take restaurant 3's order"
+    );
 }
 
 #[tokio::test]
@@ -162,15 +249,22 @@ async fn paused_stale_far_and_full_drivers_are_never_offered() {
     full.ws.next_of("offer_result", 5).await;
 
     let mut paused = TestDriver::online(&app, "driver2", east_of_restaurant(0.2)).await;
-    paused.ws.send(json!({ "type": "set_availability", "available": false })).await;
+    paused
+        .ws
+        .send(json!({ "type": "set_availability", "available": false }))
+        .await;
     let mut far = TestDriver::online(&app, "driver3", east_of_restaurant(20.0)).await;
     // `stale` reports once over REST and then goes quiet past the TTL.
     let stale = app.token("driver4").await;
     let mut stale_ws = WsClient::connect(&app, &stale).await;
     let at = east_of_restaurant(0.3);
-    app.post("/api/drivers/location", Some(&stale), json!({ "lat": at.0, "lon": at.1 }))
-        .await
-        .expect(200);
+    app.post(
+        "/api/drivers/location",
+        Some(&stale),
+        json!({ "lat": at.0, "lon": at.1 }),
+    )
+    .await
+    .expect(200);
     let mut good = TestDriver::online(&app, "driver5", east_of_restaurant(2.0)).await;
     // Keep the good one fresh while the stale one expires.
     for _ in 0..6 {
@@ -183,7 +277,12 @@ async fn paused_stale_far_and_full_drivers_are_never_offered() {
     let second = confirmed_order(&app, &customer).await;
     let offer = good.ws.next_of("offer", 10).await;
     assert_eq!(offer["orderId"], second);
-    for (name, ws) in [("full", &mut full.ws), ("paused", &mut paused.ws), ("far", &mut far.ws), ("stale", &mut stale_ws)] {
+    for (name, ws) in [
+        ("full", &mut full.ws),
+        ("paused", &mut paused.ws),
+        ("far", &mut far.ws),
+        ("stale", &mut stale_ws),
+    ] {
         while let Some(m) = ws.next_within(Duration::from_millis(300)).await {
             assert_ne!(m["type"], "offer", "{name} driver got an offer: {m}");
         }
@@ -192,7 +291,11 @@ async fn paused_stale_far_and_full_drivers_are_never_offered() {
 
 #[tokio::test]
 async fn cancelling_an_assigned_order_frees_its_driver() {
-    let app = TestApp::spawn_with(true, &[FAST_ROUNDS, ("DISPATCH__DISPATCH__MAX_ACTIVE_ORDERS", "1")]).await;
+    let app = TestApp::spawn_with(
+        true,
+        &[FAST_ROUNDS, ("DISPATCH__DISPATCH__MAX_ACTIVE_ORDERS", "1")],
+    )
+    .await;
     let customer = app.token("customer1").await;
     let mut driver = TestDriver::online(&app, "driver1", east_of_restaurant(0.2)).await;
     let id = confirmed_order(&app, &customer).await;
@@ -203,7 +306,10 @@ async fn cancelling_an_assigned_order_frees_its_driver() {
     app.act(&admin, id, "cancel").await.expect(200);
     let update = driver.ws.next_status("CANCELLED", 5).await;
     assert!(update["order"]["cancelledAt"].is_string());
-    let events = app.get(&format!("/api/orders/{id}/events"), Some(&admin)).await.expect(200);
+    let events = app
+        .get(&format!("/api/orders/{id}/events"), Some(&admin))
+        .await
+        .expect(200);
     let last = events["events"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["type"], "DRIVER_UNASSIGNED");
     assert_eq!(last["data"]["driverId"], driver.id);
@@ -221,14 +327,21 @@ async fn after_a_restart_a_confirmed_unassigned_order_is_offered_again() {
     let void = before.ws.next_of("offer", 10).await;
     let app = app.crash_and_restart().await;
     // The offer made before the crash is void.
-    app.post(&format!("/api/offers/{}/accept", void["offerId"]), Some(&before.token), json!({}))
-        .await
-        .expect_error(404, "NOT_FOUND");
+    app.post(
+        &format!("/api/offers/{}/accept", void["offerId"]),
+        Some(&before.token),
+        json!({}),
+    )
+    .await
+    .expect_error(404, "NOT_FOUND");
     let mut driver = TestDriver::online(&app, "driver1", east_of_restaurant(0.2)).await;
     let offer = driver.answer_offer(true, 10).await;
     assert_eq!(offer["orderId"], id);
     assert_ne!(offer["offerId"], void["offerId"]);
-    assert_eq!(driver.ws.next_of("offer_result", 5).await["result"], "assigned");
+    assert_eq!(
+        driver.ws.next_of("offer_result", 5).await["result"],
+        "assigned"
+    );
 }
 
 #[tokio::test]

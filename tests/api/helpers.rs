@@ -487,7 +487,9 @@ impl TestApp {
 
 /// A real WebSocket client of `/ws`.
 pub struct WsClient {
-    pub socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    pub socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
 }
 
 /// How a socket ended, as the client saw it.
@@ -500,7 +502,9 @@ pub enum Ended {
 impl WsClient {
     pub async fn connect(app: &TestApp, token: &str) -> WsClient {
         let url = format!("{}/ws?token={token}", app.address.replacen("http", "ws", 1));
-        let (socket, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connect");
+        let (socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connect");
         WsClient { socket }
     }
 
@@ -529,7 +533,9 @@ impl WsClient {
         use tokio_tungstenite::tungstenite::Message;
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let frame = tokio::time::timeout_at(deadline, self.socket.next()).await.ok()??;
+            let frame = tokio::time::timeout_at(deadline, self.socket.next())
+                .await
+                .ok()??;
             match frame.ok()? {
                 Message::Text(text) => return serde_json::from_str(&text).ok(),
                 Message::Close(_) => return None,
@@ -579,16 +585,21 @@ pub struct TestDriver {
 impl TestDriver {
     pub async fn online(app: &TestApp, account: &str, at: (f64, f64)) -> TestDriver {
         let token = app.token(account).await;
-        let id = app.get("/api/me", Some(&token)).await.expect(200)["user"]["id"].as_i64().unwrap();
+        let id = app.get("/api/me", Some(&token)).await.expect(200)["user"]["id"]
+            .as_i64()
+            .unwrap();
         let mut ws = WsClient::connect(app, &token).await;
-        ws.send(json!({ "type": "location", "lat": at.0, "lon": at.1 })).await;
+        ws.send(json!({ "type": "location", "lat": at.0, "lon": at.1 }))
+            .await;
         let mut driver = TestDriver { token, id, ws };
         driver.wait_until_indexed(app, at).await;
         driver
     }
 
     pub async fn move_to(&mut self, at: (f64, f64)) {
-        self.ws.send(json!({ "type": "location", "lat": at.0, "lon": at.1, "speedMps": 8.0 })).await;
+        self.ws
+            .send(json!({ "type": "location", "lat": at.0, "lon": at.1, "speedMps": 8.0 }))
+            .await;
     }
 
     /// Polls `nearby` until this driver shows up near `at`.
@@ -596,10 +607,21 @@ impl TestDriver {
         let admin = app.token("admin").await;
         for _ in 0..100 {
             let body = app
-                .get(&format!("/api/drivers/nearby?lat={}&lon={}&radiusKm=1&limit=500", at.0, at.1), Some(&admin))
+                .get(
+                    &format!(
+                        "/api/drivers/nearby?lat={}&lon={}&radiusKm=1&limit=500",
+                        at.0, at.1
+                    ),
+                    Some(&admin),
+                )
                 .await
                 .expect(200);
-            if body["drivers"].as_array().unwrap().iter().any(|d| d["id"] == self.id) {
+            if body["drivers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["id"] == self.id)
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -611,7 +633,9 @@ impl TestDriver {
     pub async fn answer_offer(&mut self, accept: bool, secs: u64) -> Value {
         let offer = self.ws.next_of("offer", secs).await;
         self.ws
-            .send(json!({ "type": "offer_response", "offerId": offer["offerId"], "accept": accept }))
+            .send(
+                json!({ "type": "offer_response", "offerId": offer["offerId"], "accept": accept }),
+            )
             .await;
         offer
     }

@@ -20,7 +20,10 @@ async fn assigned(app: &TestApp, customer: &str, driver: &mut TestDriver) -> i64
     let id = confirmed_order(app, customer).await;
     let offer = driver.answer_offer(true, 10).await;
     assert_eq!(offer["orderId"], id);
-    assert_eq!(driver.ws.next_of("offer_result", 5).await["result"], "assigned");
+    assert_eq!(
+        driver.ws.next_of("offer_result", 5).await["result"],
+        "assigned"
+    );
     id
 }
 
@@ -29,7 +32,10 @@ async fn locations_seen(ws: &mut WsClient) -> Vec<(i64, i64)> {
     let mut seen = Vec::new();
     while let Some(m) = ws.next_within(Duration::from_millis(700)).await {
         if m["type"] == "driver_location" {
-            seen.push((m["orderId"].as_i64().unwrap(), m["location"]["driverId"].as_i64().unwrap()));
+            seen.push((
+                m["orderId"].as_i64().unwrap(),
+                m["location"]["driverId"].as_i64().unwrap(),
+            ));
         }
     }
     seen
@@ -46,7 +52,8 @@ async fn drain(ws: &mut WsClient) -> Vec<Value> {
 
 async fn watch(app: &TestApp, token: &str, order_id: i64) -> WsClient {
     let mut ws = WsClient::connect(app, token).await;
-    ws.send(json!({ "type": "subscribe", "orderId": order_id })).await;
+    ws.send(json!({ "type": "subscribe", "orderId": order_id }))
+        .await;
     ws.next_of("snapshot", 5).await;
     ws
 }
@@ -64,24 +71,46 @@ async fn each_customer_sees_only_its_own_drivers_positions() {
     let mut bob_ws = watch(&app, &bob, bob_order).await;
 
     for step in 1..=5 {
-        d1.move_to(offset(RESTAURANT_1_AT, 0.2 + 0.1 * step as f64, 0.0)).await;
-        d2.move_to(offset(RESTAURANT_1_AT, -0.2 - 0.1 * step as f64, 0.0)).await;
+        d1.move_to(offset(RESTAURANT_1_AT, 0.2 + 0.1 * step as f64, 0.0))
+            .await;
+        d2.move_to(offset(RESTAURANT_1_AT, -0.2 - 0.1 * step as f64, 0.0))
+            .await;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let alice_saw = locations_seen(&mut alice_ws).await;
     let bob_saw = locations_seen(&mut bob_ws).await;
     assert!(!alice_saw.is_empty() && !bob_saw.is_empty());
-    assert!(alice_saw.iter().all(|&(o, d)| o == alice_order && d == d1.id), "{alice_saw:?}");
-    assert!(bob_saw.iter().all(|&(o, d)| o == bob_order && d == d2.id), "{bob_saw:?}");
+    assert!(
+        alice_saw
+            .iter()
+            .all(|&(o, d)| o == alice_order && d == d1.id),
+        "{alice_saw:?}"
+    );
+    assert!(
+        bob_saw.iter().all(|&(o, d)| o == bob_order && d == d2.id),
+        "{bob_saw:?}"
+    );
     // A customer of neither order, subscribed to nothing, hears nothing.
     let mut carol = WsClient::connect(&app, &app.token("customer3").await).await;
     d1.move_to(RESTAURANT_1_AT).await;
-    assert!(carol.next_within(Duration::from_millis(500)).await.is_none());
+    assert!(
+        carol
+            .next_within(Duration::from_millis(500))
+            .await
+            .is_none()
+    );
 }
 
 #[tokio::test]
 async fn a_location_carries_the_eta_which_follows_the_driver_and_counts_from_it_after_pickup() {
-    let app = TestApp::spawn_with(true, &[FAST_ROUNDS, ("DISPATCH__DISPATCH__ETA_PUSH_THRESHOLD_SECS", "1")]).await;
+    let app = TestApp::spawn_with(
+        true,
+        &[
+            FAST_ROUNDS,
+            ("DISPATCH__DISPATCH__ETA_PUSH_THRESHOLD_SECS", "1"),
+        ],
+    )
+    .await;
     let customer = app.token("customer1").await;
     let staff = app.token("restaurant1").await;
     let mut driver = TestDriver::online(&app, "driver1", offset(RESTAURANT_1_AT, 0.1, 0.0)).await;
@@ -91,7 +120,10 @@ async fn a_location_carries_the_eta_which_follows_the_driver_and_counts_from_it_
     }
     let mut ws = watch(&app, &customer, id).await;
 
-    let eta_at = |m: &Value| chrono::DateTime::parse_from_rfc3339(m["eta"]["estimatedDeliveryAt"].as_str().unwrap()).unwrap();
+    let eta_at = |m: &Value| {
+        chrono::DateTime::parse_from_rfc3339(m["eta"]["estimatedDeliveryAt"].as_str().unwrap())
+            .unwrap()
+    };
     driver.move_to(offset(RESTAURANT_1_AT, 0.5, 0.0)).await;
     let near = ws.next_of("driver_location", 5).await;
     drain(&mut ws).await;
@@ -99,12 +131,31 @@ async fn a_location_carries_the_eta_which_follows_the_driver_and_counts_from_it_
     // The moved estimate is stored and pushed as an order_update, beside
     // the position that moved it.
     let after_move = drain(&mut ws).await;
-    let far = after_move.iter().find(|m| m["type"] == "driver_location").expect("a driver_location").clone();
-    let update = after_move.iter().find(|m| m["type"] == "order_update").expect("an order_update");
-    assert!(eta_at(&far) > eta_at(&near), "farther driver, later delivery: {near} {far}");
-    assert_eq!(update["eta"]["estimatedDeliveryAt"], far["eta"]["estimatedDeliveryAt"]);
-    let stored = app.get(&format!("/api/orders/{id}"), Some(&customer)).await.expect(200);
-    assert_eq!(stored["order"]["estimatedDeliveryAt"], far["eta"]["estimatedDeliveryAt"]);
+    let far = after_move
+        .iter()
+        .find(|m| m["type"] == "driver_location")
+        .expect("a driver_location")
+        .clone();
+    let update = after_move
+        .iter()
+        .find(|m| m["type"] == "order_update")
+        .expect("an order_update");
+    assert!(
+        eta_at(&far) > eta_at(&near),
+        "farther driver, later delivery: {near} {far}"
+    );
+    assert_eq!(
+        update["eta"]["estimatedDeliveryAt"],
+        far["eta"]["estimatedDeliveryAt"]
+    );
+    let stored = app
+        .get(&format!("/api/orders/{id}"), Some(&customer))
+        .await
+        .expect(200);
+    assert_eq!(
+        stored["order"]["estimatedDeliveryAt"],
+        far["eta"]["estimatedDeliveryAt"]
+    );
     assert_eq!(stored["driverLocation"]["driverId"], driver.id);
 
     driver.move_to(RESTAURANT_1_AT).await;
@@ -128,9 +179,13 @@ async fn presence_expires_and_a_new_position_brings_the_driver_back() {
     let driver = app.token("driver1").await;
     let at = RESTAURANT_1_AT;
     let nearby = format!("/api/drivers/nearby?lat={}&lon={}&radiusKm=1", at.0, at.1);
-    app.post("/api/drivers/location", Some(&driver), json!({ "lat": at.0, "lon": at.1, "heading": 90, "speedMps": 4 }))
-        .await
-        .expect(200);
+    app.post(
+        "/api/drivers/location",
+        Some(&driver),
+        json!({ "lat": at.0, "lon": at.1, "heading": 90, "speedMps": 4 }),
+    )
+    .await
+    .expect(200);
     let count = |body: Value| body["drivers"].as_array().unwrap().len();
     let mut present = false;
     for _ in 0..20 {
@@ -150,9 +205,13 @@ async fn presence_expires_and_a_new_position_brings_the_driver_back() {
 
     tokio::time::sleep(Duration::from_millis(2000)).await;
     assert_eq!(count(app.get(&nearby, Some(&admin)).await.expect(200)), 0);
-    app.post("/api/drivers/location", Some(&driver), json!({ "lat": at.0, "lon": at.1 }))
-        .await
-        .expect(200);
+    app.post(
+        "/api/drivers/location",
+        Some(&driver),
+        json!({ "lat": at.0, "lon": at.1 }),
+    )
+    .await
+    .expect(200);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(count(app.get(&nearby, Some(&admin)).await.expect(200)), 1);
     assert!(app.metric("dispatch_drivers_went_stale_total").await >= 1.0);
@@ -160,21 +219,39 @@ async fn presence_expires_and_a_new_position_brings_the_driver_back() {
 
 #[tokio::test]
 async fn driver_rest_endpoints_check_roles_and_inputs() {
-    let app = TestApp::spawn_with(true, &[("DISPATCH__DRIVERS__LOCATION_UPDATES_PER_SEC", "2")]).await;
+    let app = TestApp::spawn_with(
+        true,
+        &[("DISPATCH__DRIVERS__LOCATION_UPDATES_PER_SEC", "2")],
+    )
+    .await;
     let customer = app.token("customer1").await;
     let driver = app.token("driver1").await;
     let admin = app.token("admin").await;
-    app.post("/api/drivers/location", Some(&customer), json!({ "lat": 30.0, "lon": -97.0 }))
-        .await
-        .expect_error(403, "FORBIDDEN");
+    app.post(
+        "/api/drivers/location",
+        Some(&customer),
+        json!({ "lat": 30.0, "lon": -97.0 }),
+    )
+    .await
+    .expect_error(403, "FORBIDDEN");
     let r = app
-        .post("/api/drivers/location", Some(&driver), json!({ "lat": 95, "speedMps": -1 }))
+        .post(
+            "/api/drivers/location",
+            Some(&driver),
+            json!({ "lat": 95, "speedMps": -1 }),
+        )
         .await;
     r.expect_error(400, "VALIDATION_ERROR");
     assert_eq!(r.fields(), ["lat", "lon", "speedMps"]);
     let mut limited = 0;
     for _ in 0..6 {
-        let r = app.post("/api/drivers/location", Some(&driver), json!({ "lat": 30.0, "lon": -97.0 })).await;
+        let r = app
+            .post(
+                "/api/drivers/location",
+                Some(&driver),
+                json!({ "lat": 30.0, "lon": -97.0 }),
+            )
+            .await;
         if r.status == 429 {
             r.expect_error(429, "RATE_LIMITED");
             limited += 1;
@@ -182,11 +259,27 @@ async fn driver_rest_endpoints_check_roles_and_inputs() {
     }
     assert!(limited >= 3, "{limited}");
 
-    assert_eq!(put(&app, &driver, json!({ "available": false })).await.expect(200)["available"], false);
-    assert_eq!(put(&app, &driver, json!({ "available": true })).await.expect(200)["available"], true);
-    put(&app, &driver, json!({})).await.expect_error(400, "VALIDATION_ERROR");
-    put(&app, &driver, json!({ "available": "yes" })).await.expect_error(400, "VALIDATION_ERROR");
-    put(&app, &customer, json!({ "available": true })).await.expect_error(403, "FORBIDDEN");
+    assert_eq!(
+        put(&app, &driver, json!({ "available": false }))
+            .await
+            .expect(200)["available"],
+        false
+    );
+    assert_eq!(
+        put(&app, &driver, json!({ "available": true }))
+            .await
+            .expect(200)["available"],
+        true
+    );
+    put(&app, &driver, json!({}))
+        .await
+        .expect_error(400, "VALIDATION_ERROR");
+    put(&app, &driver, json!({ "available": "yes" }))
+        .await
+        .expect_error(400, "VALIDATION_ERROR");
+    put(&app, &customer, json!({ "available": true }))
+        .await
+        .expect_error(403, "FORBIDDEN");
 
     app.get("/api/drivers/nearby?lat=30&lon=-97", Some(&driver))
         .await
@@ -194,14 +287,23 @@ async fn driver_rest_endpoints_check_roles_and_inputs() {
     let r = app.get("/api/drivers/nearby?lat=30", Some(&admin)).await;
     r.expect_error(400, "VALIDATION_ERROR");
     assert_eq!(r.fields(), ["lon"]);
-    let r = app.get("/api/drivers/nearby?lat=30&lon=-97&radiusKm=0&limit=0", Some(&admin)).await;
+    let r = app
+        .get(
+            "/api/drivers/nearby?lat=30&lon=-97&radiusKm=0&limit=0",
+            Some(&admin),
+        )
+        .await;
     assert_eq!(r.fields(), ["radiusKm", "limit"]);
 }
 
 #[tokio::test]
 async fn ten_thousand_updates_are_each_delivered_or_coalesced_and_counted() {
     const UPDATES: usize = 10_000;
-    let app = TestApp::spawn_with(true, &[FAST_ROUNDS, ("DISPATCH__WS__MESSAGES_PER_SEC", "100000")]).await;
+    let app = TestApp::spawn_with(
+        true,
+        &[FAST_ROUNDS, ("DISPATCH__WS__MESSAGES_PER_SEC", "100000")],
+    )
+    .await;
     let customer = app.token("customer1").await;
     let mut driver = TestDriver::online(&app, "driver1", offset(RESTAURANT_1_AT, 0.1, 0.0)).await;
     let id = assigned(&app, &customer, &mut driver).await;
@@ -230,7 +332,11 @@ async fn ten_thousand_updates_are_each_delivered_or_coalesced_and_counted() {
         UPDATES,
         "received {received} + coalesced {coalesced} != sent {UPDATES}"
     );
-    assert!(app.metric("dispatch_location_updates_total{source=\"ws\"}").await >= UPDATES as f64);
+    assert!(
+        app.metric("dispatch_location_updates_total{source=\"ws\"}")
+            .await
+            >= UPDATES as f64
+    );
     assert!(app.metric("dispatch_fanout_latency_seconds_count").await >= received as f64);
 }
 
@@ -271,16 +377,27 @@ async fn a_reader_that_never_reads_is_closed_with_1013_and_others_are_unaffected
         }
         assert!(round < 399, "the stalled reader was never cut off");
     }
-    assert_eq!(app.metric("dispatch_ws_slow_reader_closes_total").await, 1.0);
+    assert_eq!(
+        app.metric("dispatch_ws_slow_reader_closes_total").await,
+        1.0
+    );
     // The stalled client now drains and finds the 1013 close at the end.
     assert_eq!(stalled.ended(15).await, Ended::Closed(1013));
     // The healthy watcher still gets its updates.
     let staff = app.token("restaurant1").await;
     app.act(&staff, id, "confirm").await.expect(200);
-    assert_eq!(healthy.next_of("order_update", 5).await["status"], "CONFIRMED");
+    assert_eq!(
+        healthy.next_of("order_update", 5).await["status"],
+        "CONFIRMED"
+    );
 }
 
 async fn put(app: &TestApp, token: &str, body: Value) -> Response {
-    app.request(reqwest::Method::PUT, "/api/drivers/me/availability", Some(token), Some(body))
-        .await
+    app.request(
+        reqwest::Method::PUT,
+        "/api/drivers/me/availability",
+        Some(token),
+        Some(body),
+    )
+    .await
 }

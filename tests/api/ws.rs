@@ -52,7 +52,8 @@ async fn bad_messages_get_errors_and_ten_in_a_row_close_with_1008() {
         assert_eq!(error["type"], "error");
         assert_eq!(error["code"], "BAD_MESSAGE", "{bad}");
     }
-    ws.send(json!({ "type": "subscribe", "orderId": "seven", "ref": "r-1" })).await;
+    ws.send(json!({ "type": "subscribe", "orderId": "seven", "ref": "r-1" }))
+        .await;
     let invalid = ws.next(5).await;
     assert_eq!(invalid["code"], "VALIDATION_ERROR");
     assert_eq!(invalid["ref"], "r-1");
@@ -64,7 +65,11 @@ async fn bad_messages_get_errors_and_ten_in_a_row_close_with_1008() {
         assert_eq!(ws.next(5).await["code"], "BAD_MESSAGE");
     }
     ws.send(json!({ "type": "ping" })).await;
-    assert_eq!(ws.next(5).await["type"], "pong", "nine bad messages must not close the socket");
+    assert_eq!(
+        ws.next(5).await["type"],
+        "pong",
+        "nine bad messages must not close the socket"
+    );
     for _ in 0..10 {
         ws.send_text("{".into()).await;
     }
@@ -100,14 +105,17 @@ async fn only_drivers_may_send_locations_and_bad_positions_are_refused() {
     let app = TestApp::spawn().await;
     let customer = app.token("customer1").await;
     let mut ws = WsClient::connect(&app, &customer).await;
-    ws.send(json!({ "type": "location", "lat": 30.0, "lon": -97.0 })).await;
+    ws.send(json!({ "type": "location", "lat": 30.0, "lon": -97.0 }))
+        .await;
     assert_eq!(ws.next(5).await["code"], "FORBIDDEN");
-    ws.send(json!({ "type": "set_availability", "available": false })).await;
+    ws.send(json!({ "type": "set_availability", "available": false }))
+        .await;
     assert_eq!(ws.next(5).await["code"], "FORBIDDEN");
 
     let driver = app.token("driver1").await;
     let mut ws = WsClient::connect(&app, &driver).await;
-    ws.send(json!({ "type": "location", "lat": 91.0, "lon": -97.0, "heading": 400 })).await;
+    ws.send(json!({ "type": "location", "lat": 91.0, "lon": -97.0, "heading": 400 }))
+        .await;
     let error = ws.next(5).await;
     assert_eq!(error["code"], "VALIDATION_ERROR");
     assert!(error["message"].as_str().unwrap().contains("lat"));
@@ -136,13 +144,16 @@ async fn subscriptions_follow_the_rules_for_reading_an_order() {
         assert_eq!(snapshot["order"]["status"], "PLACED");
     }
     let mut ws = WsClient::connect(&app, &owner).await;
-    ws.send(json!({ "type": "subscribe", "orderId": 999999 })).await;
+    ws.send(json!({ "type": "subscribe", "orderId": 999999 }))
+        .await;
     assert_eq!(ws.next(5).await["code"], "NOT_FOUND");
-    ws.send(json!({ "type": "subscribe_restaurant", "restaurantId": 1 })).await;
+    ws.send(json!({ "type": "subscribe_restaurant", "restaurantId": 1 }))
+        .await;
     assert_eq!(ws.next(5).await["code"], "FORBIDDEN");
     let staff2 = app.token("restaurant2").await;
     let mut ws = WsClient::connect(&app, &staff2).await;
-    ws.send(json!({ "type": "subscribe_restaurant", "restaurantId": 1 })).await;
+    ws.send(json!({ "type": "subscribe_restaurant", "restaurantId": 1 }))
+        .await;
     assert_eq!(ws.next(5).await["code"], "FORBIDDEN");
 }
 
@@ -152,7 +163,9 @@ async fn watchers_see_every_transition_and_tablets_see_new_orders() {
     let customer = app.token("customer1").await;
     let staff = app.token("restaurant1").await;
     let mut tablet = WsClient::connect(&app, &staff).await;
-    tablet.send(json!({ "type": "subscribe_restaurant", "restaurantId": 1 })).await;
+    tablet
+        .send(json!({ "type": "subscribe_restaurant", "restaurantId": 1 }))
+        .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let id = app.place_order(&customer).await["id"].as_i64().unwrap();
@@ -161,9 +174,14 @@ async fn watchers_see_every_transition_and_tablets_see_new_orders() {
     assert_eq!(placed["status"], "PLACED");
 
     let mut watcher = WsClient::connect(&app, &customer).await;
-    watcher.send(json!({ "type": "subscribe", "orderId": id })).await;
+    watcher
+        .send(json!({ "type": "subscribe", "orderId": id }))
+        .await;
     assert_eq!(watcher.next(5).await["type"], "snapshot");
-    for (action, status, version) in [("confirm", "CONFIRMED", 2), ("start_preparing", "PREPARING", 3)] {
+    for (action, status, version) in [
+        ("confirm", "CONFIRMED", 2),
+        ("start_preparing", "PREPARING", 3),
+    ] {
         app.act(&staff, id, action).await.expect(200);
         let update = watcher.next_of("order_update", 5).await;
         assert_eq!(update["status"], status);
@@ -172,10 +190,17 @@ async fn watchers_see_every_transition_and_tablets_see_new_orders() {
         assert!(update["eta"]["estimatedDeliveryAt"].is_string());
     }
     // After unsubscribe, nothing more arrives.
-    watcher.send(json!({ "type": "unsubscribe", "orderId": id })).await;
+    watcher
+        .send(json!({ "type": "unsubscribe", "orderId": id }))
+        .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     app.act(&staff, id, "mark_ready").await.expect(200);
-    assert!(watcher.next_within(Duration::from_millis(500)).await.is_none());
+    assert!(
+        watcher
+            .next_within(Duration::from_millis(500))
+            .await
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -201,7 +226,8 @@ async fn a_resubscribe_after_a_dropped_connection_restores_the_full_state() {
     app.act(&staff, id, "cancel").await.expect(200);
     ws.next_of("order_update", 5).await;
     let mut late = WsClient::connect(&app, &customer).await;
-    late.send(json!({ "type": "subscribe", "orderId": id })).await;
+    late.send(json!({ "type": "subscribe", "orderId": id }))
+        .await;
     let snapshot = late.next_of("snapshot", 5).await;
     assert_eq!(snapshot["order"]["status"], "CANCELLED");
     assert_eq!(snapshot["eta"], serde_json::Value::Null);
@@ -233,7 +259,10 @@ async fn admins_watch_the_whole_city_and_others_may_not() {
     ops.send(json!({ "type": "subscribe_ops" })).await;
     let view = ops.next_of("ops", 5).await;
     let drivers = view["drivers"].as_array().unwrap();
-    let seen = drivers.iter().find(|d| d["id"] == driver.id).expect("driver on the map");
+    let seen = drivers
+        .iter()
+        .find(|d| d["id"] == driver.id)
+        .expect("driver on the map");
     assert_eq!(seen["state"], "available");
     assert!((seen["lat"].as_f64().unwrap() - RESTAURANT_1_AT.0).abs() < 1e-6);
     assert!(view["waiting"].is_array());
