@@ -117,7 +117,7 @@ async fn run(mut socket: WebSocket, caller: Option<Caller>, state: AppState) {
             caller,
             outbox: outbox.clone(),
             engine,
-            driver,
+            driver: driver.clone(),
         },
     )
     .await
@@ -144,6 +144,7 @@ async fn run(mut socket: WebSocket, caller: Option<Caller>, state: AppState) {
         stream,
         &outbox,
         &session,
+        driver.as_ref(),
         &last_heard,
         &done,
         &state.shutdown,
@@ -173,6 +174,7 @@ async fn read(
     mut stream: futures::stream::SplitStream<WebSocket>,
     outbox: &Outbox,
     session: &ractor::ActorRef<SessionMessage>,
+    driver: Option<&ractor::ActorRef<DriverMessage>>,
     last_heard: &AtomicI64,
     done: &CancellationToken,
     shutdown: &CancellationToken,
@@ -250,6 +252,31 @@ async fn read(
                 metrics::counter!(m::WS_MESSAGES_IN_TOTAL, "type" => message.kind()).increment(1);
                 if let ClientMessage::Ping { id } = message {
                     outbox.push(ServerMessage::Pong { id }.encode());
+                    continue;
+                }
+                // The hot path: a driver's position goes straight to its
+                // actor, one hop fewer than through the session (measured:
+                // each hop is a task wake-up, the dominant cost at 30k/s).
+                if let (ClientMessage::Location(input), Some(driver)) = (&message, driver) {
+                    match input.parse() {
+                        Ok(fix) => {
+                            metrics::counter!(m::LOCATION_UPDATES_TOTAL, "source" => "ws")
+                                .increment(1);
+                            let _ = driver.cast(DriverMessage::Located { fix, received_at });
+                        }
+                        Err(fields) => {
+                            let text = fields
+                                .iter()
+                                .map(|f| format!("{} {}", f.field, f.message))
+                                .collect::<Vec<_>>()
+                                .join("; ");
+                            outbox.push(wire::error_frame(
+                                "VALIDATION_ERROR",
+                                &text,
+                                decoded.reference,
+                            ));
+                        }
+                    }
                     continue;
                 }
                 let _ = session.cast(SessionMessage::Client(

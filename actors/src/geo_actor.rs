@@ -59,7 +59,13 @@ pub struct GeoArguments {
 }
 
 pub struct GeoState {
+    /// Every online driver (for `nearby` and the operator's map).
     index: GeoIndex,
+    /// Only the drivers that may be offered an order. Dispatch queries walk
+    /// this one: when most drivers are busy, searching the full tree for the
+    /// few available ones cost most of a core per round (measured with perf
+    /// under the simulator).
+    available_index: GeoIndex,
     last_seen: HashMap<DriverId, Instant>,
     presence_ttl: Duration,
     drivers: Arc<DashMap<DriverId, ActorRef<DriverMessage>>>,
@@ -85,6 +91,7 @@ impl Actor for GeoActor {
         myself.send_interval(period, || GeoMessage::Sweep);
         Ok(GeoState {
             index: GeoIndex::new(),
+            available_index: GeoIndex::new(),
             last_seen: HashMap::new(),
             presence_ttl: args.presence_ttl,
             drivers: args.drivers,
@@ -176,11 +183,17 @@ impl GeoState {
         let was_available = self.index.get(entry.id).is_some_and(|e| e.available);
         self.available = self.available + usize::from(entry.available) - usize::from(was_available);
         self.index.upsert(entry);
+        if entry.available {
+            self.available_index.upsert(entry);
+        } else if was_available {
+            self.available_index.remove(entry.id);
+        }
     }
 
     fn remove(&mut self, id: DriverId) {
         if self.index.get(id).is_some_and(|e| e.available) {
             self.available -= 1;
+            self.available_index.remove(id);
         }
         self.index.remove(id);
         self.last_seen.remove(&id);

@@ -2,7 +2,14 @@
 -- Idempotency-Key (so every request creates an order, as real clients do).
 -- Env: TOKEN (a customer's JWT).
 local counter = 0
-local thread_tag = tostring(math.random(1, 1e9))
+
+-- Each wrk thread has its own Lua state; give each a distinct key prefix
+-- (math.random is seeded alike in every thread, so it would not do).
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("thread_tag", "t" .. threads .. "-" .. os.time())
+end
 
 function request()
   counter = counter + 1
