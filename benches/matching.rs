@@ -4,6 +4,7 @@
 
 use actors::dispatch_policy::scenario::{self, Scenario, evaluate, nearest_candidates};
 use actors::dispatch_policy::{Candidate, PolicyParams, assign_greedy, assign_round};
+use actors::geo_index::{DriverEntry, GeoIndex};
 use criterion::{Criterion, criterion_group};
 use std::hint::black_box;
 use std::time::Instant;
@@ -122,6 +123,46 @@ fn round(c: &mut Criterion) {
     group.finish();
 }
 
+/// A whole dispatcher round as the engine runs it: the geo index's
+/// nearest-available query for every order, then the assignment.
+fn round_with_index(c: &mut Criterion) {
+    let params = PolicyParams::default();
+    let (s, _) = City::ROUND.build();
+    let index = GeoIndex::bulk_load(
+        s.drivers
+            .iter()
+            .map(|d| DriverEntry {
+                id: d.driver_id,
+                at: d.at,
+                available: true,
+                active_orders: d.active_orders,
+            })
+            .collect(),
+    );
+    let vehicle_of: std::collections::HashMap<_, _> = s.drivers.iter().map(|d| (d.driver_id, d.vehicle)).collect();
+    c.bench_function("round_1000_orders_5000_drivers/index_queries_and_assignment", |b| {
+        b.iter(|| {
+            let candidates: Vec<Vec<Candidate>> = s
+                .orders
+                .iter()
+                .map(|o| {
+                    index
+                        .nearest_available(o.restaurant, K, RADIUS_KM, params.max_active_orders, |_| false)
+                        .into_iter()
+                        .map(|n| Candidate {
+                            driver_id: n.entry.id,
+                            at: n.entry.at,
+                            vehicle: vehicle_of[&n.entry.id],
+                            active_orders: n.entry.active_orders,
+                        })
+                        .collect()
+                })
+                .collect();
+            assign_round(black_box(&s.orders), &candidates, &params)
+        })
+    });
+}
+
 /// The worst case kept in view: one giant component, solved in chunks.
 fn dense_round(c: &mut Criterion) {
     let params = PolicyParams::default();
@@ -133,7 +174,7 @@ fn dense_round(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, round, dense_round);
+criterion_group!(benches, round, round_with_index, dense_round);
 
 // `criterion_main!` cannot print anything first, hence a hand-written main.
 fn main() {
