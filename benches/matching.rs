@@ -139,28 +139,38 @@ fn round_with_index(c: &mut Criterion) {
             })
             .collect(),
     );
-    let vehicle_of: std::collections::HashMap<_, _> = s.drivers.iter().map(|d| (d.driver_id, d.vehicle)).collect();
-    c.bench_function("round_1000_orders_5000_drivers/index_queries_and_assignment", |b| {
-        b.iter(|| {
-            let candidates: Vec<Vec<Candidate>> = s
-                .orders
-                .iter()
-                .map(|o| {
-                    index
-                        .nearest_available(o.restaurant, K, RADIUS_KM, params.max_active_orders, |_| false)
-                        .into_iter()
-                        .map(|n| Candidate {
-                            driver_id: n.entry.id,
-                            at: n.entry.at,
-                            vehicle: vehicle_of[&n.entry.id],
-                            active_orders: n.entry.active_orders,
-                        })
-                        .collect()
-                })
-                .collect();
-            assign_round(black_box(&s.orders), &candidates, &params)
-        })
-    });
+    let vehicle_of: std::collections::HashMap<_, _> =
+        s.drivers.iter().map(|d| (d.driver_id, d.vehicle)).collect();
+    c.bench_function(
+        "round_1000_orders_5000_drivers/index_queries_and_assignment",
+        |b| {
+            b.iter(|| {
+                let candidates: Vec<Vec<Candidate>> = s
+                    .orders
+                    .iter()
+                    .map(|o| {
+                        index
+                            .nearest_available(
+                                o.restaurant,
+                                K,
+                                RADIUS_KM,
+                                params.max_active_orders,
+                                |_| false,
+                            )
+                            .into_iter()
+                            .map(|n| Candidate {
+                                driver_id: n.entry.id,
+                                at: n.entry.at,
+                                vehicle: vehicle_of[&n.entry.id],
+                                active_orders: n.entry.active_orders,
+                            })
+                            .collect()
+                    })
+                    .collect();
+                assign_round(black_box(&s.orders), &candidates, &params)
+            })
+        },
+    );
 }
 
 /// The worst case kept in view: one giant component, solved in chunks.

@@ -96,13 +96,17 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
     spawn_housekeeping(store, state.clone(), shutdown.clone());
     tokio::spawn(wait_for_signal(shutdown.clone()));
 
+    // Said on stdout too: this is what a newcomer running the demo reads.
+    println!(
+        "operator console: http://{addr}/  (sign in as admin@demo.local / demo-pass with --demo)"
+    );
     if options.demo {
         tracing::info!(
-            "Demo accounts: admin@demo.local, customer1@demo.local, driver1@demo.local, restaurant1@demo.local (password {})",
+            "Demo accounts: admin@demo.local, customer1..20@demo.local, driver1..50@demo.local, restaurant1..30@demo.local (password {})",
             demo::PASSWORD
         );
     }
-    tracing::info!(url = %format!("http://{addr}/api/restaurants"), "Ready");
+    tracing::info!(console = %format!("http://{addr}/"), api = %format!("http://{addr}/api"), "Ready");
 
     // Small frames must not wait for Nagle and delayed ACKs (up to 40 ms):
     // fan-out latency is the product.
