@@ -506,13 +506,16 @@ impl MenuItemPatchInput {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LocationInput {
     pub lat: Option<f64>,
     pub lon: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub heading: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub speed_mps: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<i64>,
 }
 

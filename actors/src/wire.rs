@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 /// An encoded server message: UTF-8 JSON, cheap to clone.
 pub type Frame = Bytes;
 
-#[derive(Debug, Clone, Deserialize)]
+/// What clients send. Serialize too, so Rust clients (the simulator) speak
+/// exactly this shape.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(
     tag = "type",
     rename_all = "snake_case",
@@ -40,6 +42,7 @@ pub enum ClientMessage {
         accept: bool,
     },
     Ping {
+        #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<serde_json::Value>,
     },
     /// Admins: the whole city, once a second (an extension of the contract).

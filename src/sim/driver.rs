@@ -149,7 +149,7 @@ pub async fn run(
             }
         };
         let Some(out) = out else { continue };
-        let is_location = matches!(out, Outgoing::Location { .. });
+        let is_location = matches!(out, Outgoing::Location(_));
         if !socket::send(&mut sink, &out, &stats).await {
             return;
         }
@@ -184,13 +184,13 @@ impl Driver {
             }
         }
         self.act();
-        Outgoing::Location {
-            lat: self.at.lat,
-            lon: self.at.lon,
-            heading: self.heading,
-            speed_mps: speed,
-            timestamp: socket::now_ms() as i64,
-        }
+        socket::location(
+            self.at.lat,
+            self.at.lon,
+            self.heading,
+            speed,
+            socket::now_ms() as i64,
+        )
     }
 
     fn arrived(&mut self) {

@@ -10,7 +10,7 @@ use super::stats::Stats;
 use actors::model::{DriverLocation, LatLon, Order};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -38,36 +38,20 @@ pub struct Target {
     pub ws_url: String,
 }
 
-/// Messages the simulator sends.
-#[derive(Debug, Serialize)]
-#[serde(
-    tag = "type",
-    rename_all = "snake_case",
-    rename_all_fields = "camelCase"
-)]
-pub enum Outgoing {
-    Subscribe {
-        order_id: i64,
-    },
-    Unsubscribe {
-        order_id: i64,
-    },
-    SubscribeRestaurant {
-        restaurant_id: i64,
-    },
-    Location {
-        lat: f64,
-        lon: f64,
-        heading: f64,
-        speed_mps: f64,
-        /// When the fix was sent (ms since the epoch); the server echoes it
-        /// in `driver_location`, which is how fan-out latency is measured.
-        timestamp: i64,
-    },
-    OfferResponse {
-        offer_id: i64,
-        accept: bool,
-    },
+/// Messages the simulator sends: the protocol's own client messages.
+pub use actors::wire::ClientMessage as Outgoing;
+
+/// A position as the simulator sends it.
+pub fn location(lat: f64, lon: f64, heading: f64, speed_mps: f64, timestamp: i64) -> Outgoing {
+    Outgoing::Location(actors::input::LocationInput {
+        lat: Some(lat),
+        lon: Some(lon),
+        heading: Some(heading),
+        speed_mps: Some(speed_mps),
+        // When the fix was sent (ms since the epoch); the server echoes it
+        // in `driver_location`, which is how fan-out latency is measured.
+        timestamp: Some(timestamp),
+    })
 }
 
 /// Messages the simulator reads; other types are ignored.
@@ -279,14 +263,7 @@ mod tests {
 
     #[test]
     fn outgoing_messages_use_the_contract_shapes() {
-        let v = serde_json::to_value(Outgoing::Location {
-            lat: 30.0,
-            lon: -97.0,
-            heading: 90.0,
-            speed_mps: 9.0,
-            timestamp: 1_700_000_000_000,
-        })
-        .unwrap();
+        let v = serde_json::to_value(location(30.0, -97.0, 90.0, 9.0, 1_700_000_000_000)).unwrap();
         assert_eq!(v["type"], "location");
         assert_eq!(v["speedMps"], 9.0);
         assert_eq!(v["timestamp"], 1_700_000_000_000i64);
