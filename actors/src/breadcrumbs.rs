@@ -23,12 +23,6 @@ impl BreadcrumbSink {
             metrics::counter!(m::BREADCRUMBS_DROPPED_TOTAL).increment(1);
         }
     }
-
-    /// A sink that keeps nothing (tools and tests without a store).
-    pub fn discard() -> BreadcrumbSink {
-        let (queue, _) = mpsc::channel(1);
-        BreadcrumbSink { queue }
-    }
 }
 
 pub struct BreadcrumbOptions {

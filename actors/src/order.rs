@@ -74,12 +74,6 @@ pub trait OrderListener: Send + Sync + 'static {
     fn order_started(&self, _started: OrderChanged<'_>) {}
 }
 
-/// A listener that hears nothing, for tests and tools.
-pub struct NoListener;
-impl OrderListener for NoListener {
-    fn order_changed(&self, _: OrderChanged<'_>) {}
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
     #[error(transparent)]
@@ -101,7 +95,6 @@ pub struct TransitionCommand {
 
 pub enum OrderMessage {
     Transition(TransitionCommand, RpcReplyPort<Result<Order, CommandError>>),
-    Snapshot(RpcReplyPort<Order>),
     /// A session asks to watch the order; on success the actor queues the
     /// `snapshot` itself, so no update can slip between snapshot and
     /// subscription.
@@ -207,9 +200,6 @@ impl Actor for OrderActor {
         state: &mut OrderState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            OrderMessage::Snapshot(reply) => {
-                let _ = reply.send(state.order.clone());
-            }
             OrderMessage::Transition(command, reply) => {
                 let result = state.transition(&myself, command).await;
                 let terminal = matches!(&result, Ok(order) if order.status.is_terminal());
@@ -870,10 +860,6 @@ impl Orders {
         }
     }
 
-    pub fn live_count(&self) -> usize {
-        self.registry.len()
-    }
-
     /// Runs a transition on the order's actor. An order without a live actor
     /// (terminal, or its actor failed) is read from the store: a terminal one
     /// is refused exactly as its actor would have refused, a live one gets its
@@ -936,18 +922,6 @@ impl Orders {
             .into());
         }
         self.spawn(order).await?.ok_or(CommandError::Unavailable)
-    }
-
-    /// The live state of an order, if its actor runs.
-    pub async fn snapshot(&self, order_id: OrderId) -> Option<Order> {
-        let actor = self.registry.get(&order_id).map(|a| a.clone())?;
-        match actor
-            .call(OrderMessage::Snapshot, Some(ORDER_CALL_TIMEOUT))
-            .await
-        {
-            Ok(CallResult::Success(order)) => Some(order),
-            _ => None,
-        }
     }
 
     /// Stops every order actor (shutdown).

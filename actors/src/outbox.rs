@@ -174,15 +174,6 @@ impl Outbox {
         self.lock().closed.is_some()
     }
 
-    /// Frames waiting to be written.
-    pub fn len(&self) -> usize {
-        self.lock().slots.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Takes the next frame, in order; `Err` once closed. Frames queued
     /// before a close are not sent: a closing session is not worth the wait.
     fn try_next(&self) -> Option<Result<Outgoing, CloseReason>> {
