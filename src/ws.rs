@@ -13,7 +13,7 @@ use actors::driver::DriverMessage;
 use actors::metrics as m;
 use actors::model::{Caller, Role};
 use actors::outbox::{CloseReason, Outbox, next_session_id};
-use actors::session::{SessionActor, SessionArguments, SessionMessage};
+use actors::session::{SessionActor, SessionArguments, SessionMessage, forward_location};
 use actors::wire::{self, ClientMessage, ServerMessage};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
@@ -258,25 +258,7 @@ async fn read(
                 // actor, one hop fewer than through the session (measured:
                 // each hop is a task wake-up, the dominant cost at 30k/s).
                 if let (ClientMessage::Location(input), Some(driver)) = (&message, driver) {
-                    match input.parse() {
-                        Ok(fix) => {
-                            metrics::counter!(m::LOCATION_UPDATES_TOTAL, "source" => "ws")
-                                .increment(1);
-                            let _ = driver.cast(DriverMessage::Located { fix, received_at });
-                        }
-                        Err(fields) => {
-                            let text = fields
-                                .iter()
-                                .map(|f| format!("{} {}", f.field, f.message))
-                                .collect::<Vec<_>>()
-                                .join("; ");
-                            outbox.push(wire::error_frame(
-                                "VALIDATION_ERROR",
-                                &text,
-                                decoded.reference,
-                            ));
-                        }
-                    }
+                    forward_location(driver, input, decoded.reference, received_at, outbox);
                     continue;
                 }
                 let _ = session.cast(SessionMessage::Client(
