@@ -158,6 +158,21 @@ fn require_staff(who: &Authenticated, restaurant_id: RestaurantId) -> Result<&Ca
     Ok(caller)
 }
 
+/// 404 for a restaurant that does not exist, then 403 unless the caller
+/// may change it (existence first: admins must learn of a wrong id).
+async fn require_staff_of_existing(
+    state: &AppState,
+    who: &Authenticated,
+    id: RestaurantId,
+) -> Result<(), ApiError> {
+    state
+        .store
+        .restaurant(id)
+        .await?
+        .ok_or(ApiError::NotFound("restaurant"))?;
+    require_staff(who, id).map(|_| ())
+}
+
 async fn update(
     State(state): State<AppState>,
     who: Authenticated,
@@ -167,12 +182,7 @@ async fn update(
     who.require(&[Role::Restaurant, Role::Admin])?;
     let id = path_id(&id, "restaurant")?;
     let patch = input.parse()?;
-    state
-        .store
-        .restaurant(id)
-        .await?
-        .ok_or(ApiError::NotFound("restaurant"))?;
-    require_staff(&who, id)?;
+    require_staff_of_existing(&state, &who, id).await?;
     let restaurant = state
         .store
         .update_restaurant(id, patch)
@@ -196,12 +206,7 @@ async fn add_menu_item(
     who.require(&[Role::Restaurant, Role::Admin])?;
     let id = path_id(&id, "restaurant")?;
     let new = input.parse()?;
-    state
-        .store
-        .restaurant(id)
-        .await?
-        .ok_or(ApiError::NotFound("restaurant"))?;
-    require_staff(&who, id)?;
+    require_staff_of_existing(&state, &who, id).await?;
     let item = state.store.create_menu_item(id, &new).await?;
     Ok((StatusCode::CREATED, Json(ItemBody { item })))
 }
