@@ -289,6 +289,51 @@ mod tests {
     }
 
     #[test]
+    fn realtime_and_dispatch_values_that_would_misbehave_are_refused() {
+        for (key, value, named) in [
+            ("DISPATCH__WS__MESSAGES_PER_SEC", "0", "ws.messages_per_sec"),
+            (
+                "DISPATCH__WS__IDLE_TIMEOUT_SECS",
+                "5",
+                "ws.idle_timeout_secs",
+            ),
+            (
+                "DISPATCH__WS__READ_BUFFER_BYTES",
+                "10",
+                "ws.read_buffer_bytes",
+            ),
+            ("DISPATCH__BREADCRUMBS__QUEUE", "0", "breadcrumbs.queue"),
+            ("DISPATCH__PRESENCE__TTL_SECS", "0", "presence.ttl_secs"),
+            (
+                "DISPATCH__DISPATCH__MAX_ACTIVE_ORDERS",
+                "0",
+                "dispatch.max_active_orders",
+            ),
+            (
+                "DISPATCH__DISPATCH__ROAD_FACTOR",
+                "0.5",
+                "dispatch.road_factor",
+            ),
+            (
+                "DISPATCH__DRIVERS__LOCATION_UPDATES_PER_SEC",
+                "0",
+                "drivers.location_updates_per_sec",
+            ),
+            ("DISPATCH__LOG__FORMAT", "xml", "log.format"),
+        ] {
+            let err = Settings::load_from(None, env(&[(key, value)])).unwrap_err();
+            assert!(err.to_string().contains(named), "{key}={value}: {err}");
+        }
+        assert!(
+            Settings::load_from(
+                None,
+                env(&[("DISPATCH__DISPATCH__SEARCH_RADIUS_KM", "far")])
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
     fn secrets_are_not_printed() {
         let s = Settings::load_from(
             None,
