@@ -2,8 +2,10 @@
 //! speed, availability, the orders it carries and its socket.
 //!
 //! A position fans out from here without touching the store: to the geo
-//! index (one cast), to each carried order's actor (which tells that order's
-//! watchers), and, sampled, to the breadcrumb writer's bounded queue.
+//! index (one cast), straight into the outboxes of each carried order's
+//! watchers through the order's [`OrderFeed`] (no hop through the order
+//! actor, which hears only of estimates that moved), and to the breadcrumb
+//! writer's bounded queue.
 
 use crate::breadcrumbs::BreadcrumbSink;
 use crate::config::EngineConfig;
@@ -12,6 +14,7 @@ use crate::geo_index::DriverEntry;
 use crate::input::LocationFix;
 use crate::model::*;
 use crate::order::OrderMessage;
+use crate::order_feed::OrderFeed;
 use crate::outbox::{Outbox, SessionId};
 use crate::store::Breadcrumb;
 use crate::wire::Frame;
@@ -39,6 +42,7 @@ pub enum DriverMessage {
     Carry {
         order_id: OrderId,
         actor: ActorRef<OrderMessage>,
+        feed: Arc<OrderFeed>,
     },
     /// Delivered, cancelled or unassigned: the slot is free again.
     Release(OrderId),
@@ -73,11 +77,27 @@ pub struct DriverState {
     location: Option<DriverLocation>,
     online: bool,
     paused: bool,
-    carrying: HashMap<OrderId, ActorRef<OrderMessage>>,
+    carrying: HashMap<OrderId, Carried>,
     session: Option<Arc<Outbox>>,
     geo: ActorRef<GeoMessage>,
     breadcrumbs: BreadcrumbSink,
     config: Arc<EngineConfig>,
+}
+
+/// An order this driver carries.
+struct Carried {
+    actor: ActorRef<OrderMessage>,
+    feed: Arc<OrderFeed>,
+}
+
+impl Carried {
+    /// Queues the position for the order's watchers; the order actor hears
+    /// of it only when it moved the estimate enough to store.
+    fn publish(&self, location: DriverLocation, received_at: Instant) {
+        if let Some(fresh) = self.feed.publish_location(location, received_at) {
+            let _ = self.actor.cast(OrderMessage::EtaMoved(fresh));
+        }
+    }
 }
 
 impl DriverState {
@@ -150,8 +170,8 @@ impl Actor for DriverActor {
                 state.location = Some(location);
                 state.online = true;
                 state.index(true);
-                for actor in state.carrying.values() {
-                    let _ = actor.cast(OrderMessage::DriverMoved(location, received_at));
+                for carried in state.carrying.values() {
+                    carried.publish(location, received_at);
                 }
                 if !state.carrying.is_empty() {
                     let recorded_at = crate::order::now();
@@ -181,8 +201,10 @@ impl Actor for DriverActor {
                 {
                     old.close(crate::outbox::CloseReason::Replaced);
                 }
-                for actor in state.carrying.values() {
-                    let _ = actor.cast(OrderMessage::AttachDriverSession(outbox.clone()));
+                for carried in state.carrying.values() {
+                    let _ = carried
+                        .actor
+                        .cast(OrderMessage::AttachDriverSession(outbox.clone()));
                 }
                 state.index(false);
             }
@@ -196,14 +218,19 @@ impl Actor for DriverActor {
                     state.index(false);
                 }
             }
-            DriverMessage::Carry { order_id, actor } => {
+            DriverMessage::Carry {
+                order_id,
+                actor,
+                feed,
+            } => {
                 if let Some(outbox) = &state.session {
                     let _ = actor.cast(OrderMessage::AttachDriverSession(outbox.clone()));
                 }
+                let carried = Carried { actor, feed };
                 if let Some(location) = state.location {
-                    let _ = actor.cast(OrderMessage::DriverMoved(location, Instant::now()));
+                    carried.publish(location, Instant::now());
                 }
-                state.carrying.insert(order_id, actor);
+                state.carrying.insert(order_id, carried);
                 state.index(false);
             }
             DriverMessage::Release(order_id) => {

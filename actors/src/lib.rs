@@ -26,6 +26,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod model;
 pub mod order;
+pub mod order_feed;
 pub mod outbox;
 pub mod pricing;
 pub mod realtime;

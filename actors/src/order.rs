@@ -12,9 +12,10 @@ use crate::eta::{self, Eta, Leg};
 use crate::lifecycle::{self, Action, Refusal};
 use crate::metrics as m;
 use crate::model::*;
+use crate::order_feed::{OrderFeed, Trip};
 use crate::outbox::{Outbox, SessionId};
 use crate::store::{NewOrderEvent, OrderChange, Store, StoreError};
-use crate::wire::{self, Frame, ServerMessage};
+use crate::wire::{self, ServerMessage};
 use chrono::{DateTime, SubsecRound, Utc};
 use dashmap::DashMap;
 use ractor::rpc::CallResult;
@@ -64,6 +65,8 @@ pub struct OrderChanged<'a> {
     pub restaurant: &'a RestaurantInfo,
     pub driver: Option<&'a Driver>,
     pub actor: &'a ActorRef<OrderMessage>,
+    /// Where the carrying driver publishes its positions.
+    pub feed: &'a Arc<OrderFeed>,
 }
 
 /// Hears of every durable change to an order, after it committed, and of
@@ -106,8 +109,10 @@ pub enum OrderMessage {
     /// The assigned driver's own socket, subscribed without asking.
     AttachDriverSession(Arc<Outbox>),
     Unsubscribe(SessionId),
-    /// The assigned driver moved. Never touches the store.
-    DriverMoved(DriverLocation, Instant),
+    /// A position of the assigned driver moved the estimate past the push
+    /// threshold ([`OrderFeed::publish_location`]): store it and tell the
+    /// watchers.
+    EtaMoved(DateTime<Utc>),
     /// Assign the driver who accepted an offer.
     Assign {
         driver: Driver,
@@ -125,17 +130,15 @@ pub struct OrderArguments {
     pub store: Arc<dyn Store>,
     pub listener: Arc<dyn OrderListener>,
     pub config: Arc<EngineConfig>,
+    pub feed: Arc<OrderFeed>,
 }
 
 pub struct OrderState {
     order: Order,
     restaurant: RestaurantInfo,
     driver: Option<Driver>,
-    driver_location: Option<DriverLocation>,
-    subscribers: HashMap<SessionId, Arc<Outbox>>,
-    /// The assigned driver's own socket: it gets status updates, but not
-    /// its own positions echoed back.
-    driver_session: Option<SessionId>,
+    /// Watchers and the driver's position, shared with the driver's actor.
+    feed: Arc<OrderFeed>,
     store: Arc<dyn Store>,
     listener: Arc<dyn OrderListener>,
     config: Arc<EngineConfig>,
@@ -157,13 +160,12 @@ impl Actor for OrderActor {
             order: args.order,
             restaurant: args.restaurant,
             driver: args.driver,
-            driver_location: None,
-            subscribers: HashMap::new(),
-            driver_session: None,
+            feed: args.feed,
             store: args.store,
             listener: args.listener,
             config: args.config,
         };
+        state.feed.track(state.trip());
         let started = NewOrderEvent {
             kind: OrderEventType::StatusChanged,
             from_status: None,
@@ -179,6 +181,7 @@ impl Actor for OrderActor {
             restaurant: &state.restaurant,
             driver: state.driver.as_ref(),
             actor: &myself,
+            feed: &state.feed,
         });
         Ok(state)
     }
@@ -222,15 +225,11 @@ impl Actor for OrderActor {
                 let _ = reply.send(Ok(()));
             }
             OrderMessage::AttachDriverSession(outbox) => {
-                state.driver_session = Some(outbox.session_id);
+                state.feed.set_driver_session(outbox.session_id);
                 state.subscribe(outbox);
             }
-            OrderMessage::Unsubscribe(session_id) => {
-                state.subscribers.remove(&session_id);
-            }
-            OrderMessage::DriverMoved(location, received_at) => {
-                state.driver_moved(location, received_at)
-            }
+            OrderMessage::Unsubscribe(session_id) => state.feed.unsubscribe(session_id),
+            OrderMessage::EtaMoved(fresh) => state.eta_moved(fresh),
             OrderMessage::Assign {
                 driver,
                 offer_id,
@@ -245,17 +244,40 @@ impl Actor for OrderActor {
 
 impl OrderState {
     fn subscribe(&mut self, outbox: Arc<Outbox>) {
-        let snapshot = ServerMessage::Snapshot {
-            order_id: self.order.id,
-            order: &self.order,
-            driver: self.driver.as_ref(),
-            driver_location: self.driver_location.as_ref(),
-            eta: self.eta(),
+        let eta = self.eta();
+        self.feed.subscribe(outbox, |driver_location| {
+            ServerMessage::Snapshot {
+                order_id: self.order.id,
+                order: &self.order,
+                driver: self.driver.as_ref(),
+                driver_location,
+                eta,
+            }
+            .encode()
+        });
+    }
+
+    /// What the driver's positions mean for this order, while it has one.
+    fn trip(&self) -> Option<Trip> {
+        let driver_id = self.order.driver_id?;
+        if self.order.status.is_terminal() {
+            return None;
         }
-        .encode();
-        if outbox.push(snapshot) {
-            self.subscribers.insert(outbox.session_id, outbox);
-        }
+        Some(Trip {
+            driver_id,
+            vehicle: self
+                .driver
+                .as_ref()
+                .map(|d| d.vehicle_type)
+                .unwrap_or_default(),
+            picked_up: self.order.status == OrderStatus::PickedUp,
+            food_ready_at: self.food_ready_at(&self.order),
+            dropoff: LatLon {
+                lat: self.order.delivery_address.lat,
+                lon: self.order.delivery_address.lon,
+            },
+            stored_eta: self.order.estimated_delivery_at,
+        })
     }
 
     /// The `eta` clients see: the stored estimate, none once terminal.
@@ -287,7 +309,7 @@ impl OrderState {
             .as_ref()
             .map(|d| d.vehicle_type)
             .unwrap_or_default();
-        let here = self.driver_location.map(|l| l.at());
+        let here = self.feed.location().map(|l| l.at());
         let leg = match (order.status, here) {
             (OrderStatus::PickedUp, Some(at)) => Leg::ToCustomer { at, vehicle },
             // Picked up but no position seen yet: keep what we had.
@@ -309,20 +331,16 @@ impl OrderState {
         ))
     }
 
-    /// Queues a frame for every subscriber, dropping those that closed.
-    fn broadcast(&mut self, frame: Frame) {
-        self.subscribers
-            .retain(|_, outbox| outbox.push(frame.clone()));
-    }
-
     fn announce(&mut self, myself: &ActorRef<OrderMessage>, event: &NewOrderEvent) {
-        self.broadcast(wire::order_update(&self.order, self.eta()));
+        self.feed
+            .broadcast(&wire::order_update(&self.order, self.eta()));
         self.listener.order_changed(OrderChanged {
             order: &self.order,
             event,
             restaurant: &self.restaurant,
             driver: self.driver.as_ref(),
             actor: myself,
+            feed: &self.feed,
         });
     }
 
@@ -418,6 +436,7 @@ impl OrderState {
                     restaurant: &self.restaurant,
                     driver: self.driver.as_ref(),
                     actor: myself,
+                    feed: &self.feed,
                 }),
                 // The cancellation stands; the driver is still released in
                 // memory by the listener hearing of the cancellation.
@@ -478,49 +497,24 @@ impl OrderState {
         Ok(self.order.clone())
     }
 
-    fn driver_moved(&mut self, location: DriverLocation, received_at: Instant) {
-        if self.order.driver_id != Some(location.driver_id) || self.order.status.is_terminal() {
+    /// Stores and pushes an estimate the driver's position moved.
+    fn eta_moved(&mut self, fresh: DateTime<Utc>) {
+        if self.order.driver_id.is_none() || self.order.status.is_terminal() {
             return;
         }
-        self.driver_location = Some(location);
-        let fresh = self.estimate(&self.order);
-        let moved_enough = match (fresh, self.order.estimated_delivery_at) {
-            (Some(fresh), Some(stored)) => {
-                (fresh - stored).num_milliseconds().unsigned_abs()
-                    > self.config.eta_push_threshold.as_millis() as u64
-            }
-            (Some(_), None) => true,
-            _ => false,
-        };
-        if moved_enough && let Some(fresh) = fresh {
-            self.order.estimated_delivery_at = Some(fresh);
-            metrics::counter!(m::ETA_UPDATES_TOTAL).increment(1);
-            // Off the hot path: the estimate is advisory, so a lost write
-            // costs nothing but a stale ETA until the next one.
-            let store = self.store.clone();
-            let order_id = self.order.id;
-            tokio::spawn(async move {
-                if let Err(error) = store.set_estimated_delivery(order_id, fresh).await {
-                    tracing::debug!(order_id, %error, "ETA not stored");
-                }
-            });
-            self.broadcast(wire::order_update(&self.order, self.eta()));
-        }
-        let eta = fresh.map(|at| Eta::at(at, now()));
-        let frame = ServerMessage::DriverLocation {
-            order_id: self.order.id,
-            location: &location,
-            eta,
-        }
-        .encode();
+        self.order.estimated_delivery_at = Some(fresh);
+        metrics::counter!(m::ETA_UPDATES_TOTAL).increment(1);
+        // Off the hot path: the estimate is advisory, so a lost write
+        // costs nothing but a stale ETA until the next one.
+        let store = self.store.clone();
         let order_id = self.order.id;
-        let driver_session = self.driver_session;
-        self.subscribers.retain(|session_id, outbox| {
-            if Some(*session_id) != driver_session {
-                outbox.push_location(order_id, frame.clone(), received_at);
+        tokio::spawn(async move {
+            if let Err(error) = store.set_estimated_delivery(order_id, fresh).await {
+                tracing::debug!(order_id, %error, "ETA not stored");
             }
-            !outbox.is_closed()
         });
+        self.feed
+            .broadcast(&wire::order_update(&self.order, self.eta()));
     }
 
     /// Swaps in a new committed state, keeping the per-status gauge right.
@@ -531,6 +525,7 @@ impl OrderState {
             metrics::gauge!(m::ORDERS_ACTIVE, "status" => order.status.as_str()).increment(1.0);
         }
         self.order = order;
+        self.feed.track(self.trip());
     }
 }
 
@@ -563,13 +558,20 @@ pub struct LiveOrder {
     pub driver: Option<Driver>,
 }
 
+/// A running order actor and the feed it shares with its driver's actor.
+#[derive(Clone)]
+pub struct OrderHandle {
+    pub actor: ActorRef<OrderMessage>,
+    pub feed: Arc<OrderFeed>,
+}
+
 pub enum SupervisorMessage {
     /// Start the actor of an order unless it runs already; reply with it.
-    Start(Box<LiveOrder>, RpcReplyPort<Option<ActorRef<OrderMessage>>>),
+    Start(Box<LiveOrder>, RpcReplyPort<Option<OrderHandle>>),
 }
 
 pub struct SupervisorArguments {
-    pub registry: Arc<DashMap<OrderId, ActorRef<OrderMessage>>>,
+    pub registry: Arc<DashMap<OrderId, OrderHandle>>,
     pub store: Arc<dyn Store>,
     pub listener: Arc<dyn OrderListener>,
     pub config: Arc<EngineConfig>,
@@ -629,7 +631,7 @@ impl Actor for OrderSupervisor {
             state
                 .args
                 .registry
-                .remove_if(&order_id, |_, actor| actor.get_id() == cell.get_id());
+                .remove_if(&order_id, |_, live| live.actor.get_id() == cell.get_id());
             if let Some(error) = failure {
                 tracing::error!(order_id, %error, "Order actor failed");
             }
@@ -643,7 +645,7 @@ impl SupervisorState {
         &mut self,
         myself: &ActorRef<SupervisorMessage>,
         live: LiveOrder,
-    ) -> Option<ActorRef<OrderMessage>> {
+    ) -> Option<OrderHandle> {
         if let Some(running) = self.args.registry.get(&live.order.id) {
             return Some(running.clone());
         }
@@ -651,19 +653,28 @@ impl SupervisorState {
             return None;
         }
         let order_id = live.order.id;
+        let config = &self.args.config;
+        let feed = Arc::new(OrderFeed::new(
+            order_id,
+            &live.restaurant,
+            config.road_factor,
+            config.eta_push_threshold,
+        ));
         let args = OrderArguments {
             order: live.order,
             restaurant: live.restaurant,
             driver: live.driver,
             store: self.args.store.clone(),
             listener: self.args.listener.clone(),
-            config: self.args.config.clone(),
+            config: config.clone(),
+            feed: feed.clone(),
         };
         match Actor::spawn_linked(None, OrderActor, args, myself.get_cell()).await {
             Ok((actor, _)) => {
                 self.children.insert(actor.get_id(), order_id);
-                self.args.registry.insert(order_id, actor.clone());
-                Some(actor)
+                let handle = OrderHandle { actor, feed };
+                self.args.registry.insert(order_id, handle.clone());
+                Some(handle)
             }
             Err(error) => {
                 tracing::error!(order_id, %error, "Order actor failed to start");
@@ -676,7 +687,7 @@ impl SupervisorState {
 /// The gateway's handle on every live order: find, start, command, watch.
 #[derive(Clone)]
 pub struct Orders {
-    registry: Arc<DashMap<OrderId, ActorRef<OrderMessage>>>,
+    registry: Arc<DashMap<OrderId, OrderHandle>>,
     restaurants: Arc<DashMap<RestaurantId, RestaurantInfo>>,
     supervisor: ActorRef<SupervisorMessage>,
     store: Arc<dyn Store>,
@@ -746,7 +757,7 @@ impl Orders {
     }
 
     /// Starts the actor of a recovered (or revived) order.
-    pub async fn spawn(&self, order: Order) -> Result<Option<ActorRef<OrderMessage>>, StoreError> {
+    pub async fn spawn(&self, order: Order) -> Result<Option<OrderHandle>, StoreError> {
         let restaurant = self.restaurant_info(order.restaurant_id).await?;
         let driver = match order.driver_id {
             Some(id) => self.store.driver(id).await?,
@@ -777,7 +788,7 @@ impl Orders {
     /// Starts the actor of a just-placed order and tells the listeners (the
     /// restaurant's tablets hear of it from here).
     pub async fn placed(&self, order: Order) -> Result<(), StoreError> {
-        let Some(actor) = self.spawn(order.clone()).await? else {
+        let Some(live) = self.spawn(order.clone()).await? else {
             return Ok(());
         };
         let restaurant = self.restaurant_info(order.restaurant_id).await?;
@@ -795,13 +806,14 @@ impl Orders {
             event: &event,
             restaurant: &restaurant,
             driver: None,
-            actor: &actor,
+            actor: &live.actor,
+            feed: &live.feed,
         });
         Ok(())
     }
 
     pub fn actor(&self, order_id: OrderId) -> Option<ActorRef<OrderMessage>> {
-        self.registry.get(&order_id).map(|a| a.clone())
+        self.registry.get(&order_id).map(|live| live.actor.clone())
     }
 
     /// Subscribes a session to a live order; the actor queues the snapshot.
@@ -872,7 +884,7 @@ impl Orders {
         // Two attempts: an actor can stop between our lookup and its mailbox
         // (it just became terminal); the second attempt reads the store.
         for _attempt in 0..2 {
-            let actor = match self.registry.get(&order_id).map(|a| a.clone()) {
+            let actor = match self.actor(order_id) {
                 Some(actor) => actor,
                 None => self.revive(order_id, &command).await?,
             };
@@ -887,7 +899,7 @@ impl Orders {
                 Ok(CallResult::Timeout) => return Err(CommandError::Unavailable),
                 Ok(CallResult::SenderError) | Err(_) => {
                     self.registry
-                        .remove_if(&order_id, |_, a| a.get_id() == actor.get_id());
+                        .remove_if(&order_id, |_, live| live.actor.get_id() == actor.get_id());
                 }
             }
         }
@@ -921,7 +933,10 @@ impl Orders {
             }
             .into());
         }
-        self.spawn(order).await?.ok_or(CommandError::Unavailable)
+        self.spawn(order)
+            .await?
+            .map(|live| live.actor)
+            .ok_or(CommandError::Unavailable)
     }
 
     /// Stops every order actor (shutdown).

@@ -194,9 +194,14 @@ impl EngineListener {
         let drivers = self.drivers.clone();
         let order_id = change.order.id;
         let actor = change.actor.clone();
+        let feed = change.feed.clone();
         tokio::spawn(async move {
             if let Some(driver) = drivers.ensure(profile).await {
-                let _ = driver.cast(DriverMessage::Carry { order_id, actor });
+                let _ = driver.cast(DriverMessage::Carry {
+                    order_id,
+                    actor,
+                    feed,
+                });
             } else {
                 tracing::warn!(
                     order_id,
