@@ -62,6 +62,7 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
             capacity: settings.breadcrumbs.queue,
             batch: settings.breadcrumbs.batch,
             flush_every: Duration::from_millis(settings.breadcrumbs.flush_ms),
+            every: Duration::from_millis(settings.breadcrumbs.every_ms),
         },
     );
     let engine = Engine::start(store.clone(), crumbs, settings.engine()).await?;

@@ -93,6 +93,7 @@ pub struct BreadcrumbSettings {
     pub queue: usize,
     pub batch: usize,
     pub flush_ms: u64,
+    pub every_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -4,19 +4,35 @@
 //! Driver actors offer samples to a bounded queue and never wait: when the
 //! writer (or the store) falls behind and the queue is full, the sample is
 //! dropped and counted. Location fan-out never waits for the database.
+//!
+//! A trail needs far fewer points than the live map: each driver keeps at
+//! most one sample per `every` (default 1 s), so a 10 Hz stream does not
+//! become ten rows a second per order.
 
 use crate::metrics as m;
 use crate::store::{Breadcrumb, Store};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 #[derive(Clone)]
 pub struct BreadcrumbSink {
     queue: mpsc::Sender<Breadcrumb>,
+    every: Duration,
 }
 
 impl BreadcrumbSink {
+    /// Whether a driver whose last sample was taken at `last` is due for
+    /// another; if so, `last` becomes now.
+    pub fn due(&self, last: &mut Option<Instant>) -> bool {
+        let now = Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < self.every) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+
     /// Queues a sample if there is room; drops and counts it otherwise.
     pub fn offer(&self, crumb: Breadcrumb) {
         if self.queue.try_send(crumb).is_err() {
@@ -32,6 +48,8 @@ pub struct BreadcrumbOptions {
     pub batch: usize,
     /// A partial batch is written after this long.
     pub flush_every: Duration,
+    /// At most one sample per driver per this long (zero: every position).
+    pub every: Duration,
 }
 
 impl Default for BreadcrumbOptions {
@@ -40,6 +58,7 @@ impl Default for BreadcrumbOptions {
             capacity: 10_000,
             batch: 500,
             flush_every: Duration::from_millis(500),
+            every: Duration::from_secs(1),
         }
     }
 }
@@ -68,7 +87,10 @@ pub fn start(store: Arc<dyn Store>, options: BreadcrumbOptions) -> BreadcrumbSin
             }
         }
     });
-    BreadcrumbSink { queue }
+    BreadcrumbSink {
+        queue,
+        every: options.every,
+    }
 }
 
 async fn write(store: &dyn Store, batch: &mut Vec<Breadcrumb>) {
@@ -83,4 +105,31 @@ async fn write(store: &dyn Store, batch: &mut Vec<Breadcrumb>) {
         }
     }
     batch.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sink(every: Duration) -> BreadcrumbSink {
+        let (queue, _samples) = mpsc::channel(1);
+        BreadcrumbSink { queue, every }
+    }
+
+    #[test]
+    fn a_driver_is_sampled_at_most_once_per_interval() {
+        let sink = sink(Duration::from_secs(60));
+        let mut last = None;
+        assert!(sink.due(&mut last), "the first position is always kept");
+        assert!(!sink.due(&mut last));
+        last = last.map(|at| at - Duration::from_secs(61));
+        assert!(sink.due(&mut last), "kept again once the interval passed");
+    }
+
+    #[test]
+    fn a_zero_interval_keeps_every_position() {
+        let sink = sink(Duration::ZERO);
+        let mut last = None;
+        assert!((0..5).all(|_| sink.due(&mut last)));
+    }
 }

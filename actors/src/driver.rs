@@ -81,6 +81,8 @@ pub struct DriverState {
     session: Option<Arc<Outbox>>,
     geo: ActorRef<GeoMessage>,
     breadcrumbs: BreadcrumbSink,
+    /// When this driver's last breadcrumb was sampled.
+    breadcrumb_taken_at: Option<Instant>,
     config: Arc<EngineConfig>,
 }
 
@@ -147,6 +149,7 @@ impl Actor for DriverActor {
             session: None,
             geo: args.geo,
             breadcrumbs: args.breadcrumbs,
+            breadcrumb_taken_at: None,
             config: args.config,
         })
     }
@@ -173,7 +176,9 @@ impl Actor for DriverActor {
                 for carried in state.carrying.values() {
                     carried.publish(location, received_at);
                 }
-                if !state.carrying.is_empty() {
+                if !state.carrying.is_empty()
+                    && state.breadcrumbs.due(&mut state.breadcrumb_taken_at)
+                {
                     let recorded_at = crate::order::now();
                     for order_id in state.carrying.keys() {
                         state.breadcrumbs.offer(Breadcrumb {

@@ -407,3 +407,40 @@ async fn put(app: &TestApp, token: &str, body: Value) -> Response {
     )
     .await
 }
+
+#[tokio::test]
+async fn breadcrumbs_of_a_carried_order_are_stored_at_most_once_per_interval() {
+    for (every_ms, stored) in [("0", 5.0), ("60000", 1.0)] {
+        let app = TestApp::spawn_with(
+            true,
+            &[
+                FAST_ROUNDS,
+                ("DISPATCH__BREADCRUMBS__EVERY_MS", every_ms),
+                ("DISPATCH__BREADCRUMBS__FLUSH_MS", "50"),
+            ],
+        )
+        .await;
+        let customer = app.token("customer1").await;
+        let mut driver = TestDriver::online(&app, "driver1", RESTAURANT_1_AT).await;
+        let id = assigned(&app, &customer, &mut driver).await;
+        let mut ws = watch(&app, &customer, id).await;
+        // Positions before the order was carried are not a delivery's trail.
+        let written = || app.metric("dispatch_breadcrumbs_written_total");
+        assert_eq!(written().await, 0.0);
+        for step in 1..=5 {
+            driver
+                .move_to(offset(RESTAURANT_1_AT, 0.1 * f64::from(step), 0.0))
+                .await;
+            ws.next_of("driver_location", 5).await;
+        }
+        for _ in 0..40 {
+            if written().await >= stored {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // A few flushes later, still no more than the interval allows.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(written().await, stored, "every_ms = {every_ms}");
+    }
+}
