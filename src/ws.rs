@@ -34,6 +34,8 @@ const UNAUTHORIZED: u16 = 4001;
 const MAX_BAD_IN_A_ROW: u32 = 10;
 /// How long a closing peer gets to answer our close frame.
 const CLOSE_HANDSHAKE: Duration = Duration::from_secs(3);
+/// Frames the writer takes from the outbox for one flush.
+const MAX_FRAMES_PER_WRITE: usize = 32;
 
 pub async fn upgrade(
     ws: WebSocketUpgrade,
@@ -360,19 +362,43 @@ async fn write(
         };
         match next {
             Ok(out) => {
-                let kind = frame_type(&out.frame);
-                let Ok(text) = Utf8Bytes::try_from(out.frame) else {
-                    continue;
-                };
-                match tokio::time::timeout(send_timeout, sink.send(Message::Text(text))).await {
-                    Ok(Ok(())) => {}
-                    // The peer is gone or will not read: drop the connection.
-                    _ => break,
+                // Whatever else is already queued goes out with it, in one
+                // flush: under load, one wake-up and one write for many frames.
+                let mut batch = vec![out];
+                while batch.len() < MAX_FRAMES_PER_WRITE {
+                    match outbox.try_next() {
+                        Some(Ok(out)) => batch.push(out),
+                        // A close is seen again by the next `outbox.next()`.
+                        Some(Err(_)) | None => break,
+                    }
                 }
-                metrics::counter!(m::WS_MESSAGES_OUT_TOTAL, "type" => kind).increment(1);
-                if let Some(received_at) = out.received_at {
-                    metrics::histogram!(m::FANOUT_LATENCY_SECONDS)
-                        .record(received_at.elapsed().as_secs_f64());
+                // Frames are serde_json output, always UTF-8; anything else
+                // is skipped rather than sent as a broken text frame.
+                let batch: Vec<_> = batch
+                    .into_iter()
+                    .filter_map(|out| {
+                        let kind = frame_type(&out.frame);
+                        let text = Utf8Bytes::try_from(out.frame).ok()?;
+                        Some((text, kind, out.received_at))
+                    })
+                    .collect();
+                let written = tokio::time::timeout(send_timeout, async {
+                    for (text, _, _) in &batch {
+                        sink.feed(Message::Text(text.clone())).await?;
+                    }
+                    sink.flush().await
+                })
+                .await;
+                if !matches!(written, Ok(Ok(()))) {
+                    // The peer is gone or will not read: drop the connection.
+                    break;
+                }
+                for (_, kind, received_at) in batch {
+                    metrics::counter!(m::WS_MESSAGES_OUT_TOTAL, "type" => kind).increment(1);
+                    if let Some(received_at) = received_at {
+                        metrics::histogram!(m::FANOUT_LATENCY_SECONDS)
+                            .record(received_at.elapsed().as_secs_f64());
+                    }
                 }
             }
             Err(CloseReason::PeerClosed) => {

@@ -174,9 +174,10 @@ impl Outbox {
         self.lock().closed.is_some()
     }
 
-    /// Takes the next frame, in order; `Err` once closed. Frames queued
-    /// before a close are not sent: a closing session is not worth the wait.
-    fn try_next(&self) -> Option<Result<Outgoing, CloseReason>> {
+    /// Takes the next frame without waiting, in order; `Err` once closed
+    /// (and on every call after). Frames queued before a close are not
+    /// sent: a closing session is not worth the wait.
+    pub fn try_next(&self) -> Option<Result<Outgoing, CloseReason>> {
         let mut queue = self.lock();
         if let Some(reason) = queue.closed {
             let dropped = queue.slots.len() as u64;
