@@ -45,7 +45,11 @@ pub async fn place_orders(
     // Scheduled from the start time rather than the last wake-up, so timer
     // slop does not lower the rate.
     let mut next = Instant::now();
+    let mut sent = 0u64;
     loop {
+        if ctx.args.max_orders > 0 && sent >= ctx.args.max_orders {
+            return;
+        }
         let u: f64 = rng.random();
         next += std::time::Duration::from_secs_f64(-(1.0 - u).ln() / rate);
         tokio::select! {
@@ -64,6 +68,7 @@ pub async fn place_orders(
         let Some(order) = new_order(&city, &ctx, &mut rng) else {
             continue;
         };
+        sent += 1;
         let token = customer.token.clone();
         let orders = customer.orders.clone();
         let key = uuid::Uuid::new_v4().to_string();

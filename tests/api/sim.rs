@@ -50,3 +50,24 @@ async fn the_simulator_delivers_orders_and_measures_fan_out_without_errors() {
         "{report}"
     );
 }
+
+#[tokio::test]
+async fn the_simulator_stops_placing_orders_at_max_orders() {
+    let app = TestApp::spawn().await;
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_dispatchd"))
+        .args(["sim", "--server", &app.address])
+        .args(["--drivers", "2", "--customers", "2", "--order-rate", "50"])
+        .args(["--max-orders", "3", "--duration", "2", "--json"])
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the simulator did not stop by itself")
+        .expect("run dispatchd sim");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "sim failed:\n{stdout}");
+    let report: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("last line is not JSON ({e}):\n{stdout}"));
+    // 50 a second for 2 s would be about 100 without the cap.
+    assert_eq!(report["ordersPlaced"], 3, "{report}");
+}
