@@ -9,7 +9,9 @@
 //! - [`geo`]: great-circle distance; [`eta`]: estimated delivery time.
 //! - [`store`]: the `Store` port that the order actors persist through.
 //! - [`order`]: one `OrderActor` per live order, their supervisor, and the
-//!   `Orders` directory the gateway talks to.
+//!   `Orders` directory the gateway talks to; [`order_feed`]: each live
+//!   order's watchers, shared with the actor of the driver carrying it so
+//!   that positions reach them in one hop.
 //! - [`metrics`]: every metric name, described once.
 
 pub mod breadcrumbs;
