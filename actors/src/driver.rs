@@ -96,8 +96,8 @@ impl Carried {
     /// Queues the position for the order's watchers; the order actor hears
     /// of it only when it moved the estimate enough to store.
     fn publish(&self, location: DriverLocation, received_at: Instant) {
-        if let Some(fresh) = self.feed.publish_location(location, received_at) {
-            let _ = self.actor.cast(OrderMessage::EtaMoved(fresh));
+        if let Some(moved) = self.feed.publish_location(location, received_at) {
+            let _ = self.actor.cast(OrderMessage::EtaMoved(moved));
         }
     }
 }

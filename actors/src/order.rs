@@ -12,7 +12,7 @@ use crate::eta::{self, Eta, Leg};
 use crate::lifecycle::{self, Action, Refusal};
 use crate::metrics as m;
 use crate::model::*;
-use crate::order_feed::{OrderFeed, Trip};
+use crate::order_feed::{MovedEta, OrderFeed, Trip};
 use crate::outbox::{Outbox, SessionId};
 use crate::store::{NewOrderEvent, OrderChange, Store, StoreError};
 use crate::wire::{self, ServerMessage};
@@ -112,7 +112,7 @@ pub enum OrderMessage {
     /// A position of the assigned driver moved the estimate past the push
     /// threshold ([`OrderFeed::publish_location`]): store it and tell the
     /// watchers.
-    EtaMoved(DateTime<Utc>),
+    EtaMoved(MovedEta),
     /// Assign the driver who accepted an offer.
     Assign {
         driver: Driver,
@@ -497,11 +497,13 @@ impl OrderState {
         Ok(self.order.clone())
     }
 
-    /// Stores and pushes an estimate the driver's position moved.
-    fn eta_moved(&mut self, fresh: DateTime<Utc>) {
-        if self.order.driver_id.is_none() || self.order.status.is_terminal() {
+    /// Stores and pushes an estimate the driver's position moved, unless a
+    /// change committed since (its own estimate stands).
+    fn eta_moved(&mut self, moved: MovedEta) {
+        if !self.feed.is_current(&moved) || self.order.status.is_terminal() {
             return;
         }
+        let fresh = moved.estimated_delivery_at;
         self.order.estimated_delivery_at = Some(fresh);
         metrics::counter!(m::ETA_UPDATES_TOTAL).increment(1);
         // Off the hot path: the estimate is advisory, so a lost write
@@ -628,10 +630,16 @@ impl Actor for OrderSupervisor {
             _ => return Ok(()),
         };
         if let Some(order_id) = state.children.remove(&cell.get_id()) {
-            state
+            let removed = state
                 .args
                 .registry
                 .remove_if(&order_id, |_, live| live.actor.get_id() == cell.get_id());
+            // The driver may still hold a failed actor's feed: its watchers
+            // would hear positions but no status, so no more positions go
+            // there. A revived actor starts a new feed.
+            if let Some((_, live)) = removed {
+                live.feed.track(None);
+            }
             if let Some(error) = failure {
                 tracing::error!(order_id, %error, "Order actor failed");
             }

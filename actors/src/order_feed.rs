@@ -13,8 +13,9 @@
 //! order actor, then outboxes. At 30,000 deliveries a second on two cores
 //! the wake-ups were the dominant cost (benches/README.md).
 //!
-//! The lock is held only to read or edit the watcher list and to encode one
-//! frame; no await happens under it.
+//! The lock is held to edit the watcher list, or for one position: its ETA,
+//! its frame, and one push per watcher. No await happens under it, and the
+//! only lock taken inside it is each outbox's, which never calls back here.
 
 use crate::eta::{self, Eta, Leg};
 use crate::model::*;
@@ -44,6 +45,17 @@ struct Inner {
     trip: Option<Trip>,
     /// The carrying driver's newest position.
     location: Option<DriverLocation>,
+    /// Bumped by every [`OrderFeed::track`], so that an estimate computed
+    /// before the order last changed can be recognised as stale.
+    generation: u64,
+}
+
+/// An estimate a position moved past the push threshold, for the order
+/// actor to store and push unless the order changed since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MovedEta {
+    pub estimated_delivery_at: DateTime<Utc>,
+    generation: u64,
 }
 
 /// What a position needs to become an ETA, copied from the order on every
@@ -128,6 +140,14 @@ impl OrderFeed {
             inner.location = None;
         }
         inner.trip = trip;
+        inner.generation += 1;
+    }
+
+    /// Whether `moved` was computed from the trip as it still stands. A
+    /// committed change in between (a new stage, food ready, another
+    /// driver) made its own estimate, which must not be overwritten.
+    pub fn is_current(&self, moved: &MovedEta) -> bool {
+        self.lock().generation == moved.generation
     }
 
     /// The carrying driver's newest position.
@@ -144,7 +164,7 @@ impl OrderFeed {
         &self,
         location: DriverLocation,
         received_at: Instant,
-    ) -> Option<DateTime<Utc>> {
+    ) -> Option<MovedEta> {
         let mut inner = self.lock();
         let trip = inner
             .trip
@@ -198,7 +218,10 @@ impl OrderFeed {
             }
             !outbox.is_closed()
         });
-        moved.then_some(fresh)
+        moved.then_some(MovedEta {
+            estimated_delivery_at: fresh,
+            generation: inner.generation,
+        })
     }
 }
 
@@ -257,6 +280,11 @@ mod tests {
         serde_json::from_slice(&out.frame).unwrap()
     }
 
+    /// Whether nothing waits in the outbox.
+    fn quiet(outbox: &Outbox) -> bool {
+        outbox.try_next().is_none()
+    }
+
     #[tokio::test]
     async fn only_the_carrying_driver_is_published_and_never_to_itself() {
         let feed = feed();
@@ -273,11 +301,14 @@ mod tests {
             feed.publish_location(position(3, 30.01), Instant::now()),
             None
         );
+        assert!(quiet(&customer));
         feed.track(Some(trip(3)));
+        // Another driver's positions do not count either.
         assert_eq!(
             feed.publish_location(position(4, 30.01), Instant::now()),
             None
         );
+        assert!(quiet(&customer));
         assert!(feed.location().is_none());
 
         let first = feed.publish_location(position(3, 30.01), Instant::now());
@@ -285,27 +316,88 @@ mod tests {
         let pushed = frame(&customer).await;
         assert_eq!(pushed["type"], "driver_location");
         assert_eq!(pushed["orderId"], 7);
+        assert_eq!(pushed["location"]["driverId"], 3);
         assert!(pushed["eta"]["estimatedDeliveryAt"].is_string());
         assert_eq!(feed.location().map(|l| l.driver_id), Some(3));
-        // A step that barely moves the estimate is not stored again.
+        // A step that barely moves the estimate is sent, not stored again.
         assert_eq!(
             feed.publish_location(position(3, 30.0101), Instant::now()),
             None
         );
+        assert_eq!(frame(&customer).await["location"]["lat"], 30.0101);
         assert!(
-            tokio::time::timeout(Duration::from_millis(50), driver.next())
-                .await
-                .is_err(),
+            quiet(&driver),
             "the driver's own positions are not echoed to it"
         );
 
-        // Unassigned: the position is forgotten and later ones are ignored.
+        // Delivered, cancelled or unassigned: the position is forgotten and
+        // nothing more goes out.
         feed.track(None);
         assert!(feed.location().is_none());
         assert_eq!(
             feed.publish_location(position(3, 30.01), Instant::now()),
             None
         );
+        assert!(quiet(&customer));
+    }
+
+    #[tokio::test]
+    async fn a_new_driver_starts_afresh_and_the_same_one_keeps_its_position() {
+        let feed = feed();
+        feed.track(Some(trip(3)));
+        feed.publish_location(position(3, 30.01), Instant::now());
+        // Picked up: same driver, the position stays.
+        feed.track(Some(Trip {
+            picked_up: true,
+            ..trip(3)
+        }));
+        assert_eq!(feed.location().map(|l| l.driver_id), Some(3));
+        // Reassigned: the old driver's position is not the new one's.
+        feed.track(Some(trip(5)));
+        assert!(feed.location().is_none());
+        assert_eq!(
+            feed.publish_location(position(3, 30.02), Instant::now()),
+            None
+        );
+        assert!(
+            feed.publish_location(position(5, 30.02), Instant::now())
+                .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_estimate_is_stale_once_the_order_changed_after_it() {
+        let feed = feed();
+        feed.track(Some(trip(3)));
+        let moved = feed
+            .publish_location(position(3, 30.01), Instant::now())
+            .expect("first estimate");
+        assert!(feed.is_current(&moved));
+        // A transition committed (with its own estimate) before the order
+        // actor got to `moved`: it must not be stored over that one.
+        feed.track(Some(Trip {
+            picked_up: true,
+            ..trip(3)
+        }));
+        assert!(!feed.is_current(&moved));
+    }
+
+    #[tokio::test]
+    async fn status_frames_reach_every_watcher_until_it_unsubscribes() {
+        let feed = feed();
+        let (a, b) = (watcher(), watcher());
+        for outbox in [&a, &b] {
+            assert!(feed.subscribe(outbox.clone(), |_| Frame::from_static(b"{}")));
+            frame(outbox).await;
+        }
+        feed.set_driver_session(b.session_id);
+        feed.broadcast(&Frame::from_static(b"{\"status\":1}"));
+        assert_eq!(frame(&a).await["status"], 1);
+        assert_eq!(frame(&b).await["status"], 1, "the driver gets status too");
+        feed.unsubscribe(a.session_id);
+        feed.broadcast(&Frame::from_static(b"{\"status\":2}"));
+        assert!(quiet(&a));
+        assert_eq!(frame(&b).await["status"], 2);
     }
 
     #[tokio::test]
