@@ -1,6 +1,7 @@
 //! A session's bounded outbound queue (DESIGN.md "The two hot paths").
 //!
-//! Producers (order actors, the session itself) push encoded frames; the
+//! Producers (order actors and their feeds, driver actors through those
+//! feeds, the session itself) push encoded frames; the
 //! socket writer takes them in order. Location frames are coalesced per
 //! order: while one waits unsent, a newer one replaces it in place, so a
 //! slow reader gets the newest position and never a backlog of old ones.

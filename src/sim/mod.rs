@@ -65,7 +65,8 @@ pub struct SimArgs {
     /// Orders per second over all customers (Poisson arrivals).
     #[arg(long, default_value_t = 0.5)]
     pub order_rate: f64,
-    /// Stop placing orders after this many (0: no limit). For fan-out
+    /// Stop placing orders after this many attempts, failed ones included
+    /// (0: no limit). For fan-out
     /// measurements: a fleet carrying orders, without a growing pile of
     /// orders that no driver is free to take.
     #[arg(long, default_value_t = 0)]

@@ -27,6 +27,26 @@ async fn assigned(app: &TestApp, customer: &str, driver: &mut TestDriver) -> i64
     id
 }
 
+/// Waits until the driver's actor has taken on `orders` orders (the index
+/// hears it from the actor once it carries them).
+async fn until_carrying(app: &TestApp, driver: &TestDriver, at: (f64, f64), orders: u64) {
+    let admin = app.token("admin").await;
+    let nearby = format!("/api/drivers/nearby?lat={}&lon={}&radiusKm=5", at.0, at.1);
+    for _ in 0..100 {
+        let body = app.get(&nearby, Some(&admin)).await.expect(200);
+        let carrying = body["drivers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|d| d["id"] == driver.id && d["activeOrders"] == orders);
+        if carrying {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("driver {} never carried {orders} orders", driver.id);
+}
+
 /// (order, driver) of every driver_location until the socket goes quiet.
 async fn locations_seen(ws: &mut WsClient) -> Vec<(i64, i64)> {
     let mut seen = Vec::new();
@@ -424,6 +444,7 @@ async fn breadcrumbs_of_a_carried_order_are_stored_at_most_once_per_interval() {
         let mut driver = TestDriver::online(&app, "driver1", RESTAURANT_1_AT).await;
         let id = assigned(&app, &customer, &mut driver).await;
         let mut ws = watch(&app, &customer, id).await;
+        until_carrying(&app, &driver, RESTAURANT_1_AT, 1).await;
         // Positions before the order was carried are not a delivery's trail.
         let written = || app.metric("dispatch_breadcrumbs_written_total");
         assert_eq!(written().await, 0.0);
@@ -443,4 +464,26 @@ async fn breadcrumbs_of_a_carried_order_are_stored_at_most_once_per_interval() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(written().await, stored, "every_ms = {every_ms}");
     }
+}
+
+#[tokio::test]
+async fn a_cancelled_order_hears_no_more_of_its_former_driver() {
+    let app = TestApp::spawn_with(true, &[FAST_ROUNDS]).await;
+    let customer = app.token("customer1").await;
+    let admin = app.token("admin").await;
+    let mut driver = TestDriver::online(&app, "driver1", RESTAURANT_1_AT).await;
+    let id = assigned(&app, &customer, &mut driver).await;
+    let mut ws = watch(&app, &customer, id).await;
+    until_carrying(&app, &driver, RESTAURANT_1_AT, 1).await;
+    driver.move_to(offset(RESTAURANT_1_AT, 0.2, 0.0)).await;
+    ws.next_of("driver_location", 5).await;
+
+    app.act(&admin, id, "cancel").await.expect(200);
+    assert_eq!(ws.next_of("order_update", 5).await["status"], "CANCELLED");
+    for step in 1..=3 {
+        driver
+            .move_to(offset(RESTAURANT_1_AT, 0.2 + 0.1 * f64::from(step), 0.0))
+            .await;
+    }
+    assert_eq!(locations_seen(&mut ws).await, vec![]);
 }
