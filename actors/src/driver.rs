@@ -9,7 +9,7 @@
 
 use crate::breadcrumbs::BreadcrumbSink;
 use crate::config::EngineConfig;
-use crate::geo_actor::GeoMessage;
+use crate::geo_actor::{GeoMessage, PendingUpsert};
 use crate::geo_index::DriverEntry;
 use crate::input::LocationFix;
 use crate::model::*;
@@ -80,6 +80,9 @@ pub struct DriverState {
     carrying: HashMap<OrderId, Carried>,
     session: Option<Arc<Outbox>>,
     geo: ActorRef<GeoMessage>,
+    /// This driver's next update for the geo index, coalesced while the
+    /// geo actor has not taken it.
+    pending_geo: Arc<PendingUpsert>,
     breadcrumbs: BreadcrumbSink,
     /// When this driver's last breadcrumb was sampled.
     breadcrumb_taken_at: Option<Instant>,
@@ -126,7 +129,15 @@ impl DriverState {
             available: self.available(),
             active_orders: self.carrying.len() as u32,
         };
-        let _ = self.geo.cast(GeoMessage::Upsert { entry, fresh });
+        if self.pending_geo.put(entry, fresh)
+            && self
+                .geo
+                .cast(GeoMessage::Upsert(self.pending_geo.clone()))
+                .is_err()
+        {
+            // No geo actor to take it: do not leave the slot looking told.
+            self.pending_geo.take();
+        }
     }
 }
 
@@ -148,6 +159,7 @@ impl Actor for DriverActor {
             carrying: HashMap::new(),
             session: None,
             geo: args.geo,
+            pending_geo: Arc::new(PendingUpsert::default()),
             breadcrumbs: args.breadcrumbs,
             breadcrumb_taken_at: None,
             config: args.config,

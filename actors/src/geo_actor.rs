@@ -1,6 +1,9 @@
 //! The GeoIndex actor: the single writer of the R-tree of online drivers,
 //! and the keeper of presence (a driver whose last position is older than
 //! the presence TTL leaves the index until its next position).
+//!
+//! Positions reach it through each driver's [`PendingUpsert`], coalesced per
+//! driver, so the one mailbox every position passes through stays bounded.
 
 use crate::driver::DriverMessage;
 use crate::geo_index::{DriverEntry, GeoIndex, Nearby};
@@ -9,7 +12,7 @@ use crate::model::{DriverId, LatLon};
 use dashmap::DashMap;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// One order's question in a dispatch round.
@@ -20,13 +23,45 @@ pub struct CandidateQuery {
     pub exclude: HashSet<DriverId>,
 }
 
+/// A driver's next update for the index: its newest entry, which replaces
+/// one the geo actor has not taken yet. The driver casts only when nothing
+/// was pending, so however far the geo actor falls behind, its mailbox
+/// holds at most one update per driver: bounded by the fleet, not by time.
+#[derive(Default)]
+pub struct PendingUpsert {
+    /// The entry, and whether any update it replaced was a new position.
+    slot: Mutex<Option<(DriverEntry, bool)>>,
+}
+
+impl PendingUpsert {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(DriverEntry, bool)>> {
+        // A plain slot: a panic elsewhere cannot leave it half written.
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stores `entry` (`fresh` when it is a new position, which renews
+    /// presence); true when the geo actor must be told, because nothing
+    /// was pending.
+    pub fn put(&self, entry: DriverEntry, fresh: bool) -> bool {
+        let mut slot = self.lock();
+        let replaced = slot.take();
+        let fresh = fresh || replaced.is_some_and(|(_, was_fresh)| was_fresh);
+        *slot = Some((entry, fresh));
+        if replaced.is_some() {
+            metrics::counter!(m::GEO_UPDATES_COALESCED_TOTAL).increment(1);
+        }
+        replaced.is_none()
+    }
+
+    /// The pending update, if any; the next `put` tells the geo actor again.
+    pub fn take(&self) -> Option<(DriverEntry, bool)> {
+        self.lock().take()
+    }
+}
+
 pub enum GeoMessage {
-    /// A driver's place and availability; `fresh` when it is a new position
-    /// (which renews presence), not just an availability change.
-    Upsert {
-        entry: DriverEntry,
-        fresh: bool,
-    },
+    /// A driver's place and availability changed: take its pending update.
+    Upsert(Arc<PendingUpsert>),
     Remove(DriverId),
     /// Every online driver near a point (the admin's `nearby`).
     Within {
@@ -107,7 +142,10 @@ impl Actor for GeoActor {
         state: &mut GeoState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            GeoMessage::Upsert { entry, fresh } => {
+            GeoMessage::Upsert(pending) => {
+                let Some((entry, fresh)) = pending.take() else {
+                    return Ok(());
+                };
                 if fresh {
                     state.positions += 1;
                     state.last_seen.insert(entry.id, Instant::now());
@@ -197,5 +235,82 @@ impl GeoState {
         }
         self.index.remove(id);
         self.last_seen.remove(&id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(lat: f64, available: bool) -> DriverEntry {
+        DriverEntry {
+            id: 9,
+            at: LatLon { lat, lon: -97.74 },
+            available,
+            active_orders: 0,
+        }
+    }
+
+    #[test]
+    fn a_pending_update_is_replaced_and_the_actor_told_once() {
+        let pending = PendingUpsert::default();
+        assert!(
+            pending.put(entry(30.0, true), true),
+            "first: tell the actor"
+        );
+        assert!(!pending.put(entry(30.1, true), false), "pending: coalesce");
+        // The newest entry wins; an earlier new position still renews presence.
+        assert_eq!(pending.take(), Some((entry(30.1, true), true)));
+        assert_eq!(pending.take(), None);
+        assert!(
+            pending.put(entry(30.2, false), false),
+            "taken: tell it again"
+        );
+        assert_eq!(pending.take(), Some((entry(30.2, false), false)));
+    }
+
+    #[tokio::test]
+    async fn the_geo_actor_indexes_the_newest_of_coalesced_positions() {
+        let (geo, handle) = Actor::spawn(
+            None,
+            GeoActor,
+            GeoArguments {
+                presence_ttl: Duration::from_secs(60),
+                drivers: Arc::new(DashMap::new()),
+            },
+        )
+        .await
+        .unwrap();
+        let pending = Arc::new(PendingUpsert::default());
+        assert!(pending.put(entry(30.0, true), true));
+        geo.cast(GeoMessage::Upsert(pending.clone())).unwrap();
+        // Positions before the actor took the first: no more messages.
+        for lat in [30.001, 30.002, 30.003] {
+            if pending.put(entry(lat, true), true) {
+                geo.cast(GeoMessage::Upsert(pending.clone())).unwrap();
+            }
+        }
+        // An update for a slot already taken is a no-op, not an error.
+        geo.cast(GeoMessage::Upsert(pending.clone())).unwrap();
+        let found = geo
+            .call(
+                |reply| GeoMessage::Within {
+                    at: LatLon {
+                        lat: 30.0,
+                        lon: -97.74,
+                    },
+                    radius_km: 5.0,
+                    limit: 10,
+                    reply,
+                },
+                Some(Duration::from_secs(5)),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].entry.at.lat, 30.003);
+        geo.stop(None);
+        handle.await.unwrap();
     }
 }

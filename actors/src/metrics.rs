@@ -84,6 +84,7 @@ pub const FANOUT_LATENCY_SECONDS: &str = "dispatch_fanout_latency_seconds";
 pub const DRIVERS_ONLINE: &str = "dispatch_drivers_online";
 pub const DRIVERS_AVAILABLE: &str = "dispatch_drivers_available";
 pub const DRIVERS_WENT_STALE_TOTAL: &str = "dispatch_drivers_went_stale_total";
+pub const GEO_UPDATES_COALESCED_TOTAL: &str = "dispatch_geo_updates_coalesced_total";
 pub const BREADCRUMBS_WRITTEN_TOTAL: &str = "dispatch_breadcrumbs_written_total";
 pub const BREADCRUMBS_DROPPED_TOTAL: &str = "dispatch_breadcrumbs_dropped_total";
 pub const OFFERS_TOTAL: &str = "dispatch_offers_total";
@@ -141,6 +142,10 @@ pub fn describe_realtime() {
     describe_counter!(
         DRIVERS_WENT_STALE_TOTAL,
         "Drivers taken out of the index for lack of positions."
+    );
+    describe_counter!(
+        GEO_UPDATES_COALESCED_TOTAL,
+        "Index updates replaced by a newer one of the same driver before the geo actor took them."
     );
     describe_counter!(
         BREADCRUMBS_WRITTEN_TOTAL,
