@@ -29,12 +29,13 @@ pub struct CandidateQuery {
 /// holds at most one update per driver: bounded by the fleet, not by time.
 #[derive(Default)]
 pub struct PendingUpsert {
-    /// The entry, and whether any update it replaced was a new position.
-    slot: Mutex<Option<(DriverEntry, bool)>>,
+    /// The entry, and how many new positions it stands for (zero: only
+    /// availability changed).
+    slot: Mutex<Option<(DriverEntry, u32)>>,
 }
 
 impl PendingUpsert {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(DriverEntry, bool)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(DriverEntry, u32)>> {
         // A plain slot: a panic elsewhere cannot leave it half written.
         self.slot.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -45,16 +46,19 @@ impl PendingUpsert {
     pub fn put(&self, entry: DriverEntry, fresh: bool) -> bool {
         let mut slot = self.lock();
         let replaced = slot.take();
-        let fresh = fresh || replaced.is_some_and(|(_, was_fresh)| was_fresh);
-        *slot = Some((entry, fresh));
+        let positions = replaced
+            .map_or(0, |(_, n)| n)
+            .saturating_add(u32::from(fresh));
+        *slot = Some((entry, positions));
         if replaced.is_some() {
             metrics::counter!(m::GEO_UPDATES_COALESCED_TOTAL).increment(1);
         }
         replaced.is_none()
     }
 
-    /// The pending update, if any; the next `put` tells the geo actor again.
-    pub fn take(&self) -> Option<(DriverEntry, bool)> {
+    /// The pending update and the new positions it stands for, if any; the
+    /// next `put` tells the geo actor again.
+    pub fn take(&self) -> Option<(DriverEntry, u32)> {
         self.lock().take()
     }
 }
@@ -143,11 +147,12 @@ impl Actor for GeoActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             GeoMessage::Upsert(pending) => {
-                let Some((entry, fresh)) = pending.take() else {
+                let Some((entry, positions)) = pending.take() else {
                     return Ok(());
                 };
-                if fresh {
-                    state.positions += 1;
+                if positions > 0 {
+                    // Counted as received, coalesced or not.
+                    state.positions += u64::from(positions);
                     state.last_seen.insert(entry.id, Instant::now());
                 } else if !state.last_seen.contains_key(&entry.id) {
                     // An availability change of a driver that is not online
@@ -259,14 +264,18 @@ mod tests {
             "first: tell the actor"
         );
         assert!(!pending.put(entry(30.1, true), false), "pending: coalesce");
-        // The newest entry wins; an earlier new position still renews presence.
-        assert_eq!(pending.take(), Some((entry(30.1, true), true)));
+        // The newest entry wins; the earlier new position still counts
+        // (and renews presence).
+        assert_eq!(pending.take(), Some((entry(30.1, true), 1)));
         assert_eq!(pending.take(), None);
         assert!(
             pending.put(entry(30.2, false), false),
             "taken: tell it again"
         );
-        assert_eq!(pending.take(), Some((entry(30.2, false), false)));
+        assert_eq!(pending.take(), Some((entry(30.2, false), 0)));
+        assert!(pending.put(entry(30.3, true), true));
+        assert!(!pending.put(entry(30.4, true), true));
+        assert_eq!(pending.take(), Some((entry(30.4, true), 2)));
     }
 
     #[tokio::test]
