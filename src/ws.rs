@@ -403,19 +403,14 @@ async fn write(
         match next {
             Ok(out) => {
                 // Whatever else is already queued goes out with it, in one
-                // flush: under load, one wake-up and one write for many frames.
-                let mut batch = vec![out];
-                while batch.len() < MAX_FRAMES_PER_WRITE {
-                    match outbox.try_next() {
-                        Some(Ok(out)) => batch.push(out),
-                        // A close is seen again by the next `outbox.next()`.
-                        Some(Err(_)) | None => break,
-                    }
-                }
-                // Frames are serde_json output, always UTF-8; anything else
-                // is skipped rather than sent as a broken text frame.
-                let batch: Vec<_> = batch
-                    .into_iter()
+                // flush: under load, one wake-up and one write for many
+                // frames. A close stops the draw; the next `outbox.next()`
+                // sees it again. Frames are serde_json output, always UTF-8;
+                // anything else is skipped rather than sent broken.
+                let queued = std::iter::from_fn(|| outbox.try_next()?.ok());
+                let batch: Vec<_> = std::iter::once(out)
+                    .chain(queued)
+                    .take(MAX_FRAMES_PER_WRITE)
                     .filter_map(|out| {
                         let kind = frame_type(&out.frame);
                         let text = Utf8Bytes::try_from(out.frame).ok()?;
