@@ -142,11 +142,11 @@ impl TestApp {
     }
 
     pub async fn spawn_with(demo: bool, env: &[(&str, &str)]) -> TestApp {
-        let db = TestDb::fresh().await;
-        let env = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        Self::launch(TestDb::fresh().await, owned(env), demo).await
+    }
+
+    /// Starts the server on `db` and waits until it is ready.
+    async fn launch(db: TestDb, env: Vec<(String, String)>, demo: bool) -> TestApp {
         let mut app = TestApp {
             address: String::new(),
             db,
@@ -464,25 +464,16 @@ impl TestApp {
             panic!("spawn_through needs Postgres");
         };
         let url = format!("postgres://postgres@127.0.0.1:{}/{name}", link.port);
-        let mut env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let mut env = owned(env);
         env.push(("DISPATCHD_TEST_URL_OVERRIDE".into(), url));
-        let mut app = TestApp {
-            address: String::new(),
-            db,
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .expect("http client"),
-            child: None,
-            env,
-            demo: true,
-        };
-        app.start();
-        app.ready().await
+        Self::launch(db, env, true).await
     }
+}
+
+fn owned(env: &[(&str, &str)]) -> Vec<(String, String)> {
+    env.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// A real WebSocket client of `/ws`.

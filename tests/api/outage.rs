@@ -28,6 +28,20 @@ async fn writes_answer_503_during_a_store_outage_and_the_engine_recovers() {
     }
 }
 
+/// A transition and an order creation both answer 503 STORE_UNAVAILABLE.
+async fn writes_are_refused(app: &TestApp, customer: &str, staff: &str, id: i64) {
+    app.act(staff, id, "confirm")
+        .await
+        .expect_error(503, "STORE_UNAVAILABLE");
+    app.post(
+        "/api/orders",
+        Some(customer),
+        order_body(RESTAURANT_1, 1, 1),
+    )
+    .await
+    .expect_error(503, "STORE_UNAVAILABLE");
+}
+
 async fn postgres_outage() {
     let link = StoreLink::open("127.0.0.1:5432").await;
     let app = TestApp::spawn_through(&link, &FAST_TIMEOUT).await;
@@ -36,16 +50,7 @@ async fn postgres_outage() {
     let id = app.place_order(&customer).await["id"].as_i64().unwrap();
 
     link.cut();
-    app.act(&staff, id, "confirm")
-        .await
-        .expect_error(503, "STORE_UNAVAILABLE");
-    app.post(
-        "/api/orders",
-        Some(&customer),
-        order_body(RESTAURANT_1, 1, 1),
-    )
-    .await
-    .expect_error(503, "STORE_UNAVAILABLE");
+    writes_are_refused(&app, &customer, &staff, id).await;
     let r = app.get("/readyz", None).await;
     assert_eq!(r.status, 503, "{}", r.body);
     app.get("/healthz", None).await.expect(200);
@@ -91,16 +96,7 @@ async fn sqlite_outage() {
     )
     .await
     .unwrap();
-    app.act(&staff, id, "confirm")
-        .await
-        .expect_error(503, "STORE_UNAVAILABLE");
-    app.post(
-        "/api/orders",
-        Some(&customer),
-        order_body(RESTAURANT_1, 1, 1),
-    )
-    .await
-    .expect_error(503, "STORE_UNAVAILABLE");
+    writes_are_refused(&app, &customer, &staff, id).await;
     sqlx::Executor::execute(&mut holder, "ROLLBACK")
         .await
         .unwrap();
