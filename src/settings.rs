@@ -332,6 +332,9 @@ mod tests {
             )
             .is_err()
         );
+        let err = Settings::load_from(None, env(&[("DISPATCH__BREADCRUMBS__EVERY_MS", "often")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("every_ms"), "{err}");
     }
 
     #[test]

@@ -71,3 +71,18 @@ async fn the_simulator_stops_placing_orders_at_max_orders() {
     // 50 a second for 2 s would be about 100 without the cap.
     assert_eq!(report["ordersPlaced"], 3, "{report}");
 }
+
+#[tokio::test]
+async fn a_bad_max_orders_is_refused_before_anything_starts() {
+    for bad in ["-1", "many"] {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_dispatchd"))
+            .args(["sim", "--server", "http://127.0.0.1:9"])
+            .arg(format!("--max-orders={bad}"))
+            .output()
+            .await
+            .expect("run dispatchd sim");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(stderr.contains("--max-orders"), "{bad}: {stderr}");
+    }
+}
