@@ -2,9 +2,9 @@
 //! pricing, and the WebSocket codec (decode a location, encode a
 //! driver_location, decode a subscribe).
 
-use actors::lifecycle::{self, Action};
-use actors::model::*;
-use actors::pricing;
+use actors::domain::lifecycle::{self, Action};
+use actors::domain::model::*;
+use actors::domain::pricing;
 use actors::wire::{self, ServerMessage};
 use chrono::Utc;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -92,7 +92,7 @@ fn codec(c: &mut Criterion) {
         speed_mps: Some(8.4),
         timestamp: 1_795_696_265_120,
     };
-    let eta = Some(actors::eta::Eta::at(Utc::now(), Utc::now()));
+    let eta = Some(actors::domain::eta::Eta::at(Utc::now(), Utc::now()));
     c.bench_function("wire_encode_driver_location", |b| {
         b.iter(|| {
             ServerMessage::DriverLocation {

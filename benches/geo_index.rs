@@ -3,8 +3,8 @@
 
 use std::hint::black_box;
 
-use actors::geo_index::{DriverEntry, GeoIndex};
-use actors::model::LatLon;
+use actors::domain::geo_index::{DriverEntry, GeoIndex};
+use actors::domain::model::LatLon;
 use criterion::{Criterion, criterion_group, criterion_main};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -2,9 +2,9 @@
 //! min-cost assignment against first-come nearest, and prints a table of how
 //! the two compare on seeded cities before the timings.
 
-use actors::dispatch_policy::scenario::{self, Scenario, evaluate, nearest_candidates};
-use actors::dispatch_policy::{Candidate, PolicyParams, assign_greedy, assign_round};
-use actors::geo_index::{DriverEntry, GeoIndex};
+use actors::domain::dispatch_policy::scenario::{self, Scenario, evaluate, nearest_candidates};
+use actors::domain::dispatch_policy::{Candidate, PolicyParams, assign_greedy, assign_round};
+use actors::domain::geo_index::{DriverEntry, GeoIndex};
 use criterion::{Criterion, criterion_group};
 use std::hint::black_box;
 use std::time::Instant;

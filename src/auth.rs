@@ -3,7 +3,7 @@
 //! Hashing is deliberately slow, so it runs on the blocking pool and never
 //! stalls the async workers.
 
-use actors::model::{Caller, Role};
+use actors::domain::model::{Caller, Role};
 use argon2::Argon2;
 use argon2::password_hash::{
     PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,

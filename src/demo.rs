@@ -6,8 +6,8 @@
 //! `demo-pass`.
 
 use crate::auth;
-use actors::input::{NewMenuItem, NewRestaurant};
-use actors::model::{LatLon, Role, VehicleType};
+use actors::domain::input::{NewMenuItem, NewRestaurant};
+use actors::domain::model::{LatLon, Role, VehicleType};
 use actors::store::{NewUser, Store};
 
 pub const PASSWORD: &str = "demo-pass";

@@ -201,9 +201,9 @@ impl Settings {
     }
 
     /// The engine's view of these settings.
-    pub fn engine(&self) -> actors::config::EngineConfig {
+    pub fn engine(&self) -> actors::engine::config::EngineConfig {
         use std::time::Duration;
-        actors::config::EngineConfig {
+        actors::engine::config::EngineConfig {
             presence_ttl: Duration::from_secs(self.presence.ttl_secs),
             round_interval: Duration::from_millis(self.dispatch.round_interval_ms),
             offer_timeout: Duration::from_secs(self.dispatch.offer_timeout_secs),

@@ -9,11 +9,11 @@
 //! JSON is decoded only through `actors::wire`.
 
 use crate::http::AppState;
-use actors::driver::DriverMessage;
+use actors::domain::model::{Caller, Role};
+use actors::engine::driver::DriverMessage;
+use actors::engine::outbox::{CloseReason, Outbox, next_session_id};
+use actors::engine::session::{SessionActor, SessionArguments, SessionMessage, forward_location};
 use actors::metrics as m;
-use actors::model::{Caller, Role};
-use actors::outbox::{CloseReason, Outbox, next_session_id};
-use actors::session::{SessionActor, SessionArguments, SessionMessage, forward_location};
 use actors::wire::{self, ClientMessage, ServerMessage};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};

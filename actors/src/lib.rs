@@ -14,24 +14,8 @@
 //!   that positions reach them in one hop.
 //! - [`metrics`]: every metric name, described once.
 
-pub mod breadcrumbs;
-pub mod config;
-pub mod dispatch_policy;
-pub mod dispatcher;
-pub mod driver;
-pub mod eta;
-pub mod geo;
-pub mod geo_actor;
-pub mod geo_index;
-pub mod input;
-pub mod lifecycle;
+pub mod domain;
+pub mod engine;
 pub mod metrics;
-pub mod model;
-pub mod order;
-pub mod order_feed;
-pub mod outbox;
-pub mod pricing;
-pub mod realtime;
-pub mod session;
 pub mod store;
 pub mod wire;

@@ -4,8 +4,8 @@
 //! the only callers that write an order after it is placed; they await their
 //! own writes so that commands on one order are serialised.
 
-use crate::input::{MenuItemPatch, NewMenuItem, NewOrder, NewRestaurant, RestaurantPatch};
-use crate::model::*;
+use crate::domain::input::{MenuItemPatch, NewMenuItem, NewOrder, NewRestaurant, RestaurantPatch};
+use crate::domain::model::*;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 

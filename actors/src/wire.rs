@@ -5,9 +5,9 @@
 //! Server messages are encoded once into [`Frame`]s (shared bytes), so one
 //! location update costs one serialisation however many watchers it has.
 
-use crate::eta::Eta;
-use crate::input::LocationInput;
-use crate::model::*;
+use crate::domain::eta::Eta;
+use crate::domain::input::LocationInput;
+use crate::domain::model::*;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -4,9 +4,9 @@
 use super::error::JsonBody;
 use super::{ApiError, AppState};
 use crate::auth::{self, caller};
-use actors::input::RegistrationInput;
+use actors::domain::input::RegistrationInput;
+use actors::domain::model::{Caller, Driver, Role, User};
 use actors::metrics as m;
-use actors::model::{Caller, Driver, Role, User};
 use actors::store::NewUser;
 use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
@@ -105,7 +105,7 @@ async fn login(
     State(state): State<AppState>,
     JsonBody { value: input, .. }: JsonBody<LoginInput>,
 ) -> Result<Json<TokenResponse>, ApiError> {
-    let mut problems = actors::input::Problems::default();
+    let mut problems = actors::domain::input::Problems::default();
     let email = problems
         .text("email", &input.email, 1, 254)
         .trim()

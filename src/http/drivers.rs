@@ -4,12 +4,12 @@
 use super::auth::Authenticated;
 use super::error::{JsonBody, QueryParams, path_id};
 use super::{ApiError, AppState};
-use actors::dispatcher::OfferError;
-use actors::driver::DriverMessage;
-use actors::geo_actor::GeoMessage;
-use actors::input::{LocationInput, Problems};
+use actors::domain::input::{LocationInput, Problems};
+use actors::domain::model::{Order, Role};
+use actors::engine::dispatcher::OfferError;
+use actors::engine::driver::DriverMessage;
+use actors::engine::geo_actor::GeoMessage;
 use actors::metrics as m;
-use actors::model::{Order, Role};
 use axum::extract::{Path, State};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};

@@ -2,9 +2,9 @@
 //! (CONTRACT.md "Errors"), plus the body and query extractors that answer
 //! in that shape instead of axum's plain-text rejections.
 
-use actors::input::FieldError;
-use actors::lifecycle::Refusal;
-use actors::order::CommandError;
+use actors::domain::input::FieldError;
+use actors::domain::lifecycle::Refusal;
+use actors::engine::order::CommandError;
 use actors::store::StoreError;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};

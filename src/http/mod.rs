@@ -3,11 +3,11 @@
 //! metrics, body limit).
 //!
 //! Request and response types stay private to their resource file; the
-//! records themselves come from `actors::model`.
+//! records themselves come from `actors::domain::model`.
 
 use crate::auth::Tokens;
 use crate::settings::Settings;
-use actors::realtime::Engine;
+use actors::engine::Engine;
 use actors::store::Store;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};

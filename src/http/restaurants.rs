@@ -5,11 +5,11 @@ use super::auth::Authenticated;
 use super::error::{JsonBody, QueryParams, path_id};
 use super::{ApiError, AppState};
 use crate::auth;
-use actors::geo::distance_km;
-use actors::input::{
+use actors::domain::geo::distance_km;
+use actors::domain::input::{
     MenuItemPatchInput, NewMenuItemInput, NewRestaurantInput, Problems, RestaurantPatchInput,
 };
-use actors::model::{Caller, LatLon, MenuItem, Restaurant, RestaurantId, Role};
+use actors::domain::model::{Caller, LatLon, MenuItem, Restaurant, RestaurantId, Role};
 use actors::store::RestaurantFilter;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;

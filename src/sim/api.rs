@@ -6,7 +6,7 @@
 //! cannot be reached, `TIMEOUT`, and `BAD_RESPONSE` for a success body this
 //! client cannot read.
 
-use actors::model::{DeliveryAddress, LatLon, MenuItem, Order, OrderStatus, Restaurant};
+use actors::domain::model::{DeliveryAddress, LatLon, MenuItem, Order, OrderStatus, Restaurant};
 use reqwest::{Method, RequestBuilder};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};

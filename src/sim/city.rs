@@ -3,10 +3,10 @@
 //! steps.
 //!
 //! Distances are small (a city), so offsets use the local flat-earth
-//! approximation; `actors::geo::distance_km` stays the one true distance.
+//! approximation; `actors::domain::geo::distance_km` stays the one true distance.
 
-use actors::geo::distance_km;
-use actors::model::{LatLon, MenuItemId, RestaurantId};
+use actors::domain::geo::distance_km;
+use actors::domain::model::{LatLon, MenuItemId, RestaurantId};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;

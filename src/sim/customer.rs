@@ -7,7 +7,7 @@ use super::Ctx;
 use super::api::{NewOrder, OrderLine};
 use super::city::{City, point_within};
 use super::socket::{self, Event, Held, Incoming, Outgoing, Socket};
-use actors::model::{DeliveryAddress, OrderId};
+use actors::domain::model::{DeliveryAddress, OrderId};
 use futures::StreamExt;
 use rand::Rng;
 use rand::rngs::StdRng;

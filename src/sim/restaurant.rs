@@ -9,7 +9,7 @@
 
 use super::Ctx;
 use super::socket::{self, Event, Held, Incoming, Outgoing, Socket};
-use actors::model::{OrderId, OrderStatus, RestaurantId};
+use actors::domain::model::{OrderId, OrderStatus, RestaurantId};
 use futures::StreamExt;
 use rand::Rng;
 use rand::rngs::StdRng;

@@ -7,7 +7,7 @@
 //! so they are mirrored here with only the fields the simulator reads.
 
 use super::stats::Stats;
-use actors::model::{DriverLocation, LatLon, Order};
+use actors::domain::model::{DriverLocation, LatLon, Order};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
@@ -43,7 +43,7 @@ pub use actors::wire::ClientMessage as Outgoing;
 
 /// A position as the simulator sends it.
 pub fn location(lat: f64, lon: f64, heading: f64, speed_mps: f64, timestamp: i64) -> Outgoing {
-    Outgoing::Location(actors::input::LocationInput {
+    Outgoing::Location(actors::domain::input::LocationInput {
         lat: Some(lat),
         lon: Some(lon),
         heading: Some(heading),

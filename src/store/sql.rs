@@ -7,8 +7,8 @@
 // Kept as one source rather than generic code: sqlx's generic bounds across
 // databases would bury every query under trait clauses.
 
-use actors::input::{MenuItemPatch, NewMenuItem, NewRestaurant, RestaurantPatch};
-use actors::model::*;
+use actors::domain::input::{MenuItemPatch, NewMenuItem, NewRestaurant, RestaurantPatch};
+use actors::domain::model::*;
 use actors::store::*;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

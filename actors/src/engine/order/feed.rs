@@ -17,10 +17,10 @@
 //! its frame, and one push per watcher. No await happens under it, and the
 //! only lock taken inside it is each outbox's, which never calls back here.
 
-use crate::eta::{self, Eta, Leg};
-use crate::model::*;
-use crate::order::{RestaurantInfo, now};
-use crate::outbox::{Outbox, SessionId};
+use crate::domain::eta::{self, Eta, Leg};
+use crate::domain::model::*;
+use crate::engine::order::{RestaurantInfo, now};
+use crate::engine::outbox::{Outbox, SessionId};
 use crate::wire::{Frame, ServerMessage};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
@@ -228,7 +228,7 @@ impl OrderFeed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbox::next_session_id;
+    use crate::engine::outbox::next_session_id;
 
     fn feed() -> OrderFeed {
         let restaurant = RestaurantInfo {
@@ -412,9 +412,9 @@ mod tests {
         assert_eq!(frame(&late).await, serde_json::json!(3));
 
         let gone = watcher();
-        gone.close(crate::outbox::CloseReason::PeerClosed);
+        gone.close(crate::engine::outbox::CloseReason::PeerClosed);
         assert!(!feed.subscribe(gone, |_| Frame::from_static(b"{}")));
-        late.close(crate::outbox::CloseReason::PeerClosed);
+        late.close(crate::engine::outbox::CloseReason::PeerClosed);
         feed.publish_location(position(3, 30.02), Instant::now());
         assert!(feed.lock().watchers.is_empty());
     }

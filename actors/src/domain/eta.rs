@@ -3,8 +3,8 @@
 //! after pickup, travel from the driver to the customer. Travel time is
 //! great-circle distance x road factor / the vehicle's speed.
 
-use crate::geo::distance_km;
-use crate::model::{LatLon, VehicleType};
+use crate::domain::geo::distance_km;
+use crate::domain::model::{LatLon, VehicleType};
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 

@@ -7,13 +7,15 @@
 //! its own write is the point: commands on one order are serialised, so no
 //! update is ever lost. A terminal order stops its actor.
 
-use crate::config::EngineConfig;
-use crate::eta::{self, Eta, Leg};
-use crate::lifecycle::{self, Action, Refusal};
+pub mod feed;
+
+use crate::domain::eta::{self, Eta, Leg};
+use crate::domain::lifecycle::{self, Action, Refusal};
+use crate::domain::model::*;
+use crate::engine::config::EngineConfig;
+use crate::engine::order::feed::{MovedEta, OrderFeed, Trip};
+use crate::engine::outbox::{Outbox, SessionId};
 use crate::metrics as m;
-use crate::model::*;
-use crate::order_feed::{MovedEta, OrderFeed, Trip};
-use crate::outbox::{Outbox, SessionId};
 use crate::store::{NewOrderEvent, OrderChange, Store, StoreError};
 use crate::wire::{self, ServerMessage};
 use chrono::{DateTime, SubsecRound, Utc};

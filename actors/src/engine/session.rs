@@ -6,14 +6,14 @@
 //! an order that has no live actor (a terminal one) is handed to a task, so
 //! the session never waits on the store.
 
-use crate::driver::DriverMessage;
-use crate::input::LocationInput;
-use crate::lifecycle;
+use crate::domain::input::LocationInput;
+use crate::domain::lifecycle;
+use crate::domain::model::*;
+use crate::engine::Engine;
+use crate::engine::driver::DriverMessage;
+use crate::engine::order::SubscribeRefused;
+use crate::engine::outbox::Outbox;
 use crate::metrics as m;
-use crate::model::*;
-use crate::order::SubscribeRefused;
-use crate::outbox::Outbox;
-use crate::realtime::Engine;
 use crate::wire::{self, ClientMessage, ServerMessage};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::Value;

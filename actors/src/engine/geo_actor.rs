@@ -5,10 +5,10 @@
 //! Positions reach it through each driver's [`PendingUpsert`], coalesced per
 //! driver, so the one mailbox every position passes through stays bounded.
 
-use crate::driver::DriverMessage;
-use crate::geo_index::{DriverEntry, GeoIndex, Nearby};
+use crate::domain::geo_index::{DriverEntry, GeoIndex, Nearby};
+use crate::domain::model::{DriverId, LatLon};
+use crate::engine::driver::DriverMessage;
 use crate::metrics as m;
-use crate::model::{DriverId, LatLon};
 use dashmap::DashMap;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::{HashMap, HashSet};

@@ -5,7 +5,7 @@
 //! optional, so a missing field is reported like a wrong one); its `parse`
 //! returns the checked value or every failing field at once.
 
-use crate::model::{DeliveryAddress, LatLon, Role, VehicleType};
+use crate::domain::model::{DeliveryAddress, LatLon, Role, VehicleType};
 use serde::{Deserialize, Serialize};
 
 /// One failing field, named by its JSON path (`deliveryAddress.zip`,

@@ -30,7 +30,7 @@ impl Default for EngineConfig {
             search_radius_km: 5.0,
             max_radius_km: 15.0,
             max_active_orders: 2,
-            road_factor: crate::eta::DEFAULT_ROAD_FACTOR,
+            road_factor: crate::domain::eta::DEFAULT_ROAD_FACTOR,
             eta_push_threshold: Duration::from_secs(60),
             outbound_queue: 256,
             candidates_per_order: 8,

@@ -1,6 +1,6 @@
 //! Great-circle distance, the one distance every part of dispatchd uses.
 
-use crate::model::LatLon;
+use crate::domain::model::LatLon;
 use geo::{Distance, Haversine, Point};
 
 /// Haversine distance in kilometres.

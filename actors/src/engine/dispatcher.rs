@@ -10,13 +10,13 @@
 //! actor, whose durable write makes the assignment; that write runs in a
 //! task, so the dispatcher itself never waits on the store.
 
-use crate::config::EngineConfig;
-use crate::dispatch_policy::{self, Candidate, OpenOrder, PolicyParams};
-use crate::driver::Drivers;
-use crate::geo_actor::{CandidateQuery, GeoMessage};
+use crate::domain::dispatch_policy::{self, Candidate, OpenOrder, PolicyParams};
+use crate::domain::model::*;
+use crate::engine::config::EngineConfig;
+use crate::engine::driver::Drivers;
+use crate::engine::geo_actor::{CandidateQuery, GeoMessage};
+use crate::engine::order::{CommandError, Orders, RestaurantInfo};
 use crate::metrics as m;
-use crate::model::*;
-use crate::order::{CommandError, Orders, RestaurantInfo};
 use crate::wire::{OfferOutcome, Pickup, ServerMessage};
 use chrono::{DateTime, Utc};
 use ractor::rpc::CallResult;
@@ -342,7 +342,9 @@ impl DispatcherState {
             lon: restaurant.location.lon,
         };
         let distance_km = driver_at
-            .map(|at| (crate::geo::distance_km(at, restaurant.location) * 1000.0).round() / 1000.0)
+            .map(|at| {
+                (crate::domain::geo::distance_km(at, restaurant.location) * 1000.0).round() / 1000.0
+            })
             .unwrap_or(0.0);
         let frame = ServerMessage::Offer {
             offer_id,
@@ -399,7 +401,7 @@ impl DispatcherState {
         .encode();
         self.args.drivers.cast(
             offer.driver_id,
-            crate::driver::DriverMessage::Push(frame, None),
+            crate::engine::driver::DriverMessage::Push(frame, None),
         );
     }
 
@@ -452,9 +454,10 @@ impl DispatcherState {
                             "no such offer for this driver",
                             None,
                         );
-                        self.args
-                            .drivers
-                            .cast(driver_id, crate::driver::DriverMessage::Push(frame, None));
+                        self.args.drivers.cast(
+                            driver_id,
+                            crate::engine::driver::DriverMessage::Push(frame, None),
+                        );
                     }
                 }
             }
@@ -554,7 +557,7 @@ impl DispatchHandle {
                     accept,
                     reply: Some(reply),
                 },
-                Some(crate::order::ORDER_CALL_TIMEOUT),
+                Some(crate::engine::order::ORDER_CALL_TIMEOUT),
             )
             .await
         {

@@ -3,7 +3,7 @@
 //! An R-tree (rstar) over plain `[lon, lat]` degree points, plus a map from
 //! driver id to the entry, so a move removes the old point without searching
 //! for it. Degrees only narrow the search: every distance handed out, and
-//! every order, is the haversine distance of [`crate::geo::distance_km`], and
+//! every order, is the haversine distance of [`crate::domain::geo::distance_km`], and
 //! a search stops only when a proven lower bound says nobody left can be
 //! nearer. Pure and synchronous: the `GeoIndex` actor owns one of these.
 
@@ -16,8 +16,8 @@ use rstar::{
     SelectionFunction,
 };
 
-use crate::geo::distance_km;
-use crate::model::{DriverId, LatLon};
+use crate::domain::geo::distance_km;
+use crate::domain::model::{DriverId, LatLon};
 
 /// The radius `geo`'s haversine uses (GRS80 mean radius); a unit test keeps
 /// the two in step, since the search bounds below are derived from it.

@@ -7,15 +7,15 @@
 //! actor, which hears only of estimates that moved), and to the breadcrumb
 //! writer's bounded queue.
 
-use crate::breadcrumbs::BreadcrumbSink;
-use crate::config::EngineConfig;
-use crate::geo_actor::{GeoMessage, PendingUpsert};
-use crate::geo_index::DriverEntry;
-use crate::input::LocationFix;
-use crate::model::*;
-use crate::order::OrderMessage;
-use crate::order_feed::OrderFeed;
-use crate::outbox::{Outbox, SessionId};
+use crate::domain::geo_index::DriverEntry;
+use crate::domain::input::LocationFix;
+use crate::domain::model::*;
+use crate::engine::breadcrumbs::BreadcrumbSink;
+use crate::engine::config::EngineConfig;
+use crate::engine::geo_actor::{GeoMessage, PendingUpsert};
+use crate::engine::order::OrderMessage;
+use crate::engine::order::feed::OrderFeed;
+use crate::engine::outbox::{Outbox, SessionId};
 use crate::store::Breadcrumb;
 use crate::wire::Frame;
 use dashmap::DashMap;
@@ -191,7 +191,7 @@ impl Actor for DriverActor {
                 if !state.carrying.is_empty()
                     && state.breadcrumbs.due(&mut state.breadcrumb_taken_at)
                 {
-                    let recorded_at = crate::order::now();
+                    let recorded_at = crate::engine::order::now();
                     for order_id in state.carrying.keys() {
                         state.breadcrumbs.offer(Breadcrumb {
                             driver_id: location.driver_id,
@@ -216,7 +216,7 @@ impl Actor for DriverActor {
                 if let Some(old) = state.session.replace(outbox.clone())
                     && old.session_id != outbox.session_id
                 {
-                    old.close(crate::outbox::CloseReason::Replaced);
+                    old.close(crate::engine::outbox::CloseReason::Replaced);
                 }
                 for carried in state.carrying.values() {
                     let _ = carried

@@ -9,8 +9,8 @@
 //! too slow and the session is closed (1013) rather than buffering without
 //! bound.
 
+use crate::domain::model::OrderId;
 use crate::metrics as m;
-use crate::model::OrderId;
 use crate::wire::Frame;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;

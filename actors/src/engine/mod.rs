@@ -3,16 +3,25 @@
 //! restaurant feeds, and the listener that turns an order's committed
 //! changes into work for the others.
 
-use crate::breadcrumbs::BreadcrumbSink;
-use crate::config::EngineConfig;
-use crate::dispatcher::{
+pub mod breadcrumbs;
+pub mod config;
+pub mod dispatcher;
+pub mod driver;
+pub mod geo_actor;
+pub mod order;
+pub mod outbox;
+pub mod session;
+
+use crate::domain::model::*;
+use crate::engine::breadcrumbs::BreadcrumbSink;
+use crate::engine::config::EngineConfig;
+use crate::engine::dispatcher::{
     DispatchHandle, DispatchMessage, Dispatchable, Dispatcher, DispatcherArguments,
 };
-use crate::driver::{DriverMessage, Drivers};
-use crate::geo_actor::{GeoActor, GeoArguments, GeoMessage};
-use crate::model::*;
-use crate::order::{OrderChanged, OrderListener, Orders};
-use crate::outbox::{Outbox, SessionId};
+use crate::engine::driver::{DriverMessage, Drivers};
+use crate::engine::geo_actor::{GeoActor, GeoArguments, GeoMessage};
+use crate::engine::order::{OrderChanged, OrderListener, Orders};
+use crate::engine::outbox::{Outbox, SessionId};
 use crate::store::Store;
 use crate::wire::{self, Frame};
 use dashmap::DashMap;

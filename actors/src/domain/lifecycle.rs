@@ -3,7 +3,7 @@
 //!
 //! Pure functions: the order actor asks [`decide`] before it writes anything.
 
-use crate::model::{Caller, Order, OrderStatus, Role};
+use crate::domain::model::{Caller, Order, OrderStatus, Role};
 use serde::{Deserialize, Serialize};
 use std::str::FromStr;
 
@@ -163,7 +163,7 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::DeliveryAddress;
+    use crate::domain::model::DeliveryAddress;
     use chrono::Utc;
 
     pub(crate) fn order(status: OrderStatus, driver: Option<i64>) -> Order {

@@ -6,9 +6,9 @@
 //! [`scenario`] builds seeded synthetic cities to compare [`assign_round`]
 //! with the [`assign_greedy`] baseline.
 
-use crate::eta::{DEFAULT_ROAD_FACTOR, travel_secs};
-use crate::geo::distance_km;
-use crate::model::{DriverId, LatLon, OrderId, VehicleType};
+use crate::domain::eta::{DEFAULT_ROAD_FACTOR, travel_secs};
+use crate::domain::geo::distance_km;
+use crate::domain::model::{DriverId, LatLon, OrderId, VehicleType};
 use pathfinding::kuhn_munkres::kuhn_munkres_min;
 use pathfinding::matrix::Matrix;
 use std::cmp::Ordering;
@@ -575,9 +575,9 @@ pub fn assign_greedy(
 /// Seeded synthetic cities for the benchmark and the tests.
 pub mod scenario {
     use super::{Candidate, OpenOrder, Pairing, PolicyParams, has_capacity};
-    use crate::eta::travel_secs;
-    use crate::geo::distance_km;
-    use crate::model::{LatLon, VehicleType};
+    use crate::domain::eta::travel_secs;
+    use crate::domain::geo::distance_km;
+    use crate::domain::model::{LatLon, VehicleType};
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
     use std::collections::HashMap;

@@ -1,0 +1,10 @@
+//! The pure core: records, rules and policies, with no actors and no I/O.
+
+pub mod dispatch_policy;
+pub mod eta;
+pub mod geo;
+pub mod geo_index;
+pub mod input;
+pub mod lifecycle;
+pub mod model;
+pub mod pricing;
