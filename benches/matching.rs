@@ -2,8 +2,8 @@
 //! min-cost assignment against first-come nearest, and prints a table of how
 //! the two compare on seeded cities before the timings.
 
-use actors::domain::dispatch_policy::scenario::{self, Scenario, evaluate, nearest_candidates};
-use actors::domain::dispatch_policy::{Candidate, PolicyParams, assign_greedy, assign_round};
+use actors::domain::dispatch::scenario::{self, Scenario, evaluate, nearest_candidates};
+use actors::domain::dispatch::{Candidate, PolicyParams, assign_greedy, assign_round};
 use actors::domain::geo_index::{DriverEntry, GeoIndex};
 use criterion::{Criterion, criterion_group};
 use std::hint::black_box;

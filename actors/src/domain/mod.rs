@@ -1,6 +1,6 @@
 //! The pure core: records, rules and policies, with no actors and no I/O.
 
-pub mod dispatch_policy;
+pub mod dispatch;
 pub mod eta;
 pub mod geo;
 pub mod geo_index;

@@ -4,13 +4,13 @@
 //! Every round it takes the dispatchable orders without an outstanding
 //! offer, asks the geo index for available drivers near each restaurant
 //! (one round trip for the whole round), solves the round as a minimum-cost
-//! assignment (`dispatch_policy::assign_round`), and sends offers. A decline
+//! assignment (`dispatch::assign_round`), and sends offers. A decline
 //! or an expiry excludes that driver for that order; an order that finds
 //! nobody widens its radius step by step. Accepting goes through the order
 //! actor, whose durable write makes the assignment; that write runs in a
 //! task, so the dispatcher itself never waits on the store.
 
-use crate::domain::dispatch_policy::{self, Candidate, OpenOrder, PolicyParams};
+use crate::domain::dispatch::{self, Candidate, OpenOrder, PolicyParams};
 use crate::domain::model::*;
 use crate::engine::config::EngineConfig;
 use crate::engine::driver::Drivers;
@@ -271,7 +271,7 @@ impl DispatcherState {
                 continue;
             };
             if nearby.is_empty() {
-                if let Some(wider) = dispatch_policy::widen_radius(
+                if let Some(wider) = dispatch::widen_radius(
                     entry.radius_km,
                     self.args.config.search_radius_km,
                     self.args.config.max_radius_km,
@@ -304,7 +304,7 @@ impl DispatcherState {
                     .collect::<Vec<_>>(),
             );
         }
-        let pairings = dispatch_policy::assign_round(&orders, &candidates, &self.params);
+        let pairings = dispatch::assign_round(&orders, &candidates, &self.params);
         metrics::histogram!(m::DISPATCH_ROUND_SECONDS).record(started.elapsed().as_secs_f64());
 
         for pairing in pairings {

@@ -1,0 +1,196 @@
+//! The cost model: what giving one order to one driver costs, in seconds
+//! (DESIGN.md "Matching"). Pure: times are seconds relative to the round's
+//! start, so a round is deterministic and testable without actors.
+
+use crate::domain::eta::{DEFAULT_ROAD_FACTOR, travel_secs};
+use crate::domain::model::{DriverId, LatLon, OrderId, VehicleType};
+
+/// Tunables of the policy. Every weight is in seconds of cost per unit and is
+/// meant to be non-negative.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyParams {
+    /// Streets are longer than the crow flies (CONTRACT.md "Dispatch").
+    pub road_factor: f64,
+    /// A driver holding this many active orders gets no offers.
+    pub max_active_orders: u32,
+    /// Cost per second of driving to the restaurant, on top of the pickup
+    /// term. Idle time at the restaurant is not charged again (the pickup
+    /// term already spends the driver until the food is ready), so among
+    /// drivers who would all wait for the food this makes the nearest win,
+    /// instead of rewarding one that arrives later by driving further.
+    pub travel_weight: f64,
+    /// Cost per second ready food waits for its driver, on top of the pickup
+    /// term that already counts that second once: cold food is what customers
+    /// notice, so it weighs more than driver idling.
+    pub food_wait_weight: f64,
+    /// Cost per order the driver already carries: each one is a detour that
+    /// delays this order and risks the first one going cold.
+    pub load_penalty_secs: f64,
+}
+
+impl Default for PolicyParams {
+    fn default() -> Self {
+        PolicyParams {
+            road_factor: DEFAULT_ROAD_FACTOR,
+            max_active_orders: 2,
+            travel_weight: 0.25,
+            food_wait_weight: 1.0,
+            load_penalty_secs: 300.0,
+        }
+    }
+}
+
+/// An order waiting for a driver in this round.
+#[derive(Debug, Clone)]
+pub struct OpenOrder {
+    pub order_id: OrderId,
+    pub restaurant: LatLon,
+    pub dropoff: LatLon,
+    /// When the food is ready, in seconds from now; `<= 0` means it already is.
+    pub ready_in_secs: f64,
+}
+
+/// A driver the geo index found near an order's restaurant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Candidate {
+    pub driver_id: DriverId,
+    pub at: LatLon,
+    pub vehicle: VehicleType,
+    pub active_orders: u32,
+}
+
+/// Cost in seconds of giving `order` to `driver`:
+///
+/// ```text
+/// travel = travel_secs(driver.at, order.restaurant, driver.vehicle, road_factor)
+/// ready  = max(order.ready_in_secs, 0)
+/// cost   = max(travel, ready)                          // when pickup can happen
+///        + travel_weight      * travel                 // the driving itself
+///        + food_wait_weight   * max(travel - ready, 0) // food waits for driver
+///        + load_penalty_secs  * driver.active_orders
+/// ```
+///
+/// Food that was ready before now counts from now: the time it has already
+/// waited is the same whichever driver is chosen, and counting it would make
+/// the longest-waiting orders the most expensive to assign. A travel time
+/// that is not finite (a NaN coordinate) gives an infinite cost, which both
+/// assigners treat as "not a candidate".
+pub fn pairing_cost(order: &OpenOrder, driver: &Candidate, params: &PolicyParams) -> f64 {
+    let travel = travel_secs(
+        driver.at,
+        order.restaurant,
+        driver.vehicle,
+        params.road_factor,
+    );
+    // `f64::max` ignores NaN, so a NaN travel time would otherwise vanish
+    // into a plausible-looking cost below.
+    if !travel.is_finite() {
+        return f64::INFINITY;
+    }
+    let ready = order.ready_in_secs.max(0.0);
+    let food_wait = (travel - ready).max(0.0);
+    travel.max(ready)
+        + params.travel_weight * travel
+        + params.food_wait_weight * food_wait
+        + params.load_penalty_secs * f64::from(driver.active_orders)
+}
+
+/// Whether a driver may be offered anything at all.
+pub fn has_capacity(driver: &Candidate, params: &PolicyParams) -> bool {
+    driver.active_orders < params.max_active_orders
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::dispatch::fixtures::*;
+
+    #[test]
+    fn while_the_food_is_not_ready_the_nearer_driver_still_costs_less() {
+        let params = PolicyParams::default();
+        // Both drivers would arrive long before the food: the pickup time is
+        // the same, and the one who drives less is the better choice.
+        let o = order(1, DOWNTOWN, 900.0);
+        let near = pairing_cost(&o, &driver(1, east(0.3)), &params);
+        let far = pairing_cost(&o, &driver(2, east(3.0)), &params);
+        assert!(near < far, "{near} vs {far}");
+    }
+
+    #[test]
+    fn a_nearer_driver_costs_less() {
+        let params = PolicyParams::default();
+        let o = order(1, DOWNTOWN, 0.0);
+        let near = pairing_cost(&o, &driver(1, east(1.0)), &params);
+        let far = pairing_cost(&o, &driver(2, east(3.0)), &params);
+        assert!(near < far, "{near} vs {far}");
+    }
+
+    #[test]
+    fn food_waiting_for_the_driver_costs_more_than_the_driver_waiting_for_food() {
+        let params = PolicyParams::default();
+        let (near, far) = (driver(1, east(1.0)), driver(2, east(2.0)));
+        let t_near = travel_secs(near.at, DOWNTOWN, near.vehicle, params.road_factor);
+        let t_far = travel_secs(far.at, DOWNTOWN, far.vehicle, params.road_factor);
+        let gap = t_far - t_near;
+        // Pickup at `t_far` both times, `gap` seconds of waiting both times;
+        // only who waits differs.
+        let driver_waits = pairing_cost(&order(1, DOWNTOWN, t_far), &near, &params);
+        let food_waits = pairing_cost(&order(2, DOWNTOWN, t_near), &far, &params);
+        assert!(food_waits > driver_waits, "{food_waits} vs {driver_waits}");
+        assert!((driver_waits - (t_far + params.travel_weight * t_near)).abs() < 1e-9);
+        assert!(
+            (food_waits - (t_far + params.travel_weight * t_far + params.food_wait_weight * gap))
+                .abs()
+                < 1e-9
+        );
+        // Food that was ready before now counts from now.
+        let at_restaurant = driver(3, DOWNTOWN);
+        assert_eq!(
+            pairing_cost(&order(3, DOWNTOWN, -300.0), &at_restaurant, &params),
+            0.0
+        );
+    }
+
+    #[test]
+    fn each_active_order_adds_the_load_penalty() {
+        let params = PolicyParams::default();
+        let o = order(1, DOWNTOWN, 60.0);
+        let free = driver(1, east(1.0));
+        let busy = Candidate {
+            active_orders: 1,
+            ..free
+        };
+        let idle_cost = pairing_cost(&o, &free, &params);
+        assert!(
+            (pairing_cost(&o, &busy, &params) - idle_cost - params.load_penalty_secs).abs() < 1e-9
+        );
+    }
+
+    #[test]
+    fn only_drivers_below_the_maximum_have_capacity() {
+        let params = PolicyParams::default();
+        let d = driver(1, DOWNTOWN);
+        assert!(has_capacity(&d, &params));
+        assert!(has_capacity(
+            &Candidate {
+                active_orders: 1,
+                ..d
+            },
+            &params
+        ));
+        assert!(!has_capacity(
+            &Candidate {
+                active_orders: 2,
+                ..d
+            },
+            &params
+        ));
+        assert!(!has_capacity(
+            &Candidate {
+                active_orders: 5,
+                ..d
+            },
+            &params
+        ));
+    }
+}

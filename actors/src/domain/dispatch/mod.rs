@@ -1,0 +1,57 @@
+//! The dispatch policy (DESIGN.md "Matching"), as pure functions:
+//!
+//! - [`cost`]: what giving one order to one driver costs, in seconds;
+//! - [`round`]: which pairings one dispatch round makes (a minimum-cost
+//!   assignment), the greedy baseline, and radius widening;
+//! - [`solver`]: the matching algorithm behind a round, which knows nothing
+//!   of orders;
+//! - [`scenario`]: seeded synthetic cities, a fixture of the tests and the
+//!   benchmarks only (feature `scenarios`).
+
+pub mod cost;
+pub mod round;
+#[cfg(any(test, feature = "scenarios"))]
+pub mod scenario;
+pub mod solver;
+
+pub use cost::{Candidate, OpenOrder, PolicyParams, has_capacity, pairing_cost};
+pub use round::{Pairing, assign_greedy, assign_round, widen_radius};
+
+/// Small fixtures the policy's unit tests share: a street running east
+/// from downtown Austin.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::{Candidate, OpenOrder};
+    use crate::domain::model::{DriverId, LatLon, OrderId, VehicleType};
+
+    pub const DOWNTOWN: LatLon = LatLon {
+        lat: 30.2672,
+        lon: -97.7431,
+    };
+
+    /// `km` east of downtown.
+    pub fn east(km: f64) -> LatLon {
+        LatLon {
+            lat: DOWNTOWN.lat,
+            lon: DOWNTOWN.lon + km / (111.32 * DOWNTOWN.lat.to_radians().cos()),
+        }
+    }
+
+    pub fn order(order_id: OrderId, restaurant: LatLon, ready_in_secs: f64) -> OpenOrder {
+        OpenOrder {
+            order_id,
+            restaurant,
+            dropoff: DOWNTOWN,
+            ready_in_secs,
+        }
+    }
+
+    pub fn driver(driver_id: DriverId, at: LatLon) -> Candidate {
+        Candidate {
+            driver_id,
+            at,
+            vehicle: VehicleType::Car,
+            active_orders: 0,
+        }
+    }
+}
