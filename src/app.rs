@@ -67,7 +67,7 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
     );
     let engine = Engine::start(store.clone(), crumbs, settings.engine()).await?;
     let recovery_started = std::time::Instant::now();
-    let recovered = engine.orders.recover().await?;
+    let recovered = engine.orders().recover().await?;
     tracing::info!(
         orders = recovered,
         millis = recovery_started.elapsed().as_millis() as u64,
@@ -86,6 +86,7 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
     let shutdown = CancellationToken::new();
     let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
     let state = AppState::new(
+        store.clone(),
         engine.clone(),
         tokens,
         settings.clone(),
@@ -118,7 +119,15 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future();
     let server = tokio::spawn(server);
-    shutdown.cancelled().await;
+    let gave_up = tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = engine.gave_up() => {
+            // The engine stopped itself; stop serving too, and say so in the
+            // exit status for the process's own supervisor.
+            shutdown.cancel();
+            true
+        }
+    };
     tracing::info!(
         grace_secs = grace.as_secs(),
         "Shutting down: finishing in-flight requests"
@@ -139,6 +148,9 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
         tracing::warn!("Some WebSocket sessions did not close in time");
     }
     engine.stop();
+    if gave_up {
+        anyhow::bail!("a core actor kept failing; the engine stopped (see the log above)");
+    }
     tracing::info!("Stopped");
     Ok(())
 }

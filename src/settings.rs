@@ -19,6 +19,7 @@ pub struct Settings {
     pub ws: WsSettings,
     pub breadcrumbs: BreadcrumbSettings,
     pub drivers: DriverSettings,
+    pub supervision: SupervisionSettings,
     pub log: LogSettings,
 }
 
@@ -99,6 +100,15 @@ pub struct BreadcrumbSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct DriverSettings {
     pub location_updates_per_sec: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SupervisionSettings {
+    pub max_restarts: usize,
+    pub restart_window_secs: u64,
+    /// Lets admins kill a core actor (`POST /api/admin/faults`), for drills
+    /// and tests; off in production.
+    pub fault_injection: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -193,6 +203,9 @@ impl Settings {
             problems
                 .push("dispatch.road_factor must be >= 1 and max_radius_km >= search_radius_km");
         }
+        if self.supervision.restart_window_secs == 0 {
+            problems.push("supervision.restart_window_secs must be at least 1");
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -214,6 +227,8 @@ impl Settings {
             eta_push_threshold: Duration::from_secs(self.dispatch.eta_push_threshold_secs),
             outbound_queue: self.ws.outbound_queue,
             candidates_per_order: self.dispatch.candidates_per_order,
+            max_restarts: self.supervision.max_restarts,
+            restart_window: Duration::from_secs(self.supervision.restart_window_secs),
         }
     }
 
@@ -321,6 +336,11 @@ mod tests {
                 "drivers.location_updates_per_sec",
             ),
             ("DISPATCH__LOG__FORMAT", "xml", "log.format"),
+            (
+                "DISPATCH__SUPERVISION__RESTART_WINDOW_SECS",
+                "0",
+                "supervision.restart_window_secs",
+            ),
         ] {
             let err = Settings::load_from(None, env(&[(key, value)])).unwrap_err();
             assert!(err.to_string().contains(named), "{key}={value}: {err}");
@@ -335,6 +355,9 @@ mod tests {
         let err = Settings::load_from(None, env(&[("DISPATCH__BREADCRUMBS__EVERY_MS", "often")]))
             .unwrap_err();
         assert!(err.to_string().contains("every_ms"), "{err}");
+        let err = Settings::load_from(None, env(&[("DISPATCH__SUPERVISION__MAX_RESTARTS", "-1")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("max_restarts"), "{err}");
     }
 
     #[test]

@@ -10,9 +10,9 @@
 
 use crate::http::AppState;
 use actors::domain::model::{Caller, Role};
-use actors::engine::driver::DriverMessage;
+use actors::engine::driver::DriverHandle;
 use actors::engine::outbox::{CloseReason, Outbox, next_session_id};
-use actors::engine::session::{SessionActor, SessionArguments, SessionMessage, forward_location};
+use actors::engine::session::{SessionHandle, forward_location};
 use actors::metrics as m;
 use actors::wire::{self, ClientMessage, ServerMessage};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -21,7 +21,6 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
 use governor::{Quota, RateLimiter};
-use ractor::Actor;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -107,15 +106,15 @@ async fn run(socket: Box<WebSocket>, caller: Option<Caller>, state: AppState) {
     // The client left (or the writer closed): stop the writer if it is not done.
     open.outbox.close(CloseReason::PeerClosed);
     let _ = open.writer.await;
-    open.session.stop(None);
+    open.session.stop();
 }
 
 /// A connection past its opening: what the reader loop needs.
 struct Open {
     stream: futures::stream::SplitStream<WebSocket>,
     outbox: Arc<Outbox>,
-    session: ractor::ActorRef<SessionMessage>,
-    driver: Option<ractor::ActorRef<DriverMessage>>,
+    session: SessionHandle,
+    driver: Option<DriverHandle>,
     last_heard: Arc<AtomicI64>,
     done: CancellationToken,
     writer: tokio::task::JoinHandle<()>,
@@ -137,18 +136,20 @@ async fn open(socket: Box<WebSocket>, caller: Option<Caller>, state: &AppState) 
     };
     let live = state.live_sessions.token();
     let settings = state.settings.ws.clone();
-    let engine = state.engine.clone();
     let outbox = Arc::new(Outbox::new(next_session_id(), settings.outbound_queue));
 
     // A driver's actor holds its socket: offers and its orders' updates go
     // there, and a newer connection of the same driver replaces this one.
     let driver = if caller.role == Role::Driver {
-        match driver_actor(state, caller.user_id).await {
-            Some(driver) => {
-                let _ = driver.cast(DriverMessage::AttachSession(outbox.clone()));
-                Some(driver)
-            }
-            None => {
+        match state
+            .engine
+            .drivers()
+            .attach(caller.user_id, outbox.clone())
+            .await
+        {
+            Ok(driver) => Some(driver),
+            Err(error) => {
+                tracing::warn!(driver_id = caller.user_id, %error, "Driver actor unavailable");
                 let _ = socket.send(close_message(1011, "driver unavailable")).await;
                 return None;
             }
@@ -156,19 +157,12 @@ async fn open(socket: Box<WebSocket>, caller: Option<Caller>, state: &AppState) 
     } else {
         None
     };
-    let session = match Actor::spawn(
-        None,
-        SessionActor,
-        SessionArguments {
-            caller,
-            outbox: outbox.clone(),
-            engine,
-            driver: driver.clone(),
-        },
-    )
-    .await
+    let session = match state
+        .engine
+        .open_session(caller, outbox.clone(), driver.clone())
+        .await
     {
-        Ok((session, _)) => session,
+        Ok(session) => session,
         Err(error) => {
             tracing::error!(%error, "Session actor failed to start");
             let _ = socket.send(close_message(1011, "internal error")).await;
@@ -199,14 +193,6 @@ async fn open(socket: Box<WebSocket>, caller: Option<Caller>, state: &AppState) 
     })
 }
 
-async fn driver_actor(state: &AppState, driver_id: i64) -> Option<ractor::ActorRef<DriverMessage>> {
-    let profile = match state.engine.drivers.profile(driver_id) {
-        Some(profile) => profile,
-        None => state.store.driver(driver_id).await.ok().flatten()?,
-    };
-    state.engine.drivers.ensure(profile).await
-}
-
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -215,8 +201,8 @@ fn now_ms() -> i64 {
 async fn read(
     mut stream: futures::stream::SplitStream<WebSocket>,
     outbox: &Outbox,
-    session: &ractor::ActorRef<SessionMessage>,
-    driver: Option<&ractor::ActorRef<DriverMessage>>,
+    session: &SessionHandle,
+    driver: Option<&DriverHandle>,
     last_heard: &AtomicI64,
     done: &CancellationToken,
     shutdown: &CancellationToken,
@@ -303,11 +289,10 @@ async fn read(
                     forward_location(driver, input, decoded.reference, received_at, outbox);
                     continue;
                 }
-                let _ = session.cast(SessionMessage::Client(
-                    message,
-                    decoded.reference,
-                    received_at,
-                ));
+                if !session.client(message, decoded.reference, received_at) {
+                    // The session actor is gone: the app reconnects.
+                    outbox.close(CloseReason::Restarting);
+                }
             }
         }
     }

@@ -93,6 +93,8 @@ pub const DISPATCHABLE_ORDERS: &str = "dispatch_dispatchable_orders";
 pub const DISPATCH_ROUND_SECONDS: &str = "dispatch_round_duration_seconds";
 pub const RADIUS_WIDENINGS_TOTAL: &str = "dispatch_radius_widenings_total";
 pub const ETA_UPDATES_TOTAL: &str = "dispatch_eta_updates_total";
+pub const ACTOR_RESTARTS_TOTAL: &str = "dispatch_actor_restarts_total";
+pub const CORE_ACTORS_DOWN: &str = "dispatch_core_actors_down";
 
 /// Registers the help text of the real-time and dispatch metrics.
 pub fn describe_realtime() {
@@ -180,5 +182,13 @@ pub fn describe_realtime() {
     describe_counter!(
         ETA_UPDATES_TOTAL,
         "Estimated delivery times stored and pushed after moving past the threshold."
+    );
+    describe_counter!(
+        ACTOR_RESTARTS_TOTAL,
+        "Actors started again by their supervisor after a failure, by actor."
+    );
+    describe_gauge!(
+        CORE_ACTORS_DOWN,
+        "Core actors (geo, dispatcher, order and driver supervisors) not running right now."
     );
 }

@@ -4,8 +4,9 @@
 //! the only callers that write an order after it is placed; they await their
 //! own writes so that commands on one order are serialised.
 
-use crate::domain::input::{MenuItemPatch, NewMenuItem, NewOrder, NewRestaurant, RestaurantPatch};
+use crate::domain::input::{MenuItemPatch, NewMenuItem, NewRestaurant, RestaurantPatch};
 use crate::domain::model::*;
+pub use crate::domain::quote::{OrderDraft, PricedLine};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
@@ -73,36 +74,32 @@ pub struct OrderQuery {
     pub limit: i64,
 }
 
-/// A priced order line, ready to be written.
-#[derive(Debug, Clone)]
-pub struct PricedLine {
-    pub menu_item_id: MenuItemId,
-    pub name: String,
-    pub quantity: i32,
-    pub unit_price_cents: i64,
-    pub special_instructions: Option<String>,
-}
-
-/// Everything `place_order` writes in its one transaction.
-#[derive(Debug, Clone)]
-pub struct OrderDraft {
-    pub customer_id: UserId,
-    pub order: NewOrder,
-    pub lines: Vec<PricedLine>,
-    pub subtotal_cents: i64,
-    pub delivery_fee_cents: i64,
-    pub service_fee_cents: i64,
-    pub total_cents: i64,
-    pub estimated_delivery_at: Option<DateTime<Utc>>,
-    pub placed_at: DateTime<Utc>,
-    pub idempotency: Option<IdempotencyKey>,
-}
-
 #[derive(Debug, Clone)]
 pub struct IdempotencyKey {
     pub key: String,
     /// A digest of the canonical request body.
     pub request_hash: String,
+}
+
+/// What the store keeps of a key: the digest of the body it first came
+/// with, and the response once that request finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    pub request_hash: String,
+    pub response_body: Option<String>,
+}
+
+impl IdempotencyRecord {
+    /// The one rule for a key seen before (CONTRACT.md "Idempotent order
+    /// creation"): another body is a reuse; the same body replays the first
+    /// response, or is still in progress if there is none yet.
+    pub fn outcome_for(&self, request_hash: &str) -> PlaceOutcome {
+        match &self.response_body {
+            _ if self.request_hash != request_hash => PlaceOutcome::KeyReused,
+            Some(body) => PlaceOutcome::Replayed(body.clone()),
+            None => PlaceOutcome::InProgress,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -134,6 +131,22 @@ pub struct NewOrderEvent {
     pub actor_role: Option<Role>,
     pub at: DateTime<Utc>,
     pub data: serde_json::Value,
+}
+
+impl NewOrderEvent {
+    /// The first event of every order, as the store writes it and as the
+    /// engine announces it.
+    pub fn placed(order: &Order) -> NewOrderEvent {
+        NewOrderEvent {
+            kind: OrderEventType::OrderPlaced,
+            from_status: None,
+            to_status: Some(OrderStatus::Placed),
+            actor_id: Some(order.customer_id),
+            actor_role: Some(Role::Customer),
+            at: order.placed_at,
+            data: serde_json::json!({ "totalCents": order.total_cents }),
+        }
+    }
 }
 
 #[async_trait]
@@ -175,13 +188,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes order, items, first event and idempotency record in one
     /// transaction; with a key seen before, answers the first response instead.
-    async fn place_order(&self, draft: OrderDraft) -> StoreResult<PlaceOutcome>;
-    /// The body of the first response to `(user, key)`, and its request hash.
+    /// Writes the order, its items, its first event and, with a key, the
+    /// idempotency record, in one transaction; a key seen before is
+    /// answered by [`IdempotencyRecord::outcome_for`] instead.
+    async fn place_order(
+        &self,
+        draft: OrderDraft,
+        idempotency: Option<IdempotencyKey>,
+    ) -> StoreResult<PlaceOutcome>;
+    /// What the store keeps of `(user, key)`, if it was seen.
     async fn idempotent_response(
         &self,
         user_id: UserId,
         key: &str,
-    ) -> StoreResult<Option<(String, String)>>;
+    ) -> StoreResult<Option<IdempotencyRecord>>;
     async fn order(&self, id: OrderId) -> StoreResult<Option<Order>>;
     async fn order_items(&self, id: OrderId) -> StoreResult<Vec<OrderItem>>;
     async fn order_events(&self, id: OrderId) -> StoreResult<Vec<OrderEvent>>;

@@ -7,17 +7,14 @@ use super::{ApiError, AppState};
 use actors::domain::input::{LocationInput, Problems};
 use actors::domain::model::{Order, Role};
 use actors::engine::dispatcher::OfferError;
-use actors::engine::driver::DriverMessage;
-use actors::engine::geo_actor::GeoMessage;
+use actors::engine::driver::DriverError;
 use actors::metrics as m;
 use axum::extract::{Path, State};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use ractor::ActorRef;
-use ractor::rpc::CallResult;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -28,25 +25,14 @@ pub fn router() -> Router<AppState> {
         .route("/offers/{id}/decline", post(decline))
 }
 
-/// The driver's actor, started on first use.
-async fn driver_actor(
-    state: &AppState,
-    driver_id: i64,
-) -> Result<ActorRef<DriverMessage>, ApiError> {
-    let profile = match state.engine.drivers.profile(driver_id) {
-        Some(profile) => profile,
-        None => state
-            .store
-            .driver(driver_id)
-            .await?
-            .ok_or(ApiError::NotFound("driver"))?,
-    };
-    state
-        .engine
-        .drivers
-        .ensure(profile)
-        .await
-        .ok_or_else(|| ApiError::Internal("driver actor did not start".into()))
+impl From<DriverError> for ApiError {
+    fn from(error: DriverError) -> ApiError {
+        match error {
+            DriverError::NotFound => ApiError::NotFound("driver"),
+            DriverError::Store(error) => error.into(),
+            DriverError::Unavailable => ApiError::Internal("driver actor did not start".into()),
+        }
+    }
 }
 
 async fn location(
@@ -61,9 +47,11 @@ async fn location(
         return Err(ApiError::RateLimited);
     }
     let received_at = Instant::now();
-    let driver = driver_actor(&state, driver_id).await?;
+    let driver = state.engine.drivers().open(driver_id).await?;
     metrics::counter!(m::LOCATION_UPDATES_TOTAL, "source" => "http").increment(1);
-    let _ = driver.cast(DriverMessage::Located { fix, received_at });
+    if !driver.located(fix, received_at) {
+        return Err(DriverError::Unavailable.into());
+    }
     Ok(Json(json!({ "ok": true })))
 }
 
@@ -81,10 +69,10 @@ async fn availability(
     let available = input
         .available
         .ok_or_else(|| ApiError::field("available", "is required"))?;
-    driver_actor(&state, driver_id).await?;
+    state.engine.drivers().open(driver_id).await?;
     let setting = state
         .engine
-        .drivers
+        .drivers()
         .set_availability(driver_id, available)
         .await
         .ok_or_else(|| ApiError::Internal("driver actor did not answer".into()))?;
@@ -122,23 +110,12 @@ async fn nearby(
     let radius_km = p.number("radiusKm", q.radius_km.or(Some(5.0)), 0.01, 100.0);
     let limit = p.int("limit", q.limit.or(Some(20)), 1, 500) as usize;
     p.finish(|| ())?;
-    let found = match state
+    let found = state
         .engine
-        .geo
-        .call(
-            |reply| GeoMessage::Within {
-                at,
-                radius_km,
-                limit,
-                reply,
-            },
-            Some(Duration::from_secs(5)),
-        )
+        .geo()
+        .within(at, radius_km, limit)
         .await
-    {
-        Ok(CallResult::Success(found)) => found,
-        _ => return Err(ApiError::Internal("geo index did not answer".into())),
-    };
+        .ok_or_else(|| ApiError::Internal("geo index did not answer".into()))?;
     let drivers: Vec<NearbyDriver> = found
         .into_iter()
         .map(|n| NearbyDriver {
@@ -176,7 +153,7 @@ async fn accept(
     let offer_id = path_id(&id, "offer")?;
     match state
         .engine
-        .dispatcher
+        .dispatch()
         .respond(offer_id, driver_id, true)
         .await
     {
@@ -197,7 +174,7 @@ async fn decline(
     let offer_id = path_id(&id, "offer")?;
     state
         .engine
-        .dispatcher
+        .dispatch()
         .respond(offer_id, driver_id, false)
         .await
         .map_err(offer_error)?;

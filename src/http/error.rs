@@ -52,6 +52,10 @@ pub enum ApiError {
     RateLimited,
     #[error("the store is unavailable; nothing was changed")]
     StoreUnavailable,
+    /// Core actors are down (restarting) or live orders are being read
+    /// back: `details` names each (`/readyz` only).
+    #[error("the engine is not ready")]
+    EngineUnavailable(Vec<FieldError>),
     #[error("internal error")]
     Internal(String),
 }
@@ -81,7 +85,9 @@ impl ApiError {
             | ApiError::OutOfRange(_)
             | ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::StoreUnavailable | ApiError::EngineUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -105,6 +111,7 @@ impl ApiError {
             ApiError::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             ApiError::RateLimited => "RATE_LIMITED",
             ApiError::StoreUnavailable => "STORE_UNAVAILABLE",
+            ApiError::EngineUnavailable(_) => "ENGINE_UNAVAILABLE",
             ApiError::Internal(_) => "INTERNAL_ERROR",
         }
     }
@@ -126,7 +133,9 @@ impl IntoResponse for ApiError {
             tracing::error!(%detail, "Request failed");
         }
         let details = match &self {
-            ApiError::Validation(d) | ApiError::ItemUnavailable(d) => d.as_slice(),
+            ApiError::Validation(d)
+            | ApiError::ItemUnavailable(d)
+            | ApiError::EngineUnavailable(d) => d.as_slice(),
             _ => &[],
         };
         let body = ErrorBody {

@@ -25,6 +25,7 @@ use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+mod admin;
 mod auth;
 mod drivers;
 pub mod error;
@@ -52,6 +53,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(
+        store: Arc<dyn Store>,
         engine: Engine,
         tokens: Tokens,
         settings: Settings,
@@ -63,7 +65,7 @@ impl AppState {
         let per_second =
             NonZeroU32::new(settings.drivers.location_updates_per_sec).unwrap_or(NonZeroU32::MIN);
         AppState {
-            store: engine.store.clone(),
+            store,
             engine,
             tokens: Arc::new(tokens),
             login_limiter: Arc::new(RateLimiter::keyed(Quota::per_minute(per_minute))),
@@ -84,7 +86,8 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::router())
         .merge(restaurants::router())
         .merge(orders::router())
-        .merge(drivers::router());
+        .merge(drivers::router())
+        .merge(admin::router());
     Router::new()
         .nest("/api", api)
         .route("/ws", axum::routing::get(crate::ws::upgrade))

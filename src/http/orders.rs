@@ -4,25 +4,22 @@
 use super::auth::Authenticated;
 use super::error::{JsonBody, QueryParams, path_id};
 use super::{ApiError, AppState};
-use actors::domain::eta::{self, Eta, Leg};
-use actors::domain::geo::distance_km;
-use actors::domain::input::{FieldError, NewOrderInput, Problems};
+use actors::domain::eta::Eta;
+use actors::domain::input::{NewOrderInput, Problems};
 use actors::domain::lifecycle::{self, Action};
 use actors::domain::model::*;
-use actors::domain::pricing;
-use actors::engine::order::{TransitionCommand, now};
+use actors::domain::quote::{Rejection, quote};
+use actors::engine::order::TransitionCommand;
 use actors::metrics as m;
-use actors::store::{IdempotencyKey, OrderDraft, OrderQuery, OrderScope, PlaceOutcome, PricedLine};
+use actors::store::{IdempotencyKey, OrderQuery, OrderScope, PlaceOutcome};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch};
 use axum::{Json, Router};
-use chrono::Duration;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -90,6 +87,23 @@ fn replay_or_refuse(outcome: PlaceOutcome) -> Result<Response, ApiError> {
     }
 }
 
+impl From<Rejection> for ApiError {
+    fn from(rejection: Rejection) -> ApiError {
+        match rejection {
+            Rejection::RestaurantClosed => ApiError::RestaurantClosed,
+            Rejection::OutOfRange {
+                distance_km,
+                radius_km,
+            } => ApiError::OutOfRange(format!(
+                "the address is {distance_km:.1} km away; this restaurant delivers within {radius_km} km"
+            )),
+            Rejection::ItemsUnavailable(fields) => ApiError::ItemUnavailable(fields),
+        }
+    }
+}
+
+/// Parses, reads, quotes, places and announces: the rules of placing an
+/// order are `actors::domain::quote`'s.
 async fn create(
     State(state): State<AppState>,
     who: Authenticated,
@@ -107,17 +121,12 @@ async fn create(
     // A key seen before is answered from its record, whatever has changed
     // since (the restaurant may have closed): the first response stands.
     if let Some(idem) = &idempotency
-        && let Some((body, hash)) = state
+        && let Some(record) = state
             .store
             .idempotent_response(customer.user_id, &idem.key)
             .await?
     {
-        let outcome = match (hash == idem.request_hash, body.is_empty()) {
-            (false, _) => PlaceOutcome::KeyReused,
-            (true, false) => PlaceOutcome::Replayed(body),
-            (true, true) => PlaceOutcome::InProgress,
-        };
-        return replay_or_refuse(outcome);
+        return replay_or_refuse(record.outcome_for(&idem.request_hash));
     }
 
     let restaurant = state
@@ -125,85 +134,16 @@ async fn create(
         .restaurant(new.restaurant_id)
         .await?
         .ok_or(ApiError::NotFound("restaurant"))?;
-    if !restaurant.is_open {
-        return Err(ApiError::RestaurantClosed);
-    }
-    let dropoff = LatLon {
-        lat: new.delivery_address.lat,
-        lon: new.delivery_address.lon,
-    };
-    let distance = distance_km(restaurant.location, dropoff);
-    if distance > restaurant.delivery_radius_km {
-        return Err(ApiError::OutOfRange(format!(
-            "the address is {distance:.1} km away; this restaurant delivers within {} km",
-            restaurant.delivery_radius_km
-        )));
-    }
-
-    let menu: HashMap<i64, MenuItem> = state
-        .store
-        .menu(restaurant.id)
-        .await?
-        .into_iter()
-        .map(|item| (item.id, item))
-        .collect();
-    let mut unavailable = Vec::new();
-    let mut lines = Vec::with_capacity(new.lines.len());
-    for (i, line) in new.lines.iter().enumerate() {
-        match menu.get(&line.menu_item_id) {
-            Some(item) if item.is_available => lines.push(PricedLine {
-                menu_item_id: item.id,
-                name: item.name.clone(),
-                quantity: line.quantity,
-                unit_price_cents: item.price_cents,
-                special_instructions: line.special_instructions.clone(),
-            }),
-            Some(item) => unavailable.push(FieldError {
-                field: format!("items[{i}].menuItemId"),
-                message: format!("{} ({}) is unavailable", item.name, item.id),
-            }),
-            None => unavailable.push(FieldError {
-                field: format!("items[{i}].menuItemId"),
-                message: format!(
-                    "item {} is not on this restaurant's menu",
-                    line.menu_item_id
-                ),
-            }),
-        }
-    }
-    if !unavailable.is_empty() {
-        return Err(ApiError::ItemUnavailable(unavailable));
-    }
-
-    let price = pricing::price(
-        lines.iter().map(|l| (l.unit_price_cents, l.quantity)),
-        restaurant.delivery_fee_cents,
-    );
-    let placed_at = now();
-    let food_ready_at = placed_at + Duration::minutes(i64::from(restaurant.prep_time_minutes));
-    let estimated_delivery_at = eta::estimate_delivery(
-        placed_at,
-        food_ready_at,
-        restaurant.location,
-        dropoff,
-        Leg::Unassigned {
-            vehicle: VehicleType::Car,
-        },
+    let menu = state.store.menu(restaurant.id).await?;
+    let draft = quote(
+        customer.user_id,
+        &restaurant,
+        &menu,
+        new,
+        now(),
         state.settings.dispatch.road_factor,
-    );
-    let draft = OrderDraft {
-        customer_id: customer.user_id,
-        order: new,
-        lines,
-        subtotal_cents: price.subtotal_cents,
-        delivery_fee_cents: price.delivery_fee_cents,
-        service_fee_cents: price.service_fee_cents,
-        total_cents: price.total_cents,
-        estimated_delivery_at: Some(estimated_delivery_at),
-        placed_at,
-        idempotency,
-    };
-    match state.store.place_order(draft).await? {
+    )?;
+    match state.store.place_order(draft, idempotency).await? {
         PlaceOutcome::Created(placed) => {
             metrics::counter!(m::ORDERS_CREATED_TOTAL).increment(1);
             tracing::info!(
@@ -215,7 +155,7 @@ async fn create(
                 serde_json::to_string(&placed).map_err(|e| ApiError::Internal(e.to_string()))?;
             // Durable already; if the actor cannot start now, the next
             // command on the order or the next start brings it up.
-            if let Err(error) = state.engine.orders.placed(placed.order.clone()).await {
+            if let Err(error) = state.engine.orders().placed(&placed.order).await {
                 tracing::warn!(order_id = placed.order.id, %error, "Order actor not started");
             }
             Ok(created(body, false))
@@ -299,14 +239,6 @@ struct OrderDetail {
     eta: Option<Eta>,
 }
 
-/// The `eta` of an order: none once it is delivered or cancelled.
-pub fn eta_of(order: &Order) -> Option<Eta> {
-    if order.status.is_terminal() {
-        return None;
-    }
-    order.estimated_delivery_at.map(|at| Eta::at(at, now()))
-}
-
 async fn show(
     State(state): State<AppState>,
     who: Authenticated,
@@ -316,19 +248,14 @@ async fn show(
     let items = state.store.order_items(order.id).await?;
     let (driver, driver_location) = match order.driver_id {
         Some(driver_id) if !order.status.is_terminal() => {
-            let location = state
-                .engine
-                .drivers
-                .status(driver_id)
-                .await
-                .and_then(|s| s.location);
+            let location = state.engine.drivers().location(driver_id).await;
             (state.store.driver(driver_id).await?, location)
         }
         Some(driver_id) => (state.store.driver(driver_id).await?, None),
         None => (None, None),
     };
     Ok(Json(OrderDetail {
-        eta: eta_of(&order),
+        eta: Eta::of(&order, now()),
         order,
         items,
         driver,
@@ -402,7 +329,7 @@ async fn transition(
         expected_version,
         reason,
     };
-    let order = state.engine.orders.transition(order_id, command).await?;
+    let order = state.engine.orders().transition(order_id, command).await?;
     tracing::info!(order_id, status = %order.status, version = order.version, "Order transitioned");
     Ok(Json(OrderBody { order }))
 }

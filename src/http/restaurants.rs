@@ -188,7 +188,7 @@ async fn update(
         .update_restaurant(id, patch)
         .await?
         .ok_or(ApiError::NotFound("restaurant"))?;
-    state.engine.orders.forget_restaurant(id);
+    state.engine.orders().forget_restaurant(id);
     Ok(Json(RestaurantBody { restaurant }))
 }
 

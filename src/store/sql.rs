@@ -424,12 +424,16 @@ impl Store for SqlStore {
         row.as_ref().map(menu_item_from).transpose().map_err(map_error)
     }
 
-    async fn place_order(&self, draft: OrderDraft) -> StoreResult<PlaceOutcome> {
+    async fn place_order(
+        &self,
+        draft: OrderDraft,
+        idempotency: Option<IdempotencyKey>,
+    ) -> StoreResult<PlaceOutcome> {
         let mut tx = self.pool.begin().await.map_err(map_error)?;
 
         // Claim the idempotency key first. A concurrent duplicate blocks on
         // the primary key until this transaction ends, then finds the row.
-        if let Some(idem) = &draft.idempotency {
+        if let Some(idem) = &idempotency {
             let claimed = sqlx::query(
                 "INSERT INTO idempotency_keys (user_id, key, request_hash, created_at) \
                  VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, key) DO NOTHING",
@@ -443,11 +447,10 @@ impl Store for SqlStore {
             .map_err(map_error)?;
             if claimed.rows_affected() == 0 {
                 tx.rollback().await.map_err(map_error)?;
-                return match self.idempotent_response(draft.customer_id, &idem.key).await? {
-                    Some((_, hash)) if hash != idem.request_hash => Ok(PlaceOutcome::KeyReused),
-                    Some((body, _)) if !body.is_empty() => Ok(PlaceOutcome::Replayed(body)),
-                    _ => Ok(PlaceOutcome::InProgress),
-                };
+                let seen = self.idempotent_response(draft.customer_id, &idem.key).await?;
+                return Ok(seen.map_or(PlaceOutcome::InProgress, |record| {
+                    record.outcome_for(&idem.request_hash)
+                }));
             }
         }
 
@@ -505,15 +508,7 @@ impl Store for SqlStore {
             });
         }
 
-        let event = NewOrderEvent {
-            kind: OrderEventType::OrderPlaced,
-            from_status: None,
-            to_status: Some(OrderStatus::Placed),
-            actor_id: Some(draft.customer_id),
-            actor_role: Some(Role::Customer),
-            at: draft.placed_at,
-            data: serde_json::json!({ "totalCents": draft.total_cents }),
-        };
+        let event = NewOrderEvent::placed(&order);
         insert_event(&mut tx, order.id, 1, &event).await?;
 
         let placed = PlacedOrder {
@@ -521,7 +516,7 @@ impl Store for SqlStore {
             order,
             items,
         };
-        if let Some(idem) = &draft.idempotency {
+        if let Some(idem) = &idempotency {
             let body = serde_json::to_string(&placed).map_err(|e| StoreError::Internal(e.to_string()))?;
             sqlx::query(
                 "UPDATE idempotency_keys SET order_id = $3, response_body = $4 WHERE user_id = $1 AND key = $2",
@@ -542,7 +537,7 @@ impl Store for SqlStore {
         &self,
         user_id: UserId,
         key: &str,
-    ) -> StoreResult<Option<(String, String)>> {
+    ) -> StoreResult<Option<IdempotencyRecord>> {
         let row = sqlx::query(
             "SELECT response_body, request_hash FROM idempotency_keys WHERE user_id = $1 AND key = $2",
         )
@@ -552,9 +547,14 @@ impl Store for SqlStore {
         .await
         .map_err(map_error)?;
         let Some(row) = row else { return Ok(None) };
-        let body: Option<String> = row.try_get("response_body").map_err(map_error)?;
-        let hash: String = row.try_get("request_hash").map_err(map_error)?;
-        Ok(Some((body.unwrap_or_default(), hash)))
+        Ok(Some(IdempotencyRecord {
+            request_hash: row.try_get("request_hash").map_err(map_error)?,
+            // An empty body is a claim whose request has not finished.
+            response_body: row
+                .try_get::<Option<String>, _>("response_body")
+                .map_err(map_error)?
+                .filter(|body| !body.is_empty()),
+        }))
     }
 
     async fn order(&self, id: OrderId) -> StoreResult<Option<Order>> {

@@ -4,7 +4,7 @@
 //! great-circle distance x road factor / the vehicle's speed.
 
 use crate::domain::geo::distance_km;
-use crate::domain::model::{LatLon, VehicleType};
+use crate::domain::model::{LatLon, Order, VehicleType};
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
@@ -24,6 +24,50 @@ pub fn speed_mps(vehicle: VehicleType) -> f64 {
 /// Seconds to travel from `a` to `b`.
 pub fn travel_secs(a: LatLon, b: LatLon, vehicle: VehicleType, road_factor: f64) -> f64 {
     distance_km(a, b) * 1000.0 * road_factor / speed_mps(vehicle)
+}
+
+/// What the kitchen has said about an order so far.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Kitchen {
+    pub placed_at: DateTime<Utc>,
+    pub confirmed_at: Option<DateTime<Utc>>,
+    pub preparing_at: Option<DateTime<Utc>>,
+    pub ready_at: Option<DateTime<Utc>>,
+}
+
+impl Kitchen {
+    /// A just-placed order: nothing said yet.
+    pub fn placed(at: DateTime<Utc>) -> Kitchen {
+        Kitchen {
+            placed_at: at,
+            confirmed_at: None,
+            preparing_at: None,
+            ready_at: None,
+        }
+    }
+}
+
+impl From<&Order> for Kitchen {
+    fn from(order: &Order) -> Kitchen {
+        Kitchen {
+            placed_at: order.placed_at,
+            confirmed_at: order.confirmed_at,
+            preparing_at: order.preparing_at,
+            ready_at: order.ready_at,
+        }
+    }
+}
+
+/// When the food is (or will be) ready, the one rule behind every ETA,
+/// offer and dispatch score: when it was marked ready; else the prep time
+/// after it went into the kitchen; else the prep time after the restaurant
+/// confirmed it (or, before that, after it was placed).
+pub fn food_ready_at(kitchen: Kitchen, prep_time_minutes: i32) -> DateTime<Utc> {
+    let prep = Duration::minutes(i64::from(prep_time_minutes));
+    kitchen
+        .ready_at
+        .or_else(|| kitchen.preparing_at.map(|t| t + prep))
+        .unwrap_or_else(|| kitchen.confirmed_at.unwrap_or(kitchen.placed_at) + prep)
 }
 
 fn after(at: DateTime<Utc>, secs: f64) -> DateTime<Utc> {
@@ -86,6 +130,15 @@ impl Eta {
             estimated_delivery_at,
             seconds_remaining: (estimated_delivery_at - now).num_seconds().max(0),
         }
+    }
+
+    /// The `eta` clients see of `order`: its stored estimate, none once it
+    /// is delivered or cancelled.
+    pub fn of(order: &Order, now: DateTime<Utc>) -> Option<Eta> {
+        if order.status.is_terminal() {
+            return None;
+        }
+        order.estimated_delivery_at.map(|at| Eta::at(at, now))
     }
 }
 

@@ -95,6 +95,17 @@ pub fn can_see(order: &Order, caller: &Caller) -> bool {
     }
 }
 
+/// Whether the order waits for a driver: from CONFIRMED until one is
+/// assigned (CONTRACT.md "Dispatch"). The dispatcher offers only these and
+/// the order actor assigns only these.
+pub fn awaits_driver(order: &Order) -> bool {
+    order.driver_id.is_none()
+        && matches!(
+            order.status,
+            OrderStatus::Confirmed | OrderStatus::Preparing | OrderStatus::ReadyForPickup
+        )
+}
+
 /// Statuses an action may start from.
 fn allowed_from(action: Action, role: Role) -> &'static [OrderStatus] {
     use OrderStatus::*;

@@ -8,3 +8,4 @@ pub mod input;
 pub mod lifecycle;
 pub mod model;
 pub mod pricing;
+pub mod quote;

@@ -4,10 +4,16 @@
 //! defined once here so the HTTP gateway, the WebSocket codec and the store all
 //! agree on them.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
+
+/// The current time at the precision every store keeps (milliseconds), so an
+/// order reads back exactly as it was written.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(3)
+}
 
 pub type UserId = i64;
 pub type RestaurantId = i64;
@@ -199,6 +205,27 @@ pub struct Restaurant {
     /// Present only in nearest-first listings.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub distance_km: Option<f64>,
+}
+
+/// What the engine keeps of a restaurant for its live orders: enough for
+/// ETAs, offers and dispatch without a store read per position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestaurantInfo {
+    pub id: RestaurantId,
+    pub name: String,
+    pub location: LatLon,
+    pub prep_time_minutes: i32,
+}
+
+impl From<&Restaurant> for RestaurantInfo {
+    fn from(r: &Restaurant) -> Self {
+        RestaurantInfo {
+            id: r.id,
+            name: r.name.clone(),
+            location: r.location,
+            prep_time_minutes: r.prep_time_minutes,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

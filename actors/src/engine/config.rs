@@ -19,6 +19,11 @@ pub struct EngineConfig {
     pub outbound_queue: usize,
     /// How many candidates the dispatcher asks the index for per order.
     pub candidates_per_order: usize,
+    /// A core actor that fails more often than this within
+    /// `restart_window` is not started again: the engine stops, and the
+    /// process exits non-zero for its own supervisor to restart.
+    pub max_restarts: usize,
+    pub restart_window: Duration,
 }
 
 impl Default for EngineConfig {
@@ -34,6 +39,8 @@ impl Default for EngineConfig {
             eta_push_threshold: Duration::from_secs(60),
             outbound_queue: 256,
             candidates_per_order: 8,
+            max_restarts: 5,
+            restart_window: Duration::from_secs(60),
         }
     }
 }

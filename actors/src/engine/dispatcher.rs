@@ -14,12 +14,12 @@ use crate::domain::dispatch::{self, Candidate, OpenOrder, PolicyParams};
 use crate::domain::model::*;
 use crate::engine::config::EngineConfig;
 use crate::engine::driver::Drivers;
-use crate::engine::geo_actor::{CandidateQuery, GeoMessage};
-use crate::engine::order::{CommandError, Orders, RestaurantInfo};
+use crate::engine::geo_actor::{CandidateQuery, Geo};
+use crate::engine::order::{CommandError, ORDER_CALL_TIMEOUT, Orders};
+use crate::engine::slot::Slot;
 use crate::metrics as m;
 use crate::wire::{OfferOutcome, Pickup, ServerMessage};
 use chrono::{DateTime, Utc};
-use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -45,7 +45,7 @@ pub enum OfferError {
     Unavailable,
 }
 
-pub enum DispatchMessage {
+pub(crate) enum DispatchMessage {
     Open(Box<Dispatchable>),
     /// Assigned, cancelled or otherwise no longer in need of a driver.
     Withdraw(OrderId),
@@ -77,7 +77,7 @@ struct OpenEntry {
 }
 
 #[derive(Debug, Clone, Copy)]
-pub struct Offer {
+pub(crate) struct Offer {
     order_id: OrderId,
     driver_id: DriverId,
     expires: Instant,
@@ -87,16 +87,16 @@ pub struct Offer {
     dispatchable_since: Instant,
 }
 
-pub struct Dispatcher;
+pub(crate) struct Dispatcher;
 
-pub struct DispatcherArguments {
+pub(crate) struct DispatcherArguments {
     pub orders: Orders,
     pub drivers: Drivers,
-    pub geo: ActorRef<GeoMessage>,
+    pub geo: Geo,
     pub config: Arc<EngineConfig>,
 }
 
-pub struct DispatcherState {
+pub(crate) struct DispatcherState {
     open: HashMap<OrderId, OpenEntry>,
     offers: HashMap<OfferId, Offer>,
     /// Offers that ended, kept a while to answer late responses precisely.
@@ -241,25 +241,14 @@ impl DispatcherState {
             .collect();
         let k = self.args.config.candidates_per_order;
         let max_active_orders = self.args.config.max_active_orders;
-        let answers = match self
+        let Some(answers) = self
             .args
             .geo
-            .call(
-                |reply| GeoMessage::Candidates {
-                    queries,
-                    k,
-                    max_active_orders,
-                    reply,
-                },
-                Some(Duration::from_secs(5)),
-            )
+            .candidates(queries, k, max_active_orders)
             .await
-        {
-            Ok(CallResult::Success(answers)) => answers,
-            _ => {
-                tracing::warn!("Geo index did not answer; skipping this round");
-                return;
-            }
+        else {
+            tracing::warn!("Geo index did not answer; skipping this round");
+            return;
         };
 
         let now = Utc::now();
@@ -399,10 +388,7 @@ impl DispatcherState {
             result: outcome,
         }
         .encode();
-        self.args.drivers.cast(
-            offer.driver_id,
-            crate::engine::driver::DriverMessage::Push(frame, None),
-        );
+        self.args.drivers.tell(offer.driver_id, frame);
     }
 
     async fn respond(
@@ -454,10 +440,7 @@ impl DispatcherState {
                             "no such offer for this driver",
                             None,
                         );
-                        self.args.drivers.cast(
-                            driver_id,
-                            crate::engine::driver::DriverMessage::Push(frame, None),
-                        );
+                        self.args.drivers.tell(driver_id, frame);
                     }
                 }
             }
@@ -534,13 +517,34 @@ impl DispatcherState {
     }
 }
 
-/// The gateway's handle on the dispatcher.
+/// The handle on the dispatcher: the only way in from outside it.
 #[derive(Clone)]
 pub struct DispatchHandle {
-    pub actor: ActorRef<DispatchMessage>,
+    slot: Slot<DispatchMessage>,
 }
 
 impl DispatchHandle {
+    pub(crate) fn new(slot: Slot<DispatchMessage>) -> DispatchHandle {
+        DispatchHandle { slot }
+    }
+
+    /// The order waits for a driver.
+    pub(crate) fn open(&self, order: Dispatchable) {
+        self.slot.cast(DispatchMessage::Open(Box::new(order)));
+    }
+
+    /// Assigned, cancelled or otherwise no longer in need of a driver.
+    pub(crate) fn withdraw(&self, order_id: OrderId) {
+        self.slot.cast(DispatchMessage::Withdraw(order_id));
+    }
+
+    /// The orders waiting for a driver, for the operators' view.
+    pub(crate) async fn overview(&self) -> Option<Vec<crate::wire::OpsOrder>> {
+        self.slot
+            .call(DispatchMessage::Overview, Duration::from_secs(2))
+            .await
+    }
+
     /// Answers an offer (REST); `Ok(Some(order))` after an accept.
     pub async fn respond(
         &self,
@@ -548,8 +552,7 @@ impl DispatchHandle {
         driver_id: DriverId,
         accept: bool,
     ) -> Result<Option<Order>, OfferError> {
-        match self
-            .actor
+        self.slot
             .call(
                 |reply| DispatchMessage::Respond {
                     offer_id,
@@ -557,19 +560,16 @@ impl DispatchHandle {
                     accept,
                     reply: Some(reply),
                 },
-                Some(crate::engine::order::ORDER_CALL_TIMEOUT),
+                ORDER_CALL_TIMEOUT,
             )
             .await
-        {
-            Ok(CallResult::Success(result)) => result,
-            _ => Err(OfferError::Unavailable),
-        }
+            .unwrap_or(Err(OfferError::Unavailable))
     }
 
     /// Answers an offer from the driver's socket; the result goes back as
     /// an `offer_result` frame.
-    pub fn respond_async(&self, offer_id: OfferId, driver_id: DriverId, accept: bool) {
-        let _ = self.actor.cast(DispatchMessage::Respond {
+    pub(crate) fn respond_async(&self, offer_id: OfferId, driver_id: DriverId, accept: bool) {
+        self.slot.cast(DispatchMessage::Respond {
             offer_id,
             driver_id,
             accept,

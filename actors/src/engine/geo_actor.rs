@@ -1,19 +1,31 @@
-//! The GeoIndex actor: the single writer of the R-tree of online drivers,
-//! and the keeper of presence (a driver whose last position is older than
-//! the presence TTL leaves the index until its next position).
+//! The GeoIndex actor: the single writer of the R-trees of online drivers
+//! (every one, and only the available ones), and the keeper of presence (a
+//! driver whose last position is older than the presence TTL leaves the
+//! index until its next position).
 //!
 //! Positions reach it through each driver's [`PendingUpsert`], coalesced per
 //! driver, so the one mailbox every position passes through stays bounded.
+//! Everything else reaches it through [`Geo`], the handle that owns its
+//! messages. Its index is soft state: after a restart, the driver actors
+//! give it their entries again ([`Change::Rejoin`]).
 
 use crate::domain::geo_index::{DriverEntry, GeoIndex, Nearby};
 use crate::domain::model::{DriverId, LatLon};
-use crate::engine::driver::DriverMessage;
+use crate::engine::slot::Slot;
 use crate::metrics as m;
-use dashmap::DashMap;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// How long a caller waits for the geo actor.
+const GEO_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Who hears that a driver went stale (the driver actors, through their
+/// directory), so the geo actor needs to know nothing of them.
+pub trait PresenceListener: Send + Sync + 'static {
+    fn went_stale(&self, driver_id: DriverId);
+}
 
 /// One order's question in a dispatch round.
 #[derive(Debug, Clone)]
@@ -23,50 +35,68 @@ pub struct CandidateQuery {
     pub exclude: HashSet<DriverId>,
 }
 
+/// What a driver's pending update stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// A new position: it renews presence and counts as received.
+    Position,
+    /// Only availability or load changed: a driver that is offline stays so.
+    Availability,
+    /// The geo actor restarted and lost its index: the driver gives its
+    /// entry again, renewing presence without counting a position.
+    Rejoin,
+}
+
 /// A driver's next update for the index: its newest entry, which replaces
 /// one the geo actor has not taken yet. The driver casts only when nothing
 /// was pending, so however far the geo actor falls behind, its mailbox
 /// holds at most one update per driver: bounded by the fleet, not by time.
 #[derive(Default)]
-pub struct PendingUpsert {
-    /// The entry, and how many new positions it stands for (zero: only
-    /// availability changed).
-    slot: Mutex<Option<(DriverEntry, u32)>>,
+pub(crate) struct PendingUpsert {
+    slot: Mutex<Option<Pending>>,
+}
+
+/// The entry, how many new positions it stands for, and whether it renews
+/// the driver's presence.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Pending {
+    pub entry: DriverEntry,
+    pub positions: u32,
+    pub renews: bool,
 }
 
 impl PendingUpsert {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(DriverEntry, u32)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Pending>> {
         // A plain slot: a panic elsewhere cannot leave it half written.
         self.slot.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Stores `entry` (`fresh` when it is a new position, which renews
-    /// presence); true when the geo actor must be told, because nothing
-    /// was pending.
-    pub fn put(&self, entry: DriverEntry, fresh: bool) -> bool {
+    /// Stores `entry`; true when the geo actor must be told, because
+    /// nothing was pending.
+    pub(crate) fn put(&self, entry: DriverEntry, change: Change) -> bool {
         let mut slot = self.lock();
         let replaced = slot.take();
-        let positions = replaced
-            .map_or(0, |(_, n)| n)
-            .saturating_add(u32::from(fresh));
-        *slot = Some((entry, positions));
+        let (positions, renews) = replaced.map_or((0, false), |p| (p.positions, p.renews));
+        *slot = Some(Pending {
+            entry,
+            positions: positions.saturating_add(u32::from(change == Change::Position)),
+            renews: renews || change != Change::Availability,
+        });
         if replaced.is_some() {
             metrics::counter!(m::GEO_UPDATES_COALESCED_TOTAL).increment(1);
         }
         replaced.is_none()
     }
 
-    /// The pending update and the new positions it stands for, if any; the
-    /// next `put` tells the geo actor again.
-    pub fn take(&self) -> Option<(DriverEntry, u32)> {
+    /// The pending update, if any; the next `put` tells the geo actor again.
+    pub(crate) fn take(&self) -> Option<Pending> {
         self.lock().take()
     }
 }
 
-pub enum GeoMessage {
+pub(crate) enum GeoMessage {
     /// A driver's place and availability changed: take its pending update.
     Upsert(Arc<PendingUpsert>),
-    Remove(DriverId),
     /// Every online driver near a point (the admin's `nearby`).
     Within {
         at: LatLon,
@@ -89,15 +119,15 @@ pub enum GeoMessage {
     Everyone(RpcReplyPort<(Vec<(DriverEntry, Duration)>, u64)>),
 }
 
-pub struct GeoActor;
+pub(crate) struct GeoActor;
 
-pub struct GeoArguments {
+pub(crate) struct GeoArguments {
     pub presence_ttl: Duration,
-    /// Driver actors to tell when they go stale.
-    pub drivers: Arc<DashMap<DriverId, ActorRef<DriverMessage>>>,
+    /// Told when a driver goes stale.
+    pub presence: Arc<dyn PresenceListener>,
 }
 
-pub struct GeoState {
+pub(crate) struct GeoState {
     /// Every online driver (for `nearby` and the operator's map).
     index: GeoIndex,
     /// Only the drivers that may be offered an order. Dispatch queries walk
@@ -107,7 +137,7 @@ pub struct GeoState {
     available_index: GeoIndex,
     last_seen: HashMap<DriverId, Instant>,
     presence_ttl: Duration,
-    drivers: Arc<DashMap<DriverId, ActorRef<DriverMessage>>>,
+    presence: Arc<dyn PresenceListener>,
     /// Entries with `available` set, kept as they change (for the gauge).
     available: usize,
     /// Positions received since start.
@@ -133,7 +163,7 @@ impl Actor for GeoActor {
             available_index: GeoIndex::new(),
             last_seen: HashMap::new(),
             presence_ttl: args.presence_ttl,
-            drivers: args.drivers,
+            presence: args.presence,
             available: 0,
             positions: 0,
         })
@@ -147,12 +177,17 @@ impl Actor for GeoActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             GeoMessage::Upsert(pending) => {
-                let Some((entry, positions)) = pending.take() else {
+                let Some(Pending {
+                    entry,
+                    positions,
+                    renews,
+                }) = pending.take()
+                else {
                     return Ok(());
                 };
-                if positions > 0 {
-                    // Counted as received, coalesced or not.
-                    state.positions += u64::from(positions);
+                // Counted as received, coalesced or not.
+                state.positions += u64::from(positions);
+                if renews {
                     state.last_seen.insert(entry.id, Instant::now());
                 } else if !state.last_seen.contains_key(&entry.id) {
                     // An availability change of a driver that is not online
@@ -161,7 +196,6 @@ impl Actor for GeoActor {
                 }
                 state.upsert(entry);
             }
-            GeoMessage::Remove(id) => state.remove(id),
             GeoMessage::Within {
                 at,
                 radius_km,
@@ -179,11 +213,13 @@ impl Actor for GeoActor {
                 let answers = queries
                     .iter()
                     .map(|q| {
-                        state
-                            .index
-                            .nearest_available(q.at, k, q.max_km, max_active_orders, |id| {
-                                q.exclude.contains(&id)
-                            })
+                        state.available_index.nearest_available(
+                            q.at,
+                            k,
+                            q.max_km,
+                            max_active_orders,
+                            |id| q.exclude.contains(&id),
+                        )
                     })
                     .collect();
                 let _ = reply.send(answers);
@@ -214,9 +250,7 @@ impl GeoState {
         for id in stale {
             self.remove(id);
             metrics::counter!(m::DRIVERS_WENT_STALE_TOTAL).increment(1);
-            if let Some(driver) = self.drivers.get(&id) {
-                let _ = driver.cast(DriverMessage::WentStale);
-            }
+            self.presence.went_stale(id);
         }
         metrics::gauge!(m::DRIVERS_ONLINE).set(self.index.len() as f64);
         metrics::gauge!(m::DRIVERS_AVAILABLE).set(self.available as f64);
@@ -243,6 +277,67 @@ impl GeoState {
     }
 }
 
+/// The handle on the geo index: the only way in from outside the engine.
+#[derive(Clone)]
+pub struct Geo {
+    slot: Slot<GeoMessage>,
+}
+
+impl Geo {
+    pub(crate) fn new(slot: Slot<GeoMessage>) -> Geo {
+        Geo { slot }
+    }
+
+    /// Every online driver within `radius_km` of `at`, nearest first, at
+    /// most `limit`; `None` while the geo actor is down or busy past the
+    /// timeout.
+    pub async fn within(&self, at: LatLon, radius_km: f64, limit: usize) -> Option<Vec<Nearby>> {
+        self.slot
+            .call(
+                |reply| GeoMessage::Within {
+                    at,
+                    radius_km,
+                    limit,
+                    reply,
+                },
+                GEO_CALL_TIMEOUT,
+            )
+            .await
+    }
+
+    /// A dispatch round's questions in one round trip: up to `k` available
+    /// drivers per query, from the tree of available drivers.
+    pub(crate) async fn candidates(
+        &self,
+        queries: Vec<CandidateQuery>,
+        k: usize,
+        max_active_orders: u32,
+    ) -> Option<Vec<Vec<Nearby>>> {
+        self.slot
+            .call(
+                |reply| GeoMessage::Candidates {
+                    queries,
+                    k,
+                    max_active_orders,
+                    reply,
+                },
+                GEO_CALL_TIMEOUT,
+            )
+            .await
+    }
+
+    /// Every indexed driver with the age of its position, and the positions
+    /// received so far.
+    pub(crate) async fn everyone(&self) -> Option<(Vec<(DriverEntry, Duration)>, u64)> {
+        self.slot.call(GeoMessage::Everyone, GEO_CALL_TIMEOUT).await
+    }
+
+    /// Tells the geo actor a driver's update is pending; false if it is down.
+    pub(crate) fn upsert(&self, pending: &Arc<PendingUpsert>) -> bool {
+        self.slot.cast(GeoMessage::Upsert(pending.clone()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,26 +351,46 @@ mod tests {
         }
     }
 
+    fn pending(entry: DriverEntry, positions: u32, renews: bool) -> Option<Pending> {
+        Some(Pending {
+            entry,
+            positions,
+            renews,
+        })
+    }
+
     #[test]
     fn a_pending_update_is_replaced_and_the_actor_told_once() {
-        let pending = PendingUpsert::default();
+        let slot = PendingUpsert::default();
         assert!(
-            pending.put(entry(30.0, true), true),
+            slot.put(entry(30.0, true), Change::Position),
             "first: tell the actor"
         );
-        assert!(!pending.put(entry(30.1, true), false), "pending: coalesce");
+        assert!(
+            !slot.put(entry(30.1, true), Change::Availability),
+            "pending: coalesce"
+        );
         // The newest entry wins; the earlier new position still counts
         // (and renews presence).
-        assert_eq!(pending.take(), Some((entry(30.1, true), 1)));
-        assert_eq!(pending.take(), None);
+        assert_eq!(slot.take(), pending(entry(30.1, true), 1, true));
+        assert_eq!(slot.take(), None);
         assert!(
-            pending.put(entry(30.2, false), false),
+            slot.put(entry(30.2, false), Change::Availability),
             "taken: tell it again"
         );
-        assert_eq!(pending.take(), Some((entry(30.2, false), 0)));
-        assert!(pending.put(entry(30.3, true), true));
-        assert!(!pending.put(entry(30.4, true), true));
-        assert_eq!(pending.take(), Some((entry(30.4, true), 2)));
+        assert_eq!(slot.take(), pending(entry(30.2, false), 0, false));
+        assert!(slot.put(entry(30.3, true), Change::Position));
+        assert!(!slot.put(entry(30.4, true), Change::Position));
+        assert_eq!(slot.take(), pending(entry(30.4, true), 2, true));
+        // After a restart of the geo actor: presence renewed, no position.
+        assert!(slot.put(entry(30.5, true), Change::Rejoin));
+        assert_eq!(slot.take(), pending(entry(30.5, true), 0, true));
+    }
+
+    struct NobodyListens;
+
+    impl PresenceListener for NobodyListens {
+        fn went_stale(&self, _driver_id: DriverId) {}
     }
 
     #[tokio::test]
@@ -285,17 +400,17 @@ mod tests {
             GeoActor,
             GeoArguments {
                 presence_ttl: Duration::from_secs(60),
-                drivers: Arc::new(DashMap::new()),
+                presence: Arc::new(NobodyListens),
             },
         )
         .await
         .unwrap();
         let pending = Arc::new(PendingUpsert::default());
-        assert!(pending.put(entry(30.0, true), true));
+        assert!(pending.put(entry(30.0, true), Change::Position));
         geo.cast(GeoMessage::Upsert(pending.clone())).unwrap();
         // Positions before the actor took the first: no more messages.
         for lat in [30.001, 30.002, 30.003] {
-            if pending.put(entry(lat, true), true) {
+            if pending.put(entry(lat, true), Change::Position) {
                 geo.cast(GeoMessage::Upsert(pending.clone())).unwrap();
             }
         }

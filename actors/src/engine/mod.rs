@@ -1,344 +1,238 @@
-//! The real-time engine wired together: the actors every session and
-//! request reaches (orders, drivers, the geo index, the dispatcher), the
-//! restaurant feeds, and the listener that turns an order's committed
-//! changes into work for the others.
+//! The engine: the actors every request and session reaches, wired
+//! together and supervised, behind one handle.
+//!
+//! ```text
+//! RootSupervisor (supervisor.rs: what each child's failure does)
+//! ├── GeoActor          geo_actor.rs   the R-trees of online and of available drivers
+//! ├── Dispatcher        dispatcher.rs  rounds, offers, accept / decline / expiry
+//! ├── OrderSupervisor   order/         one OrderActor per live order, the only writer of it
+//! └── DriverSupervisor  driver/        one DriverActor per driver seen online
+//! SessionActor          session.rs     one per WebSocket, started by the gateway through Engine
+//! ```
+//!
+//! Outside this module nobody names an actor or a message: the gateway holds
+//! [`Engine`] and asks it for [`Orders`], [`Drivers`], [`Geo`] and
+//! [`DispatchHandle`], each of which owns its actor's messages. The other
+//! files: [`listener`] turns committed order changes into work for the
+//! others, [`feeds`] keeps the restaurant and operator feeds, [`outbox`] is a
+//! session's bounded queue, [`breadcrumbs`] writes delivery trails off the
+//! hot path, [`slot`] lets a restarted actor be found, [`config`] holds the
+//! tunables.
 
 pub mod breadcrumbs;
 pub mod config;
 pub mod dispatcher;
 pub mod driver;
+pub mod feeds;
 pub mod geo_actor;
+mod listener;
 pub mod order;
 pub mod outbox;
 pub mod session;
+mod slot;
+pub mod supervisor;
 
-use crate::domain::model::*;
-use crate::engine::breadcrumbs::BreadcrumbSink;
-use crate::engine::config::EngineConfig;
-use crate::engine::dispatcher::{
-    DispatchHandle, DispatchMessage, Dispatchable, Dispatcher, DispatcherArguments,
-};
-use crate::engine::driver::{DriverMessage, Drivers};
-use crate::engine::geo_actor::{GeoActor, GeoArguments, GeoMessage};
-use crate::engine::order::{OrderChanged, OrderListener, Orders};
-use crate::engine::outbox::{Outbox, SessionId};
+use crate::domain::model::Caller;
 use crate::store::Store;
-use crate::wire::{self, Frame};
-use dashmap::DashMap;
+use breadcrumbs::BreadcrumbSink;
+use config::EngineConfig;
+use dispatcher::DispatchHandle;
+use driver::{DriverHandle, Drivers, OnRevived};
+use feeds::{OpsFeed, RestaurantFeeds};
+use geo_actor::Geo;
+use listener::EngineListener;
+use order::Orders;
+use outbox::Outbox;
 use ractor::{Actor, ActorRef};
-use std::collections::HashMap;
+use session::{SessionArguments, SessionHandle, SessionWiring};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use supervisor::{CoreActor, CoreSlots, RootArguments, RootMessage, RootSupervisor};
+use tokio_util::sync::CancellationToken;
 
-/// Sessions watching a restaurant's new orders (tablets, operators).
-#[derive(Default)]
-pub struct RestaurantFeeds {
-    watchers: DashMap<RestaurantId, HashMap<SessionId, Arc<Outbox>>>,
+/// What `/readyz` needs to know of the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// Core actors not running right now (restarting, or given up on).
+    pub down: Vec<CoreActor>,
+    /// Live orders are being read back after the order supervisor restarted.
+    pub recovering: bool,
 }
 
-impl RestaurantFeeds {
-    pub fn watch(&self, restaurant_id: RestaurantId, outbox: Arc<Outbox>) {
-        self.watchers
-            .entry(restaurant_id)
-            .or_default()
-            .insert(outbox.session_id, outbox);
-    }
-
-    pub fn unwatch(&self, restaurant_id: RestaurantId, session_id: SessionId) {
-        if let Some(mut sessions) = self.watchers.get_mut(&restaurant_id) {
-            sessions.remove(&session_id);
-        }
-    }
-
-    pub fn publish(&self, restaurant_id: RestaurantId, frame: &Frame) {
-        if let Some(mut sessions) = self.watchers.get_mut(&restaurant_id) {
-            sessions.retain(|_, outbox| outbox.push(frame.clone()));
-        }
+impl Health {
+    pub fn is_ready(&self) -> bool {
+        self.down.is_empty() && !self.recovering
     }
 }
 
-/// Operators watching the whole city.
-#[derive(Default)]
-pub struct OpsFeed {
-    watchers: DashMap<SessionId, Arc<Outbox>>,
-}
-
-impl OpsFeed {
-    pub fn watch(&self, outbox: Arc<Outbox>) {
-        self.watchers.insert(outbox.session_id, outbox);
-    }
-
-    pub fn unwatch(&self, session_id: SessionId) {
-        self.watchers.remove(&session_id);
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.watchers.is_empty()
-    }
-
-    /// Queues the newest view for every operator; an older one not yet sent
-    /// is replaced, so a slow console never backs up.
-    fn publish(&self, frame: &Frame) {
-        let now = std::time::Instant::now();
-        self.watchers.retain(|_, outbox| {
-            outbox.push_location(OPS_SLOT, frame.clone(), now);
-            !outbox.is_closed()
-        });
-    }
-}
-
-/// The coalescing slot of the ops view in an outbox (no order has id 0).
-const OPS_SLOT: OrderId = 0;
-/// How often operators get the city view.
-const OPS_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Builds the operator's view once a second while anyone watches.
-fn spawn_ops_reporter(engine: Engine) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(OPS_PERIOD);
-        let mut last_positions: Option<(u64, std::time::Instant)> = None;
-        loop {
-            tick.tick().await;
-            if engine.geo.get_status() != ractor::ActorStatus::Running {
-                return;
-            }
-            if engine.ops.is_empty() {
-                continue;
-            }
-            let timeout = Some(std::time::Duration::from_secs(2));
-            let Ok(ractor::rpc::CallResult::Success((everyone, positions))) =
-                engine.geo.call(GeoMessage::Everyone, timeout).await
-            else {
-                continue;
-            };
-            let Ok(ractor::rpc::CallResult::Success(waiting)) = engine
-                .dispatcher
-                .actor
-                .call(DispatchMessage::Overview, timeout)
-                .await
-            else {
-                continue;
-            };
-            let offered: std::collections::HashSet<DriverId> =
-                waiting.iter().filter_map(|w| w.offered_to).collect();
-            let stale_after = engine.config.presence_ttl / 2;
-            let drivers: Vec<wire::OpsDriver> = everyone
-                .into_iter()
-                .map(|(entry, age)| wire::OpsDriver {
-                    id: entry.id,
-                    lat: entry.at.lat,
-                    lon: entry.at.lon,
-                    state: if age > stale_after {
-                        "stale"
-                    } else if offered.contains(&entry.id) {
-                        "offered"
-                    } else if entry.active_orders > 0 {
-                        "busy"
-                    } else if entry.available {
-                        "available"
-                    } else {
-                        "paused"
-                    },
-                    active_orders: entry.active_orders,
-                })
-                .collect();
-            let now = std::time::Instant::now();
-            let positions_per_sec = match last_positions {
-                Some((before, at)) => {
-                    (positions.saturating_sub(before)) as f64 / now.duration_since(at).as_secs_f64()
-                }
-                None => 0.0,
-            };
-            last_positions = Some((positions, now));
-            let frame = wire::ServerMessage::Ops {
-                at: chrono::Utc::now(),
-                drivers: &drivers,
-                waiting: &waiting,
-                offers_in_flight: offered.len(),
-                positions_per_sec,
-            }
-            .encode();
-            engine.ops.publish(&frame);
-        }
-    });
-}
-
-/// Turns committed order changes into work for drivers, the dispatcher and
-/// the restaurant feeds. Runs inside order actors: it only casts.
-pub struct EngineListener {
-    feeds: Arc<RestaurantFeeds>,
-    drivers: Drivers,
-    dispatcher: OnceLock<ActorRef<DispatchMessage>>,
-}
-
-impl EngineListener {
-    fn dispatch(&self, message: DispatchMessage) {
-        if let Some(dispatcher) = self.dispatcher.get() {
-            let _ = dispatcher.cast(message);
-        }
-    }
-
-    fn open_for_dispatch(&self, change: &OrderChanged<'_>) {
-        let order = change.order;
-        let prep = chrono::Duration::minutes(i64::from(change.restaurant.prep_time_minutes));
-        let food_ready_at = order
-            .ready_at
-            .or_else(|| order.preparing_at.map(|t| t + prep))
-            .unwrap_or_else(|| order.confirmed_at.unwrap_or(order.placed_at) + prep);
-        self.dispatch(DispatchMessage::Open(Box::new(Dispatchable {
-            order_id: order.id,
-            restaurant: change.restaurant.clone(),
-            dropoff: LatLon {
-                lat: order.delivery_address.lat,
-                lon: order.delivery_address.lon,
-            },
-            food_ready_at,
-        })));
-    }
-
-    fn carry(&self, change: &OrderChanged<'_>) {
-        let (Some(driver_id), Some(profile)) = (change.order.driver_id, change.driver.cloned())
-        else {
-            return;
-        };
-        let drivers = self.drivers.clone();
-        let order_id = change.order.id;
-        let actor = change.actor.clone();
-        let feed = change.feed.clone();
-        tokio::spawn(async move {
-            if let Some(driver) = drivers.ensure(profile).await {
-                let _ = driver.cast(DriverMessage::Carry {
-                    order_id,
-                    actor,
-                    feed,
-                });
-            } else {
-                tracing::warn!(
-                    order_id,
-                    driver_id,
-                    "Driver actor unavailable; order not carried"
-                );
-            }
-        });
-    }
-
-    fn release(&self, order: &Order) {
-        if let Some(driver_id) = order.driver_id {
-            self.drivers
-                .cast(driver_id, DriverMessage::Release(order.id));
-        }
-    }
-}
-
-fn dispatchable(order: &Order) -> bool {
-    order.driver_id.is_none()
-        && matches!(
-            order.status,
-            OrderStatus::Confirmed | OrderStatus::Preparing | OrderStatus::ReadyForPickup
-        )
-}
-
-impl OrderListener for EngineListener {
-    fn order_changed(&self, change: OrderChanged<'_>) {
-        let order = change.order;
-        match change.event.kind {
-            OrderEventType::OrderPlaced => {
-                self.feeds
-                    .publish(order.restaurant_id, &wire::order_update(order, None));
-            }
-            OrderEventType::StatusChanged => match order.status {
-                OrderStatus::Confirmed if dispatchable(order) => self.open_for_dispatch(&change),
-                OrderStatus::Cancelled | OrderStatus::Delivered => {
-                    self.dispatch(DispatchMessage::Withdraw(order.id));
-                    self.release(order);
-                }
-                _ => {}
-            },
-            OrderEventType::DriverAssigned => {
-                self.dispatch(DispatchMessage::Withdraw(order.id));
-                self.carry(&change);
-            }
-            OrderEventType::DriverUnassigned => self.release(order),
-        }
-    }
-
-    fn order_started(&self, change: OrderChanged<'_>) {
-        if dispatchable(change.order) {
-            self.open_for_dispatch(&change);
-        } else if change.order.driver_id.is_some() {
-            self.carry(&change);
-        }
-    }
-}
-
-/// Every handle the gateway needs, cheap to clone.
+/// The handle on the running engine, cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
-    pub store: Arc<dyn Store>,
-    pub orders: Orders,
-    pub drivers: Drivers,
-    pub geo: ActorRef<GeoMessage>,
-    pub dispatcher: DispatchHandle,
-    pub feeds: Arc<RestaurantFeeds>,
-    pub ops: Arc<OpsFeed>,
-    pub config: Arc<EngineConfig>,
+    store: Arc<dyn Store>,
+    orders: Orders,
+    drivers: Drivers,
+    geo: Geo,
+    dispatch: DispatchHandle,
+    feeds: Arc<RestaurantFeeds>,
+    ops: Arc<OpsFeed>,
+    config: Arc<EngineConfig>,
+    slots: CoreSlots,
+    root: ActorRef<RootMessage>,
+    stopping: Arc<AtomicBool>,
+    gave_up: CancellationToken,
+    recovering: Arc<AtomicBool>,
+    /// Stops the engine's own tasks (the operators' view).
+    tasks: CancellationToken,
 }
 
 impl Engine {
-    /// Starts the actors in dependency order. Call `orders.recover()` after.
+    /// Starts the supervision tree. Call `orders().recover()` next to bring
+    /// back the orders that were live at the last stop.
     pub async fn start(
         store: Arc<dyn Store>,
         breadcrumbs: BreadcrumbSink,
         config: EngineConfig,
     ) -> anyhow::Result<Engine> {
         let config = Arc::new(config);
-        let driver_registry = Arc::new(DashMap::new());
-        let (geo, _) = Actor::spawn(
-            None,
-            GeoActor,
-            GeoArguments {
-                presence_ttl: config.presence_ttl,
-                drivers: driver_registry.clone(),
-            },
-        )
-        .await?;
-        let drivers = Drivers::new(driver_registry, geo.clone(), breadcrumbs, config.clone());
+        let slots = CoreSlots::new();
+        let geo = Geo::new(slots.geo.clone());
+        let drivers = Drivers::new(slots.drivers.clone(), store.clone());
+        let dispatch = DispatchHandle::new(slots.dispatcher.clone());
         let feeds = Arc::new(RestaurantFeeds::default());
         let listener = Arc::new(EngineListener {
             feeds: feeds.clone(),
             drivers: drivers.clone(),
-            dispatcher: OnceLock::new(),
+            dispatch: dispatch.clone(),
         });
-        let orders = Orders::start(store.clone(), listener.clone(), config.clone()).await?;
-        let (dispatcher, _) = Actor::spawn(
+        let orders = Orders::new(slots.orders.clone(), store.clone(), listener);
+        let on_driver_revived: Arc<OnRevived> = Arc::new(OnceLock::new());
+        let revived_orders = orders.clone();
+        let _ = on_driver_revived.set(Arc::new(move |driver_id| {
+            revived_orders.reannounce_carried_by(driver_id)
+        }));
+        let stopping = Arc::new(AtomicBool::new(false));
+        let gave_up = CancellationToken::new();
+        let recovering = Arc::new(AtomicBool::new(false));
+        let (root, _) = Actor::spawn(
             None,
-            Dispatcher,
-            DispatcherArguments {
+            RootSupervisor,
+            RootArguments {
+                slots: slots.clone(),
+                config: config.clone(),
+                geo: geo.clone(),
                 orders: orders.clone(),
                 drivers: drivers.clone(),
-                geo: geo.clone(),
-                config: config.clone(),
+                breadcrumbs,
+                on_driver_revived,
+                stopping: stopping.clone(),
+                gave_up: gave_up.clone(),
+                recovering: recovering.clone(),
             },
         )
         .await?;
-        let _ = listener.dispatcher.set(dispatcher.clone());
-        let engine = Engine {
+        let ops = Arc::new(OpsFeed::default());
+        let tasks = CancellationToken::new();
+        feeds::spawn_ops_reporter(
+            ops.clone(),
+            geo.clone(),
+            dispatch.clone(),
+            config.presence_ttl,
+            tasks.clone(),
+        );
+        Ok(Engine {
             store,
             orders,
             drivers,
             geo,
-            dispatcher: DispatchHandle { actor: dispatcher },
+            dispatch,
             feeds,
-            ops: Arc::new(OpsFeed::default()),
+            ops,
             config,
-        };
-        spawn_ops_reporter(engine.clone());
-        Ok(engine)
+            slots,
+            root,
+            stopping,
+            gave_up,
+            recovering,
+            tasks,
+        })
     }
 
+    pub fn orders(&self) -> &Orders {
+        &self.orders
+    }
+
+    pub fn drivers(&self) -> &Drivers {
+        &self.drivers
+    }
+
+    pub fn geo(&self) -> &Geo {
+        &self.geo
+    }
+
+    pub fn dispatch(&self) -> &DispatchHandle {
+        &self.dispatch
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Starts the session actor of a new WebSocket connection; a driver's
+    /// comes with its actor, already holding the socket's outbox.
+    pub async fn open_session(
+        &self,
+        caller: Caller,
+        outbox: Arc<Outbox>,
+        driver: Option<DriverHandle>,
+    ) -> Result<SessionHandle, ractor::SpawnErr> {
+        SessionHandle::start(SessionArguments {
+            caller,
+            outbox,
+            wiring: SessionWiring {
+                orders: self.orders.clone(),
+                feeds: self.feeds.clone(),
+                ops: self.ops.clone(),
+                dispatch: self.dispatch.clone(),
+                store: self.store.clone(),
+            },
+            driver,
+        })
+        .await
+    }
+
+    pub fn health(&self) -> Health {
+        Health {
+            down: CoreActor::ALL
+                .into_iter()
+                .filter(|actor| !self.slots.is_up(*actor))
+                .collect(),
+            recovering: self.recovering.load(Ordering::Acquire),
+        }
+    }
+
+    /// Kills a core actor as a crash would (fault injection for operators'
+    /// drills and the supervision tests); false if it was not running.
+    pub fn fail(&self, actor: CoreActor) -> bool {
+        match self.slots.cell(actor) {
+            Some(cell) => {
+                tracing::warn!(actor = actor.as_str(), "Killing a core actor on request");
+                cell.kill();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Resolves when the supervisor gave up on a core actor that kept
+    /// failing: the engine has stopped and the process should exit non-zero.
+    pub async fn gave_up(&self) {
+        self.gave_up.cancelled().await
+    }
+
+    /// Stops every actor (shutdown).
     pub fn stop(&self) {
-        self.dispatcher.actor.stop(None);
-        self.orders.stop();
-        self.drivers.stop_all();
-        self.geo.stop(None);
+        self.stopping.store(true, Ordering::Release);
+        self.tasks.cancel();
+        self.root.stop(Some("engine stopping".into()));
     }
 }

@@ -45,6 +45,9 @@ pub enum CloseReason {
     Dead,
     /// The client closed or vanished; nothing more to send (1000).
     PeerClosed,
+    /// An actor behind this socket failed and was started again: the app
+    /// reconnects to the new one (1012, "service restart").
+    Restarting,
 }
 
 impl CloseReason {
@@ -57,6 +60,7 @@ impl CloseReason {
             CloseReason::TooBig => 1009,
             CloseReason::Dead => 1001,
             CloseReason::PeerClosed => 1000,
+            CloseReason::Restarting => 1012,
         }
     }
 
@@ -69,6 +73,7 @@ impl CloseReason {
             CloseReason::TooBig => "frame too large",
             CloseReason::Dead => "keepalive timeout",
             CloseReason::PeerClosed => "bye",
+            CloseReason::Restarting => "restarted; reconnect",
         }
     }
 }

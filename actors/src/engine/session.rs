@@ -9,11 +9,13 @@
 use crate::domain::input::LocationInput;
 use crate::domain::lifecycle;
 use crate::domain::model::*;
-use crate::engine::Engine;
-use crate::engine::driver::DriverMessage;
-use crate::engine::order::SubscribeRefused;
-use crate::engine::outbox::Outbox;
+use crate::engine::dispatcher::DispatchHandle;
+use crate::engine::driver::DriverHandle;
+use crate::engine::feeds::{OpsFeed, RestaurantFeeds};
+use crate::engine::order::{Orders, SubscribeRefused};
+use crate::engine::outbox::{CloseReason, Outbox};
 use crate::metrics as m;
+use crate::store::Store;
 use crate::wire::{self, ClientMessage, ServerMessage};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::Value;
@@ -21,26 +23,36 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub enum SessionMessage {
+pub(crate) enum SessionMessage {
     /// A decoded client message, with the client's `ref` and when it arrived.
     Client(ClientMessage, Option<Value>, Instant),
 }
 
-pub struct SessionActor;
+pub(crate) struct SessionActor;
 
-pub struct SessionArguments {
-    pub caller: Caller,
-    pub outbox: Arc<Outbox>,
-    pub engine: Engine,
-    /// Set for drivers: their actor, already holding this session's outbox.
-    pub driver: Option<ActorRef<DriverMessage>>,
+/// The handles a session works with.
+#[derive(Clone)]
+pub(crate) struct SessionWiring {
+    pub orders: Orders,
+    pub feeds: Arc<RestaurantFeeds>,
+    pub ops: Arc<OpsFeed>,
+    pub dispatch: DispatchHandle,
+    pub store: Arc<dyn Store>,
 }
 
-pub struct SessionState {
+pub(crate) struct SessionArguments {
+    pub caller: Caller,
+    pub outbox: Arc<Outbox>,
+    pub wiring: SessionWiring,
+    /// Set for drivers: their actor, already holding this session's outbox.
+    pub driver: Option<DriverHandle>,
+}
+
+pub(crate) struct SessionState {
     caller: Caller,
     outbox: Arc<Outbox>,
-    engine: Engine,
-    driver: Option<ActorRef<DriverMessage>>,
+    engine: SessionWiring,
+    driver: Option<DriverHandle>,
     orders: HashSet<OrderId>,
     restaurants: HashSet<RestaurantId>,
 }
@@ -52,7 +64,7 @@ impl SessionState {
             .push(wire::error_frame(code, message, reference));
     }
 
-    fn require_driver(&self, reference: &Option<Value>) -> Option<ActorRef<DriverMessage>> {
+    fn require_driver(&self, reference: &Option<Value>) -> Option<DriverHandle> {
         let driver = self.driver.clone();
         if driver.is_none() {
             self.error("FORBIDDEN", "only drivers may send this", reference.clone());
@@ -75,7 +87,7 @@ impl Actor for SessionActor {
         Ok(SessionState {
             caller: args.caller,
             outbox: args.outbox,
-            engine: args.engine,
+            engine: args.wiring,
             driver: args.driver,
             orders: HashSet::new(),
             restaurants: HashSet::new(),
@@ -96,7 +108,7 @@ impl Actor for SessionActor {
             state.engine.feeds.unwatch(*restaurant_id, session_id);
         }
         if let Some(driver) = &state.driver {
-            let _ = driver.cast(DriverMessage::DetachSession(session_id));
+            driver.detach(session_id);
         }
         state.engine.ops.unwatch(session_id);
         Ok(())
@@ -123,15 +135,17 @@ impl Actor for SessionActor {
             }
             ClientMessage::Location(input) => state.located(input, reference, received_at),
             ClientMessage::SetAvailability { available } => {
-                if let Some(driver) = state.require_driver(&reference) {
-                    let _ = driver.cast(DriverMessage::SetAvailability(available, None));
+                if let Some(driver) = state.require_driver(&reference)
+                    && !driver.set_availability(available)
+                {
+                    state.outbox.close(CloseReason::Restarting);
                 }
             }
             ClientMessage::OfferResponse { offer_id, accept } => {
                 if state.require_driver(&reference).is_some() {
                     state
                         .engine
-                        .dispatcher
+                        .dispatch
                         .respond_async(offer_id, state.caller.user_id, accept);
                 }
             }
@@ -242,9 +256,11 @@ impl SessionState {
 /// Validates a driver's position and hands it to the driver's actor, or
 /// answers VALIDATION_ERROR naming each bad field. The socket reader calls
 /// this directly for drivers (one task hop fewer on the hottest path); the
-/// session uses it for anything that reaches it.
+/// session uses it for anything that reaches it. A driver actor that is gone
+/// (it failed and was started again) closes the socket with 1012, so the
+/// app reconnects to the new one.
 pub fn forward_location(
-    driver: &ActorRef<DriverMessage>,
+    driver: &DriverHandle,
     input: &LocationInput,
     reference: Option<Value>,
     received_at: Instant,
@@ -253,7 +269,9 @@ pub fn forward_location(
     match input.parse() {
         Ok(fix) => {
             metrics::counter!(m::LOCATION_UPDATES_TOTAL, "source" => "ws").increment(1);
-            let _ = driver.cast(DriverMessage::Located { fix, received_at });
+            if !driver.located(fix, received_at) {
+                outbox.close(CloseReason::Restarting);
+            }
         }
         Err(fields) => {
             let message = fields
@@ -264,5 +282,35 @@ pub fn forward_location(
             metrics::counter!(m::WS_MESSAGES_OUT_TOTAL, "type" => "error").increment(1);
             outbox.push(wire::error_frame("VALIDATION_ERROR", &message, reference));
         }
+    }
+}
+
+/// One connection's session actor, as its socket reader holds it.
+pub struct SessionHandle {
+    actor: ActorRef<SessionMessage>,
+}
+
+impl SessionHandle {
+    pub(crate) async fn start(args: SessionArguments) -> Result<SessionHandle, ractor::SpawnErr> {
+        let (actor, _) = Actor::spawn(None, SessionActor, args).await?;
+        Ok(SessionHandle { actor })
+    }
+
+    /// A decoded client message with its `ref` and when it arrived; false
+    /// when the session actor is gone (the caller closes the socket).
+    pub fn client(
+        &self,
+        message: ClientMessage,
+        reference: Option<Value>,
+        received_at: Instant,
+    ) -> bool {
+        self.actor
+            .cast(SessionMessage::Client(message, reference, received_at))
+            .is_ok()
+    }
+
+    /// The connection ended.
+    pub fn stop(&self) {
+        self.actor.stop(None);
     }
 }

@@ -19,7 +19,6 @@
 
 use crate::domain::eta::{self, Eta, Leg};
 use crate::domain::model::*;
-use crate::engine::order::{RestaurantInfo, now};
 use crate::engine::outbox::{Outbox, SessionId};
 use crate::wire::{Frame, ServerMessage};
 use chrono::{DateTime, Utc};
@@ -110,6 +109,21 @@ impl OrderFeed {
         }
         inner.watchers.insert(outbox.session_id, outbox);
         true
+    }
+
+    /// Queues a fresh snapshot for every watcher (a revived order actor
+    /// adopting this feed: its watchers may have missed a change).
+    pub fn resnapshot(&self, snapshot: impl Fn(Option<&DriverLocation>) -> Frame) {
+        let mut inner = self.lock();
+        let frame = snapshot(inner.location.as_ref());
+        inner
+            .watchers
+            .retain(|_, outbox| outbox.push(frame.clone()));
+    }
+
+    /// The driver whose positions count, while one carries the order.
+    pub fn driver_id(&self) -> Option<DriverId> {
+        self.lock().trip.map(|trip| trip.driver_id)
     }
 
     /// Marks `session_id` as the carrying driver's own socket.

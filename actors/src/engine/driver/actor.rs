@@ -1,4 +1,4 @@
-//! Driver actors: one per driver seen online, holding position, heading,
+//! The driver actor: one per driver seen online, holding position, heading,
 //! speed, availability, the orders it carries and its socket.
 //!
 //! A position fans out from here without touching the store: to the geo
@@ -12,22 +12,17 @@ use crate::domain::input::LocationFix;
 use crate::domain::model::*;
 use crate::engine::breadcrumbs::BreadcrumbSink;
 use crate::engine::config::EngineConfig;
-use crate::engine::geo_actor::{GeoMessage, PendingUpsert};
-use crate::engine::order::OrderMessage;
-use crate::engine::order::feed::OrderFeed;
-use crate::engine::outbox::{Outbox, SessionId};
+use crate::engine::geo_actor::{Change, Geo, PendingUpsert};
+use crate::engine::order::{OrderFeed, OrderRef};
+use crate::engine::outbox::{CloseReason, Outbox, SessionId};
 use crate::store::Breadcrumb;
 use crate::wire::Frame;
-use dashmap::DashMap;
-use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-const DRIVER_CALL_TIMEOUT: Duration = Duration::from_secs(5);
-
-pub enum DriverMessage {
+pub(crate) enum DriverMessage {
     /// A position from the driver's socket or the REST fallback.
     Located {
         fix: LocationFix,
@@ -41,13 +36,16 @@ pub enum DriverMessage {
     /// An order was assigned to this driver (or recovered with it).
     Carry {
         order_id: OrderId,
-        actor: ActorRef<OrderMessage>,
+        order: OrderRef,
         feed: Arc<OrderFeed>,
     },
     /// Delivered, cancelled or unassigned: the slot is free again.
     Release(OrderId),
     /// The geo index dropped this driver for lack of positions.
     WentStale,
+    /// The geo actor restarted with an empty index: give it this driver's
+    /// entry again.
+    Rejoin,
     /// Push a frame (an offer, an offer result) to the driver's socket;
     /// replies whether there was a socket to push to.
     Push(Frame, Option<RpcReplyPort<bool>>),
@@ -63,23 +61,23 @@ pub struct DriverStatus {
     pub active_orders: u32,
 }
 
-pub struct DriverActor;
+pub(crate) struct DriverActor;
 
-pub struct DriverArguments {
+pub(crate) struct DriverArguments {
     pub profile: Driver,
-    pub geo: ActorRef<GeoMessage>,
+    pub geo: Geo,
     pub breadcrumbs: BreadcrumbSink,
     pub config: Arc<EngineConfig>,
 }
 
-pub struct DriverState {
+pub(crate) struct DriverState {
     profile: Driver,
     location: Option<DriverLocation>,
     online: bool,
     paused: bool,
     carrying: HashMap<OrderId, Carried>,
     session: Option<Arc<Outbox>>,
-    geo: ActorRef<GeoMessage>,
+    geo: Geo,
     /// This driver's next update for the geo index, coalesced while the
     /// geo actor has not taken it.
     pending_geo: Arc<PendingUpsert>,
@@ -91,7 +89,7 @@ pub struct DriverState {
 
 /// An order this driver carries.
 struct Carried {
-    actor: ActorRef<OrderMessage>,
+    order: OrderRef,
     feed: Arc<OrderFeed>,
 }
 
@@ -100,7 +98,7 @@ impl Carried {
     /// of it only when it moved the estimate enough to store.
     fn publish(&self, location: DriverLocation, received_at: Instant) {
         if let Some(moved) = self.feed.publish_location(location, received_at) {
-            let _ = self.actor.cast(OrderMessage::EtaMoved(moved));
+            self.order.eta_moved(moved);
         }
     }
 }
@@ -116,7 +114,7 @@ impl DriverState {
     }
 
     /// Tells the index where the driver is and whether it may be offered.
-    fn index(&self, fresh: bool) {
+    fn index(&self, change: Change) {
         let Some(location) = self.location else {
             return;
         };
@@ -129,12 +127,7 @@ impl DriverState {
             available: self.available(),
             active_orders: self.carrying.len() as u32,
         };
-        if self.pending_geo.put(entry, fresh)
-            && self
-                .geo
-                .cast(GeoMessage::Upsert(self.pending_geo.clone()))
-                .is_err()
-        {
+        if self.pending_geo.put(entry, change) && !self.geo.upsert(&self.pending_geo) {
             // No geo actor to take it: do not leave the slot looking told.
             self.pending_geo.take();
         }
@@ -184,14 +177,14 @@ impl Actor for DriverActor {
                 };
                 state.location = Some(location);
                 state.online = true;
-                state.index(true);
+                state.index(Change::Position);
                 for carried in state.carrying.values() {
                     carried.publish(location, received_at);
                 }
                 if !state.carrying.is_empty()
                     && state.breadcrumbs.due(&mut state.breadcrumb_taken_at)
                 {
-                    let recorded_at = crate::engine::order::now();
+                    let recorded_at = now();
                     for order_id in state.carrying.keys() {
                         state.breadcrumbs.offer(Breadcrumb {
                             driver_id: location.driver_id,
@@ -207,7 +200,7 @@ impl Actor for DriverActor {
             }
             DriverMessage::SetAvailability(available, reply) => {
                 state.paused = !available;
-                state.index(false);
+                state.index(Change::Availability);
                 if let Some(reply) = reply {
                     let _ = reply.send(!state.paused);
                 }
@@ -216,14 +209,12 @@ impl Actor for DriverActor {
                 if let Some(old) = state.session.replace(outbox.clone())
                     && old.session_id != outbox.session_id
                 {
-                    old.close(crate::engine::outbox::CloseReason::Replaced);
+                    old.close(CloseReason::Replaced);
                 }
                 for carried in state.carrying.values() {
-                    let _ = carried
-                        .actor
-                        .cast(OrderMessage::AttachDriverSession(outbox.clone()));
+                    carried.order.attach_driver_session(outbox.clone());
                 }
-                state.index(false);
+                state.index(Change::Availability);
             }
             DriverMessage::DetachSession(session_id) => {
                 if state
@@ -232,31 +223,37 @@ impl Actor for DriverActor {
                     .is_some_and(|s| s.session_id == session_id)
                 {
                     state.session = None;
-                    state.index(false);
+                    state.index(Change::Availability);
                 }
             }
             DriverMessage::Carry {
                 order_id,
-                actor,
+                order,
                 feed,
             } => {
                 if let Some(outbox) = &state.session {
-                    let _ = actor.cast(OrderMessage::AttachDriverSession(outbox.clone()));
+                    order.attach_driver_session(outbox.clone());
                 }
-                let carried = Carried { actor, feed };
+                let carried = Carried { order, feed };
                 if let Some(location) = state.location {
                     carried.publish(location, Instant::now());
                 }
                 state.carrying.insert(order_id, carried);
-                state.index(false);
+                state.index(Change::Availability);
             }
             DriverMessage::Release(order_id) => {
                 if state.carrying.remove(&order_id).is_some() {
-                    state.index(false);
+                    state.index(Change::Availability);
                 }
             }
             DriverMessage::WentStale => {
                 state.online = false;
+            }
+            DriverMessage::Rejoin => {
+                // The old actor may have died holding this driver's update
+                // in its mailbox: the slot would look told forever.
+                state.pending_geo.take();
+                state.index(Change::Rejoin);
             }
             DriverMessage::Push(frame, reply) => {
                 let pushed = state.session.as_ref().is_some_and(|s| s.push(frame));
@@ -288,132 +285,4 @@ fn fix_time(device: Option<i64>) -> i64 {
     device
         .filter(|t| (now - t).abs() <= MAX_CLOCK_SKEW_MS)
         .unwrap_or(now)
-}
-
-/// Every driver actor, by driver id, and what the dispatcher needs to know
-/// of each without asking it (its profile).
-#[derive(Clone)]
-pub struct Drivers {
-    registry: Arc<DashMap<DriverId, ActorRef<DriverMessage>>>,
-    profiles: Arc<DashMap<DriverId, Driver>>,
-    spawning: Arc<tokio::sync::Mutex<()>>,
-    geo: ActorRef<GeoMessage>,
-    breadcrumbs: BreadcrumbSink,
-    config: Arc<EngineConfig>,
-}
-
-impl Drivers {
-    pub fn new(
-        registry: Arc<DashMap<DriverId, ActorRef<DriverMessage>>>,
-        geo: ActorRef<GeoMessage>,
-        breadcrumbs: BreadcrumbSink,
-        config: Arc<EngineConfig>,
-    ) -> Drivers {
-        Drivers {
-            registry,
-            profiles: Arc::new(DashMap::new()),
-            spawning: Arc::new(tokio::sync::Mutex::new(())),
-            geo,
-            breadcrumbs,
-            config,
-        }
-    }
-
-    pub fn get(&self, id: DriverId) -> Option<ActorRef<DriverMessage>> {
-        self.registry.get(&id).map(|a| a.clone())
-    }
-
-    pub fn profile(&self, id: DriverId) -> Option<Driver> {
-        self.profiles.get(&id).map(|p| p.clone())
-    }
-
-    /// The driver's actor, started if it is not running.
-    pub async fn ensure(&self, profile: Driver) -> Option<ActorRef<DriverMessage>> {
-        if let Some(actor) = self.get(profile.id) {
-            return Some(actor);
-        }
-        // Spawns are serialised so two first messages of one driver cannot
-        // start two actors.
-        let _guard = self.spawning.lock().await;
-        if let Some(actor) = self.get(profile.id) {
-            return Some(actor);
-        }
-        let id = profile.id;
-        self.profiles.insert(id, profile.clone());
-        let args = DriverArguments {
-            profile,
-            geo: self.geo.clone(),
-            breadcrumbs: self.breadcrumbs.clone(),
-            config: self.config.clone(),
-        };
-        match Actor::spawn(None, DriverActor, args).await {
-            Ok((actor, handle)) => {
-                self.registry.insert(id, actor.clone());
-                let registry = self.registry.clone();
-                let actor_id = actor.get_id();
-                tokio::spawn(async move {
-                    let _ = handle.await;
-                    registry.remove_if(&id, |_, a| a.get_id() == actor_id);
-                });
-                Some(actor)
-            }
-            Err(error) => {
-                tracing::error!(driver_id = id, %error, "Driver actor failed to start");
-                None
-            }
-        }
-    }
-
-    pub fn cast(&self, id: DriverId, message: DriverMessage) {
-        if let Some(actor) = self.get(id) {
-            let _ = actor.cast(message);
-        }
-    }
-
-    pub async fn status(&self, id: DriverId) -> Option<DriverStatus> {
-        let actor = self.get(id)?;
-        match actor
-            .call(DriverMessage::Status, Some(DRIVER_CALL_TIMEOUT))
-            .await
-        {
-            Ok(CallResult::Success(status)) => Some(status),
-            _ => None,
-        }
-    }
-
-    /// Pushes a frame to the driver's socket; false if it has none.
-    pub async fn push(&self, id: DriverId, frame: Frame) -> bool {
-        let Some(actor) = self.get(id) else {
-            return false;
-        };
-        matches!(
-            actor
-                .call(
-                    |reply| DriverMessage::Push(frame, Some(reply)),
-                    Some(DRIVER_CALL_TIMEOUT)
-                )
-                .await,
-            Ok(CallResult::Success(true))
-        )
-    }
-
-    pub async fn set_availability(&self, id: DriverId, available: bool) -> Option<bool> {
-        let actor = self.get(id)?;
-        match actor
-            .call(
-                |reply| DriverMessage::SetAvailability(available, Some(reply)),
-                Some(DRIVER_CALL_TIMEOUT),
-            )
-            .await
-        {
-            Ok(CallResult::Success(setting)) => Some(setting),
-            _ => None,
-        }
-    }
-
-    pub fn stop_all(&self) {
-        for actor in self.registry.iter() {
-            actor.stop(None);
-        }
-    }
 }

@@ -1,0 +1,101 @@
+//! What a committed order change sets in motion elsewhere: the dispatcher
+//! opens or withdraws the order, the carrying driver's actor takes it on or
+//! lets it go, and the restaurant's tablets hear of a new order. Runs inside
+//! order actors, after their write: it only casts (or spawns), never waits.
+
+use crate::domain::eta::{self, Kitchen};
+use crate::domain::lifecycle;
+use crate::domain::model::*;
+use crate::engine::dispatcher::{DispatchHandle, Dispatchable};
+use crate::engine::driver::Drivers;
+use crate::engine::feeds::RestaurantFeeds;
+use crate::engine::order::{OrderChanged, OrderListener};
+use crate::wire;
+use std::sync::Arc;
+
+pub(crate) struct EngineListener {
+    pub feeds: Arc<RestaurantFeeds>,
+    pub drivers: Drivers,
+    pub dispatch: DispatchHandle,
+}
+
+impl EngineListener {
+    fn open_for_dispatch(&self, change: &OrderChanged<'_>) {
+        let order = change.order;
+        self.dispatch.open(Dispatchable {
+            order_id: order.id,
+            restaurant: change.restaurant.clone(),
+            dropoff: LatLon {
+                lat: order.delivery_address.lat,
+                lon: order.delivery_address.lon,
+            },
+            food_ready_at: eta::food_ready_at(
+                Kitchen::from(order),
+                change.restaurant.prep_time_minutes,
+            ),
+        });
+    }
+
+    fn carry(&self, change: &OrderChanged<'_>) {
+        let (Some(driver_id), Some(profile)) = (change.order.driver_id, change.driver.cloned())
+        else {
+            return;
+        };
+        let drivers = self.drivers.clone();
+        let order = change.order_ref.clone();
+        let feed = change.feed.clone();
+        // Starting a driver actor is a call to its supervisor: off the
+        // order actor, which must not wait on it.
+        tokio::spawn(async move {
+            let order_id = order.order_id();
+            if !drivers.carry(profile, order, feed).await {
+                tracing::warn!(
+                    order_id,
+                    driver_id,
+                    "Driver actor unavailable; order not carried"
+                );
+            }
+        });
+    }
+
+    fn release(&self, order: &Order) {
+        if let Some(driver_id) = order.driver_id {
+            self.drivers.release(driver_id, order.id);
+        }
+    }
+}
+
+impl OrderListener for EngineListener {
+    fn order_changed(&self, change: OrderChanged<'_>) {
+        let order = change.order;
+        match change.event.kind {
+            OrderEventType::OrderPlaced => {
+                self.feeds
+                    .publish(order.restaurant_id, &wire::order_update(order, None));
+            }
+            OrderEventType::StatusChanged => match order.status {
+                OrderStatus::Confirmed if lifecycle::awaits_driver(order) => {
+                    self.open_for_dispatch(&change)
+                }
+                OrderStatus::Cancelled | OrderStatus::Delivered => {
+                    self.dispatch.withdraw(order.id);
+                    self.release(order);
+                }
+                _ => {}
+            },
+            OrderEventType::DriverAssigned => {
+                self.dispatch.withdraw(order.id);
+                self.carry(&change);
+            }
+            OrderEventType::DriverUnassigned => self.release(order),
+        }
+    }
+
+    fn order_started(&self, change: OrderChanged<'_>) {
+        if lifecycle::awaits_driver(change.order) {
+            self.open_for_dispatch(&change);
+        } else if change.order.driver_id.is_some() {
+            self.carry(&change);
+        }
+    }
+}

@@ -1,0 +1,487 @@
+//! The order actor: one per non-terminal order, the only writer of that
+//! order. It decides a transition with [`lifecycle::decide`], writes it
+//! (order row with a version check + event row, one transaction), and only
+//! then updates its state, replies and tells the order's listeners.
+//! Awaiting its own write is the point: commands on one order are
+//! serialised, so no update is ever lost. A terminal order stops its actor.
+
+use super::feed::{MovedEta, OrderFeed, Trip};
+use super::{Audience, CommandError, OrderChanged, OrderListener, OrderRef, TransitionCommand};
+use crate::domain::eta::{self, Eta, Kitchen, Leg};
+use crate::domain::lifecycle::{self, Refusal};
+use crate::domain::model::*;
+use crate::engine::config::EngineConfig;
+use crate::engine::outbox::{Outbox, SessionId};
+use crate::metrics as m;
+use crate::store::{NewOrderEvent, OrderChange, Store, StoreError};
+use crate::wire::{self, ServerMessage};
+use chrono::{DateTime, Utc};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub(crate) enum OrderMessage {
+    Transition(TransitionCommand, RpcReplyPort<Result<Order, CommandError>>),
+    /// A session asks to watch the order; on success the actor queues the
+    /// `snapshot` itself, so no update can slip between snapshot and
+    /// subscription.
+    Subscribe {
+        caller: Caller,
+        outbox: Arc<Outbox>,
+        reply: RpcReplyPort<Result<(), Refusal>>,
+    },
+    /// The assigned driver's own socket, subscribed without asking.
+    AttachDriverSession(Arc<Outbox>),
+    Unsubscribe(SessionId),
+    /// A position of the assigned driver moved the estimate past the push
+    /// threshold ([`OrderFeed::publish_location`]): store it and tell the
+    /// watchers.
+    EtaMoved(MovedEta),
+    /// Tell `Audience` of this order again, as if it had just started:
+    /// after the dispatcher or the driver actors restarted, they learn
+    /// again which orders wait for a driver and who carries what.
+    Reannounce(Audience),
+    /// Assign the driver who accepted an offer.
+    Assign {
+        driver: Driver,
+        offer_id: OfferId,
+        reply: RpcReplyPort<Result<Order, CommandError>>,
+    },
+}
+
+pub(crate) struct OrderActor;
+
+pub(crate) struct OrderArguments {
+    pub order: Order,
+    pub restaurant: RestaurantInfo,
+    pub driver: Option<Driver>,
+    pub store: Arc<dyn Store>,
+    pub listener: Arc<dyn OrderListener>,
+    pub config: Arc<EngineConfig>,
+    pub feed: Arc<OrderFeed>,
+    /// The feed was a failed actor's: its watchers may have missed a
+    /// change, so each gets a fresh snapshot.
+    pub adopted: bool,
+}
+
+pub(crate) struct OrderState {
+    order: Order,
+    restaurant: RestaurantInfo,
+    driver: Option<Driver>,
+    /// Watchers and the driver's position, shared with the driver's actor.
+    feed: Arc<OrderFeed>,
+    store: Arc<dyn Store>,
+    listener: Arc<dyn OrderListener>,
+    config: Arc<EngineConfig>,
+}
+
+impl Actor for OrderActor {
+    type Msg = OrderMessage;
+    type State = OrderState;
+    type Arguments = OrderArguments;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: OrderArguments,
+    ) -> Result<OrderState, ActorProcessingErr> {
+        metrics::gauge!(m::ORDERS_ACTIVE, "status" => args.order.status.as_str()).increment(1.0);
+        metrics::gauge!(m::ORDER_ACTORS).increment(1.0);
+        let state = OrderState {
+            order: args.order,
+            restaurant: args.restaurant,
+            driver: args.driver,
+            feed: args.feed,
+            store: args.store,
+            listener: args.listener,
+            config: args.config,
+        };
+        state.feed.track(state.trip());
+        if args.adopted {
+            state.resnapshot();
+        }
+        state.started(&myself);
+        Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut OrderState,
+    ) -> Result<(), ActorProcessingErr> {
+        metrics::gauge!(m::ORDERS_ACTIVE, "status" => state.order.status.as_str()).decrement(1.0);
+        metrics::gauge!(m::ORDER_ACTORS).decrement(1.0);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: OrderMessage,
+        state: &mut OrderState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            OrderMessage::Transition(command, reply) => {
+                let result = state.transition(&myself, command).await;
+                let terminal = matches!(&result, Ok(order) if order.status.is_terminal());
+                // The caller may have given up; the write stands either way.
+                let _ = reply.send(result);
+                if terminal {
+                    myself.stop(Some("order is terminal".into()));
+                }
+            }
+            OrderMessage::Subscribe {
+                caller,
+                outbox,
+                reply,
+            } => {
+                if !lifecycle::can_see(&state.order, &caller) {
+                    let _ = reply.send(Err(Refusal::NotVisible));
+                    return Ok(());
+                }
+                state.subscribe(outbox);
+                let _ = reply.send(Ok(()));
+            }
+            OrderMessage::AttachDriverSession(outbox) => {
+                state.feed.set_driver_session(outbox.session_id);
+                state.subscribe(outbox);
+            }
+            OrderMessage::Unsubscribe(session_id) => state.feed.unsubscribe(session_id),
+            OrderMessage::EtaMoved(fresh) => state.eta_moved(fresh),
+            OrderMessage::Reannounce(audience) => {
+                let concerned = match audience {
+                    Audience::Dispatcher => lifecycle::awaits_driver(&state.order),
+                    Audience::Driver => state.order.driver_id.is_some(),
+                };
+                if concerned {
+                    state.started(&myself);
+                }
+            }
+            OrderMessage::Assign {
+                driver,
+                offer_id,
+                reply,
+            } => {
+                let _ = reply.send(state.assign(&myself, driver, offer_id).await);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl OrderState {
+    fn snapshot(&self, driver_location: Option<&DriverLocation>) -> wire::Frame {
+        ServerMessage::Snapshot {
+            order_id: self.order.id,
+            order: &self.order,
+            driver: self.driver.as_ref(),
+            driver_location,
+            eta: self.eta(),
+        }
+        .encode()
+    }
+
+    fn subscribe(&mut self, outbox: Arc<Outbox>) {
+        self.feed
+            .subscribe(outbox, |driver_location| self.snapshot(driver_location));
+    }
+
+    /// Every watcher gets the order as it stands now.
+    fn resnapshot(&self) {
+        self.feed
+            .resnapshot(|driver_location| self.snapshot(driver_location));
+    }
+
+    /// Tells the listeners this order is live, as it stands.
+    fn started(&self, myself: &ActorRef<OrderMessage>) {
+        let started = NewOrderEvent {
+            kind: OrderEventType::StatusChanged,
+            from_status: None,
+            to_status: Some(self.order.status),
+            actor_id: None,
+            actor_role: None,
+            at: now(),
+            data: serde_json::Value::Null,
+        };
+        self.listener.order_started(OrderChanged {
+            order: &self.order,
+            event: &started,
+            restaurant: &self.restaurant,
+            driver: self.driver.as_ref(),
+            order_ref: &OrderRef::new(myself.clone(), self.order.id),
+            feed: &self.feed,
+        });
+    }
+
+    /// What the driver's positions mean for this order, while it has one.
+    fn trip(&self) -> Option<Trip> {
+        let driver_id = self.order.driver_id?;
+        if self.order.status.is_terminal() {
+            return None;
+        }
+        Some(Trip {
+            driver_id,
+            vehicle: self
+                .driver
+                .as_ref()
+                .map(|d| d.vehicle_type)
+                .unwrap_or_default(),
+            picked_up: self.order.status == OrderStatus::PickedUp,
+            food_ready_at: self.food_ready_at(&self.order),
+            dropoff: LatLon {
+                lat: self.order.delivery_address.lat,
+                lon: self.order.delivery_address.lon,
+            },
+            stored_eta: self.order.estimated_delivery_at,
+        })
+    }
+
+    /// The `eta` clients see: the stored estimate, none once terminal.
+    fn eta(&self) -> Option<Eta> {
+        Eta::of(&self.order, now())
+    }
+
+    fn food_ready_at(&self, order: &Order) -> DateTime<Utc> {
+        eta::food_ready_at(Kitchen::from(order), self.restaurant.prep_time_minutes)
+    }
+
+    /// A fresh estimate for `order` as it stands (CONTRACT.md "Dispatch").
+    fn estimate(&self, order: &Order) -> Option<DateTime<Utc>> {
+        if order.status.is_terminal() {
+            return order.estimated_delivery_at;
+        }
+        let vehicle = self
+            .driver
+            .as_ref()
+            .map(|d| d.vehicle_type)
+            .unwrap_or_default();
+        let here = self.feed.location().map(|l| l.at());
+        let leg = match (order.status, here) {
+            (OrderStatus::PickedUp, Some(at)) => Leg::ToCustomer { at, vehicle },
+            // Picked up but no position seen yet: keep what we had.
+            (OrderStatus::PickedUp, None) => return order.estimated_delivery_at,
+            (_, Some(at)) if order.driver_id.is_some() => Leg::ToRestaurant { at, vehicle },
+            _ => Leg::Unassigned { vehicle },
+        };
+        let dropoff = LatLon {
+            lat: order.delivery_address.lat,
+            lon: order.delivery_address.lon,
+        };
+        Some(eta::estimate_delivery(
+            now(),
+            self.food_ready_at(order),
+            self.restaurant.location,
+            dropoff,
+            leg,
+            self.config.road_factor,
+        ))
+    }
+
+    fn announce(&mut self, myself: &ActorRef<OrderMessage>, event: &NewOrderEvent) {
+        self.feed
+            .broadcast(&wire::order_update(&self.order, self.eta()));
+        self.listener.order_changed(OrderChanged {
+            order: &self.order,
+            event,
+            restaurant: &self.restaurant,
+            driver: self.driver.as_ref(),
+            order_ref: &OrderRef::new(myself.clone(), self.order.id),
+            feed: &self.feed,
+        });
+    }
+
+    /// Writes `next` with `event`, or leaves the state as it was.
+    async fn commit(
+        &mut self,
+        next: Order,
+        event: NewOrderEvent,
+    ) -> Result<NewOrderEvent, CommandError> {
+        let change = OrderChange {
+            order: next,
+            from_version: self.order.version,
+            event,
+        };
+        let started = Instant::now();
+        let written = self.store.apply_change(&change).await;
+        metrics::histogram!(m::STORE_WRITE_DURATION_SECONDS)
+            .record(started.elapsed().as_secs_f64());
+        if let Err(error) = written {
+            metrics::counter!(m::STORE_ERRORS_TOTAL, "kind" => store_error_kind(&error))
+                .increment(1);
+            // Someone wrote this order behind our back (another node, an
+            // operator): our state is stale. Reload before the next command.
+            if matches!(error, StoreError::Conflict)
+                && let Ok(Some(fresh)) = self.store.order(self.order.id).await
+            {
+                self.replace(fresh);
+            }
+            return Err(error.into());
+        }
+        self.replace(change.order);
+        Ok(change.event)
+    }
+
+    async fn transition(
+        &mut self,
+        myself: &ActorRef<OrderMessage>,
+        command: TransitionCommand,
+    ) -> Result<Order, CommandError> {
+        let TransitionCommand {
+            caller,
+            action,
+            expected_version,
+            reason,
+        } = command;
+        let target = lifecycle::decide(&self.order, &caller, action, expected_version).inspect_err(|refusal| {
+            metrics::counter!(m::ORDER_TRANSITIONS_REFUSED_TOTAL, "reason" => refusal_code(refusal)).increment(1);
+        })?;
+
+        let at = now();
+        let mut next = self.order.clone();
+        next.status = target;
+        next.version += 1;
+        next.stamp(target, at);
+        if target == OrderStatus::Cancelled {
+            next.cancel_reason = reason.clone();
+        }
+        next.estimated_delivery_at = self.estimate(&next);
+        let event = NewOrderEvent {
+            kind: OrderEventType::StatusChanged,
+            from_status: Some(self.order.status),
+            to_status: Some(target),
+            actor_id: Some(caller.user_id),
+            actor_role: Some(caller.role),
+            at,
+            data: match &reason {
+                Some(reason) => serde_json::json!({ "action": action.as_str(), "reason": reason }),
+                None => serde_json::json!({ "action": action.as_str() }),
+            },
+        };
+        let event = self.commit(next, event).await?;
+        metrics::counter!(m::ORDER_TRANSITIONS_TOTAL, "status" => target.as_str()).increment(1);
+
+        // A cancelled order frees its driver, on the record too.
+        if target == OrderStatus::Cancelled
+            && let Some(driver_id) = self.order.driver_id
+        {
+            let mut released = self.order.clone();
+            released.version += 1;
+            let unassigned = NewOrderEvent {
+                kind: OrderEventType::DriverUnassigned,
+                from_status: Some(target),
+                to_status: Some(target),
+                actor_id: Some(caller.user_id),
+                actor_role: Some(caller.role),
+                at,
+                data: serde_json::json!({ "driverId": driver_id, "reason": "order cancelled" }),
+            };
+            match self.commit(released, unassigned).await {
+                Ok(unassigned) => self.listener.order_changed(OrderChanged {
+                    order: &self.order,
+                    event: &unassigned,
+                    restaurant: &self.restaurant,
+                    driver: self.driver.as_ref(),
+                    order_ref: &OrderRef::new(myself.clone(), self.order.id),
+                    feed: &self.feed,
+                }),
+                // The cancellation stands; the driver is still released in
+                // memory by the listener hearing of the cancellation.
+                Err(error) => {
+                    tracing::warn!(order_id = self.order.id, %error, "Could not record DRIVER_UNASSIGNED")
+                }
+            }
+        }
+        self.announce(myself, &event);
+        Ok(self.order.clone())
+    }
+
+    async fn assign(
+        &mut self,
+        myself: &ActorRef<OrderMessage>,
+        driver: Driver,
+        offer_id: OfferId,
+    ) -> Result<Order, CommandError> {
+        if !lifecycle::awaits_driver(&self.order) {
+            return Err(Refusal::InvalidTransition {
+                action: "assign",
+                from: self.order.status,
+            }
+            .into());
+        }
+        let at = now();
+        let mut next = self.order.clone();
+        next.driver_id = Some(driver.id);
+        next.version += 1;
+        let event = NewOrderEvent {
+            kind: OrderEventType::DriverAssigned,
+            from_status: Some(self.order.status),
+            to_status: Some(self.order.status),
+            actor_id: Some(driver.id),
+            actor_role: Some(Role::Driver),
+            at,
+            data: serde_json::json!({ "driverId": driver.id, "offerId": offer_id }),
+        };
+        let previous_driver = self.driver.replace(driver);
+        let event = match self.commit(next, event).await {
+            Ok(event) => event,
+            Err(error) => {
+                self.driver = previous_driver;
+                return Err(error);
+            }
+        };
+        self.announce(myself, &event);
+        Ok(self.order.clone())
+    }
+
+    /// Stores and pushes an estimate the driver's position moved, unless a
+    /// change committed since (its own estimate stands).
+    fn eta_moved(&mut self, moved: MovedEta) {
+        if !self.feed.is_current(&moved) || self.order.status.is_terminal() {
+            return;
+        }
+        let fresh = moved.estimated_delivery_at;
+        self.order.estimated_delivery_at = Some(fresh);
+        metrics::counter!(m::ETA_UPDATES_TOTAL).increment(1);
+        // Off the hot path: the estimate is advisory, so a lost write
+        // costs nothing but a stale ETA until the next one.
+        let store = self.store.clone();
+        let order_id = self.order.id;
+        tokio::spawn(async move {
+            if let Err(error) = store.set_estimated_delivery(order_id, fresh).await {
+                tracing::debug!(order_id, %error, "ETA not stored");
+            }
+        });
+        self.feed
+            .broadcast(&wire::order_update(&self.order, self.eta()));
+    }
+
+    /// Swaps in a new committed state, keeping the per-status gauge right.
+    fn replace(&mut self, order: Order) {
+        if order.status != self.order.status {
+            metrics::gauge!(m::ORDERS_ACTIVE, "status" => self.order.status.as_str())
+                .decrement(1.0);
+            metrics::gauge!(m::ORDERS_ACTIVE, "status" => order.status.as_str()).increment(1.0);
+        }
+        self.order = order;
+        self.feed.track(self.trip());
+    }
+}
+
+fn refusal_code(refusal: &Refusal) -> &'static str {
+    match refusal {
+        Refusal::NotVisible => "not_visible",
+        Refusal::Forbidden { .. } => "forbidden",
+        Refusal::InvalidTransition { .. } => "invalid_transition",
+        Refusal::NoDriverAssigned => "no_driver",
+        Refusal::VersionConflict { .. } => "version_conflict",
+    }
+}
+
+pub(crate) fn store_error_kind(error: &StoreError) -> &'static str {
+    match error {
+        StoreError::Unavailable(_) => "unavailable",
+        StoreError::Conflict => "conflict",
+        StoreError::EmailTaken => "email_taken",
+        StoreError::Internal(_) => "internal",
+    }
+}
