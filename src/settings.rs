@@ -106,6 +106,7 @@ pub struct DriverSettings {
 pub struct SupervisionSettings {
     pub max_restarts: usize,
     pub restart_window_secs: u64,
+    pub restart_delay_ms: u64,
     /// Lets admins kill a core actor (`POST /api/admin/faults`), for drills
     /// and tests; off in production.
     pub fault_injection: bool,
@@ -206,6 +207,9 @@ impl Settings {
         if self.supervision.restart_window_secs == 0 {
             problems.push("supervision.restart_window_secs must be at least 1");
         }
+        if self.supervision.restart_delay_ms > 60_000 {
+            problems.push("supervision.restart_delay_ms must be at most 60000");
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -229,6 +233,7 @@ impl Settings {
             candidates_per_order: self.dispatch.candidates_per_order,
             max_restarts: self.supervision.max_restarts,
             restart_window: Duration::from_secs(self.supervision.restart_window_secs),
+            restart_delay: Duration::from_millis(self.supervision.restart_delay_ms),
         }
     }
 
@@ -340,6 +345,11 @@ mod tests {
                 "DISPATCH__SUPERVISION__RESTART_WINDOW_SECS",
                 "0",
                 "supervision.restart_window_secs",
+            ),
+            (
+                "DISPATCH__SUPERVISION__RESTART_DELAY_MS",
+                "600000",
+                "supervision.restart_delay_ms",
             ),
         ] {
             let err = Settings::load_from(None, env(&[(key, value)])).unwrap_err();

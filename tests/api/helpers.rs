@@ -235,6 +235,19 @@ impl TestApp {
         self.ready().await
     }
 
+    /// Waits for the server to exit by itself; panics after `secs`.
+    pub fn wait_for_exit(&mut self, secs: u64) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server running");
+        for _ in 0..secs * 20 {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        panic!("dispatchd did not exit within {secs} s");
+    }
+
     /// Sends SIGTERM and returns the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("server running");

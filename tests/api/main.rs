@@ -13,6 +13,7 @@ mod orders;
 mod outage;
 mod restaurants;
 mod sim;
+mod supervision;
 mod tracking;
 mod transitions;
 mod ws;

@@ -24,6 +24,9 @@ pub struct EngineConfig {
     /// process exits non-zero for its own supervisor to restart.
     pub max_restarts: usize,
     pub restart_window: Duration,
+    /// How long the supervisor waits before starting a failed core actor
+    /// again (doubled for each earlier failure in the window).
+    pub restart_delay: Duration,
 }
 
 impl Default for EngineConfig {
@@ -41,6 +44,7 @@ impl Default for EngineConfig {
             candidates_per_order: 8,
             max_restarts: 5,
             restart_window: Duration::from_secs(60),
+            restart_delay: Duration::from_millis(100),
         }
     }
 }

@@ -8,8 +8,10 @@
 //! | order supervisor | started again (its order actors died with it); every live order is read back from the store, and each new actor adopts its predecessor's watchers with a fresh snapshot |
 //! | driver supervisor | started again (its driver actors died with it); every order with a driver hands itself to a new driver actor, and drivers' sockets reconnect |
 //!
-//! Each restart is logged and counted (`dispatch_actor_restarts_total`),
-//! and `/readyz` answers 503 while a core actor is down. A child that fails
+//! A restart waits `restart_delay` (doubled for each earlier failure in the
+//! window, at most 5 s). Each is logged and counted
+//! (`dispatch_actor_restarts_total`), and `/readyz` answers 503 while a core
+//! actor is down. A child that fails
 //! more than `max_restarts` times within `restart_window` is a crash loop:
 //! the supervisor gives up, stops the engine, and the process exits
 //! non-zero so that its own supervisor (systemd, Kubernetes) starts it
@@ -129,7 +131,10 @@ pub(crate) struct RootArguments {
     pub recovering: Arc<AtomicBool>,
 }
 
-pub(crate) enum RootMessage {}
+pub(crate) enum RootMessage {
+    /// The backoff after a failure is over: start this child again.
+    Restart(CoreActor),
+}
 
 pub(crate) struct RootSupervisor;
 
@@ -165,11 +170,28 @@ impl Actor for RootSupervisor {
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         message: RootMessage,
-        _state: &mut RootState,
+        state: &mut RootState,
     ) -> Result<(), ActorProcessingErr> {
-        match message {}
+        match message {
+            RootMessage::Restart(actor) => {
+                if state.args.stopping.load(Ordering::Acquire) {
+                    return Ok(());
+                }
+                if let Err(error) = state.spawn(&myself, actor).await {
+                    tracing::error!(actor = actor.as_str(), %error, "Core actor did not start again; stopping the engine");
+                    state.args.gave_up.cancel();
+                    myself.stop(Some(format!("{} did not start", actor.as_str())));
+                    return Ok(());
+                }
+                tracing::info!(actor = actor.as_str(), "Core actor started again");
+                metrics::counter!(m::ACTOR_RESTARTS_TOTAL, "actor" => actor.as_str()).increment(1);
+                metrics::gauge!(m::CORE_ACTORS_DOWN).decrement(1.0);
+                state.rebuild_after_restart(actor);
+            }
+        }
+        Ok(())
     }
 
     async fn handle_supervisor_evt(
@@ -207,16 +229,14 @@ impl Actor for RootSupervisor {
             myself.stop(Some(format!("{} keeps failing", actor.as_str())));
             return Ok(());
         }
-        tracing::error!(actor = actor.as_str(), error = %why, "Core actor failed; starting it again");
-        metrics::counter!(m::ACTOR_RESTARTS_TOTAL, "actor" => actor.as_str()).increment(1);
-        if let Err(error) = state.spawn(&myself, actor).await {
-            tracing::error!(actor = actor.as_str(), %error, "Core actor did not start again; stopping the engine");
-            state.args.gave_up.cancel();
-            myself.stop(Some(format!("{} did not start", actor.as_str())));
-            return Ok(());
-        }
-        metrics::gauge!(m::CORE_ACTORS_DOWN).decrement(1.0);
-        state.rebuild_after_restart(actor);
+        let delay = state.backoff(actor);
+        tracing::error!(
+            actor = actor.as_str(),
+            error = %why,
+            restart_in_ms = delay.as_millis() as u64,
+            "Core actor failed; starting it again"
+        );
+        myself.send_after(delay, move || RootMessage::Restart(actor));
         Ok(())
     }
 }
@@ -306,6 +326,18 @@ impl RootState {
             failures.pop_front();
         }
         failures.len() > self.args.config.max_restarts
+    }
+
+    /// How long to wait before starting `actor` again: the base delay,
+    /// doubled for each earlier failure in the window, at most 5 s, so a
+    /// crash loop does not spin while it lasts.
+    fn backoff(&self, actor: CoreActor) -> Duration {
+        let earlier = self
+            .failures
+            .get(&actor)
+            .map_or(0, |f| f.len().saturating_sub(1));
+        let factor = 1u32 << earlier.min(16);
+        (self.args.config.restart_delay * factor).min(Duration::from_secs(5))
     }
 
     /// Gives a restarted child back the soft state its predecessor had.
