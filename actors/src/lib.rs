@@ -1,18 +1,34 @@
 //! The domain of dispatchd and the actors that drive it. No HTTP, no SQL.
 //!
-//! - [`model`]: the records (users, restaurants, orders, events), in the
-//!   client-facing shapes of CONTRACT.md.
-//! - [`input`]: client input parsed into values that are valid by
+//! **[`domain`]: the pure core.** Records, rules and policies as plain
+//! types and functions, unit-tested without actors, clocks or I/O.
+//! - [`domain::model`]: the records (users, restaurants, orders, events), in
+//!   the client-facing shapes of CONTRACT.md.
+//! - [`domain::input`]: client input parsed into values that are valid by
 //!   construction, with every failing field reported.
-//! - [`lifecycle`]: the order state machine and who may take each action.
-//! - [`pricing`]: integer-cent pricing with the service fee.
-//! - [`geo`]: great-circle distance; [`eta`]: estimated delivery time.
-//! - [`store`]: the `Store` port that the order actors persist through.
-//! - [`order`]: one `OrderActor` per live order, their supervisor, and the
-//!   `Orders` directory the gateway talks to; [`order_feed`]: each live
-//!   order's watchers, shared with the actor of the driver carrying it so
-//!   that positions reach them in one hop.
+//! - [`domain::lifecycle`]: the order state machine and who may take each action.
+//! - [`domain::quote`]: placing an order: open, in range, on the menu, priced.
+//! - [`domain::pricing`]: integer-cent pricing with the service fee.
+//! - [`domain::eta`]: when the food is ready and the order delivered.
+//! - [`domain::geo`]: great-circle distance; [`domain::geo_index`]: the
+//!   R-tree of drivers.
+//! - [`domain::dispatch`]: the cost of a pairing, a round's minimum-cost
+//!   assignment and its solver.
+//!
+//! **[`engine`]: the actors** (ractor), supervised, each reached only
+//! through a handle that owns its messages; the module's own page draws the
+//! actor tree.
+//!
+//! **The boundaries** (API Boundary in the architecture notes):
+//! - [`store`]: the `Store` port the actors persist through; `dispatchd`
+//!   implements it on Postgres and SQLite.
+//! - [`wire`]: the WebSocket protocol, every message and the codec; nothing
+//!   else parses or builds socket JSON.
 //! - [`metrics`]: every metric name, described once.
+//!
+//! Architecture invariants: `domain` imports nothing outside `domain`; only
+//! an order actor writes its order; no actor but the order actor awaits the
+//! store inside a handler.
 
 pub mod domain;
 pub mod engine;

@@ -232,3 +232,36 @@ pub struct Breadcrumb {
     pub speed_mps: Option<f64>,
     pub recorded_at: DateTime<Utc>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(body: Option<&str>) -> IdempotencyRecord {
+        IdempotencyRecord {
+            request_hash: "abc".into(),
+            response_body: body.map(String::from),
+        }
+    }
+
+    #[test]
+    fn a_key_seen_before_replays_is_in_progress_or_was_reused() {
+        assert!(matches!(
+            record(Some("{}")).outcome_for("abc"),
+            PlaceOutcome::Replayed(body) if body == "{}"
+        ));
+        assert!(matches!(
+            record(None).outcome_for("abc"),
+            PlaceOutcome::InProgress
+        ));
+        // Another body is a reuse, finished or not.
+        assert!(matches!(
+            record(Some("{}")).outcome_for("xyz"),
+            PlaceOutcome::KeyReused
+        ));
+        assert!(matches!(
+            record(None).outcome_for("xyz"),
+            PlaceOutcome::KeyReused
+        ));
+    }
+}

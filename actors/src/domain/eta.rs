@@ -146,6 +146,22 @@ impl Eta {
 mod tests {
     use super::*;
 
+    #[test]
+    fn food_is_ready_when_marked_else_prep_time_after_the_latest_kitchen_step() {
+        use chrono::TimeZone;
+        let t =
+            |m: i64| Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap() + Duration::minutes(m);
+        let mut kitchen = Kitchen::placed(t(0));
+        assert_eq!(food_ready_at(kitchen, 15), t(15));
+        kitchen.confirmed_at = Some(t(4));
+        assert_eq!(food_ready_at(kitchen, 15), t(19));
+        kitchen.preparing_at = Some(t(10));
+        assert_eq!(food_ready_at(kitchen, 15), t(25));
+        // Marked ready early (or late): that is when it is ready.
+        kitchen.ready_at = Some(t(12));
+        assert_eq!(food_ready_at(kitchen, 15), t(12));
+    }
+
     const RESTAURANT: LatLon = LatLon {
         lat: 30.2672,
         lon: -97.7431,

@@ -223,6 +223,18 @@ mod tests {
     const DRIVER: i64 = 30;
 
     #[test]
+    fn an_order_awaits_a_driver_from_confirmed_until_one_is_assigned() {
+        use OrderStatus::*;
+        for status in [Confirmed, Preparing, ReadyForPickup] {
+            assert!(awaits_driver(&order(status, None)), "{status:?}");
+            assert!(!awaits_driver(&order(status, Some(DRIVER))), "{status:?}");
+        }
+        for status in [Placed, PickedUp, Delivered, Cancelled] {
+            assert!(!awaits_driver(&order(status, None)), "{status:?}");
+        }
+    }
+
+    #[test]
     fn happy_path_walks_every_status_in_order() {
         let staff = caller(Role::Restaurant, 99);
         let driver = caller(Role::Driver, DRIVER);

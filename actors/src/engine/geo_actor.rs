@@ -3,11 +3,11 @@
 //! driver whose last position is older than the presence TTL leaves the
 //! index until its next position).
 //!
-//! Positions reach it through each driver's [`PendingUpsert`], coalesced per
+//! Positions reach it through each driver's `PendingUpsert`, coalesced per
 //! driver, so the one mailbox every position passes through stays bounded.
 //! Everything else reaches it through [`Geo`], the handle that owns its
 //! messages. Its index is soft state: after a restart, the driver actors
-//! give it their entries again ([`Change::Rejoin`]).
+//! give it their entries again (`Change::Rejoin`).
 
 use crate::domain::geo_index::{DriverEntry, GeoIndex, Nearby};
 use crate::domain::model::{DriverId, LatLon};

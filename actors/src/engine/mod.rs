@@ -13,10 +13,10 @@
 //! Outside this module nobody names an actor or a message: the gateway holds
 //! [`Engine`] and asks it for [`Orders`], [`Drivers`], [`Geo`] and
 //! [`DispatchHandle`], each of which owns its actor's messages. The other
-//! files: [`listener`] turns committed order changes into work for the
+//! files: `listener` turns committed order changes into work for the
 //! others, [`feeds`] keeps the restaurant and operator feeds, [`outbox`] is a
 //! session's bounded queue, [`breadcrumbs`] writes delivery trails off the
-//! hot path, [`slot`] lets a restarted actor be found, [`config`] holds the
+//! hot path, `slot` lets a restarted actor be found, [`config`] holds the
 //! tunables.
 
 pub mod breadcrumbs;

@@ -5,7 +5,7 @@
 //!   assignment), the greedy baseline, and radius widening;
 //! - [`solver`]: the matching algorithm behind a round, which knows nothing
 //!   of orders;
-//! - [`scenario`]: seeded synthetic cities, a fixture of the tests and the
+//! - `scenario`: seeded synthetic cities, a fixture of the tests and the
 //!   benchmarks only (feature `scenarios`).
 
 pub mod cost;

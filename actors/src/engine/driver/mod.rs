@@ -1,5 +1,5 @@
-//! Drivers: one actor per driver seen online ([`actor`]), started and
-//! watched by the [`supervisor`], and reached from outside only through
+//! Drivers: one actor per driver seen online (`actor`), started and
+//! watched by the `supervisor`, and reached from outside only through
 //! [`Drivers`] (the directory) and [`DriverHandle`] (one driver's actor, as
 //! its socket holds it). No caller names a driver message.
 

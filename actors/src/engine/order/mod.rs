@@ -1,5 +1,5 @@
 //! Orders: one actor per non-terminal order, the only writer of that order
-//! ([`actor`]); their [`supervisor`]; each live order's audience, shared
+//! (`actor`); their `supervisor`; each live order's audience, shared
 //! with the actor of the driver carrying it ([`feed`]); and [`Orders`], the
 //! directory every caller goes through. No caller names an order message.
 
