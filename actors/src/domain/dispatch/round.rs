@@ -72,18 +72,15 @@ pub(crate) fn assign_within(
     params: &PolicyParams,
     budget: u64,
 ) -> Vec<Pairing> {
-    let (graph, drivers, costs) = build_graph(orders, candidates, params);
+    let (graph, drivers) = build_graph(orders, candidates, params);
     let matched = solver::solve(&graph, budget);
     let mut pairings = Vec::new();
     for (o, &column) in matched.iter().enumerate() {
-        if column == solver::NONE {
-            continue;
-        }
-        if let Some(&(_, cost)) = costs[o].iter().find(|(c, _)| *c == column) {
+        if let Some(edge) = graph.edges[o].iter().find(|e| e.column == column) {
             pairings.push(Pairing {
                 order_id: orders[o].order_id,
                 driver_id: drivers[column].driver_id,
-                cost,
+                cost: edge.cost,
             });
         }
     }
@@ -91,23 +88,19 @@ pub(crate) fn assign_within(
 }
 
 /// The round's graph: an edge for each listed candidate with capacity and a
-/// finite cost, the drivers behind the columns, and each edge's cost in
-/// seconds (`costs[o]` as `(column, cost)`).
-#[allow(clippy::type_complexity)]
+/// finite cost, and the drivers behind the columns.
 fn build_graph(
     orders: &[OpenOrder],
     candidates: &[Vec<Candidate>],
     params: &PolicyParams,
-) -> (Graph, Vec<Candidate>, Vec<Vec<(usize, f64)>>) {
+) -> (Graph, Vec<Candidate>) {
     let mut index: HashMap<DriverId, usize> = HashMap::new();
     let mut drivers = Vec::new();
     // Orders without a candidate list (a short `candidates`) get none.
     let mut edges: Vec<Vec<Edge>> = Vec::with_capacity(orders.len());
-    let mut costs: Vec<Vec<(usize, f64)>> = Vec::with_capacity(orders.len());
     for (o, order) in orders.iter().enumerate() {
         let list = candidates.get(o).map_or(&[][..], Vec::as_slice);
         let mut mine: Vec<Edge> = Vec::with_capacity(list.len());
-        let mut my_costs = Vec::with_capacity(list.len());
         for candidate in list {
             if !has_capacity(candidate, params) {
                 continue;
@@ -127,20 +120,19 @@ fn build_graph(
             mine.push(Edge {
                 column,
                 weight: solver::weight(cost),
+                cost,
             });
-            my_costs.push((column, cost));
         }
         // Cheapest first: the pairing repair tries them in this order.
         mine.sort_by_key(|e| (e.weight, e.column));
         edges.push(mine);
-        costs.push(my_costs);
     }
     let graph = Graph {
         row_at: orders.iter().map(|o| o.restaurant).collect(),
         columns: drivers.len(),
         edges,
     };
-    (graph, drivers, costs)
+    (graph, drivers)
 }
 
 /// First-come nearest: orders in the given order, each takes its nearest

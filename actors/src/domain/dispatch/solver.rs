@@ -42,6 +42,9 @@ pub struct Edge {
     pub column: usize,
     /// The pair's cost in solver units ([`weight`]).
     pub weight: i64,
+    /// The same cost in seconds, carried for the caller (the solver reads
+    /// only `weight`).
+    pub cost: f64,
 }
 
 /// A round's bipartite graph: rows are orders, columns drivers, and only
