@@ -82,3 +82,24 @@ async fn metrics_count_requests_orders_and_transitions() {
     );
     assert!(text.contains("# HELP dispatch_orders_created_total"));
 }
+
+#[tokio::test]
+async fn a_plain_get_of_the_socket_endpoint_answers_in_the_error_shape() {
+    let app = TestApp::spawn_with(false, &[]).await;
+    let r = app.get("/ws", None).await;
+    r.expect_error(400, "VALIDATION_ERROR");
+    assert_eq!(r.fields(), ["headers"], "{}", r.body);
+    assert_eq!(r.headers["content-type"], "application/json");
+    // Half an upgrade (no Sec-WebSocket-Key) is refused the same way.
+    let half = app
+        .client
+        .get(format!("{}/ws", app.address))
+        .header("Connection", "upgrade")
+        .header("Upgrade", "websocket")
+        .send()
+        .await
+        .unwrap();
+    TestApp::read(half)
+        .await
+        .expect_error(400, "VALIDATION_ERROR");
+}
