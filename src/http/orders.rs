@@ -2,7 +2,7 @@
 //! status transitions through the order's actor.
 
 use super::auth::Authenticated;
-use super::error::{JsonBody, QueryParams, path_id};
+use super::error::{JsonBody, QueryParams, ValidBody, path_id};
 use super::{ApiError, AppState};
 use actors::domain::eta::Eta;
 use actors::domain::input::{NewOrderInput, Problems};
@@ -108,11 +108,11 @@ async fn create(
     State(state): State<AppState>,
     who: Authenticated,
     headers: HeaderMap,
-    JsonBody { value: input, raw }: JsonBody<NewOrderInput>,
+    ValidBody { parsed, raw }: ValidBody<NewOrderInput>,
 ) -> Result<Response, ApiError> {
     let customer = *who.require(&[Role::Customer])?;
     let key = idempotency_key(&headers)?;
-    let new = input.parse()?;
+    let new = parsed?;
     let idempotency = key.map(|key| IdempotencyKey {
         key,
         request_hash: request_hash(&raw),
@@ -180,10 +180,9 @@ struct OrderList {
 async fn list(
     State(state): State<AppState>,
     who: Authenticated,
-    QueryParams(q): QueryParams<ListQuery>,
+    QueryParams(q, mut p): QueryParams<ListQuery>,
 ) -> Result<Json<OrderList>, ApiError> {
     let caller = who.0;
-    let mut p = Problems::default();
     let status = q.status.as_deref().and_then(|s| {
         let parsed = s.parse::<OrderStatus>().ok();
         if parsed.is_none() {
