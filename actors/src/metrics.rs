@@ -6,6 +6,7 @@ pub const HTTP_REQUESTS_TOTAL: &str = "dispatch_http_requests_total";
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "dispatch_http_request_duration_seconds";
 pub const ORDERS_CREATED_TOTAL: &str = "dispatch_orders_created_total";
 pub const ORDERS_REPLAYED_TOTAL: &str = "dispatch_orders_idempotent_replays_total";
+pub const IDEMPOTENCY_IN_PROGRESS_TOTAL: &str = "dispatch_idempotency_in_progress_total";
 pub const ORDER_TRANSITIONS_TOTAL: &str = "dispatch_order_transitions_total";
 pub const ORDER_TRANSITIONS_REFUSED_TOTAL: &str = "dispatch_order_transitions_refused_total";
 pub const ORDERS_ACTIVE: &str = "dispatch_orders_active";
@@ -35,6 +36,10 @@ pub fn describe() {
     describe_counter!(
         ORDERS_REPLAYED_TOTAL,
         "Order creations answered from an idempotency record."
+    );
+    describe_counter!(
+        IDEMPOTENCY_IN_PROGRESS_TOTAL,
+        "Order creations refused because the same key was still being processed."
     );
     describe_counter!(
         ORDER_TRANSITIONS_TOTAL,

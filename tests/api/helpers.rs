@@ -672,3 +672,45 @@ impl WsClient {
         }
     }
 }
+
+/// Another client of the test's database holding its write lock (SQLite) or
+/// the `orders` table (Postgres), so that the server's writes wait.
+pub enum StoreWriteLock {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl StoreWriteLock {
+    pub async fn take(app: &TestApp) -> StoreWriteLock {
+        use sqlx::{Connection, Executor};
+        match &app.db {
+            TestDb::Sqlite { .. } => {
+                let mut c = sqlx::SqliteConnection::connect(&app.db.url())
+                    .await
+                    .unwrap();
+                c.execute("BEGIN IMMEDIATE").await.unwrap();
+                c.execute("UPDATE restaurants SET rating = rating WHERE id = 1")
+                    .await
+                    .unwrap();
+                StoreWriteLock::Sqlite(c)
+            }
+            TestDb::Postgres { .. } => {
+                let mut c = sqlx::PgConnection::connect(&app.db.url()).await.unwrap();
+                c.execute("BEGIN").await.unwrap();
+                c.execute("LOCK TABLE orders IN EXCLUSIVE MODE")
+                    .await
+                    .unwrap();
+                StoreWriteLock::Postgres(c)
+            }
+        }
+    }
+
+    pub async fn release(self) {
+        use sqlx::Executor;
+        match self {
+            StoreWriteLock::Sqlite(mut c) => c.execute("ROLLBACK").await.map(|_| ()),
+            StoreWriteLock::Postgres(mut c) => c.execute("ROLLBACK").await.map(|_| ()),
+        }
+        .unwrap();
+    }
+}

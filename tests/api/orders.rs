@@ -158,7 +158,10 @@ async fn wrong_json_types_and_range_errors_are_listed_together() {
 
     // The same for a query string: every bad parameter, type and range.
     let r = app
-        .get("/api/restaurants?lat=north&lon=south&limit=0&openOnly=maybe", None)
+        .get(
+            "/api/restaurants?lat=north&lon=south&limit=0&openOnly=maybe",
+            None,
+        )
         .await;
     r.expect_error(400, "VALIDATION_ERROR");
     let mut fields = r.fields();
