@@ -211,10 +211,16 @@ pub trait Store: Send + Sync + 'static {
     /// Writes `change.order` (version `from_version + 1`) and its event, or
     /// `Conflict` when the order moved on meanwhile.
     async fn apply_change(&self, change: &OrderChange) -> StoreResult<()>;
-    /// Stores a moved delivery estimate. Not versioned: it is advisory, and
-    /// the order actor's versioned writes carry its newest value anyway.
-    async fn set_estimated_delivery(&self, order_id: OrderId, at: DateTime<Utc>)
-    -> StoreResult<()>;
+    /// Stores a moved delivery estimate computed for the order at
+    /// `version`; false (and nothing written) when the order has moved on
+    /// since, so a late estimate never overwrites the one a newer change
+    /// wrote with it. It does not bump the version: it is advisory.
+    async fn set_estimated_delivery(
+        &self,
+        order_id: OrderId,
+        version: i64,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
     /// Appends breadcrumbs (positions of drivers carrying an order).
     async fn insert_breadcrumbs(&self, crumbs: &[Breadcrumb]) -> StoreResult<u64>;
     /// Drops idempotency records older than `cutoff`; returns how many.

@@ -696,14 +696,22 @@ impl Store for SqlStore {
         Ok(())
     }
 
-    async fn set_estimated_delivery(&self, order_id: OrderId, at: DateTime<Utc>) -> StoreResult<()> {
-        sqlx::query("UPDATE orders SET estimated_delivery_at = $2 WHERE id = $1")
-            .bind(order_id)
-            .bind(at)
-            .execute(&self.pool)
-            .await
-            .map_err(map_error)?;
-        Ok(())
+    async fn set_estimated_delivery(
+        &self,
+        order_id: OrderId,
+        version: i64,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE orders SET estimated_delivery_at = $3 WHERE id = $1 AND version = $2",
+        )
+        .bind(order_id)
+        .bind(version)
+        .bind(at)
+        .execute(&self.pool)
+        .await
+        .map_err(map_error)?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn insert_breadcrumbs(&self, crumbs: &[Breadcrumb]) -> StoreResult<u64> {

@@ -487,3 +487,127 @@ async fn a_cancelled_order_hears_no_more_of_its_former_driver() {
     }
     assert_eq!(locations_seen(&mut ws).await, vec![]);
 }
+
+fn store_options(app: &TestApp) -> dispatchd::store::StoreOptions {
+    dispatchd::store::StoreOptions {
+        url: app.db.url(),
+        max_connections: 2,
+        acquire_timeout: Duration::from_secs(5),
+    }
+}
+
+fn at_ms(value: &Value) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(value.as_str().expect("a timestamp"))
+        .expect("RFC 3339")
+        .timestamp_millis()
+}
+
+#[tokio::test]
+async fn a_graceful_stop_writes_every_queued_breadcrumb_and_eta() {
+    // Nothing would be written before the stop: the writers wait ten minutes.
+    let mut app = TestApp::spawn_with(
+        true,
+        &[
+            FAST_ROUNDS,
+            ("DISPATCH__BREADCRUMBS__EVERY_MS", "0"),
+            ("DISPATCH__BREADCRUMBS__FLUSH_MS", "600000"),
+            ("DISPATCH__BREADCRUMBS__BATCH", "7"),
+            ("DISPATCH__DISPATCH__ETA_WRITE_EVERY_MS", "600000"),
+        ],
+    )
+    .await;
+    let customer = app.token("customer1").await;
+    let mut driver = TestDriver::online(&app, "driver1", RESTAURANT_1_AT).await;
+    let id = assigned(&app, &customer, &mut driver).await;
+    let mut ws = watch(&app, &customer, id).await;
+    until_carrying(&app, &driver, RESTAURANT_1_AT, 1).await;
+    // Twenty positions, driving away: the ETA moves past the threshold.
+    let mut pushed_eta = Value::Null;
+    for step in 1..=20 {
+        driver
+            .move_to(offset(RESTAURANT_1_AT, 0.4 * f64::from(step), 0.0))
+            .await;
+        loop {
+            let m = ws.next(5).await;
+            if m["type"] == "order_update" {
+                pushed_eta = m["eta"]["estimatedDeliveryAt"].clone();
+            }
+            if m["type"] == "driver_location" {
+                break;
+            }
+        }
+    }
+    // The last push may trail its position by a moment.
+    while let Some(m) = ws.next_within(Duration::from_millis(500)).await {
+        if m["type"] == "order_update" {
+            pushed_eta = m["eta"]["estimatedDeliveryAt"].clone();
+        }
+    }
+    assert!(
+        pushed_eta.is_string(),
+        "the ETA never moved past the threshold"
+    );
+    assert_eq!(app.metric("dispatch_breadcrumbs_written_total").await, 14.0);
+
+    let status = app.terminate();
+    assert_eq!(status.code(), Some(0));
+    let store = dispatchd::store::open(&store_options(&app)).await.unwrap();
+    let order = store.order(id).await.unwrap().unwrap();
+    assert_eq!(
+        order.estimated_delivery_at.map(|at| at.timestamp_millis()),
+        Some(at_ms(&pushed_eta)),
+        "the pushed ETA was stored before exit"
+    );
+    drop(store);
+    let crumbs: i64 = match &app.db {
+        TestDb::Sqlite { .. } => {
+            use sqlx::Connection;
+            let mut c = sqlx::SqliteConnection::connect(&app.db.url())
+                .await
+                .unwrap();
+            sqlx::query_scalar("SELECT COUNT(*) FROM driver_locations WHERE order_id = $1")
+                .bind(id)
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
+        }
+        TestDb::Postgres { .. } => {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&app.db.url()).await.unwrap();
+            sqlx::query_scalar("SELECT COUNT(*) FROM driver_locations WHERE order_id = $1")
+                .bind(id)
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(crumbs, 20, "every queued breadcrumb was written");
+}
+
+#[tokio::test]
+async fn a_late_eta_never_overwrites_the_estimate_of_a_newer_change() {
+    let mut app = TestApp::spawn().await;
+    let customer = app.token("customer1").await;
+    let staff = app.token("restaurant1").await;
+    let id = app.place_order(&customer).await["id"].as_i64().unwrap();
+    let confirmed = app.act(&staff, id, "confirm").await.expect(200);
+    assert_eq!(confirmed["order"]["version"], 2);
+    assert_eq!(app.terminate().code(), Some(0));
+
+    let store = dispatchd::store::open(&store_options(&app)).await.unwrap();
+    let before = store.order(id).await.unwrap().unwrap();
+    let late = chrono::Utc::now() + chrono::Duration::hours(3);
+    // Computed for version 1, written after version 2 committed: refused.
+    assert!(!store.set_estimated_delivery(id, 1, late).await.unwrap());
+    let after = store.order(id).await.unwrap().unwrap();
+    assert_eq!(after.estimated_delivery_at, before.estimated_delivery_at);
+    assert_eq!(after.version, 2);
+    // For the version the order is at, it applies, and is no new version.
+    assert!(store.set_estimated_delivery(id, 2, late).await.unwrap());
+    let after = store.order(id).await.unwrap().unwrap();
+    assert_eq!(
+        after.estimated_delivery_at.map(|at| at.timestamp_millis()),
+        Some(late.timestamp_millis())
+    );
+    assert_eq!(after.version, 2);
+}

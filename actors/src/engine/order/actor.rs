@@ -11,6 +11,7 @@ use crate::domain::eta::{self, Eta, Kitchen, Leg};
 use crate::domain::lifecycle::{self, Refusal};
 use crate::domain::model::*;
 use crate::engine::config::EngineConfig;
+use crate::engine::eta_writer::EtaWrites;
 use crate::engine::outbox::{Outbox, SessionId};
 use crate::metrics as m;
 use crate::store::{NewOrderEvent, OrderChange, Store, StoreError};
@@ -59,6 +60,7 @@ pub(crate) struct OrderArguments {
     pub listener: Arc<dyn OrderListener>,
     pub config: Arc<EngineConfig>,
     pub feed: Arc<OrderFeed>,
+    pub eta_writes: EtaWrites,
     /// The feed was a failed actor's: its watchers may have missed a
     /// change, so each gets a fresh snapshot.
     pub adopted: bool,
@@ -73,6 +75,7 @@ pub(crate) struct OrderState {
     store: Arc<dyn Store>,
     listener: Arc<dyn OrderListener>,
     config: Arc<EngineConfig>,
+    eta_writes: EtaWrites,
 }
 
 impl Actor for OrderActor {
@@ -95,6 +98,7 @@ impl Actor for OrderActor {
             store: args.store,
             listener: args.listener,
             config: args.config,
+            eta_writes: args.eta_writes,
         };
         state.feed.track(state.trip());
         if args.adopted {
@@ -442,15 +446,10 @@ impl OrderState {
         let fresh = moved.estimated_delivery_at;
         self.order.estimated_delivery_at = Some(fresh);
         metrics::counter!(m::ETA_UPDATES_TOTAL).increment(1);
-        // Off the hot path: the estimate is advisory, so a lost write
-        // costs nothing but a stale ETA until the next one.
-        let store = self.store.clone();
-        let order_id = self.order.id;
-        tokio::spawn(async move {
-            if let Err(error) = store.set_estimated_delivery(order_id, fresh).await {
-                tracing::debug!(order_id, %error, "ETA not stored");
-            }
-        });
+        // Stored in the background, for this version only: a change
+        // committed meanwhile writes its own estimate.
+        self.eta_writes
+            .offer(self.order.id, self.order.version, fresh);
         self.feed
             .broadcast(&wire::order_update(&self.order, self.eta()));
     }

@@ -12,6 +12,7 @@ pub(crate) use supervisor::{OrderSupervisor, OrderSupervisorArguments, OrderSupe
 
 use crate::domain::lifecycle::{self, Action, Refusal};
 use crate::domain::model::*;
+use crate::engine::eta_writer::EtaWrites;
 use crate::engine::outbox::{Outbox, SessionId};
 use crate::engine::slot::Slot;
 use crate::store::{NewOrderEvent, Store, StoreError};
@@ -143,6 +144,7 @@ pub struct Orders {
     supervisor: Slot<OrderSupervisorMessage>,
     store: Arc<dyn Store>,
     listener: Arc<dyn OrderListener>,
+    eta_writes: EtaWrites,
 }
 
 impl Orders {
@@ -150,8 +152,10 @@ impl Orders {
         supervisor: Slot<OrderSupervisorMessage>,
         store: Arc<dyn Store>,
         listener: Arc<dyn OrderListener>,
+        eta_writes: EtaWrites,
     ) -> Orders {
         Orders {
+            eta_writes,
             registry: Arc::new(DashMap::new()),
             orphans: Arc::new(DashMap::new()),
             restaurants: Arc::new(DashMap::new()),
@@ -173,6 +177,7 @@ impl Orders {
             store: self.store.clone(),
             listener: self.listener.clone(),
             config,
+            eta_writes: self.eta_writes.clone(),
             revive: Arc::new(move |order_id| {
                 let orders = orders.clone();
                 tokio::spawn(async move {
