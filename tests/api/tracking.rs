@@ -611,3 +611,76 @@ async fn a_late_eta_never_overwrites_the_estimate_of_a_newer_change() {
     );
     assert_eq!(after.version, 2);
 }
+
+/// The next ETA push (an `order_update` at `version`) whose seconds
+/// remaining satisfy `wanted`; panics after `secs`.
+async fn eta_push(
+    ws: &mut WsClient,
+    version: i64,
+    secs: u64,
+    wanted: impl Fn(i64) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Some(m) = ws.next_within(left).await else {
+            panic!("no ETA push within {secs} s");
+        };
+        if m["type"] == "order_update"
+            && m["version"] == version
+            && m["eta"]["secondsRemaining"].as_i64().is_some_and(&wanted)
+        {
+            return m;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_waiting_orders_eta_moves_with_the_clock_and_with_the_nearest_driver() {
+    let app = TestApp::spawn_with(
+        true,
+        &[
+            FAST_ROUNDS,
+            ("DISPATCH__DISPATCH__ETA_REFRESH_MS", "200"),
+            ("DISPATCH__DISPATCH__ETA_PUSH_THRESHOLD_SECS", "1"),
+        ],
+    )
+    .await;
+    let customer = app.token("customer1").await;
+    let staff = app.token("restaurant1").await;
+    let id = confirmed_order(&app, &customer).await;
+    app.act(&staff, id, "start_preparing").await.expect(200);
+    app.act(&staff, id, "mark_ready").await.expect(200);
+    let mut ws = WsClient::connect(&app, &customer).await;
+    ws.send(json!({ "type": "subscribe", "orderId": id })).await;
+    let snapshot = ws.next_of("snapshot", 5).await;
+    let first = at_ms(&snapshot["eta"]["estimatedDeliveryAt"]);
+
+    // The food is ready and nobody is coming: the estimate slides with the
+    // clock instead of counting down to zero.
+    let slid = eta_push(&mut ws, 4, 5, |_| true).await;
+    assert!(
+        at_ms(&slid["eta"]["estimatedDeliveryAt"]) > first + 1000,
+        "{slid}"
+    );
+    assert_eq!(slid["status"], "READY_FOR_PICKUP");
+
+    // The nearest available driver is 8 km away: the estimate counts from
+    // it (about 25 minutes to the restaurant, 3 to the customer).
+    let mut far = TestDriver::online(&app, "driver1", offset(RESTAURANT_1_AT, 8.0, 0.0)).await;
+    eta_push(&mut ws, 4, 10, |secs| secs > 1500).await;
+    // It declines; a driver at the restaurant comes online: minutes again.
+    far.answer_offer(false, 10).await;
+    let _near = TestDriver::online(&app, "driver2", RESTAURANT_1_AT).await;
+    eta_push(&mut ws, 4, 10, |secs| secs < 600).await;
+    // The stored estimate follows too (written in the background).
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let stored = app
+        .get(&format!("/api/orders/{id}"), Some(&customer))
+        .await
+        .expect(200);
+    assert!(
+        stored["eta"]["secondsRemaining"].as_i64().unwrap() < 600,
+        "{stored}"
+    );
+}

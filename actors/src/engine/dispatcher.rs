@@ -15,7 +15,7 @@ use crate::domain::model::*;
 use crate::engine::config::EngineConfig;
 use crate::engine::driver::Drivers;
 use crate::engine::geo_actor::{CandidateQuery, Geo};
-use crate::engine::order::{CommandError, ORDER_CALL_TIMEOUT, Orders};
+use crate::engine::order::{CommandError, NearestDriver, ORDER_CALL_TIMEOUT, Orders};
 use crate::engine::slot::Slot;
 use crate::metrics as m;
 use crate::wire::{OfferOutcome, Pickup, ServerMessage};
@@ -259,6 +259,20 @@ impl DispatcherState {
             let Some(entry) = self.open.get_mut(order_id) else {
                 continue;
             };
+            // The waiting order's ETA counts from the nearest of them.
+            let nearest = nearby
+                .iter()
+                .min_by(|a, b| a.distance_km.total_cmp(&b.distance_km))
+                .map(|n| NearestDriver {
+                    at: n.entry.at,
+                    vehicle: self
+                        .args
+                        .drivers
+                        .profile(n.entry.id)
+                        .map(|p| p.vehicle_type)
+                        .unwrap_or_default(),
+                });
+            self.args.orders.driver_near(*order_id, nearest);
             if nearby.is_empty() {
                 if let Some(wider) = dispatch::widen_radius(
                     entry.radius_km,

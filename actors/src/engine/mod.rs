@@ -66,6 +66,20 @@ impl Health {
     }
 }
 
+/// Every `every`, the orders waiting for a driver recompute their ETA.
+fn spawn_eta_refresher(orders: Orders, every: std::time::Duration, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => orders.refresh_waiting_etas(),
+            }
+        }
+    });
+}
+
 /// The handle on the running engine, cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
@@ -136,6 +150,7 @@ impl Engine {
         .await?;
         let ops = Arc::new(OpsFeed::default());
         let tasks = CancellationToken::new();
+        spawn_eta_refresher(orders.clone(), config.eta_refresh, tasks.clone());
         feeds::spawn_ops_reporter(
             ops.clone(),
             geo.clone(),

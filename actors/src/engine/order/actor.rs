@@ -6,7 +6,9 @@
 //! serialised, so no update is ever lost. A terminal order stops its actor.
 
 use super::feed::{MovedEta, OrderFeed, Trip};
-use super::{Audience, CommandError, OrderChanged, OrderListener, OrderRef, TransitionCommand};
+use super::{
+    Audience, CommandError, NearestDriver, OrderChanged, OrderListener, OrderRef, TransitionCommand,
+};
 use crate::domain::eta::{self, Eta, Kitchen, Leg};
 use crate::domain::lifecycle::{self, Refusal};
 use crate::domain::model::*;
@@ -42,6 +44,12 @@ pub(crate) enum OrderMessage {
     /// after the dispatcher or the driver actors restarted, they learn
     /// again which orders wait for a driver and who carries what.
     Reannounce(Audience),
+    /// An order still waiting for a driver recomputes its estimate: the
+    /// clock moved on, and so may the drivers near it.
+    RefreshEta,
+    /// The nearest available driver the dispatcher found for this order in
+    /// its last round (`None`: nobody within the search radius).
+    DriverNear(Option<NearestDriver>),
     /// Assign the driver who accepted an offer.
     Assign {
         driver: Driver,
@@ -76,7 +84,14 @@ pub(crate) struct OrderState {
     listener: Arc<dyn OrderListener>,
     config: Arc<EngineConfig>,
     eta_writes: EtaWrites,
+    /// While no driver is assigned: who the dispatcher last saw nearest.
+    nearest: Option<(NearestDriver, Instant)>,
 }
+
+/// A dispatcher's sighting older than this no longer says where the
+/// nearest driver is (the order had an offer out meanwhile, or the
+/// dispatcher restarted).
+const NEAREST_DRIVER_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Actor for OrderActor {
     type Msg = OrderMessage;
@@ -99,6 +114,7 @@ impl Actor for OrderActor {
             listener: args.listener,
             config: args.config,
             eta_writes: args.eta_writes,
+            nearest: None,
         };
         state.feed.track(state.trip());
         if args.adopted {
@@ -160,6 +176,10 @@ impl Actor for OrderActor {
                 if concerned {
                     state.started(&myself);
                 }
+            }
+            OrderMessage::RefreshEta => state.refresh_waiting_eta(),
+            OrderMessage::DriverNear(nearest) => {
+                state.nearest = nearest.map(|n| (n, Instant::now()));
             }
             OrderMessage::Assign {
                 driver,
@@ -265,7 +285,16 @@ impl OrderState {
             // Picked up but no position seen yet: keep what we had.
             (OrderStatus::PickedUp, None) => return order.estimated_delivery_at,
             (_, Some(at)) if order.driver_id.is_some() => Leg::ToRestaurant { at, vehicle },
-            _ => Leg::Unassigned { vehicle },
+            // No driver yet: from the nearest one the dispatcher saw, if it
+            // is far enough to be later than the food; else one assumed to
+            // be at the restaurant when the food is ready.
+            _ => match self.nearest_driver() {
+                Some(nearest) if order.driver_id.is_none() => Leg::ToRestaurant {
+                    at: nearest.at,
+                    vehicle: nearest.vehicle,
+                },
+                _ => Leg::Unassigned { vehicle },
+            },
         };
         let dropoff = LatLon {
             lat: order.delivery_address.lat,
@@ -435,6 +464,40 @@ impl OrderState {
         };
         self.announce(myself, &event);
         Ok(self.order.clone())
+    }
+
+    fn nearest_driver(&self) -> Option<NearestDriver> {
+        self.nearest
+            .filter(|(_, seen)| seen.elapsed() < NEAREST_DRIVER_TTL)
+            .map(|(nearest, _)| nearest)
+    }
+
+    /// An order without a driver: a fresh estimate, stored and pushed when
+    /// it moved past the threshold, as a driver's position does for an
+    /// assigned order. Without this, a waiting order's ETA stayed what it
+    /// was at placement and counted down to zero while nobody came.
+    fn refresh_waiting_eta(&mut self) {
+        if self.order.driver_id.is_some() || self.order.status.is_terminal() {
+            return;
+        }
+        let Some(fresh) = self.estimate(&self.order) else {
+            return;
+        };
+        let threshold = chrono::Duration::from_std(self.config.eta_push_threshold)
+            .unwrap_or(chrono::Duration::MAX);
+        let moved = self
+            .order
+            .estimated_delivery_at
+            .is_none_or(|stored| (fresh - stored).abs() > threshold);
+        if !moved {
+            return;
+        }
+        self.order.estimated_delivery_at = Some(fresh);
+        metrics::counter!(m::ETA_UPDATES_TOTAL).increment(1);
+        self.eta_writes
+            .offer(self.order.id, self.order.version, fresh);
+        self.feed
+            .broadcast(&wire::order_update(&self.order, self.eta()));
     }
 
     /// Stores and pushes an estimate the driver's position moved, unless a

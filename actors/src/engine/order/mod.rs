@@ -67,6 +67,14 @@ pub struct TransitionCommand {
     pub reason: Option<String>,
 }
 
+/// The nearest available driver to an order's restaurant, as the
+/// dispatcher last saw it: what a waiting order's ETA counts from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NearestDriver {
+    pub at: LatLon,
+    pub vehicle: VehicleType,
+}
+
 /// One order's actor, as the actors that work with it (its driver's, the
 /// dispatcher) hold it.
 #[derive(Clone)]
@@ -96,6 +104,10 @@ impl OrderRef {
     /// The carrying driver's own socket, subscribed without asking.
     pub(crate) fn attach_driver_session(&self, outbox: Arc<Outbox>) {
         let _ = self.actor.cast(OrderMessage::AttachDriverSession(outbox));
+    }
+
+    fn refresh_eta(&self) {
+        let _ = self.actor.cast(OrderMessage::RefreshEta);
     }
 
     fn reannounce(&self, audience: Audience) {
@@ -212,6 +224,24 @@ impl Orders {
     pub(crate) fn reannounce(&self, audience: Audience) {
         for entry in self.registry.iter() {
             entry.order.reannounce(audience);
+        }
+    }
+
+    /// Every live order without a driver recomputes its ETA (a periodic
+    /// chore of the engine; orders with a driver follow its positions).
+    pub(crate) fn refresh_waiting_etas(&self) {
+        for entry in self.registry.iter() {
+            if entry.feed.driver_id().is_none() {
+                entry.order.refresh_eta();
+            }
+        }
+    }
+
+    /// The dispatcher's sighting of the nearest available driver to a
+    /// waiting order.
+    pub(crate) fn driver_near(&self, order_id: OrderId, nearest: Option<NearestDriver>) {
+        if let Some(actor) = self.actor(order_id) {
+            let _ = actor.cast(OrderMessage::DriverNear(nearest));
         }
     }
 
