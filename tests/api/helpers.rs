@@ -179,7 +179,9 @@ impl TestApp {
             .env_remove("DATABASE_URL")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(if std::env::var_os("TEST_LOG").is_some() {
+            .stderr(if let Some(path) = self.stderr_file() {
+                Stdio::from(std::fs::File::create(path).expect("create the log file"))
+            } else if std::env::var_os("TEST_LOG").is_some() {
                 Stdio::inherit()
             } else {
                 Stdio::null()
@@ -205,6 +207,15 @@ impl TestApp {
         std::thread::spawn(move || for _ in lines {});
         self.address = address;
         self.child = Some(child);
+    }
+
+    /// Where the server's log goes, when the test asked for it with the
+    /// `DISPATCHD_TEST_STDERR` entry of its environment.
+    fn stderr_file(&self) -> Option<String> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == "DISPATCHD_TEST_STDERR")
+            .map(|(_, v)| v.clone())
     }
 
     /// Waits until the server answers (demo data and recovery are done).

@@ -24,6 +24,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// An order the engine is looking for a driver for.
 #[derive(Debug, Clone)]
@@ -54,6 +55,8 @@ pub(crate) enum DispatchMessage {
         offer_id: OfferId,
         driver_id: DriverId,
         accept: bool,
+        /// The answering request's span (a socket's answer has none).
+        span: tracing::Span,
         reply: Option<RpcReplyPort<Result<Option<Order>, OfferError>>>,
     },
     Expire(OfferId),
@@ -168,10 +171,12 @@ impl Actor for Dispatcher {
                 offer_id,
                 driver_id,
                 accept,
+                span,
                 reply,
             } => {
                 state
                     .respond(&myself, offer_id, driver_id, accept, reply)
+                    .instrument(span)
                     .await
             }
             DispatchMessage::Expire(offer_id) => {
@@ -479,15 +484,18 @@ impl DispatcherState {
         self.offers.remove(&offer_id);
         let orders = self.args.orders.clone();
         let myself = myself.clone();
-        tokio::spawn(async move {
-            let result = orders.assign(offer.order_id, profile, offer_id).await;
-            let _ = myself.cast(DispatchMessage::Assigned {
-                offer_id,
-                offer,
-                result: Box::new(result),
-                reply,
-            });
-        });
+        tokio::spawn(
+            async move {
+                let result = orders.assign(offer.order_id, profile, offer_id).await;
+                let _ = myself.cast(DispatchMessage::Assigned {
+                    offer_id,
+                    offer,
+                    result: Box::new(result),
+                    reply,
+                });
+            }
+            .in_current_span(),
+        );
     }
 
     async fn assigned(
@@ -572,6 +580,7 @@ impl DispatchHandle {
                     offer_id,
                     driver_id,
                     accept,
+                    span: tracing::Span::current(),
                     reply: Some(reply),
                 },
                 ORDER_CALL_TIMEOUT,
@@ -587,6 +596,7 @@ impl DispatchHandle {
             offer_id,
             driver_id,
             accept,
+            span: tracing::Span::none(),
             reply: None,
         });
     }

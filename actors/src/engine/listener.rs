@@ -13,6 +13,7 @@ use crate::engine::feeds::RestaurantFeeds;
 use crate::engine::order::{OrderChanged, OrderListener};
 use crate::wire;
 use std::sync::Arc;
+use tracing::Instrument;
 
 pub(crate) struct EngineListener {
     pub feeds: Arc<RestaurantFeeds>,
@@ -47,16 +48,20 @@ impl EngineListener {
         let feed = change.feed.clone();
         // Starting a driver actor is a call to its supervisor: off the
         // order actor, which must not wait on it.
-        tokio::spawn(async move {
-            let order_id = order.order_id();
-            if !drivers.carry(profile, order, feed).await {
-                tracing::warn!(
-                    order_id,
-                    driver_id,
-                    "Driver actor unavailable; order not carried"
-                );
+        // In the span of the request behind the change, if there is one.
+        tokio::spawn(
+            async move {
+                let order_id = order.order_id();
+                if !drivers.carry(profile, order, feed).await {
+                    tracing::warn!(
+                        order_id,
+                        driver_id,
+                        "Driver actor unavailable; order not carried"
+                    );
+                }
             }
-        });
+            .in_current_span(),
+        );
     }
 
     fn release(&self, order: &Order) {

@@ -22,9 +22,16 @@ use chrono::{DateTime, Utc};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument;
 
 pub(crate) enum OrderMessage {
-    Transition(TransitionCommand, RpcReplyPort<Result<Order, CommandError>>),
+    /// With the span of the request that asked (its `request_id`), entered
+    /// while the actor works on it, so the actor's log lines carry it.
+    Transition(
+        TransitionCommand,
+        tracing::Span,
+        RpcReplyPort<Result<Order, CommandError>>,
+    ),
     /// A session asks to watch the order; on success the actor queues the
     /// `snapshot` itself, so no update can slip between snapshot and
     /// subscription.
@@ -54,6 +61,8 @@ pub(crate) enum OrderMessage {
     Assign {
         driver: Driver,
         offer_id: OfferId,
+        /// The accepting request's span, as for `Transition`.
+        span: tracing::Span,
         reply: RpcReplyPort<Result<Order, CommandError>>,
     },
 }
@@ -141,8 +150,8 @@ impl Actor for OrderActor {
         state: &mut OrderState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            OrderMessage::Transition(command, reply) => {
-                let result = state.transition(&myself, command).await;
+            OrderMessage::Transition(command, span, reply) => {
+                let result = state.transition(&myself, command).instrument(span).await;
                 let terminal = matches!(&result, Ok(order) if order.status.is_terminal());
                 // The caller may have given up; the write stands either way.
                 let _ = reply.send(result);
@@ -184,9 +193,14 @@ impl Actor for OrderActor {
             OrderMessage::Assign {
                 driver,
                 offer_id,
+                span,
                 reply,
             } => {
-                let _ = reply.send(state.assign(&myself, driver, offer_id).await);
+                let assigned = state
+                    .assign(&myself, driver, offer_id)
+                    .instrument(span)
+                    .await;
+                let _ = reply.send(assigned);
             }
         }
         Ok(())
@@ -311,6 +325,14 @@ impl OrderState {
     }
 
     fn announce(&mut self, myself: &ActorRef<OrderMessage>, event: &NewOrderEvent) {
+        tracing::info!(
+            order_id = self.order.id,
+            event = event.kind.as_str(),
+            status = self.order.status.as_str(),
+            version = self.order.version,
+            driver_id = self.order.driver_id,
+            "Order changed"
+        );
         self.feed
             .broadcast(&wire::order_update(&self.order, self.eta()));
         self.listener.order_changed(OrderChanged {

@@ -376,6 +376,7 @@ impl Orders {
                 |reply| OrderMessage::Assign {
                     driver,
                     offer_id,
+                    span: tracing::Span::current(),
                     reply,
                 },
                 Some(ORDER_CALL_TIMEOUT),
@@ -405,7 +406,9 @@ impl Orders {
             };
             let asked = actor
                 .call(
-                    |reply| OrderMessage::Transition(command.clone(), reply),
+                    |reply| {
+                        OrderMessage::Transition(command.clone(), tracing::Span::current(), reply)
+                    },
                     Some(ORDER_CALL_TIMEOUT),
                 )
                 .await;
