@@ -221,10 +221,48 @@ pub trait Store: Send + Sync + 'static {
         version: i64,
         at: DateTime<Utc>,
     ) -> StoreResult<bool>;
+    /// Records a driver's pause (or resume) made at `changed_us`
+    /// (microseconds since the epoch); an older change that lands after a
+    /// newer one changes nothing.
+    async fn set_driver_paused(
+        &self,
+        driver_id: DriverId,
+        paused: bool,
+        changed_us: i64,
+    ) -> StoreResult<()>;
+    /// Whether the driver last asked to be paused (false if never, or unknown).
+    async fn driver_paused(&self, driver_id: DriverId) -> StoreResult<bool>;
+    /// Remembers that `driver_id` declined the order or let its offer
+    /// expire: it is not offered that order again, also after a restart.
+    async fn exclude_driver(
+        &self,
+        order_id: OrderId,
+        driver_id: DriverId,
+        reason: ExclusionReason,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// The drivers excluded from an order.
+    async fn excluded_drivers(&self, order_id: OrderId) -> StoreResult<Vec<DriverId>>;
     /// Appends breadcrumbs (positions of drivers carrying an order).
     async fn insert_breadcrumbs(&self, crumbs: &[Breadcrumb]) -> StoreResult<u64>;
     /// Drops idempotency records older than `cutoff`; returns how many.
     async fn purge_idempotency_keys(&self, cutoff: DateTime<Utc>) -> StoreResult<u64>;
+}
+
+/// Why a driver is not offered an order again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExclusionReason {
+    Declined,
+    Expired,
+}
+
+impl ExclusionReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExclusionReason::Declined => "declined",
+            ExclusionReason::Expired => "expired",
+        }
+    }
 }
 
 /// One sampled position of a driver carrying an order.

@@ -75,7 +75,11 @@ async fn availability(
         .drivers()
         .set_availability(driver_id, available)
         .await
-        .ok_or_else(|| ApiError::Internal("driver actor did not answer".into()))?;
+        .map_err(|error| match error {
+            DriverError::Store(error) => error.into(),
+            DriverError::NotFound => ApiError::NotFound("driver"),
+            DriverError::Unavailable => ApiError::Internal("driver actor did not answer".into()),
+        })?;
     Ok(Json(json!({ "available": setting })))
 }
 

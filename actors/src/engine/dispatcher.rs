@@ -18,6 +18,7 @@ use crate::engine::geo_actor::{CandidateQuery, Geo};
 use crate::engine::order::{CommandError, NearestDriver, ORDER_CALL_TIMEOUT, Orders};
 use crate::engine::slot::Slot;
 use crate::metrics as m;
+use crate::store::ExclusionReason;
 use crate::wire::{OfferOutcome, Pickup, ServerMessage};
 use chrono::{DateTime, Utc};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -60,6 +61,9 @@ pub(crate) enum DispatchMessage {
         reply: Option<RpcReplyPort<Result<Option<Order>, OfferError>>>,
     },
     Expire(OfferId),
+    /// The drivers the store remembers as excluded from an order just
+    /// opened (they declined it, or let its offer expire, before a restart).
+    Excluded(OrderId, Vec<DriverId>),
     /// The orders waiting for a driver, for the operator's view.
     Overview(RpcReplyPort<Vec<crate::wire::OpsOrder>>),
     /// The outcome of an accepted offer's assignment write.
@@ -77,6 +81,8 @@ struct OpenEntry {
     radius_km: f64,
     excluded: HashSet<DriverId>,
     offer: Option<OfferId>,
+    /// False until the store said whom it excludes: no offer before that.
+    exclusions_known: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -151,13 +157,32 @@ impl Actor for Dispatcher {
         match message {
             DispatchMessage::Open(info) => {
                 let radius_km = state.args.config.search_radius_km;
-                state.open.entry(info.order_id).or_insert(OpenEntry {
-                    info: *info,
-                    since: Instant::now(),
-                    radius_km,
-                    excluded: HashSet::new(),
-                    offer: None,
-                });
+                let order_id = info.order_id;
+                if let std::collections::hash_map::Entry::Vacant(vacant) =
+                    state.open.entry(order_id)
+                {
+                    vacant.insert(OpenEntry {
+                        info: *info,
+                        since: Instant::now(),
+                        radius_km,
+                        excluded: HashSet::new(),
+                        offer: None,
+                        exclusions_known: false,
+                    });
+                    // Off the dispatcher: it never waits on the store.
+                    let orders = state.args.orders.clone();
+                    let myself = myself.clone();
+                    tokio::spawn(async move {
+                        let excluded = orders.excluded_drivers(order_id).await;
+                        let _ = myself.cast(DispatchMessage::Excluded(order_id, excluded));
+                    });
+                }
+            }
+            DispatchMessage::Excluded(order_id, drivers) => {
+                if let Some(entry) = state.open.get_mut(&order_id) {
+                    entry.excluded.extend(drivers);
+                    entry.exclusions_known = true;
+                }
             }
             DispatchMessage::Withdraw(order_id) => {
                 if let Some(entry) = state.open.remove(&order_id)
@@ -224,7 +249,7 @@ impl DispatcherState {
         let waiting: Vec<OrderId> = self
             .open
             .iter()
-            .filter(|(_, e)| e.offer.is_none())
+            .filter(|(_, e)| e.offer.is_none() && e.exclusions_known)
             .map(|(id, _)| *id)
             .collect();
         if waiting.is_empty() {
@@ -390,8 +415,17 @@ impl DispatcherState {
         self.offered_drivers.remove(&offer.driver_id);
         if let Some(entry) = self.open.get_mut(&offer.order_id) {
             entry.offer = None;
-            if matches!(outcome, OfferOutcome::Declined | OfferOutcome::Expired) {
+            let reason = match outcome {
+                OfferOutcome::Declined => Some(ExclusionReason::Declined),
+                OfferOutcome::Expired => Some(ExclusionReason::Expired),
+                _ => None,
+            };
+            if let Some(reason) = reason {
                 entry.excluded.insert(offer.driver_id);
+                // Remembered across a restart; written off the dispatcher.
+                self.args
+                    .orders
+                    .exclude_driver(offer.order_id, offer.driver_id, reason);
             }
         }
         self.closed

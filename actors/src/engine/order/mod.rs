@@ -23,6 +23,7 @@ use ractor::rpc::CallResult;
 use ractor::{ActorCell, ActorRef};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// How long a caller waits for an order actor. Longer than any store write
 /// may take (the pool's acquire timeout plus the statement), so that a
@@ -243,6 +244,37 @@ impl Orders {
         if let Some(actor) = self.actor(order_id) {
             let _ = actor.cast(OrderMessage::DriverNear(nearest));
         }
+    }
+
+    /// The drivers the store remembers as excluded from an order. A store
+    /// error is logged and answers none: dispatch goes on rather than stall.
+    pub(crate) async fn excluded_drivers(&self, order_id: OrderId) -> Vec<DriverId> {
+        match self.store.excluded_drivers(order_id).await {
+            Ok(drivers) => drivers,
+            Err(error) => {
+                tracing::warn!(order_id, %error, "Exclusions not read; dispatching without them");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Records, in the background, that `driver_id` is not to be offered
+    /// the order again (one small write per decline or expiry).
+    pub(crate) fn exclude_driver(
+        &self,
+        order_id: OrderId,
+        driver_id: DriverId,
+        reason: crate::store::ExclusionReason,
+    ) {
+        let store = self.store.clone();
+        tokio::spawn(
+            async move {
+                if let Err(error) = store.exclude_driver(order_id, driver_id, reason, now()).await {
+                    tracing::warn!(order_id, driver_id, %error, "Exclusion not stored; a restart forgets it");
+                }
+            }
+            .in_current_span(),
+        );
     }
 
     /// The orders `driver_id` carries tell it so again (its actor was
