@@ -1,6 +1,7 @@
 //! Startup and shutdown: bind, open the store, load demo data, respawn the
 //! live orders, serve, and on SIGTERM / Ctrl-C stop accepting, let in-flight
-//! requests and their store writes finish, stop the actors, exit.
+//! requests and their store writes finish, stop the actors, flush the
+//! writes they queued (moved ETAs, breadcrumbs), exit.
 
 use crate::auth::Tokens;
 use crate::http::{self, AppState};
@@ -56,7 +57,7 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
         }
     }
 
-    let crumbs = breadcrumbs::start(
+    let (crumbs, crumbs_flush) = breadcrumbs::start(
         store.clone(),
         BreadcrumbOptions {
             capacity: settings.breadcrumbs.queue,
@@ -132,7 +133,9 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
         grace_secs = grace.as_secs(),
         "Shutting down: finishing in-flight requests"
     );
-    match tokio::time::timeout(grace, server).await {
+    // One budget for the whole stop: requests, then the queued writes.
+    let deadline = tokio::time::Instant::now() + grace;
+    match tokio::time::timeout_at(deadline, server).await {
         Ok(Ok(Ok(()))) => tracing::info!("In-flight requests finished"),
         Ok(Ok(Err(error))) => tracing::error!(%error, "Server error during shutdown"),
         Ok(Err(error)) => tracing::error!(%error, "Server task failed"),
@@ -148,6 +151,19 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
         tracing::warn!("Some WebSocket sessions did not close in time");
     }
     engine.stop();
+    // What the actors left queued for the store (moved ETAs, breadcrumbs)
+    // is written before exit, within what is left of the grace period.
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let (etas, trails) = tokio::join!(engine.flush_writes(left), crumbs_flush.flush(left));
+    if etas && trails {
+        tracing::info!("Queued store writes flushed");
+    } else {
+        tracing::warn!(
+            etas,
+            breadcrumbs = trails,
+            "Grace period over; some queued store writes were not flushed"
+        );
+    }
     if gave_up {
         anyhow::bail!("a core actor kept failing; the engine stopped (see the log above)");
     }

@@ -75,6 +75,8 @@ pub struct DispatchSettings {
     pub road_factor: f64,
     pub eta_push_threshold_secs: u64,
     pub candidates_per_order: usize,
+    pub eta_refresh_ms: u64,
+    pub eta_write_every_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -210,6 +212,11 @@ impl Settings {
         if self.supervision.restart_delay_ms > 60_000 {
             problems.push("supervision.restart_delay_ms must be at most 60000");
         }
+        if self.dispatch.eta_refresh_ms < 100 || self.dispatch.eta_write_every_ms == 0 {
+            problems.push(
+                "dispatch.eta_refresh_ms must be at least 100 and dispatch.eta_write_every_ms positive",
+            );
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -229,6 +236,8 @@ impl Settings {
             max_active_orders: self.dispatch.max_active_orders,
             road_factor: self.dispatch.road_factor,
             eta_push_threshold: Duration::from_secs(self.dispatch.eta_push_threshold_secs),
+            eta_refresh: Duration::from_millis(self.dispatch.eta_refresh_ms),
+            eta_write_every: Duration::from_millis(self.dispatch.eta_write_every_ms),
             outbound_queue: self.ws.outbound_queue,
             candidates_per_order: self.dispatch.candidates_per_order,
             max_restarts: self.supervision.max_restarts,

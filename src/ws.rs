@@ -8,13 +8,14 @@
 //! close frame the outbox says (1013 slow reader, 1001 shutdown, ...).
 //! JSON is decoded only through `actors::wire`.
 
-use crate::http::AppState;
+use crate::http::{ApiError, AppState};
 use actors::domain::model::{Caller, Role};
 use actors::engine::driver::DriverHandle;
 use actors::engine::outbox::{CloseReason, Outbox, next_session_id};
 use actors::engine::session::{SessionHandle, forward_location};
 use actors::metrics as m;
 use actors::wire::{self, ClientMessage, ServerMessage};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
@@ -37,11 +38,17 @@ const CLOSE_HANDSHAKE: Duration = Duration::from_secs(3);
 const MAX_FRAMES_PER_WRITE: usize = 32;
 
 pub async fn upgrade(
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
+    // A plain GET (a browser tab, a health checker) gets the contract's
+    // error shape, not axum's plain-text rejection.
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return not_an_upgrade(rejection),
+    };
     let token = bearer(&headers).or_else(|| query_token(query.as_deref()));
     let caller = token.and_then(|token| state.tokens.verify(&token));
     let settings = &state.settings.ws;
@@ -54,6 +61,17 @@ pub async fn upgrade(
         .max_message_size(settings.max_frame_bytes)
         .on_failed_upgrade(|error| tracing::debug!(%error, "WebSocket upgrade failed"))
         .on_upgrade(move |socket| run(Box::new(socket), caller, state))
+}
+
+fn not_an_upgrade(rejection: WebSocketUpgradeRejection) -> Response {
+    use axum::response::IntoResponse;
+    let message = rejection.body_text();
+    tracing::debug!(%message, "Not a WebSocket upgrade");
+    ApiError::field(
+        "headers",
+        format!("{message}: /ws answers only a WebSocket upgrade (RFC 6455)"),
+    )
+    .into_response()
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {

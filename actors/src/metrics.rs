@@ -6,6 +6,7 @@ pub const HTTP_REQUESTS_TOTAL: &str = "dispatch_http_requests_total";
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "dispatch_http_request_duration_seconds";
 pub const ORDERS_CREATED_TOTAL: &str = "dispatch_orders_created_total";
 pub const ORDERS_REPLAYED_TOTAL: &str = "dispatch_orders_idempotent_replays_total";
+pub const IDEMPOTENCY_IN_PROGRESS_TOTAL: &str = "dispatch_idempotency_in_progress_total";
 pub const ORDER_TRANSITIONS_TOTAL: &str = "dispatch_order_transitions_total";
 pub const ORDER_TRANSITIONS_REFUSED_TOTAL: &str = "dispatch_order_transitions_refused_total";
 pub const ORDERS_ACTIVE: &str = "dispatch_orders_active";
@@ -14,6 +15,8 @@ pub const STORE_WRITE_DURATION_SECONDS: &str = "dispatch_store_write_duration_se
 pub const STORE_ERRORS_TOTAL: &str = "dispatch_store_errors_total";
 pub const LOGIN_FAILURES_TOTAL: &str = "dispatch_login_failures_total";
 pub const RATE_LIMITED_TOTAL: &str = "dispatch_rate_limited_total";
+pub const ETA_WRITES_TOTAL: &str = "dispatch_eta_writes_total";
+pub const ETA_WRITES_COALESCED_TOTAL: &str = "dispatch_eta_writes_coalesced_total";
 pub const IDEMPOTENCY_KEYS_PURGED_TOTAL: &str = "dispatch_idempotency_keys_purged_total";
 
 /// Registers the help text of every metric with the installed recorder.
@@ -35,6 +38,18 @@ pub fn describe() {
     describe_counter!(
         ORDERS_REPLAYED_TOTAL,
         "Order creations answered from an idempotency record."
+    );
+    describe_counter!(
+        ETA_WRITES_TOTAL,
+        "Background writes of moved ETAs, by result (written, stale: the order moved on, failed)."
+    );
+    describe_counter!(
+        ETA_WRITES_COALESCED_TOTAL,
+        "Moved ETAs replaced by a newer one before they were written."
+    );
+    describe_counter!(
+        IDEMPOTENCY_IN_PROGRESS_TOTAL,
+        "Order creations refused because the same key was still being processed."
     );
     describe_counter!(
         ORDER_TRANSITIONS_TOTAL,

@@ -211,14 +211,58 @@ pub trait Store: Send + Sync + 'static {
     /// Writes `change.order` (version `from_version + 1`) and its event, or
     /// `Conflict` when the order moved on meanwhile.
     async fn apply_change(&self, change: &OrderChange) -> StoreResult<()>;
-    /// Stores a moved delivery estimate. Not versioned: it is advisory, and
-    /// the order actor's versioned writes carry its newest value anyway.
-    async fn set_estimated_delivery(&self, order_id: OrderId, at: DateTime<Utc>)
-    -> StoreResult<()>;
+    /// Stores a moved delivery estimate computed for the order at
+    /// `version`; false (and nothing written) when the order has moved on
+    /// since, so a late estimate never overwrites the one a newer change
+    /// wrote with it. It does not bump the version: it is advisory.
+    async fn set_estimated_delivery(
+        &self,
+        order_id: OrderId,
+        version: i64,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Records a driver's pause (or resume) made at `changed_us`
+    /// (microseconds since the epoch); an older change that lands after a
+    /// newer one changes nothing.
+    async fn set_driver_paused(
+        &self,
+        driver_id: DriverId,
+        paused: bool,
+        changed_us: i64,
+    ) -> StoreResult<()>;
+    /// Whether the driver last asked to be paused (false if never, or unknown).
+    async fn driver_paused(&self, driver_id: DriverId) -> StoreResult<bool>;
+    /// Remembers that `driver_id` declined the order or let its offer
+    /// expire: it is not offered that order again, also after a restart.
+    async fn exclude_driver(
+        &self,
+        order_id: OrderId,
+        driver_id: DriverId,
+        reason: ExclusionReason,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// The drivers excluded from an order.
+    async fn excluded_drivers(&self, order_id: OrderId) -> StoreResult<Vec<DriverId>>;
     /// Appends breadcrumbs (positions of drivers carrying an order).
     async fn insert_breadcrumbs(&self, crumbs: &[Breadcrumb]) -> StoreResult<u64>;
     /// Drops idempotency records older than `cutoff`; returns how many.
     async fn purge_idempotency_keys(&self, cutoff: DateTime<Utc>) -> StoreResult<u64>;
+}
+
+/// Why a driver is not offered an order again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExclusionReason {
+    Declined,
+    Expired,
+}
+
+impl ExclusionReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExclusionReason::Declined => "declined",
+            ExclusionReason::Expired => "expired",
+        }
+    }
 }
 
 /// One sampled position of a driver carrying an order.

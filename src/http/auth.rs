@@ -1,7 +1,7 @@
 //! Accounts: register, log in, who am I; and the `Authenticated` extractor
 //! every protected handler takes.
 
-use super::error::JsonBody;
+use super::error::{JsonBody, ValidBody};
 use super::{ApiError, AppState};
 use crate::auth::{self, caller};
 use actors::domain::input::RegistrationInput;
@@ -68,9 +68,9 @@ struct TokenResponse {
 
 async fn register(
     State(state): State<AppState>,
-    JsonBody { value: input, .. }: JsonBody<RegistrationInput>,
+    ValidBody { parsed, .. }: ValidBody<RegistrationInput>,
 ) -> Result<(StatusCode, Json<TokenResponse>), ApiError> {
-    let registration = input.parse()?;
+    let registration = parsed?;
     let password_hash = auth::hash_password(registration.password).await?;
     let user = state
         .store

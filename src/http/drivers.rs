@@ -2,9 +2,9 @@
 //! `nearby`, and answering offers.
 
 use super::auth::Authenticated;
-use super::error::{JsonBody, QueryParams, path_id};
+use super::error::{JsonBody, QueryParams, ValidBody, path_id};
 use super::{ApiError, AppState};
-use actors::domain::input::{LocationInput, Problems};
+use actors::domain::input::LocationInput;
 use actors::domain::model::{Order, Role};
 use actors::engine::dispatcher::OfferError;
 use actors::engine::driver::DriverError;
@@ -38,10 +38,10 @@ impl From<DriverError> for ApiError {
 async fn location(
     State(state): State<AppState>,
     who: Authenticated,
-    JsonBody { value: input, .. }: JsonBody<LocationInput>,
+    ValidBody { parsed, .. }: ValidBody<LocationInput>,
 ) -> Result<Json<Value>, ApiError> {
     let driver_id = who.require(&[Role::Driver])?.user_id;
-    let fix = input.parse()?;
+    let fix = parsed?;
     if state.location_limiter.check_key(&driver_id).is_err() {
         metrics::counter!(m::RATE_LIMITED_TOTAL, "limit" => "location").increment(1);
         return Err(ApiError::RateLimited);
@@ -75,7 +75,11 @@ async fn availability(
         .drivers()
         .set_availability(driver_id, available)
         .await
-        .ok_or_else(|| ApiError::Internal("driver actor did not answer".into()))?;
+        .map_err(|error| match error {
+            DriverError::Store(error) => error.into(),
+            DriverError::NotFound => ApiError::NotFound("driver"),
+            DriverError::Unavailable => ApiError::Internal("driver actor did not answer".into()),
+        })?;
     Ok(Json(json!({ "available": setting })))
 }
 
@@ -102,10 +106,9 @@ struct NearbyDriver {
 async fn nearby(
     State(state): State<AppState>,
     who: Authenticated,
-    QueryParams(q): QueryParams<NearbyQuery>,
+    QueryParams(q, mut p): QueryParams<NearbyQuery>,
 ) -> Result<Json<Value>, ApiError> {
     who.require(&[Role::Admin])?;
-    let mut p = Problems::default();
     let at = p.lat_lon("", q.lat, q.lon);
     let radius_km = p.number("radiusKm", q.radius_km.or(Some(5.0)), 0.01, 100.0);
     let limit = p.int("limit", q.limit.or(Some(20)), 1, 500) as usize;

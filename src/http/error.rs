@@ -2,7 +2,7 @@
 //! (CONTRACT.md "Errors"), plus the body and query extractors that answer
 //! in that shape instead of axum's plain-text rejections.
 
-use actors::domain::input::FieldError;
+use actors::domain::input::{FieldError, Parse, Problems};
 use actors::domain::lifecycle::Refusal;
 use actors::engine::order::CommandError;
 use actors::store::StoreError;
@@ -13,6 +13,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_path_to_error::Segment;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -201,8 +202,9 @@ impl From<CommandError> for ApiError {
     }
 }
 
-/// A JSON body, parsed with the failing field's path in the error, and kept
-/// raw too (the idempotency check hashes what the client sent).
+/// A JSON body, parsed with every field of the wrong type listed in the
+/// error, and kept raw too (the idempotency check hashes what the client
+/// sent). For inputs with rules of their own, use [`ValidBody`].
 pub struct JsonBody<T> {
     pub value: T,
     pub raw: Bytes,
@@ -216,37 +218,133 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let raw = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::BadRequest(format!(
-                    "could not read the request body: {}",
-                    rejection.body_text()
-                ))
-            }
-        })?;
-        let value = parse_json(&raw)?;
+        let raw = read_body(req, state).await?;
+        let (value, wrong_types) = parse_json(&raw)?;
+        if !wrong_types.is_empty() {
+            return Err(ApiError::Validation(wrong_types));
+        }
         Ok(JsonBody { value, raw })
     }
 }
 
-/// Parses JSON, naming the failing field (`items[0].quantity`) when it can.
-pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
-    let deserializer = &mut serde_json::Deserializer::from_slice(raw);
-    serde_path_to_error::deserialize(deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        let inner = error.into_inner();
-        if inner.is_syntax() || inner.is_eof() || path == "." {
-            ApiError::BadRequest(format!("malformed JSON body: {inner}"))
+/// A JSON body checked by its input's rules: the failure lists every
+/// failing field, those of the wrong JSON type and those out of range
+/// together (CONTRACT.md "Validation"). Only a body that is not JSON at all
+/// is refused here; `parsed` waits for the handler, so that a caller who
+/// may not do this at all hears 403 before any 400 about the body.
+pub struct ValidBody<T: Parse> {
+    pub parsed: Result<T::Output, ApiError>,
+    pub raw: Bytes,
+}
+
+impl<S, T> FromRequest<S> for ValidBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Parse,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let raw = read_body(req, state).await?;
+        let (input, wrong_types) = parse_json::<T>(&raw)?;
+        let mut problems = Problems::after_type_errors(wrong_types);
+        let parsed = match input.parse() {
+            Ok(value) => problems.finish(|| value),
+            Err(failed) => {
+                problems.extend(failed);
+                problems.finish(|| unreachable!("a parser that failed reported why"))
+            }
+        };
+        Ok(ValidBody {
+            parsed: parsed.map_err(ApiError::Validation),
+            raw,
+        })
+    }
+}
+
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
         } else {
-            ApiError::field(path, inner.to_string())
+            ApiError::BadRequest(format!(
+                "could not read the request body: {}",
+                rejection.body_text()
+            ))
         }
     })
 }
 
-/// A query string, parsed with the failing parameter named.
-pub struct QueryParams<T>(pub T);
+/// More wrong fields than this in one body are not worth listing.
+const MAX_TYPE_ERRORS: usize = 50;
+
+/// Parses JSON into `T`, listing every field of the wrong JSON type
+/// (`items[0].quantity`) instead of stopping at the first: each one found
+/// is blanked (null, then `{}` for a required object) and the parse tried
+/// again. Every input's fields are optional, so a blanked field reads as
+/// missing and its rules stay quiet about it ([`Problems::after_type_errors`]).
+pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<(T, Vec<FieldError>), ApiError> {
+    let mut value: serde_json::Value = serde_json::from_slice(raw)
+        .map_err(|error| ApiError::BadRequest(format!("malformed JSON body: {error}")))?;
+    let mut wrong = Vec::<FieldError>::new();
+    for _ in 0..MAX_TYPE_ERRORS {
+        let error = match serde_path_to_error::deserialize::<_, T>(&value) {
+            Ok(parsed) => return Ok((parsed, wrong)),
+            Err(error) => error,
+        };
+        let segments: Vec<Segment> = error.path().iter().cloned().collect();
+        let field = error.path().to_string();
+        let message = error.into_inner().to_string();
+        if segments.is_empty() {
+            // The body as a whole is of the wrong shape (an array, a
+            // number), or a field the rules cannot blank is missing.
+            return Err(if wrong.is_empty() {
+                ApiError::BadRequest(format!("the body must be a JSON object: {message}"))
+            } else {
+                ApiError::Validation(wrong)
+            });
+        }
+        if !wrong.iter().any(|w| w.field == field) {
+            wrong.push(FieldError { field, message });
+        }
+        if !blank(&mut value, &segments) {
+            return Err(ApiError::Validation(wrong));
+        }
+    }
+    Err(ApiError::Validation(wrong))
+}
+
+/// Replaces the value at `path` with the next thing to try in its place:
+/// null, then an empty object. False when there is nothing left to try.
+fn blank(value: &mut serde_json::Value, path: &[Segment]) -> bool {
+    let mut at = value;
+    for segment in path {
+        let next = match segment {
+            Segment::Map { key } => at.get_mut(key.as_str()),
+            Segment::Seq { index } => at.get_mut(*index),
+            _ => None,
+        };
+        match next {
+            Some(next) => at = next,
+            None => return false,
+        }
+    }
+    match at {
+        serde_json::Value::Null => {
+            *at = serde_json::Value::Object(Default::default());
+            true
+        }
+        serde_json::Value::Object(map) if map.is_empty() => false,
+        _ => {
+            *at = serde_json::Value::Null;
+            true
+        }
+    }
+}
+
+/// A query string, parsed with every parameter of the wrong type named; the
+/// handler's range checks continue on the same [`Problems`].
+pub struct QueryParams<T>(pub T, pub Problems);
 
 impl<S, T> FromRequestParts<S> for QueryParams<T>
 where
@@ -257,14 +355,31 @@ where
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or_default();
-        let deserializer =
-            serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
-        serde_path_to_error::deserialize(deserializer)
-            .map(QueryParams)
-            .map_err(|error| {
-                let path = error.path().to_string();
-                ApiError::field(path, error.into_inner().to_string())
-            })
+        let mut pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        let mut wrong = Vec::<FieldError>::new();
+        // Each pass drops the parameter that failed, so every bad one is
+        // named; there are at most as many passes as parameters.
+        loop {
+            let encoded = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(&pairs)
+                .finish();
+            let deserializer =
+                serde_urlencoded::Deserializer::new(form_urlencoded::parse(encoded.as_bytes()));
+            let error = match serde_path_to_error::deserialize::<_, T>(deserializer) {
+                Ok(parsed) => return Ok(QueryParams(parsed, Problems::after_type_errors(wrong))),
+                Err(error) => error,
+            };
+            let field = error.path().to_string();
+            let message = error.into_inner().to_string();
+            let before = pairs.len();
+            pairs.retain(|(key, _)| *key != field);
+            wrong.push(FieldError { field, message });
+            if pairs.len() == before {
+                return Err(ApiError::Validation(wrong));
+            }
+        }
     }
 }
 

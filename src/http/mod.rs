@@ -49,6 +49,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Open WebSocket sessions, so shutdown can wait for their close frames.
     pub live_sessions: TaskTracker,
+    /// Idempotency keys of order creations running now.
+    pub keys_in_flight: Arc<orders::KeysInFlight>,
 }
 
 impl AppState {
@@ -74,6 +76,7 @@ impl AppState {
             metrics,
             shutdown,
             live_sessions: TaskTracker::new(),
+            keys_in_flight: Arc::default(),
         }
     }
 }

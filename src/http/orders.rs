@@ -2,7 +2,7 @@
 //! status transitions through the order's actor.
 
 use super::auth::Authenticated;
-use super::error::{JsonBody, QueryParams, path_id};
+use super::error::{JsonBody, QueryParams, ValidBody, path_id};
 use super::{ApiError, AppState};
 use actors::domain::eta::Eta;
 use actors::domain::input::{NewOrderInput, Problems};
@@ -63,6 +63,58 @@ fn request_hash(raw: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The idempotency keys of order creations still running on this node, with
+/// the digest of their body. A duplicate that arrives meanwhile is answered
+/// at once (409 `IDEMPOTENCY_IN_PROGRESS`, or 422 for another body) instead
+/// of queueing behind the first on the key's row: the client learns its
+/// first attempt is alive, and retries. One entry per request in flight, so
+/// it is bounded by the connections the server accepts.
+#[derive(Default)]
+pub struct KeysInFlight {
+    held: std::sync::Mutex<std::collections::HashMap<(UserId, String), String>>,
+}
+
+/// A key held for one request; released when the request ends, however.
+pub struct KeyHold<'a> {
+    keys: &'a KeysInFlight,
+    key: (UserId, String),
+}
+
+impl KeysInFlight {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(UserId, String), String>> {
+        // Every edit is one insert or remove: a panic cannot leave it half done.
+        self.held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn hold(&self, user_id: UserId, key: &IdempotencyKey) -> Result<KeyHold<'_>, ApiError> {
+        let id = (user_id, key.key.clone());
+        let mut held = self.lock();
+        if let Some(hash) = held.get(&id) {
+            metrics::counter!(m::IDEMPOTENCY_IN_PROGRESS_TOTAL).increment(1);
+            return Err(if *hash == key.request_hash {
+                ApiError::IdempotencyInProgress
+            } else {
+                ApiError::IdempotencyKeyReused
+            });
+        }
+        held.insert(id.clone(), key.request_hash.clone());
+        Ok(KeyHold {
+            keys: self,
+            key: id,
+        })
+    }
+}
+
+impl Drop for KeyHold<'_> {
+    fn drop(&mut self) {
+        self.keys.lock().remove(&self.key);
+    }
+}
+
 fn created(body: String, replayed: bool) -> Response {
     let mut response = Response::builder()
         .status(StatusCode::CREATED)
@@ -108,16 +160,21 @@ async fn create(
     State(state): State<AppState>,
     who: Authenticated,
     headers: HeaderMap,
-    JsonBody { value: input, raw }: JsonBody<NewOrderInput>,
+    ValidBody { parsed, raw }: ValidBody<NewOrderInput>,
 ) -> Result<Response, ApiError> {
     let customer = *who.require(&[Role::Customer])?;
     let key = idempotency_key(&headers)?;
-    let new = input.parse()?;
+    let new = parsed?;
     let idempotency = key.map(|key| IdempotencyKey {
         key,
         request_hash: request_hash(&raw),
     });
 
+    // A duplicate of a request still running here is told so at once.
+    let _hold = match &idempotency {
+        Some(idem) => Some(state.keys_in_flight.hold(customer.user_id, idem)?),
+        None => None,
+    };
     // A key seen before is answered from its record, whatever has changed
     // since (the restaurant may have closed): the first response stands.
     if let Some(idem) = &idempotency
@@ -180,10 +237,9 @@ struct OrderList {
 async fn list(
     State(state): State<AppState>,
     who: Authenticated,
-    QueryParams(q): QueryParams<ListQuery>,
+    QueryParams(q, mut p): QueryParams<ListQuery>,
 ) -> Result<Json<OrderList>, ApiError> {
     let caller = who.0;
-    let mut p = Problems::default();
     let status = q.status.as_deref().and_then(|s| {
         let parsed = s.parse::<OrderStatus>().ok();
         if parsed.is_none() {

@@ -2,12 +2,12 @@
 //! creation with the staff account, staff edits.
 
 use super::auth::Authenticated;
-use super::error::{JsonBody, QueryParams, path_id};
+use super::error::{QueryParams, ValidBody, path_id};
 use super::{ApiError, AppState};
 use crate::auth;
 use actors::domain::geo::distance_km;
 use actors::domain::input::{
-    MenuItemPatchInput, NewMenuItemInput, NewRestaurantInput, Problems, RestaurantPatchInput,
+    MenuItemPatchInput, NewMenuItemInput, NewRestaurantInput, RestaurantPatchInput,
 };
 use actors::domain::model::{Caller, LatLon, MenuItem, Restaurant, RestaurantId, Role};
 use actors::store::RestaurantFilter;
@@ -46,9 +46,8 @@ struct RestaurantList {
 
 async fn list(
     State(state): State<AppState>,
-    QueryParams(q): QueryParams<ListQuery>,
+    QueryParams(q, mut p): QueryParams<ListQuery>,
 ) -> Result<Json<RestaurantList>, ApiError> {
-    let mut p = Problems::default();
     let origin = match (q.lat, q.lon) {
         (None, None) => None,
         (lat, lon) => Some(p.lat_lon("", lat, lon)),
@@ -133,10 +132,10 @@ struct RestaurantBody {
 async fn create(
     State(state): State<AppState>,
     who: Authenticated,
-    JsonBody { value: input, .. }: JsonBody<NewRestaurantInput>,
+    ValidBody { parsed, .. }: ValidBody<NewRestaurantInput>,
 ) -> Result<(StatusCode, Json<RestaurantBody>), ApiError> {
     who.require(&[Role::Admin])?;
-    let new = input.parse()?;
+    let new = parsed?;
     let hash = auth::hash_password(new.owner_password.clone()).await?;
     let (restaurant, owner) = state.store.create_restaurant(&new, &hash).await?;
     tracing::info!(
@@ -177,11 +176,11 @@ async fn update(
     State(state): State<AppState>,
     who: Authenticated,
     Path(id): Path<String>,
-    JsonBody { value: input, .. }: JsonBody<RestaurantPatchInput>,
+    ValidBody { parsed, .. }: ValidBody<RestaurantPatchInput>,
 ) -> Result<Json<RestaurantBody>, ApiError> {
     who.require(&[Role::Restaurant, Role::Admin])?;
     let id = path_id(&id, "restaurant")?;
-    let patch = input.parse()?;
+    let patch = parsed?;
     require_staff_of_existing(&state, &who, id).await?;
     let restaurant = state
         .store
@@ -201,11 +200,11 @@ async fn add_menu_item(
     State(state): State<AppState>,
     who: Authenticated,
     Path(id): Path<String>,
-    JsonBody { value: input, .. }: JsonBody<NewMenuItemInput>,
+    ValidBody { parsed, .. }: ValidBody<NewMenuItemInput>,
 ) -> Result<(StatusCode, Json<ItemBody>), ApiError> {
     who.require(&[Role::Restaurant, Role::Admin])?;
     let id = path_id(&id, "restaurant")?;
-    let new = input.parse()?;
+    let new = parsed?;
     require_staff_of_existing(&state, &who, id).await?;
     let item = state.store.create_menu_item(id, &new).await?;
     Ok((StatusCode::CREATED, Json(ItemBody { item })))
@@ -215,11 +214,11 @@ async fn update_menu_item(
     State(state): State<AppState>,
     who: Authenticated,
     Path(id): Path<String>,
-    JsonBody { value: input, .. }: JsonBody<MenuItemPatchInput>,
+    ValidBody { parsed, .. }: ValidBody<MenuItemPatchInput>,
 ) -> Result<Json<ItemBody>, ApiError> {
     who.require(&[Role::Restaurant, Role::Admin])?;
     let id = path_id(&id, "menu item")?;
-    let patch = input.parse()?;
+    let patch = parsed?;
     let item = state
         .store
         .menu_item(id)

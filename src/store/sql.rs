@@ -696,14 +696,79 @@ impl Store for SqlStore {
         Ok(())
     }
 
-    async fn set_estimated_delivery(&self, order_id: OrderId, at: DateTime<Utc>) -> StoreResult<()> {
-        sqlx::query("UPDATE orders SET estimated_delivery_at = $2 WHERE id = $1")
-            .bind(order_id)
-            .bind(at)
-            .execute(&self.pool)
+    async fn set_estimated_delivery(
+        &self,
+        order_id: OrderId,
+        version: i64,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE orders SET estimated_delivery_at = $3 WHERE id = $1 AND version = $2",
+        )
+        .bind(order_id)
+        .bind(version)
+        .bind(at)
+        .execute(&self.pool)
+        .await
+        .map_err(map_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_driver_paused(
+        &self,
+        driver_id: DriverId,
+        paused: bool,
+        changed_us: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE drivers SET paused = $2, paused_changed_us = $3 \
+             WHERE id = $1 AND paused_changed_us < $3",
+        )
+        .bind(driver_id)
+        .bind(paused)
+        .bind(changed_us)
+        .execute(&self.pool)
+        .await
+        .map_err(map_error)?;
+        Ok(())
+    }
+
+    async fn driver_paused(&self, driver_id: DriverId) -> StoreResult<bool> {
+        let paused: Option<bool> = sqlx::query_scalar("SELECT paused FROM drivers WHERE id = $1")
+            .bind(driver_id)
+            .fetch_optional(&self.pool)
             .await
             .map_err(map_error)?;
+        Ok(paused.unwrap_or(false))
+    }
+
+    async fn exclude_driver(
+        &self,
+        order_id: OrderId,
+        driver_id: DriverId,
+        reason: ExclusionReason,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO offer_exclusions (order_id, driver_id, reason, excluded_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (order_id, driver_id) DO NOTHING",
+        )
+        .bind(order_id)
+        .bind(driver_id)
+        .bind(reason.as_str())
+        .bind(at)
+        .execute(&self.pool)
+        .await
+        .map_err(map_error)?;
         Ok(())
+    }
+
+    async fn excluded_drivers(&self, order_id: OrderId) -> StoreResult<Vec<DriverId>> {
+        sqlx::query_scalar("SELECT driver_id FROM offer_exclusions WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_error)
     }
 
     async fn insert_breadcrumbs(&self, crumbs: &[Breadcrumb]) -> StoreResult<u64> {

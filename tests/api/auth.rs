@@ -171,7 +171,15 @@ async fn malformed_and_oversized_bodies_are_refused_in_the_error_shape() {
         .post_raw("/api/auth/register", None, r#"{"email": 5}"#)
         .await;
     r.expect_error(400, "VALIDATION_ERROR");
-    assert_eq!(r.fields(), ["email"]);
+    // The wrong type and the missing fields, all in one answer.
+    assert_eq!(r.fields(), ["email", "password", "name", "role"]);
+    assert!(
+        r.body["details"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("invalid type")),
+        "{}",
+        r.body
+    );
     let huge = format!(r#"{{"email":"{}"}}"#, "a".repeat(70 * 1024));
     app.post_raw("/api/auth/register", None, huge)
         .await

@@ -362,3 +362,78 @@ async fn offer_endpoints_check_role_and_ids() {
         .await
         .expect_error(401, "UNAUTHORIZED");
 }
+
+/// Reads the socket for `wait`; panics if an offer arrives.
+async fn no_offer_within(driver: &mut TestDriver, wait: Duration) {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match driver.ws.next_within(left).await {
+            Some(m) if m["type"] == "offer" => panic!("driver {} was offered {m}", driver.id),
+            Some(_) => continue,
+            None => return,
+        }
+    }
+}
+
+async fn availability(app: &TestApp, token: &str, available: bool) -> serde_json::Value {
+    app.request(
+        reqwest::Method::PUT,
+        "/api/drivers/me/availability",
+        Some(token),
+        Some(json!({ "available": available })),
+    )
+    .await
+    .expect(200)
+}
+
+#[tokio::test]
+async fn a_paused_driver_stays_paused_across_a_restart() {
+    let app = TestApp::spawn_with(true, &[FAST_ROUNDS]).await;
+    let driver = TestDriver::online(&app, "driver1", RESTAURANT_1_AT).await;
+    assert_eq!(
+        availability(&app, &driver.token, false).await["available"],
+        false
+    );
+    // Paused over the socket too, by another driver.
+    let mut other = TestDriver::online(&app, "driver2", RESTAURANT_1_AT).await;
+    other
+        .ws
+        .send(json!({ "type": "set_availability", "available": false }))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop((driver, other));
+
+    let app = app.crash_and_restart().await;
+    let customer = app.token("customer1").await;
+    let mut paused = TestDriver::online(&app, "driver1", RESTAURANT_1_AT).await;
+    let mut also_paused = TestDriver::online(&app, "driver2", RESTAURANT_1_AT).await;
+    let id = confirmed_order(&app, &customer).await;
+    no_offer_within(&mut paused, Duration::from_secs(2)).await;
+    no_offer_within(&mut also_paused, Duration::from_millis(200)).await;
+    // Resuming is remembered the same way, and the offer comes.
+    availability(&app, &paused.token, true).await;
+    assert_eq!(paused.answer_offer(false, 10).await["orderId"], id);
+}
+
+#[tokio::test]
+async fn a_driver_who_declined_an_order_is_not_offered_it_again_after_a_restart() {
+    let app = TestApp::spawn_with(true, &[FAST_ROUNDS]).await;
+    let customer = app.token("customer1").await;
+    let mut driver = TestDriver::online(&app, "driver1", RESTAURANT_1_AT).await;
+    let id = confirmed_order(&app, &customer).await;
+    assert_eq!(driver.answer_offer(false, 10).await["orderId"], id);
+    assert_eq!(
+        driver.ws.next_of("offer_result", 5).await["result"],
+        "declined"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(driver);
+
+    let app = app.crash_and_restart().await;
+    let mut declined = TestDriver::online(&app, "driver1", RESTAURANT_1_AT).await;
+    no_offer_within(&mut declined, Duration::from_secs(2)).await;
+    // Someone else still gets it.
+    let mut other = TestDriver::online(&app, "driver2", RESTAURANT_1_AT).await;
+    assert_eq!(other.answer_offer(true, 10).await["orderId"], id);
+}

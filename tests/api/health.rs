@@ -82,3 +82,96 @@ async fn metrics_count_requests_orders_and_transitions() {
     );
     assert!(text.contains("# HELP dispatch_orders_created_total"));
 }
+
+#[tokio::test]
+async fn a_plain_get_of_the_socket_endpoint_answers_in_the_error_shape() {
+    let app = TestApp::spawn_with(false, &[]).await;
+    let r = app.get("/ws", None).await;
+    r.expect_error(400, "VALIDATION_ERROR");
+    assert_eq!(r.fields(), ["headers"], "{}", r.body);
+    assert_eq!(r.headers["content-type"], "application/json");
+    // Half an upgrade (no Sec-WebSocket-Key) is refused the same way.
+    let half = app
+        .client
+        .get(format!("{}/ws", app.address))
+        .header("Connection", "upgrade")
+        .header("Upgrade", "websocket")
+        .send()
+        .await
+        .unwrap();
+    TestApp::read(half)
+        .await
+        .expect_error(400, "VALIDATION_ERROR");
+}
+
+#[tokio::test]
+async fn log_lines_written_inside_actors_carry_the_request_id() {
+    let log = std::env::temp_dir().join(format!(
+        "dispatchd-log-{}.jsonl",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let log_path = log.display().to_string();
+    let app = TestApp::spawn_with(
+        true,
+        &[
+            ("DISPATCHD_TEST_STDERR", &log_path),
+            ("DISPATCH__LOG__FORMAT", "json"),
+            ("DISPATCH__LOG__LEVEL", "info"),
+        ],
+    )
+    .await;
+    let customer = app.token("customer1").await;
+    let staff = app.token("restaurant1").await;
+    let mut driver = TestDriver::online(&app, "driver1", RESTAURANT_1_AT).await;
+    let id = app.place_order(&customer).await["id"].as_i64().unwrap();
+    let confirm = app
+        .client
+        .patch(format!("{}/api/orders/{id}/status", app.address))
+        .bearer_auth(&staff)
+        .header("X-Request-Id", "confirm-trace-42")
+        .json(&serde_json::json!({ "action": "confirm" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(confirm.status(), 200);
+
+    // An accept over REST goes through the dispatcher to the order actor.
+    let offer = driver.ws.next_of("offer", 10).await;
+    let accept = app
+        .client
+        .post(format!(
+            "{}/api/offers/{}/accept",
+            app.address, offer["offerId"]
+        ))
+        .bearer_auth(&driver.token)
+        .header("X-Request-Id", "accept-trace-7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accept.status(), 200);
+
+    // The order actor's lines about the changes, each in its request's span.
+    for (event, request_id) in [
+        ("STATUS_CHANGED", "confirm-trace-42"),
+        ("DRIVER_ASSIGNED", "accept-trace-7"),
+    ] {
+        let mut found = None;
+        for _ in 0..50 {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            found = text
+                .lines()
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                .find(|line| {
+                    line["fields"]["message"] == "Order changed" && line["fields"]["event"] == event
+                });
+            if found.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let line = found.unwrap_or_else(|| panic!("the order actor logged no {event}"));
+        assert_eq!(line["target"], "actors::engine::order::actor", "{line}");
+        assert_eq!(line["span"]["request_id"], request_id, "{line}");
+    }
+    let _ = std::fs::remove_file(&log);
+}

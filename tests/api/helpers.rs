@@ -179,7 +179,9 @@ impl TestApp {
             .env_remove("DATABASE_URL")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(if std::env::var_os("TEST_LOG").is_some() {
+            .stderr(if let Some(path) = self.stderr_file() {
+                Stdio::from(std::fs::File::create(path).expect("create the log file"))
+            } else if std::env::var_os("TEST_LOG").is_some() {
                 Stdio::inherit()
             } else {
                 Stdio::null()
@@ -205,6 +207,15 @@ impl TestApp {
         std::thread::spawn(move || for _ in lines {});
         self.address = address;
         self.child = Some(child);
+    }
+
+    /// Where the server's log goes, when the test asked for it with the
+    /// `DISPATCHD_TEST_STDERR` entry of its environment.
+    fn stderr_file(&self) -> Option<String> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == "DISPATCHD_TEST_STDERR")
+            .map(|(_, v)| v.clone())
     }
 
     /// Waits until the server answers (demo data and recovery are done).
@@ -670,5 +681,47 @@ impl WsClient {
                 None => panic!("no order_update to {status} within {secs} s"),
             }
         }
+    }
+}
+
+/// Another client of the test's database holding its write lock (SQLite) or
+/// the `orders` table (Postgres), so that the server's writes wait.
+pub enum StoreWriteLock {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl StoreWriteLock {
+    pub async fn take(app: &TestApp) -> StoreWriteLock {
+        use sqlx::{Connection, Executor};
+        match &app.db {
+            TestDb::Sqlite { .. } => {
+                let mut c = sqlx::SqliteConnection::connect(&app.db.url())
+                    .await
+                    .unwrap();
+                c.execute("BEGIN IMMEDIATE").await.unwrap();
+                c.execute("UPDATE restaurants SET rating = rating WHERE id = 1")
+                    .await
+                    .unwrap();
+                StoreWriteLock::Sqlite(c)
+            }
+            TestDb::Postgres { .. } => {
+                let mut c = sqlx::PgConnection::connect(&app.db.url()).await.unwrap();
+                c.execute("BEGIN").await.unwrap();
+                c.execute("LOCK TABLE orders IN EXCLUSIVE MODE")
+                    .await
+                    .unwrap();
+                StoreWriteLock::Postgres(c)
+            }
+        }
+    }
+
+    pub async fn release(self) {
+        use sqlx::Executor;
+        match self {
+            StoreWriteLock::Sqlite(mut c) => c.execute("ROLLBACK").await.map(|_| ()),
+            StoreWriteLock::Postgres(mut c) => c.execute("ROLLBACK").await.map(|_| ()),
+        }
+        .unwrap();
     }
 }

@@ -70,20 +70,54 @@ async fn ten_concurrent_duplicates_make_exactly_one_order() {
     let customer = app.token("customer1").await;
     let attempts = (0..10).map(|_| create(&app, &customer, "burst", 2));
     let results = futures::future::join_all(attempts).await;
-    for r in &results {
-        assert_eq!(r.status, 201, "{}", r.body);
+    // Each duplicate either replays the first response or, if it came while
+    // the first was still running, is told so (and would retry).
+    let (answered, in_progress): (Vec<_>, Vec<_>) = results.iter().partition(|r| r.status == 201);
+    for r in &in_progress {
+        r.expect_error(409, "IDEMPOTENCY_IN_PROGRESS");
     }
-    let ids: std::collections::HashSet<_> = results
+    let ids: std::collections::HashSet<_> = answered
         .iter()
         .map(|r| r.body["order"]["id"].clone())
         .collect();
     assert_eq!(ids.len(), 1);
-    let replays = results
+    let fresh = answered
         .iter()
-        .filter(|r| r.headers.contains_key("idempotent-replayed"))
+        .filter(|r| !r.headers.contains_key("idempotent-replayed"))
         .count();
-    assert_eq!(replays, 9);
+    assert_eq!(fresh, 1, "exactly one response is the first");
     assert_eq!(count_orders(&app, &customer).await, 1);
+    // Once the first has finished, every retry replays it.
+    let retry = create(&app, &customer, "burst", 2).await;
+    assert_eq!(retry.status, 201);
+    assert_eq!(retry.headers["idempotent-replayed"], "true");
+}
+
+#[tokio::test]
+async fn a_duplicate_while_the_first_is_still_running_is_told_it_is_in_progress() {
+    let app = TestApp::spawn().await;
+    let customer = app.token("customer1").await;
+    // The first request's write waits behind another writer of the store.
+    let lock = StoreWriteLock::take(&app).await;
+    let (first, (duplicate, other_body)) =
+        tokio::join!(create(&app, &customer, "slow", 2), async {
+            tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+            let duplicate = create(&app, &customer, "slow", 2).await;
+            let other_body = create(&app, &customer, "slow", 5).await;
+            lock.release().await;
+            (duplicate, other_body)
+        });
+    duplicate.expect_error(409, "IDEMPOTENCY_IN_PROGRESS");
+    other_body.expect_error(422, "IDEMPOTENCY_KEY_REUSED");
+    let first = first.expect(201);
+    let again = create(&app, &customer, "slow", 2).await;
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(again.body, first);
+    assert_eq!(count_orders(&app, &customer).await, 1);
+    assert_eq!(
+        app.metric("dispatch_idempotency_in_progress_total").await,
+        2.0
+    );
 }
 
 #[tokio::test]

@@ -125,6 +125,61 @@ async fn an_invalid_order_lists_every_failing_field() {
 }
 
 #[tokio::test]
+async fn wrong_json_types_and_range_errors_are_listed_together() {
+    let app = TestApp::spawn().await;
+    let customer = app.token("customer1").await;
+    let r = app
+        .post(
+            "/api/orders",
+            Some(&customer),
+            json!({
+                "restaurantId": "one",
+                "items": ["a burrito", { "menuItemId": 1, "quantity": "two" }, { "menuItemId": 1, "quantity": 99 }],
+                "deliveryAddress": { "street": "1100 Congress Ave", "city": "Austin", "state": "Texas",
+                                     "zip": 78701, "lat": "north", "lon": -97.74 }
+            }),
+        )
+        .await;
+    r.expect_error(400, "VALIDATION_ERROR");
+    let mut fields = r.fields();
+    fields.sort();
+    let mut expected = vec![
+        "restaurantId",
+        "items[0]",
+        "items[1].quantity",
+        "items[2].quantity",
+        "deliveryAddress.state",
+        "deliveryAddress.zip",
+        "deliveryAddress.lat",
+    ];
+    expected.sort();
+    // Each field once: a wrong type is not also reported as missing.
+    assert_eq!(fields, expected, "{}", r.body);
+
+    // The same for a query string: every bad parameter, type and range.
+    let r = app
+        .get(
+            "/api/restaurants?lat=north&lon=south&limit=0&openOnly=maybe",
+            None,
+        )
+        .await;
+    r.expect_error(400, "VALIDATION_ERROR");
+    let mut fields = r.fields();
+    fields.sort();
+    assert_eq!(fields, ["lat", "limit", "lon", "openOnly"], "{}", r.body);
+
+    // A body that is JSON but not an object is refused as a whole.
+    app.post_raw("/api/orders", Some(&customer), "[1, 2]")
+        .await
+        .expect_error(400, "VALIDATION_ERROR");
+    // A wrong role hears 403 before anything about its body.
+    let driver = app.token("driver1").await;
+    app.post("/api/orders", Some(&driver), json!({ "restaurantId": 0 }))
+        .await
+        .expect_error(403, "FORBIDDEN");
+}
+
+#[tokio::test]
 async fn only_customers_place_orders() {
     let app = TestApp::spawn().await;
     for who in ["driver1", "restaurant1", "admin"] {

@@ -487,3 +487,200 @@ async fn a_cancelled_order_hears_no_more_of_its_former_driver() {
     }
     assert_eq!(locations_seen(&mut ws).await, vec![]);
 }
+
+fn store_options(app: &TestApp) -> dispatchd::store::StoreOptions {
+    dispatchd::store::StoreOptions {
+        url: app.db.url(),
+        max_connections: 2,
+        acquire_timeout: Duration::from_secs(5),
+    }
+}
+
+fn at_ms(value: &Value) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(value.as_str().expect("a timestamp"))
+        .expect("RFC 3339")
+        .timestamp_millis()
+}
+
+#[tokio::test]
+async fn a_graceful_stop_writes_every_queued_breadcrumb_and_eta() {
+    // Nothing would be written before the stop: the writers wait ten minutes.
+    let mut app = TestApp::spawn_with(
+        true,
+        &[
+            FAST_ROUNDS,
+            ("DISPATCH__BREADCRUMBS__EVERY_MS", "0"),
+            ("DISPATCH__BREADCRUMBS__FLUSH_MS", "600000"),
+            ("DISPATCH__BREADCRUMBS__BATCH", "7"),
+            ("DISPATCH__DISPATCH__ETA_WRITE_EVERY_MS", "600000"),
+        ],
+    )
+    .await;
+    let customer = app.token("customer1").await;
+    let mut driver = TestDriver::online(&app, "driver1", RESTAURANT_1_AT).await;
+    let id = assigned(&app, &customer, &mut driver).await;
+    let mut ws = watch(&app, &customer, id).await;
+    until_carrying(&app, &driver, RESTAURANT_1_AT, 1).await;
+    // Twenty positions, driving away: the ETA moves past the threshold.
+    let mut pushed_eta = Value::Null;
+    for step in 1..=20 {
+        driver
+            .move_to(offset(RESTAURANT_1_AT, 0.4 * f64::from(step), 0.0))
+            .await;
+        loop {
+            let m = ws.next(5).await;
+            if m["type"] == "order_update" {
+                pushed_eta = m["eta"]["estimatedDeliveryAt"].clone();
+            }
+            if m["type"] == "driver_location" {
+                break;
+            }
+        }
+    }
+    // The last push may trail its position by a moment.
+    while let Some(m) = ws.next_within(Duration::from_millis(500)).await {
+        if m["type"] == "order_update" {
+            pushed_eta = m["eta"]["estimatedDeliveryAt"].clone();
+        }
+    }
+    assert!(
+        pushed_eta.is_string(),
+        "the ETA never moved past the threshold"
+    );
+    assert_eq!(app.metric("dispatch_breadcrumbs_written_total").await, 14.0);
+
+    let status = app.terminate();
+    assert_eq!(status.code(), Some(0));
+    let store = dispatchd::store::open(&store_options(&app)).await.unwrap();
+    let order = store.order(id).await.unwrap().unwrap();
+    assert_eq!(
+        order.estimated_delivery_at.map(|at| at.timestamp_millis()),
+        Some(at_ms(&pushed_eta)),
+        "the pushed ETA was stored before exit"
+    );
+    drop(store);
+    let crumbs: i64 = match &app.db {
+        TestDb::Sqlite { .. } => {
+            use sqlx::Connection;
+            let mut c = sqlx::SqliteConnection::connect(&app.db.url())
+                .await
+                .unwrap();
+            sqlx::query_scalar("SELECT COUNT(*) FROM driver_locations WHERE order_id = $1")
+                .bind(id)
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
+        }
+        TestDb::Postgres { .. } => {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&app.db.url()).await.unwrap();
+            sqlx::query_scalar("SELECT COUNT(*) FROM driver_locations WHERE order_id = $1")
+                .bind(id)
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(crumbs, 20, "every queued breadcrumb was written");
+}
+
+#[tokio::test]
+async fn a_late_eta_never_overwrites_the_estimate_of_a_newer_change() {
+    let mut app = TestApp::spawn().await;
+    let customer = app.token("customer1").await;
+    let staff = app.token("restaurant1").await;
+    let id = app.place_order(&customer).await["id"].as_i64().unwrap();
+    let confirmed = app.act(&staff, id, "confirm").await.expect(200);
+    assert_eq!(confirmed["order"]["version"], 2);
+    assert_eq!(app.terminate().code(), Some(0));
+
+    let store = dispatchd::store::open(&store_options(&app)).await.unwrap();
+    let before = store.order(id).await.unwrap().unwrap();
+    let late = chrono::Utc::now() + chrono::Duration::hours(3);
+    // Computed for version 1, written after version 2 committed: refused.
+    assert!(!store.set_estimated_delivery(id, 1, late).await.unwrap());
+    let after = store.order(id).await.unwrap().unwrap();
+    assert_eq!(after.estimated_delivery_at, before.estimated_delivery_at);
+    assert_eq!(after.version, 2);
+    // For the version the order is at, it applies, and is no new version.
+    assert!(store.set_estimated_delivery(id, 2, late).await.unwrap());
+    let after = store.order(id).await.unwrap().unwrap();
+    assert_eq!(
+        after.estimated_delivery_at.map(|at| at.timestamp_millis()),
+        Some(late.timestamp_millis())
+    );
+    assert_eq!(after.version, 2);
+}
+
+/// The next ETA push (an `order_update` at `version`) whose seconds
+/// remaining satisfy `wanted`; panics after `secs`.
+async fn eta_push(
+    ws: &mut WsClient,
+    version: i64,
+    secs: u64,
+    wanted: impl Fn(i64) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Some(m) = ws.next_within(left).await else {
+            panic!("no ETA push within {secs} s");
+        };
+        if m["type"] == "order_update"
+            && m["version"] == version
+            && m["eta"]["secondsRemaining"].as_i64().is_some_and(&wanted)
+        {
+            return m;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_waiting_orders_eta_moves_with_the_clock_and_with_the_nearest_driver() {
+    let app = TestApp::spawn_with(
+        true,
+        &[
+            FAST_ROUNDS,
+            ("DISPATCH__DISPATCH__ETA_REFRESH_MS", "200"),
+            ("DISPATCH__DISPATCH__ETA_PUSH_THRESHOLD_SECS", "1"),
+        ],
+    )
+    .await;
+    let customer = app.token("customer1").await;
+    let staff = app.token("restaurant1").await;
+    let id = confirmed_order(&app, &customer).await;
+    app.act(&staff, id, "start_preparing").await.expect(200);
+    app.act(&staff, id, "mark_ready").await.expect(200);
+    let mut ws = WsClient::connect(&app, &customer).await;
+    ws.send(json!({ "type": "subscribe", "orderId": id })).await;
+    let snapshot = ws.next_of("snapshot", 5).await;
+    let first = at_ms(&snapshot["eta"]["estimatedDeliveryAt"]);
+
+    // The food is ready and nobody is coming: the estimate slides with the
+    // clock instead of counting down to zero.
+    let slid = eta_push(&mut ws, 4, 5, |_| true).await;
+    assert!(
+        at_ms(&slid["eta"]["estimatedDeliveryAt"]) > first + 1000,
+        "{slid}"
+    );
+    assert_eq!(slid["status"], "READY_FOR_PICKUP");
+
+    // The nearest available driver is 8 km away: the estimate counts from
+    // it (about 25 minutes to the restaurant, 3 to the customer).
+    let mut far = TestDriver::online(&app, "driver1", offset(RESTAURANT_1_AT, 8.0, 0.0)).await;
+    eta_push(&mut ws, 4, 10, |secs| secs > 1500).await;
+    // It declines; a driver at the restaurant comes online: minutes again.
+    far.answer_offer(false, 10).await;
+    let _near = TestDriver::online(&app, "driver2", RESTAURANT_1_AT).await;
+    eta_push(&mut ws, 4, 10, |secs| secs < 600).await;
+    // The stored estimate follows too (written in the background).
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let stored = app
+        .get(&format!("/api/orders/{id}"), Some(&customer))
+        .await
+        .expect(200);
+    assert!(
+        stored["eta"]["secondsRemaining"].as_i64().unwrap() < 600,
+        "{stored}"
+    );
+}

@@ -270,3 +270,56 @@ async fn admins_watch_the_whole_city_and_others_may_not() {
     // Views keep coming, about once a second.
     ops.next_of("ops", 5).await;
 }
+
+#[tokio::test]
+async fn a_tablet_hears_every_change_of_its_restaurants_orders_on_one_subscription() {
+    let app = TestApp::spawn().await;
+    let customer = app.token("customer1").await;
+    let staff = app.token("restaurant1").await;
+    let mut tablet = WsClient::connect(&app, &staff).await;
+    tablet
+        .send(json!({ "type": "subscribe_restaurant", "restaurantId": 1 }))
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut driver = TestDriver::online(&app, "driver1", RESTAURANT_1_AT).await;
+
+    let id = app.place_order(&customer).await["id"].as_i64().unwrap();
+    let placed = tablet.next_status("PLACED", 5).await;
+    assert_eq!(placed["orderId"], id);
+    assert!(placed["eta"]["estimatedDeliveryAt"].is_string(), "{placed}");
+    app.act(&staff, id, "confirm").await.expect(200);
+    assert_eq!(tablet.next_status("CONFIRMED", 5).await["version"], 2);
+
+    // The driver accepts: the tablet is told who is coming, unasked.
+    driver.answer_offer(true, 10).await;
+    let assigned = tablet.next_status("CONFIRMED", 10).await;
+    assert_eq!(assigned["version"], 3);
+    assert_eq!(assigned["order"]["driverId"], driver.id);
+
+    for (who, action, status) in [
+        (&staff, "start_preparing", "PREPARING"),
+        (&staff, "mark_ready", "READY_FOR_PICKUP"),
+        (&driver.token, "pick_up", "PICKED_UP"),
+        (&driver.token, "deliver", "DELIVERED"),
+    ] {
+        app.act(who, id, action).await.expect(200);
+        let update = tablet.next_status(status, 5).await;
+        assert_eq!(update["orderId"], id);
+    }
+    // Another restaurant's tablet hears nothing of it.
+    let other = app.token("restaurant2").await;
+    let mut elsewhere = WsClient::connect(&app, &other).await;
+    elsewhere
+        .send(json!({ "type": "subscribe_restaurant", "restaurantId": 2 }))
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = app.place_order(&customer).await["id"].as_i64().unwrap();
+    app.act(&staff, second, "cancel").await.expect(200);
+    assert_eq!(tablet.next_status("CANCELLED", 5).await["orderId"], second);
+    assert!(
+        elsewhere
+            .next_within(Duration::from_millis(500))
+            .await
+            .is_none()
+    );
+}

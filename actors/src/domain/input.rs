@@ -18,22 +18,57 @@ pub struct FieldError {
 
 /// Collects failing fields while a parser walks an input.
 #[derive(Debug, Default)]
-pub struct Problems(Vec<FieldError>);
+pub struct Problems {
+    failed: Vec<FieldError>,
+    /// Fields that already failed for their JSON type: a rule about one of
+    /// them (or about anything inside one) has nothing to add.
+    wrong_type: Vec<String>,
+}
 
 impl Problems {
+    /// Starts with the fields whose JSON type was wrong, so that the rules
+    /// that follow list every other failing field beside them, and none of
+    /// these twice (a wrong type reads as missing to the rules).
+    pub fn after_type_errors(errors: Vec<FieldError>) -> Problems {
+        Problems {
+            wrong_type: errors.iter().map(|e| e.field.clone()).collect(),
+            failed: errors,
+        }
+    }
+
+    fn covered(&self, field: &str) -> bool {
+        self.wrong_type.iter().any(|wrong| {
+            field == wrong
+                || field
+                    .strip_prefix(wrong.as_str())
+                    .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+        })
+    }
+
     pub fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError {
-            field: field.into(),
+        let field = field.into();
+        if self.covered(&field) {
+            return;
+        }
+        self.failed.push(FieldError {
+            field,
             message: message.into(),
         });
     }
 
+    /// Adds every failure of a parser that ran on its own.
+    pub fn extend(&mut self, errors: Vec<FieldError>) {
+        for error in errors {
+            self.add(error.field, error.message);
+        }
+    }
+
     /// `value` if no field failed, otherwise every failure.
     pub fn finish<T>(self, value: impl FnOnce() -> T) -> Result<T, Vec<FieldError>> {
-        if self.0.is_empty() {
+        if self.failed.is_empty() {
             Ok(value())
         } else {
-            Err(self.0)
+            Err(self.failed)
         }
     }
 
@@ -127,6 +162,35 @@ impl Problems {
         }
         lowered
     }
+}
+
+/// An input that checks itself into a valid value, for the gateway's
+/// extractor that merges these rules' failures with wrong JSON types.
+pub trait Parse {
+    type Output;
+    fn parse(&self) -> Result<Self::Output, Vec<FieldError>>;
+}
+
+macro_rules! parse_inputs {
+    ($($input:ty => $output:ty),* $(,)?) => {
+        $(impl Parse for $input {
+            type Output = $output;
+            fn parse(&self) -> Result<$output, Vec<FieldError>> {
+                // The inherent method of the same name.
+                <$input>::parse(self)
+            }
+        })*
+    };
+}
+
+parse_inputs! {
+    NewOrderInput => NewOrder,
+    RegistrationInput => Registration,
+    NewRestaurantInput => NewRestaurant,
+    RestaurantPatchInput => RestaurantPatch,
+    NewMenuItemInput => NewMenuItem,
+    MenuItemPatchInput => MenuItemPatch,
+    LocationInput => LocationFix,
 }
 
 /// `^\d{5}(-\d{4})?$`

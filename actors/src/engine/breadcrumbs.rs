@@ -14,6 +14,9 @@ use crate::store::{Breadcrumb, Store};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use crate::engine::eta_writer::Flush;
 
 #[derive(Clone)]
 pub struct BreadcrumbSink {
@@ -63,10 +66,13 @@ impl Default for BreadcrumbOptions {
     }
 }
 
-/// Starts the writer task; it ends when every sink is dropped.
-pub fn start(store: Arc<dyn Store>, options: BreadcrumbOptions) -> BreadcrumbSink {
+/// Starts the writer task; it ends when every sink is dropped, or when
+/// [`Flush::flush`] asks it to write what is queued and stop (shutdown).
+pub fn start(store: Arc<dyn Store>, options: BreadcrumbOptions) -> (BreadcrumbSink, Flush) {
     let (queue, mut samples) = mpsc::channel::<Breadcrumb>(options.capacity.max(1));
-    tokio::spawn(async move {
+    let stop = CancellationToken::new();
+    let stopping = stop.clone();
+    let task = tokio::spawn(async move {
         let mut batch = Vec::with_capacity(options.batch);
         let mut tick = tokio::time::interval(options.flush_every);
         loop {
@@ -74,6 +80,21 @@ pub fn start(store: Arc<dyn Store>, options: BreadcrumbOptions) -> BreadcrumbSin
             // a trickle of samples still makes few writes.
             let room = options.batch.saturating_sub(batch.len()).max(1);
             tokio::select! {
+                _ = stopping.cancelled() => {
+                    // Everything queued goes, in full batches.
+                    loop {
+                        while batch.len() < options.batch {
+                            match samples.try_recv() {
+                                Ok(crumb) => batch.push(crumb),
+                                Err(_) => break,
+                            }
+                        }
+                        if batch.is_empty() {
+                            return;
+                        }
+                        write(store.as_ref(), &mut batch).await;
+                    }
+                }
                 received = samples.recv_many(&mut batch, room) => {
                     if received == 0 {
                         write(store.as_ref(), &mut batch).await;
@@ -87,10 +108,11 @@ pub fn start(store: Arc<dyn Store>, options: BreadcrumbOptions) -> BreadcrumbSin
             }
         }
     });
-    BreadcrumbSink {
+    let sink = BreadcrumbSink {
         queue,
         every: options.every,
-    }
+    };
+    (sink, Flush::new(stop, task))
 }
 
 async fn write(store: &dyn Store, batch: &mut Vec<Breadcrumb>) {

@@ -15,6 +15,10 @@ pub struct EngineConfig {
     pub road_factor: f64,
     /// A stored ETA is rewritten and pushed only when it moves by more.
     pub eta_push_threshold: Duration,
+    /// How often an order waiting for a driver recomputes its estimate.
+    pub eta_refresh: Duration,
+    /// How often moved estimates are written to the store (newest per order).
+    pub eta_write_every: Duration,
     /// Frames a session may have waiting before its reader counts as slow.
     pub outbound_queue: usize,
     /// How many candidates the dispatcher asks the index for per order.
@@ -40,6 +44,8 @@ impl Default for EngineConfig {
             max_active_orders: 2,
             road_factor: crate::domain::eta::DEFAULT_ROAD_FACTOR,
             eta_push_threshold: Duration::from_secs(60),
+            eta_refresh: Duration::from_secs(5),
+            eta_write_every: Duration::from_millis(500),
             outbound_queue: 256,
             candidates_per_order: 8,
             max_restarts: 5,

@@ -15,15 +15,17 @@ use crate::domain::model::*;
 use crate::engine::config::EngineConfig;
 use crate::engine::driver::Drivers;
 use crate::engine::geo_actor::{CandidateQuery, Geo};
-use crate::engine::order::{CommandError, ORDER_CALL_TIMEOUT, Orders};
+use crate::engine::order::{CommandError, NearestDriver, ORDER_CALL_TIMEOUT, Orders};
 use crate::engine::slot::Slot;
 use crate::metrics as m;
+use crate::store::ExclusionReason;
 use crate::wire::{OfferOutcome, Pickup, ServerMessage};
 use chrono::{DateTime, Utc};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// An order the engine is looking for a driver for.
 #[derive(Debug, Clone)]
@@ -54,9 +56,14 @@ pub(crate) enum DispatchMessage {
         offer_id: OfferId,
         driver_id: DriverId,
         accept: bool,
+        /// The answering request's span (a socket's answer has none).
+        span: tracing::Span,
         reply: Option<RpcReplyPort<Result<Option<Order>, OfferError>>>,
     },
     Expire(OfferId),
+    /// The drivers the store remembers as excluded from an order just
+    /// opened (they declined it, or let its offer expire, before a restart).
+    Excluded(OrderId, Vec<DriverId>),
     /// The orders waiting for a driver, for the operator's view.
     Overview(RpcReplyPort<Vec<crate::wire::OpsOrder>>),
     /// The outcome of an accepted offer's assignment write.
@@ -74,6 +81,8 @@ struct OpenEntry {
     radius_km: f64,
     excluded: HashSet<DriverId>,
     offer: Option<OfferId>,
+    /// False until the store said whom it excludes: no offer before that.
+    exclusions_known: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -148,13 +157,32 @@ impl Actor for Dispatcher {
         match message {
             DispatchMessage::Open(info) => {
                 let radius_km = state.args.config.search_radius_km;
-                state.open.entry(info.order_id).or_insert(OpenEntry {
-                    info: *info,
-                    since: Instant::now(),
-                    radius_km,
-                    excluded: HashSet::new(),
-                    offer: None,
-                });
+                let order_id = info.order_id;
+                if let std::collections::hash_map::Entry::Vacant(vacant) =
+                    state.open.entry(order_id)
+                {
+                    vacant.insert(OpenEntry {
+                        info: *info,
+                        since: Instant::now(),
+                        radius_km,
+                        excluded: HashSet::new(),
+                        offer: None,
+                        exclusions_known: false,
+                    });
+                    // Off the dispatcher: it never waits on the store.
+                    let orders = state.args.orders.clone();
+                    let myself = myself.clone();
+                    tokio::spawn(async move {
+                        let excluded = orders.excluded_drivers(order_id).await;
+                        let _ = myself.cast(DispatchMessage::Excluded(order_id, excluded));
+                    });
+                }
+            }
+            DispatchMessage::Excluded(order_id, drivers) => {
+                if let Some(entry) = state.open.get_mut(&order_id) {
+                    entry.excluded.extend(drivers);
+                    entry.exclusions_known = true;
+                }
             }
             DispatchMessage::Withdraw(order_id) => {
                 if let Some(entry) = state.open.remove(&order_id)
@@ -168,10 +196,12 @@ impl Actor for Dispatcher {
                 offer_id,
                 driver_id,
                 accept,
+                span,
                 reply,
             } => {
                 state
                     .respond(&myself, offer_id, driver_id, accept, reply)
+                    .instrument(span)
                     .await
             }
             DispatchMessage::Expire(offer_id) => {
@@ -219,7 +249,7 @@ impl DispatcherState {
         let waiting: Vec<OrderId> = self
             .open
             .iter()
-            .filter(|(_, e)| e.offer.is_none())
+            .filter(|(_, e)| e.offer.is_none() && e.exclusions_known)
             .map(|(id, _)| *id)
             .collect();
         if waiting.is_empty() {
@@ -259,6 +289,20 @@ impl DispatcherState {
             let Some(entry) = self.open.get_mut(order_id) else {
                 continue;
             };
+            // The waiting order's ETA counts from the nearest of them.
+            let nearest = nearby
+                .iter()
+                .min_by(|a, b| a.distance_km.total_cmp(&b.distance_km))
+                .map(|n| NearestDriver {
+                    at: n.entry.at,
+                    vehicle: self
+                        .args
+                        .drivers
+                        .profile(n.entry.id)
+                        .map(|p| p.vehicle_type)
+                        .unwrap_or_default(),
+                });
+            self.args.orders.driver_near(*order_id, nearest);
             if nearby.is_empty() {
                 if let Some(wider) = dispatch::widen_radius(
                     entry.radius_km,
@@ -371,8 +415,17 @@ impl DispatcherState {
         self.offered_drivers.remove(&offer.driver_id);
         if let Some(entry) = self.open.get_mut(&offer.order_id) {
             entry.offer = None;
-            if matches!(outcome, OfferOutcome::Declined | OfferOutcome::Expired) {
+            let reason = match outcome {
+                OfferOutcome::Declined => Some(ExclusionReason::Declined),
+                OfferOutcome::Expired => Some(ExclusionReason::Expired),
+                _ => None,
+            };
+            if let Some(reason) = reason {
                 entry.excluded.insert(offer.driver_id);
+                // Remembered across a restart; written off the dispatcher.
+                self.args
+                    .orders
+                    .exclude_driver(offer.order_id, offer.driver_id, reason);
             }
         }
         self.closed
@@ -465,15 +518,18 @@ impl DispatcherState {
         self.offers.remove(&offer_id);
         let orders = self.args.orders.clone();
         let myself = myself.clone();
-        tokio::spawn(async move {
-            let result = orders.assign(offer.order_id, profile, offer_id).await;
-            let _ = myself.cast(DispatchMessage::Assigned {
-                offer_id,
-                offer,
-                result: Box::new(result),
-                reply,
-            });
-        });
+        tokio::spawn(
+            async move {
+                let result = orders.assign(offer.order_id, profile, offer_id).await;
+                let _ = myself.cast(DispatchMessage::Assigned {
+                    offer_id,
+                    offer,
+                    result: Box::new(result),
+                    reply,
+                });
+            }
+            .in_current_span(),
+        );
     }
 
     async fn assigned(
@@ -558,6 +614,7 @@ impl DispatchHandle {
                     offer_id,
                     driver_id,
                     accept,
+                    span: tracing::Span::current(),
                     reply: Some(reply),
                 },
                 ORDER_CALL_TIMEOUT,
@@ -573,6 +630,7 @@ impl DispatchHandle {
             offer_id,
             driver_id,
             accept,
+            span: tracing::Span::none(),
             reply: None,
         });
     }

@@ -1,9 +1,10 @@
 //! What a committed order change sets in motion elsewhere: the dispatcher
 //! opens or withdraws the order, the carrying driver's actor takes it on or
-//! lets it go, and the restaurant's tablets hear of a new order. Runs inside
+//! lets it go, and the restaurant's tablets hear of every change of its
+//! orders (new, confirmed, assigned, picked up, cancelled...). Runs inside
 //! order actors, after their write: it only casts (or spawns), never waits.
 
-use crate::domain::eta::{self, Kitchen};
+use crate::domain::eta::{self, Eta, Kitchen};
 use crate::domain::lifecycle;
 use crate::domain::model::*;
 use crate::engine::dispatcher::{DispatchHandle, Dispatchable};
@@ -12,6 +13,7 @@ use crate::engine::feeds::RestaurantFeeds;
 use crate::engine::order::{OrderChanged, OrderListener};
 use crate::wire;
 use std::sync::Arc;
+use tracing::Instrument;
 
 pub(crate) struct EngineListener {
     pub feeds: Arc<RestaurantFeeds>,
@@ -46,16 +48,20 @@ impl EngineListener {
         let feed = change.feed.clone();
         // Starting a driver actor is a call to its supervisor: off the
         // order actor, which must not wait on it.
-        tokio::spawn(async move {
-            let order_id = order.order_id();
-            if !drivers.carry(profile, order, feed).await {
-                tracing::warn!(
-                    order_id,
-                    driver_id,
-                    "Driver actor unavailable; order not carried"
-                );
+        // In the span of the request behind the change, if there is one.
+        tokio::spawn(
+            async move {
+                let order_id = order.order_id();
+                if !drivers.carry(profile, order, feed).await {
+                    tracing::warn!(
+                        order_id,
+                        driver_id,
+                        "Driver actor unavailable; order not carried"
+                    );
+                }
             }
-        });
+            .in_current_span(),
+        );
     }
 
     fn release(&self, order: &Order) {
@@ -68,11 +74,19 @@ impl EngineListener {
 impl OrderListener for EngineListener {
     fn order_changed(&self, change: OrderChanged<'_>) {
         let order = change.order;
+        // A tablet follows all of its restaurant's orders on one
+        // subscription. The DRIVER_UNASSIGNED of a cancellation is skipped:
+        // the cancellation's own update, just after, carries the same order.
+        let unassigned_by_cancel =
+            change.event.kind == OrderEventType::DriverUnassigned && order.status.is_terminal();
+        if !unassigned_by_cancel {
+            self.feeds.publish(
+                order.restaurant_id,
+                &wire::order_update(order, Eta::of(order, now())),
+            );
+        }
         match change.event.kind {
-            OrderEventType::OrderPlaced => {
-                self.feeds
-                    .publish(order.restaurant_id, &wire::order_update(order, None));
-            }
+            OrderEventType::OrderPlaced => {}
             OrderEventType::StatusChanged => match order.status {
                 OrderStatus::Confirmed if lifecycle::awaits_driver(order) => {
                     self.open_for_dispatch(&change)

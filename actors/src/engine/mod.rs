@@ -16,13 +16,14 @@
 //! files: `listener` turns committed order changes into work for the
 //! others, [`feeds`] keeps the restaurant and operator feeds, [`outbox`] is a
 //! session's bounded queue, [`breadcrumbs`] writes delivery trails off the
-//! hot path, `slot` lets a restarted actor be found, [`config`] holds the
+//! hot path, [`eta_writer`] stores moved ETAs the same way, `slot` lets a restarted actor be found, [`config`] holds the
 //! tunables.
 
 pub mod breadcrumbs;
 pub mod config;
 pub mod dispatcher;
 pub mod driver;
+pub mod eta_writer;
 pub mod feeds;
 pub mod geo_actor;
 mod listener;
@@ -65,6 +66,20 @@ impl Health {
     }
 }
 
+/// Every `every`, the orders waiting for a driver recompute their ETA.
+fn spawn_eta_refresher(orders: Orders, every: std::time::Duration, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => orders.refresh_waiting_etas(),
+            }
+        }
+    });
+}
+
 /// The handle on the running engine, cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
@@ -83,6 +98,8 @@ pub struct Engine {
     recovering: Arc<AtomicBool>,
     /// Stops the engine's own tasks (the operators' view).
     tasks: CancellationToken,
+    /// Writes the moved ETAs still queued, once the actors have stopped.
+    eta_flush: Arc<std::sync::Mutex<Option<eta_writer::Flush>>>,
 }
 
 impl Engine {
@@ -104,7 +121,8 @@ impl Engine {
             drivers: drivers.clone(),
             dispatch: dispatch.clone(),
         });
-        let orders = Orders::new(slots.orders.clone(), store.clone(), listener);
+        let (eta_writes, eta_flush) = eta_writer::start(store.clone(), config.eta_write_every);
+        let orders = Orders::new(slots.orders.clone(), store.clone(), listener, eta_writes);
         let on_driver_revived: Arc<OnRevived> = Arc::new(OnceLock::new());
         let revived_orders = orders.clone();
         let _ = on_driver_revived.set(Arc::new(move |driver_id| {
@@ -132,6 +150,7 @@ impl Engine {
         .await?;
         let ops = Arc::new(OpsFeed::default());
         let tasks = CancellationToken::new();
+        spawn_eta_refresher(orders.clone(), config.eta_refresh, tasks.clone());
         feeds::spawn_ops_reporter(
             ops.clone(),
             geo.clone(),
@@ -154,6 +173,7 @@ impl Engine {
             gave_up,
             recovering,
             tasks,
+            eta_flush: Arc::new(std::sync::Mutex::new(Some(eta_flush))),
         })
     }
 
@@ -234,5 +254,19 @@ impl Engine {
         self.stopping.store(true, Ordering::Release);
         self.tasks.cancel();
         self.root.stop(Some("engine stopping".into()));
+    }
+
+    /// After [`Engine::stop`]: writes the moved ETAs still queued. False if
+    /// that took longer than `within`.
+    pub async fn flush_writes(&self, within: std::time::Duration) -> bool {
+        let flush = self
+            .eta_flush
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        match flush {
+            Some(flush) => flush.flush(within).await,
+            None => true,
+        }
     }
 }

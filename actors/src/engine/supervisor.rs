@@ -301,6 +301,7 @@ impl RootState {
                         breadcrumbs: args.breadcrumbs.clone(),
                         config: args.config.clone(),
                         on_revived: args.on_driver_revived.clone(),
+                        pauses: args.drivers.pauses(),
                     },
                     supervisor,
                 )

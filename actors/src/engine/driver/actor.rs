@@ -68,6 +68,8 @@ pub(crate) struct DriverArguments {
     pub geo: Geo,
     pub breadcrumbs: BreadcrumbSink,
     pub config: Arc<EngineConfig>,
+    /// The driver's pause as last stored (it survives restarts).
+    pub paused: bool,
 }
 
 pub(crate) struct DriverState {
@@ -148,7 +150,7 @@ impl Actor for DriverActor {
             profile: args.profile,
             location: None,
             online: false,
-            paused: false,
+            paused: args.paused,
             carrying: HashMap::new(),
             session: None,
             geo: args.geo,

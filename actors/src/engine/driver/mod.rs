@@ -40,6 +40,63 @@ pub enum DriverError {
     Unavailable,
 }
 
+/// Which drivers asked to be paused: kept in the store, so that a restart
+/// (of the process or of a driver's actor) does not offer orders to a
+/// driver who said no more. Read once per driver, when its actor first
+/// starts; every change is written through.
+#[derive(Clone)]
+pub(crate) struct Pauses {
+    known: Arc<DashMap<DriverId, bool>>,
+    store: Arc<dyn Store>,
+}
+
+impl Pauses {
+    /// What a new actor of `id` starts with.
+    pub(crate) fn get(&self, id: DriverId) -> bool {
+        self.known.get(&id).is_some_and(|paused| *paused)
+    }
+
+    async fn load(&self, id: DriverId) {
+        if self.known.contains_key(&id) {
+            return;
+        }
+        match self.store.driver_paused(id).await {
+            Ok(paused) => {
+                self.known.entry(id).or_insert(paused);
+            }
+            Err(error) => {
+                tracing::warn!(driver_id = id, %error, "Pause not read; the driver starts available")
+            }
+        }
+    }
+
+    /// Stored before the caller is answered.
+    async fn set_durably(&self, id: DriverId, paused: bool) -> Result<(), StoreError> {
+        self.store
+            .set_driver_paused(id, paused, changed_us())
+            .await?;
+        self.known.insert(id, paused);
+        Ok(())
+    }
+
+    /// From the socket, whose actor must not wait: stored in a task. The
+    /// time of the change orders writes that land out of order.
+    fn set_in_background(&self, id: DriverId, paused: bool) {
+        self.known.insert(id, paused);
+        let store = self.store.clone();
+        let changed = changed_us();
+        tokio::spawn(async move {
+            if let Err(error) = store.set_driver_paused(id, paused, changed).await {
+                tracing::warn!(driver_id = id, %error, "Pause not stored; a restart forgets it");
+            }
+        });
+    }
+}
+
+fn changed_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
 /// Every driver actor, by driver id, and what the dispatcher needs to know
 /// of each without asking it (its profile).
 #[derive(Clone)]
@@ -48,6 +105,7 @@ pub struct Drivers {
     profiles: Arc<DashMap<DriverId, Driver>>,
     supervisor: Slot<DriverSupervisorMessage>,
     store: Arc<dyn Store>,
+    pauses: Pauses,
 }
 
 impl Drivers {
@@ -56,8 +114,17 @@ impl Drivers {
             registry: Arc::new(DashMap::new()),
             profiles: Arc::new(DashMap::new()),
             supervisor,
+            pauses: Pauses {
+                known: Arc::new(DashMap::new()),
+                store: store.clone(),
+            },
             store,
         }
+    }
+
+    /// What the driver supervisor starts each actor with.
+    pub(crate) fn pauses(&self) -> Pauses {
+        self.pauses.clone()
     }
 
     /// The map the supervisor keeps current.
@@ -78,6 +145,7 @@ impl Drivers {
         if let Some(actor) = self.get(profile.id) {
             return Some(actor);
         }
+        self.pauses.load(profile.id).await;
         self.profiles.insert(profile.id, profile.clone());
         self.supervisor
             .call(
@@ -100,7 +168,11 @@ impl Drivers {
                 .ok_or(DriverError::NotFound)?,
         };
         let actor = self.ensure(profile).await.ok_or(DriverError::Unavailable)?;
-        Ok(DriverHandle { actor, driver_id })
+        Ok(DriverHandle {
+            actor,
+            driver_id,
+            pauses: self.pauses.clone(),
+        })
     }
 
     /// Opens the driver's actor and gives it this socket: offers and the
@@ -149,12 +221,22 @@ impl Drivers {
         self.status(id).await.and_then(|s| s.location)
     }
 
-    /// Pause or resume offers; the setting now in force.
-    pub async fn set_availability(&self, id: DriverId, available: bool) -> Option<bool> {
+    /// Pause or resume offers, stored first; the setting now in force. A
+    /// driver without a running actor gets it when one starts.
+    pub async fn set_availability(
+        &self,
+        id: DriverId,
+        available: bool,
+    ) -> Result<bool, DriverError> {
+        self.pauses.set_durably(id, !available).await?;
+        if self.get(id).is_none() {
+            return Ok(available);
+        }
         self.ask(id, |reply| {
             DriverMessage::SetAvailability(available, Some(reply))
         })
         .await
+        .ok_or(DriverError::Unavailable)
     }
 
     /// Pushes a frame to the driver's socket; false if it has none.
@@ -213,6 +295,7 @@ impl PresenceListener for Drivers {
 pub struct DriverHandle {
     actor: ActorRef<DriverMessage>,
     driver_id: DriverId,
+    pauses: Pauses,
 }
 
 impl DriverHandle {
@@ -230,6 +313,7 @@ impl DriverHandle {
 
     /// Pause or resume offers, without waiting; false when the actor is gone.
     pub(crate) fn set_availability(&self, available: bool) -> bool {
+        self.pauses.set_in_background(self.driver_id, !available);
         self.actor
             .cast(DriverMessage::SetAvailability(available, None))
             .is_ok()

@@ -36,6 +36,8 @@ pub(crate) struct DriverSupervisorArguments {
     pub breadcrumbs: BreadcrumbSink,
     pub config: Arc<EngineConfig>,
     pub on_revived: Arc<OnRevived>,
+    /// Who asked to be paused: a restarted actor keeps the setting.
+    pub pauses: super::Pauses,
 }
 
 pub(crate) struct DriverSupervisorState {
@@ -126,6 +128,7 @@ impl DriverSupervisorState {
             geo: self.args.geo.clone(),
             breadcrumbs: self.args.breadcrumbs.clone(),
             config: self.args.config.clone(),
+            paused: self.args.pauses.get(driver_id),
         };
         match Actor::spawn_linked(None, DriverActor, args, myself.get_cell()).await {
             Ok((actor, _)) => {

@@ -6,11 +6,14 @@
 //! serialised, so no update is ever lost. A terminal order stops its actor.
 
 use super::feed::{MovedEta, OrderFeed, Trip};
-use super::{Audience, CommandError, OrderChanged, OrderListener, OrderRef, TransitionCommand};
+use super::{
+    Audience, CommandError, NearestDriver, OrderChanged, OrderListener, OrderRef, TransitionCommand,
+};
 use crate::domain::eta::{self, Eta, Kitchen, Leg};
 use crate::domain::lifecycle::{self, Refusal};
 use crate::domain::model::*;
 use crate::engine::config::EngineConfig;
+use crate::engine::eta_writer::EtaWrites;
 use crate::engine::outbox::{Outbox, SessionId};
 use crate::metrics as m;
 use crate::store::{NewOrderEvent, OrderChange, Store, StoreError};
@@ -19,9 +22,16 @@ use chrono::{DateTime, Utc};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument;
 
 pub(crate) enum OrderMessage {
-    Transition(TransitionCommand, RpcReplyPort<Result<Order, CommandError>>),
+    /// With the span of the request that asked (its `request_id`), entered
+    /// while the actor works on it, so the actor's log lines carry it.
+    Transition(
+        TransitionCommand,
+        tracing::Span,
+        RpcReplyPort<Result<Order, CommandError>>,
+    ),
     /// A session asks to watch the order; on success the actor queues the
     /// `snapshot` itself, so no update can slip between snapshot and
     /// subscription.
@@ -41,10 +51,18 @@ pub(crate) enum OrderMessage {
     /// after the dispatcher or the driver actors restarted, they learn
     /// again which orders wait for a driver and who carries what.
     Reannounce(Audience),
+    /// An order still waiting for a driver recomputes its estimate: the
+    /// clock moved on, and so may the drivers near it.
+    RefreshEta,
+    /// The nearest available driver the dispatcher found for this order in
+    /// its last round (`None`: nobody within the search radius).
+    DriverNear(Option<NearestDriver>),
     /// Assign the driver who accepted an offer.
     Assign {
         driver: Driver,
         offer_id: OfferId,
+        /// The accepting request's span, as for `Transition`.
+        span: tracing::Span,
         reply: RpcReplyPort<Result<Order, CommandError>>,
     },
 }
@@ -59,6 +77,7 @@ pub(crate) struct OrderArguments {
     pub listener: Arc<dyn OrderListener>,
     pub config: Arc<EngineConfig>,
     pub feed: Arc<OrderFeed>,
+    pub eta_writes: EtaWrites,
     /// The feed was a failed actor's: its watchers may have missed a
     /// change, so each gets a fresh snapshot.
     pub adopted: bool,
@@ -73,7 +92,15 @@ pub(crate) struct OrderState {
     store: Arc<dyn Store>,
     listener: Arc<dyn OrderListener>,
     config: Arc<EngineConfig>,
+    eta_writes: EtaWrites,
+    /// While no driver is assigned: who the dispatcher last saw nearest.
+    nearest: Option<(NearestDriver, Instant)>,
 }
+
+/// A dispatcher's sighting older than this no longer says where the
+/// nearest driver is (the order had an offer out meanwhile, or the
+/// dispatcher restarted).
+const NEAREST_DRIVER_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Actor for OrderActor {
     type Msg = OrderMessage;
@@ -95,6 +122,8 @@ impl Actor for OrderActor {
             store: args.store,
             listener: args.listener,
             config: args.config,
+            eta_writes: args.eta_writes,
+            nearest: None,
         };
         state.feed.track(state.trip());
         if args.adopted {
@@ -121,8 +150,8 @@ impl Actor for OrderActor {
         state: &mut OrderState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            OrderMessage::Transition(command, reply) => {
-                let result = state.transition(&myself, command).await;
+            OrderMessage::Transition(command, span, reply) => {
+                let result = state.transition(&myself, command).instrument(span).await;
                 let terminal = matches!(&result, Ok(order) if order.status.is_terminal());
                 // The caller may have given up; the write stands either way.
                 let _ = reply.send(result);
@@ -157,12 +186,21 @@ impl Actor for OrderActor {
                     state.started(&myself);
                 }
             }
+            OrderMessage::RefreshEta => state.refresh_waiting_eta(),
+            OrderMessage::DriverNear(nearest) => {
+                state.nearest = nearest.map(|n| (n, Instant::now()));
+            }
             OrderMessage::Assign {
                 driver,
                 offer_id,
+                span,
                 reply,
             } => {
-                let _ = reply.send(state.assign(&myself, driver, offer_id).await);
+                let assigned = state
+                    .assign(&myself, driver, offer_id)
+                    .instrument(span)
+                    .await;
+                let _ = reply.send(assigned);
             }
         }
         Ok(())
@@ -261,7 +299,16 @@ impl OrderState {
             // Picked up but no position seen yet: keep what we had.
             (OrderStatus::PickedUp, None) => return order.estimated_delivery_at,
             (_, Some(at)) if order.driver_id.is_some() => Leg::ToRestaurant { at, vehicle },
-            _ => Leg::Unassigned { vehicle },
+            // No driver yet: from the nearest one the dispatcher saw, if it
+            // is far enough to be later than the food; else one assumed to
+            // be at the restaurant when the food is ready.
+            _ => match self.nearest_driver() {
+                Some(nearest) if order.driver_id.is_none() => Leg::ToRestaurant {
+                    at: nearest.at,
+                    vehicle: nearest.vehicle,
+                },
+                _ => Leg::Unassigned { vehicle },
+            },
         };
         let dropoff = LatLon {
             lat: order.delivery_address.lat,
@@ -278,6 +325,14 @@ impl OrderState {
     }
 
     fn announce(&mut self, myself: &ActorRef<OrderMessage>, event: &NewOrderEvent) {
+        tracing::info!(
+            order_id = self.order.id,
+            event = event.kind.as_str(),
+            status = self.order.status.as_str(),
+            version = self.order.version,
+            driver_id = self.order.driver_id,
+            "Order changed"
+        );
         self.feed
             .broadcast(&wire::order_update(&self.order, self.eta()));
         self.listener.order_changed(OrderChanged {
@@ -433,6 +488,40 @@ impl OrderState {
         Ok(self.order.clone())
     }
 
+    fn nearest_driver(&self) -> Option<NearestDriver> {
+        self.nearest
+            .filter(|(_, seen)| seen.elapsed() < NEAREST_DRIVER_TTL)
+            .map(|(nearest, _)| nearest)
+    }
+
+    /// An order without a driver: a fresh estimate, stored and pushed when
+    /// it moved past the threshold, as a driver's position does for an
+    /// assigned order. Without this, a waiting order's ETA stayed what it
+    /// was at placement and counted down to zero while nobody came.
+    fn refresh_waiting_eta(&mut self) {
+        if self.order.driver_id.is_some() || self.order.status.is_terminal() {
+            return;
+        }
+        let Some(fresh) = self.estimate(&self.order) else {
+            return;
+        };
+        let threshold = chrono::Duration::from_std(self.config.eta_push_threshold)
+            .unwrap_or(chrono::Duration::MAX);
+        let moved = self
+            .order
+            .estimated_delivery_at
+            .is_none_or(|stored| (fresh - stored).abs() > threshold);
+        if !moved {
+            return;
+        }
+        self.order.estimated_delivery_at = Some(fresh);
+        metrics::counter!(m::ETA_UPDATES_TOTAL).increment(1);
+        self.eta_writes
+            .offer(self.order.id, self.order.version, fresh);
+        self.feed
+            .broadcast(&wire::order_update(&self.order, self.eta()));
+    }
+
     /// Stores and pushes an estimate the driver's position moved, unless a
     /// change committed since (its own estimate stands).
     fn eta_moved(&mut self, moved: MovedEta) {
@@ -442,15 +531,10 @@ impl OrderState {
         let fresh = moved.estimated_delivery_at;
         self.order.estimated_delivery_at = Some(fresh);
         metrics::counter!(m::ETA_UPDATES_TOTAL).increment(1);
-        // Off the hot path: the estimate is advisory, so a lost write
-        // costs nothing but a stale ETA until the next one.
-        let store = self.store.clone();
-        let order_id = self.order.id;
-        tokio::spawn(async move {
-            if let Err(error) = store.set_estimated_delivery(order_id, fresh).await {
-                tracing::debug!(order_id, %error, "ETA not stored");
-            }
-        });
+        // Stored in the background, for this version only: a change
+        // committed meanwhile writes its own estimate.
+        self.eta_writes
+            .offer(self.order.id, self.order.version, fresh);
         self.feed
             .broadcast(&wire::order_update(&self.order, self.eta()));
     }

@@ -12,6 +12,7 @@ pub(crate) use supervisor::{OrderSupervisor, OrderSupervisorArguments, OrderSupe
 
 use crate::domain::lifecycle::{self, Action, Refusal};
 use crate::domain::model::*;
+use crate::engine::eta_writer::EtaWrites;
 use crate::engine::outbox::{Outbox, SessionId};
 use crate::engine::slot::Slot;
 use crate::store::{NewOrderEvent, Store, StoreError};
@@ -22,6 +23,7 @@ use ractor::rpc::CallResult;
 use ractor::{ActorCell, ActorRef};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// How long a caller waits for an order actor. Longer than any store write
 /// may take (the pool's acquire timeout plus the statement), so that a
@@ -66,6 +68,14 @@ pub struct TransitionCommand {
     pub reason: Option<String>,
 }
 
+/// The nearest available driver to an order's restaurant, as the
+/// dispatcher last saw it: what a waiting order's ETA counts from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NearestDriver {
+    pub at: LatLon,
+    pub vehicle: VehicleType,
+}
+
 /// One order's actor, as the actors that work with it (its driver's, the
 /// dispatcher) hold it.
 #[derive(Clone)]
@@ -95,6 +105,10 @@ impl OrderRef {
     /// The carrying driver's own socket, subscribed without asking.
     pub(crate) fn attach_driver_session(&self, outbox: Arc<Outbox>) {
         let _ = self.actor.cast(OrderMessage::AttachDriverSession(outbox));
+    }
+
+    fn refresh_eta(&self) {
+        let _ = self.actor.cast(OrderMessage::RefreshEta);
     }
 
     fn reannounce(&self, audience: Audience) {
@@ -143,6 +157,7 @@ pub struct Orders {
     supervisor: Slot<OrderSupervisorMessage>,
     store: Arc<dyn Store>,
     listener: Arc<dyn OrderListener>,
+    eta_writes: EtaWrites,
 }
 
 impl Orders {
@@ -150,8 +165,10 @@ impl Orders {
         supervisor: Slot<OrderSupervisorMessage>,
         store: Arc<dyn Store>,
         listener: Arc<dyn OrderListener>,
+        eta_writes: EtaWrites,
     ) -> Orders {
         Orders {
+            eta_writes,
             registry: Arc::new(DashMap::new()),
             orphans: Arc::new(DashMap::new()),
             restaurants: Arc::new(DashMap::new()),
@@ -173,6 +190,7 @@ impl Orders {
             store: self.store.clone(),
             listener: self.listener.clone(),
             config,
+            eta_writes: self.eta_writes.clone(),
             revive: Arc::new(move |order_id| {
                 let orders = orders.clone();
                 tokio::spawn(async move {
@@ -208,6 +226,55 @@ impl Orders {
         for entry in self.registry.iter() {
             entry.order.reannounce(audience);
         }
+    }
+
+    /// Every live order without a driver recomputes its ETA (a periodic
+    /// chore of the engine; orders with a driver follow its positions).
+    pub(crate) fn refresh_waiting_etas(&self) {
+        for entry in self.registry.iter() {
+            if entry.feed.driver_id().is_none() {
+                entry.order.refresh_eta();
+            }
+        }
+    }
+
+    /// The dispatcher's sighting of the nearest available driver to a
+    /// waiting order.
+    pub(crate) fn driver_near(&self, order_id: OrderId, nearest: Option<NearestDriver>) {
+        if let Some(actor) = self.actor(order_id) {
+            let _ = actor.cast(OrderMessage::DriverNear(nearest));
+        }
+    }
+
+    /// The drivers the store remembers as excluded from an order. A store
+    /// error is logged and answers none: dispatch goes on rather than stall.
+    pub(crate) async fn excluded_drivers(&self, order_id: OrderId) -> Vec<DriverId> {
+        match self.store.excluded_drivers(order_id).await {
+            Ok(drivers) => drivers,
+            Err(error) => {
+                tracing::warn!(order_id, %error, "Exclusions not read; dispatching without them");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Records, in the background, that `driver_id` is not to be offered
+    /// the order again (one small write per decline or expiry).
+    pub(crate) fn exclude_driver(
+        &self,
+        order_id: OrderId,
+        driver_id: DriverId,
+        reason: crate::store::ExclusionReason,
+    ) {
+        let store = self.store.clone();
+        tokio::spawn(
+            async move {
+                if let Err(error) = store.exclude_driver(order_id, driver_id, reason, now()).await {
+                    tracing::warn!(order_id, driver_id, %error, "Exclusion not stored; a restart forgets it");
+                }
+            }
+            .in_current_span(),
+        );
     }
 
     /// The orders `driver_id` carries tell it so again (its actor was
@@ -341,6 +408,7 @@ impl Orders {
                 |reply| OrderMessage::Assign {
                     driver,
                     offer_id,
+                    span: tracing::Span::current(),
                     reply,
                 },
                 Some(ORDER_CALL_TIMEOUT),
@@ -370,7 +438,9 @@ impl Orders {
             };
             let asked = actor
                 .call(
-                    |reply| OrderMessage::Transition(command.clone(), reply),
+                    |reply| {
+                        OrderMessage::Transition(command.clone(), tracing::Span::current(), reply)
+                    },
                     Some(ORDER_CALL_TIMEOUT),
                 )
                 .await;

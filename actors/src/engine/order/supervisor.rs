@@ -11,6 +11,7 @@ use super::feed::OrderFeed;
 use super::{LiveOrder, OrderEntry, OrderListener};
 use crate::domain::model::OrderId;
 use crate::engine::config::EngineConfig;
+use crate::engine::eta_writer::EtaWrites;
 use crate::metrics as m;
 use crate::store::Store;
 use dashmap::DashMap;
@@ -34,6 +35,7 @@ pub(crate) struct OrderSupervisorArguments {
     pub store: Arc<dyn Store>,
     pub listener: Arc<dyn OrderListener>,
     pub config: Arc<EngineConfig>,
+    pub eta_writes: EtaWrites,
     /// Reads a failed actor's order back and starts it again.
     pub revive: Arc<dyn Fn(OrderId) + Send + Sync>,
 }
@@ -155,6 +157,7 @@ impl OrderSupervisorState {
             listener: self.args.listener.clone(),
             config: config.clone(),
             feed: feed.clone(),
+            eta_writes: self.args.eta_writes.clone(),
             adopted: is_adopted,
         };
         match Actor::spawn_linked(None, OrderActor, args, myself.get_cell()).await {
