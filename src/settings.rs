@@ -75,6 +75,12 @@ pub struct DispatchSettings {
     pub road_factor: f64,
     pub eta_push_threshold_secs: u64,
     pub candidates_per_order: usize,
+    pub max_bundle: usize,
+    pub bundle_ready_gap_secs: u64,
+    pub bundle_max_delay_secs: u64,
+    /// 0: commit a driver at once, however long it would wait for the food.
+    pub commit_ahead_secs: u64,
+    pub max_click_to_door_mins: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -190,9 +196,13 @@ impl Settings {
         {
             problems.push("presence.ttl_secs, dispatch.round_interval_ms and dispatch.offer_timeout_secs must be positive");
         }
-        if self.dispatch.max_active_orders == 0 || self.dispatch.candidates_per_order == 0 {
+        if self.dispatch.max_active_orders == 0
+            || self.dispatch.candidates_per_order == 0
+            || self.dispatch.max_bundle == 0
+            || self.dispatch.max_click_to_door_mins == 0
+        {
             problems.push(
-                "dispatch.max_active_orders and dispatch.candidates_per_order must be positive",
+                "dispatch.max_active_orders, candidates_per_order, max_bundle and max_click_to_door_mins must be positive",
             );
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
@@ -231,6 +241,12 @@ impl Settings {
             eta_push_threshold: Duration::from_secs(self.dispatch.eta_push_threshold_secs),
             outbound_queue: self.ws.outbound_queue,
             candidates_per_order: self.dispatch.candidates_per_order,
+            max_bundle: self.dispatch.max_bundle,
+            bundle_ready_gap: Duration::from_secs(self.dispatch.bundle_ready_gap_secs),
+            bundle_max_delay: Duration::from_secs(self.dispatch.bundle_max_delay_secs),
+            commit_ahead: (self.dispatch.commit_ahead_secs > 0)
+                .then(|| Duration::from_secs(self.dispatch.commit_ahead_secs)),
+            max_click_to_door: Duration::from_secs(self.dispatch.max_click_to_door_mins * 60),
             max_restarts: self.supervision.max_restarts,
             restart_window: Duration::from_secs(self.supervision.restart_window_secs),
             restart_delay: Duration::from_millis(self.supervision.restart_delay_ms),

@@ -19,6 +19,18 @@ pub struct EngineConfig {
     pub outbound_queue: usize,
     /// How many candidates the dispatcher asks the index for per order.
     pub candidates_per_order: usize,
+    /// Orders one offer may name (bundles of one restaurant); capped by
+    /// `max_active_orders`. 1: no bundling.
+    pub max_bundle: usize,
+    /// Orders whose food is ready further apart than this are not bundled.
+    pub bundle_ready_gap: Duration,
+    /// No order of a bundle may arrive later than this against going alone.
+    pub bundle_max_delay: Duration,
+    /// A driver who would wait at the restaurant longer than this is not
+    /// committed yet (None: commit at once).
+    pub commit_ahead: Option<Duration>,
+    /// Orders no driver can deliver within this are flagged hopeless.
+    pub max_click_to_door: Duration,
     /// A core actor that fails more often than this within
     /// `restart_window` is not started again: the engine stops, and the
     /// process exits non-zero for its own supervisor to restart.
@@ -42,6 +54,11 @@ impl Default for EngineConfig {
             eta_push_threshold: Duration::from_secs(60),
             outbound_queue: 256,
             candidates_per_order: 8,
+            max_bundle: 2,
+            bundle_ready_gap: Duration::from_secs(300),
+            bundle_max_delay: Duration::from_secs(600),
+            commit_ahead: None,
+            max_click_to_door: Duration::from_secs(90 * 60),
             max_restarts: 5,
             restart_window: Duration::from_secs(60),
             restart_delay: Duration::from_millis(100),

@@ -33,6 +33,7 @@ impl EngineListener {
                 Kitchen::from(order),
                 change.restaurant.prep_time_minutes,
             ),
+            placed_at: order.placed_at,
         });
     }
 
