@@ -1,6 +1,7 @@
 //! The engine's tunables, as the actors see them (the process maps its
 //! settings file onto this).
 
+use crate::domain::dispatch::{BoardRules, PolicyParams};
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -62,6 +63,35 @@ impl Default for EngineConfig {
             max_restarts: 5,
             restart_window: Duration::from_secs(60),
             restart_delay: Duration::from_millis(100),
+        }
+    }
+}
+
+impl EngineConfig {
+    /// The dispatch board's rules (live: the maximum click-to-door flags,
+    /// it does not refuse).
+    pub fn board_rules(&self) -> BoardRules {
+        BoardRules {
+            search_radius_km: self.search_radius_km,
+            max_radius_km: self.max_radius_km,
+            candidates_per_order: self.candidates_per_order,
+            max_bundle: self.max_bundle.min(self.max_active_orders as usize).max(1),
+            bundle_ready_gap_secs: self.bundle_ready_gap.as_secs_f64(),
+            bundle_max_delay_secs: self.bundle_max_delay.as_secs_f64(),
+            max_click_to_door_secs: self.max_click_to_door.as_secs_f64(),
+            enforce_max_click_to_door: false,
+        }
+    }
+
+    /// The cost model's parameters.
+    pub fn policy_params(&self) -> PolicyParams {
+        PolicyParams {
+            road_factor: self.road_factor,
+            max_active_orders: self.max_active_orders,
+            commit_ahead_secs: self
+                .commit_ahead
+                .map_or(f64::INFINITY, |window| window.as_secs_f64()),
+            ..PolicyParams::default()
         }
     }
 }

@@ -12,7 +12,7 @@
 //! actor, whose durable write makes the assignment; that write runs in a
 //! task, so the dispatcher itself never waits on the store.
 
-use crate::domain::dispatch::{Board, BoardRules, Candidate, PolicyParams, WaitingOrder};
+use crate::domain::dispatch::{Board, Candidate, WaitingOrder};
 use crate::domain::model::*;
 use crate::engine::config::EngineConfig;
 use crate::engine::driver::Drivers;
@@ -122,7 +122,7 @@ impl Actor for Dispatcher {
         args: DispatcherArguments,
     ) -> Result<DispatcherState, ActorProcessingErr> {
         myself.send_interval(args.config.round_interval, || DispatchMessage::Round);
-        let board = Board::new(board_rules(&args.config), policy_params(&args.config));
+        let board = Board::new(args.config.board_rules(), args.config.policy_params());
         Ok(DispatcherState {
             board,
             open: HashMap::new(),
@@ -530,35 +530,6 @@ impl DispatcherState {
         if let Some(reply) = reply {
             let _ = reply.send(answer);
         }
-    }
-}
-
-/// The board's rules, from the engine's settings.
-pub(crate) fn board_rules(config: &EngineConfig) -> BoardRules {
-    BoardRules {
-        search_radius_km: config.search_radius_km,
-        max_radius_km: config.max_radius_km,
-        candidates_per_order: config.candidates_per_order,
-        max_bundle: config
-            .max_bundle
-            .min(config.max_active_orders as usize)
-            .max(1),
-        bundle_ready_gap_secs: config.bundle_ready_gap.as_secs_f64(),
-        bundle_max_delay_secs: config.bundle_max_delay.as_secs_f64(),
-        max_click_to_door_secs: config.max_click_to_door.as_secs_f64(),
-        enforce_max_click_to_door: false,
-    }
-}
-
-/// The cost model's parameters, from the engine's settings.
-pub(crate) fn policy_params(config: &EngineConfig) -> PolicyParams {
-    PolicyParams {
-        road_factor: config.road_factor,
-        max_active_orders: config.max_active_orders,
-        commit_ahead_secs: config
-            .commit_ahead
-            .map_or(f64::INFINITY, |window| window.as_secs_f64()),
-        ..PolicyParams::default()
     }
 }
 
