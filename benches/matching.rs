@@ -136,8 +136,6 @@ fn round_with_index(c: &mut Criterion) {
                 at: d.at,
                 available: true,
                 active_orders: d.active_orders,
-                free_in_secs: 0.0,
-                off_in_secs: f64::INFINITY,
             })
             .collect(),
     );

@@ -113,11 +113,13 @@ pub fn check_dir(instance: &Instance, dir: &Path) -> anyhow::Result<Vec<String>>
     let file = "solution_info_orders.txt";
     let mut delivered: HashMap<usize, Delivered> = HashMap::new();
     let mut violations = Vec::new();
-    let header = std::fs::read_to_string(dir.join(file))
-        .with_context(|| format!("cannot read {file}"))?;
+    let header =
+        std::fs::read_to_string(dir.join(file)).with_context(|| format!("cannot read {file}"))?;
     let header = header.lines().next().unwrap_or_default();
     if header != "order placement_time ready_time pickup_time dropoff_time courier" {
-        violations.push(format!("{file}:1: header {header:?} is not the evaluator's"));
+        violations.push(format!(
+            "{file}:1: header {header:?} is not the evaluator's"
+        ));
     }
     for (line, f) in lines(&dir.join(file))? {
         if f.len() != 6 {
@@ -190,30 +192,51 @@ fn check(
         let duty = &instance.couriers[a.courier];
         let restaurant = instance.orders[a.orders[0]].restaurant;
         if a.pickup > duty.off {
-            v(format!("{a_file}:{}: pickup {} after the courier's off-time {}", a.line, a.pickup, duty.off));
+            v(format!(
+                "{a_file}:{}: pickup {} after the courier's off-time {}",
+                a.line, a.pickup, duty.off
+            ));
         }
         if a.assigned < duty.on {
-            v(format!("{a_file}:{}: assigned at {} before the courier's on-time {}", a.line, a.assigned, duty.on));
+            v(format!(
+                "{a_file}:{}: assigned at {} before the courier's on-time {}",
+                a.line, a.assigned, duty.on
+            ));
         }
         for &o in &a.orders {
             let order = &instance.orders[o];
             if assigned_in.insert(o, i).is_some() {
-                v(format!("{a_file}:{}: order {} assigned twice", a.line, order.name));
+                v(format!(
+                    "{a_file}:{}: order {} assigned twice",
+                    a.line, order.name
+                ));
             }
             if a.assigned < order.placed {
-                v(format!("{a_file}:{}: order {} assigned at {} before its placement {}", a.line, order.name, a.assigned, order.placed));
+                v(format!(
+                    "{a_file}:{}: order {} assigned at {} before its placement {}",
+                    a.line, order.name, a.assigned, order.placed
+                ));
             }
             if order.restaurant != restaurant {
                 v(format!("{a_file}:{}: bundle mixes restaurants", a.line));
             }
             if a.pickup < order.ready {
-                v(format!("{a_file}:{}: pickup {} before order {} is ready at {}", a.line, a.pickup, order.name, order.ready));
+                v(format!(
+                    "{a_file}:{}: pickup {} before order {} is ready at {}",
+                    a.line, a.pickup, order.name, order.ready
+                ));
             }
             match delivered.get(&o) {
-                None => v(format!("{a_file}:{}: order {} assigned but not in {o_file}", a.line, order.name)),
+                None => v(format!(
+                    "{a_file}:{}: order {} assigned but not in {o_file}",
+                    a.line, order.name
+                )),
                 Some(d) => {
                     if d.pickup != a.pickup || d.courier != a.courier {
-                        v(format!("{o_file}:{}: order {} pickup/courier disagree with {a_file}:{}", d.line, order.name, a.line));
+                        v(format!(
+                            "{o_file}:{}: order {} pickup/courier disagree with {a_file}:{}",
+                            d.line, order.name, a.line
+                        ));
                     }
                 }
             }
@@ -222,16 +245,30 @@ fn check(
     for (o, d) in delivered {
         let order = &instance.orders[*o];
         if !assigned_in.contains_key(o) {
-            v(format!("{o_file}:{}: order {} delivered without an assignment", d.line, order.name));
+            v(format!(
+                "{o_file}:{}: order {} delivered without an assignment",
+                d.line, order.name
+            ));
         }
         if d.placed != order.placed || d.ready != order.ready {
-            v(format!("{o_file}:{}: order {} placement/ready times are not the instance's", d.line, order.name));
+            v(format!(
+                "{o_file}:{}: order {} placement/ready times are not the instance's",
+                d.line, order.name
+            ));
         }
         if d.dropoff - order.placed > max {
-            v(format!("{o_file}:{}: order {} click-to-door {} over the maximum {max}", d.line, order.name, d.dropoff - order.placed));
+            v(format!(
+                "{o_file}:{}: order {} click-to-door {} over the maximum {max}",
+                d.line,
+                order.name,
+                d.dropoff - order.placed
+            ));
         }
         if d.dropoff < d.pickup {
-            v(format!("{o_file}:{}: order {} dropped off before its pickup", d.line, order.name));
+            v(format!(
+                "{o_file}:{}: order {} dropped off before its pickup",
+                d.line, order.name
+            ));
         }
     }
 
@@ -250,14 +287,29 @@ fn check(
         let c = steps[i].courier;
         let j = i + steps[i..].iter().take_while(|s| s.courier == c).count();
         if !seen_couriers.insert(c) {
-            v(format!("{c_file}:{}: courier {}'s moves are not contiguous", steps[i].line, instance.couriers[c].name));
+            v(format!(
+                "{c_file}:{}: courier {}'s moves are not contiguous",
+                steps[i].line, instance.couriers[c].name
+            ));
         }
-        check_courier(instance, c, &steps[i..j], bundles_of.get(&c).map_or(&[][..], Vec::as_slice), delivered, &mut v, half_p, half_d);
+        check_courier(
+            instance,
+            c,
+            &steps[i..j],
+            bundles_of.get(&c).map_or(&[][..], Vec::as_slice),
+            delivered,
+            &mut v,
+            half_p,
+            half_d,
+        );
         i = j;
     }
     for (c, list) in &bundles_of {
         if !seen_couriers.contains(c) && !list.is_empty() {
-            v(format!("{a_file}:{}: courier {} has bundles but no moves", list[0].line, instance.couriers[*c].name));
+            v(format!(
+                "{a_file}:{}: courier {} has bundles but no moves",
+                list[0].line, instance.couriers[*c].name
+            ));
         }
     }
 }
@@ -285,33 +337,59 @@ fn check_courier(
     let mut position_in_bundle: Option<usize> = None;
     for s in steps {
         if s.origin != place {
-            v(format!("{c_file}:{}: courier {name} leaves from {:?} but is at {:?}", s.line, s.origin, place));
+            v(format!(
+                "{c_file}:{}: courier {name} leaves from {:?} but is at {:?}",
+                s.line, s.origin, place
+            ));
         }
         if s.departure < may_leave {
-            v(format!("{c_file}:{}: courier {name} departs at {} before it may leave at {may_leave}", s.line, s.departure));
+            v(format!(
+                "{c_file}:{}: courier {name} departs at {} before it may leave at {may_leave}",
+                s.line, s.departure
+            ));
         }
         let arrival = |to: Point| s.departure + instance.travel(at, to);
         match s.destination {
-            Place::Start => v(format!("{c_file}:{}: a move back to the start point", s.line)),
+            Place::Start => v(format!(
+                "{c_file}:{}: a move back to the start point",
+                s.line
+            )),
             Place::Restaurant(r) => {
                 if let Some(k) = position_in_bundle
                     && k < bundles[bundle - 1].orders.len()
                 {
-                    v(format!("{c_file}:{}: courier {name} goes to a restaurant before finishing its bundle", s.line));
+                    v(format!(
+                        "{c_file}:{}: courier {name} goes to a restaurant before finishing its bundle",
+                        s.line
+                    ));
                 }
                 let Some(a) = bundles.get(bundle) else {
-                    v(format!("{c_file}:{}: courier {name} goes to a restaurant without a bundle", s.line));
+                    v(format!(
+                        "{c_file}:{}: courier {name} goes to a restaurant without a bundle",
+                        s.line
+                    ));
                     return;
                 };
                 if instance.orders[a.orders[0]].restaurant != r {
-                    v(format!("{c_file}:{}: courier {name} goes to the wrong restaurant for its bundle", s.line));
+                    v(format!(
+                        "{c_file}:{}: courier {name} goes to the wrong restaurant for its bundle",
+                        s.line
+                    ));
                 }
                 if s.departure < a.assigned {
-                    v(format!("{c_file}:{}: courier {name} leaves for a bundle before it was assigned", s.line));
+                    v(format!(
+                        "{c_file}:{}: courier {name} leaves for a bundle before it was assigned",
+                        s.line
+                    ));
                 }
                 let there = instance.restaurants[r].at;
                 if a.pickup < arrival(there) + half_p {
-                    v(format!("{c_file}:{}: pickup {} less than half a service time after arrival {}", s.line, a.pickup, arrival(there)));
+                    v(format!(
+                        "{c_file}:{}: pickup {} less than half a service time after arrival {}",
+                        s.line,
+                        a.pickup,
+                        arrival(there)
+                    ));
                 }
                 at = there;
                 may_leave = a.pickup + half_p;
@@ -320,28 +398,51 @@ fn check_courier(
                 last_dropoff = None;
             }
             Place::Order(o) => {
-                let (Some(k), Some(a)) = (position_in_bundle, bundle.checked_sub(1).and_then(|b| bundles.get(b))) else {
-                    v(format!("{c_file}:{}: courier {name} drives to a customer before any pickup", s.line));
+                let (Some(k), Some(a)) = (
+                    position_in_bundle,
+                    bundle.checked_sub(1).and_then(|b| bundles.get(b)),
+                ) else {
+                    v(format!(
+                        "{c_file}:{}: courier {name} drives to a customer before any pickup",
+                        s.line
+                    ));
                     return;
                 };
                 if a.orders.get(k) != Some(&o) {
-                    v(format!("{c_file}:{}: drop-off {} out of the bundle's sequence", s.line, instance.orders[o].name));
+                    v(format!(
+                        "{c_file}:{}: drop-off {} out of the bundle's sequence",
+                        s.line, instance.orders[o].name
+                    ));
                 }
                 let there = instance.orders[o].at;
                 let Some(d) = delivered.get(&o) else {
-                    v(format!("{c_file}:{}: drives to order {} which is not delivered", s.line, instance.orders[o].name));
+                    v(format!(
+                        "{c_file}:{}: drives to order {} which is not delivered",
+                        s.line, instance.orders[o].name
+                    ));
                     return;
                 };
                 if d.courier != c {
-                    v(format!("{c_file}:{}: order {} delivered by another courier", s.line, instance.orders[o].name));
+                    v(format!(
+                        "{c_file}:{}: order {} delivered by another courier",
+                        s.line, instance.orders[o].name
+                    ));
                 }
                 if d.dropoff < arrival(there) + half_d {
-                    v(format!("{c_file}:{}: drop-off {} less than half a service time after arrival {}", s.line, d.dropoff, arrival(there)));
+                    v(format!(
+                        "{c_file}:{}: drop-off {} less than half a service time after arrival {}",
+                        s.line,
+                        d.dropoff,
+                        arrival(there)
+                    ));
                 }
                 if let Some(prev) = last_dropoff
                     && d.dropoff - prev < instance.params.dropoff_service
                 {
-                    v(format!("{c_file}:{}: drop-offs {prev} and {} less than a service time apart", s.line, d.dropoff));
+                    v(format!(
+                        "{c_file}:{}: drop-offs {prev} and {} less than a service time apart",
+                        s.line, d.dropoff
+                    ));
                 }
                 at = there;
                 may_leave = d.dropoff + half_d;
@@ -355,9 +456,219 @@ fn check_courier(
         && bundle > 0
         && k < bundles[bundle - 1].orders.len()
     {
-        v(format!("{c_file}: courier {name}'s last bundle is not finished"));
+        v(format!(
+            "{c_file}: courier {name}'s last bundle is not finished"
+        ));
     }
     if bundle < bundles.len() {
-        v(format!("{c_file}: courier {name} never goes to {} of its bundles", bundles.len() - bundle));
+        v(format!(
+            "{c_file}: courier {name} never goes to {} of its bundles",
+            bundles.len() - bundle
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replay::instance::{Courier, Order, Parameters, Restaurant};
+    use crate::replay::solution::{Bundle, Delivery, Move, Solution, Stop};
+
+    /// Two restaurants 640 m apart (2 minutes at 320 m/min), three orders,
+    /// one courier at the first restaurant.
+    fn instance() -> Instance {
+        let p = |x: f64| Point { x, y: 0.0 };
+        let order = |name: &str, x: f64, restaurant: usize| Order {
+            name: name.into(),
+            at: p(x),
+            placed: 0,
+            restaurant,
+            ready: 10,
+        };
+        Instance {
+            name: "tiny".into(),
+            restaurants: vec![
+                Restaurant {
+                    name: "r1".into(),
+                    at: p(0.0),
+                },
+                Restaurant {
+                    name: "r2".into(),
+                    at: p(640.0),
+                },
+            ],
+            orders: vec![
+                order("o1", 320.0, 0),
+                order("o2", 960.0, 0),
+                order("o3", 960.0, 1),
+            ],
+            couriers: vec![Courier {
+                name: "c1".into(),
+                at: p(0.0),
+                on: 0,
+                off: 100,
+            }],
+            params: Parameters {
+                metres_per_minute: 320.0,
+                pickup_service: 4,
+                dropoff_service: 4,
+                target_click_to_door: 40,
+                max_click_to_door: 90,
+            },
+        }
+    }
+
+    /// o1 and o2 bundled: pickup at 10 (arrived 0 + 2), leave 12, o1 at 13
+    /// (+2 = 15), leave 17, o2 at 19 (+2 = 21).
+    fn feasible() -> Solution {
+        Solution {
+            bundles: vec![Bundle {
+                assigned: 0,
+                pickup: 10,
+                courier: 0,
+                orders: vec![0, 1],
+            }],
+            deliveries: vec![
+                Delivery {
+                    order: 0,
+                    pickup: 10,
+                    dropoff: 15,
+                    courier: 0,
+                },
+                Delivery {
+                    order: 1,
+                    pickup: 10,
+                    dropoff: 21,
+                    courier: 0,
+                },
+            ],
+            moves: vec![
+                Move {
+                    courier: 0,
+                    departure: 0,
+                    origin: Stop::Start,
+                    destination: Stop::Restaurant(0),
+                },
+                Move {
+                    courier: 0,
+                    departure: 12,
+                    origin: Stop::Restaurant(0),
+                    destination: Stop::Order(0),
+                },
+                Move {
+                    courier: 0,
+                    departure: 17,
+                    origin: Stop::Order(0),
+                    destination: Stop::Order(1),
+                },
+            ],
+        }
+    }
+
+    fn violations(solution: &Solution) -> Vec<String> {
+        let instance = instance();
+        let dir = std::env::temp_dir().join(format!(
+            "dispatchd-check-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4()
+        ));
+        solution.write(&instance, &dir).expect("written");
+        let found = check_dir(&instance, &dir).expect("readable");
+        let _ = std::fs::remove_dir_all(&dir);
+        found
+    }
+
+    #[test]
+    fn a_feasible_bundle_passes() {
+        assert_eq!(violations(&feasible()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn each_broken_rule_is_reported() {
+        type Breakage = Box<dyn Fn(&mut Solution)>;
+        let cases: Vec<(&str, Breakage)> = vec![
+            (
+                "pickup before ready",
+                Box::new(|s| {
+                    s.bundles[0].pickup = 9;
+                    s.deliveries.iter_mut().for_each(|d| d.pickup = 9);
+                }),
+            ),
+            (
+                "half pickup service",
+                Box::new(|s| {
+                    // Arrival at 2 if it leaves at 0; leaving at 9 arrives 11,
+                    // so a pickup at 10 skips the half service time.
+                    s.moves[0].departure = 9;
+                }),
+            ),
+            (
+                "half drop-off service",
+                Box::new(|s| s.deliveries[0].dropoff = 14),
+            ),
+            (
+                "drop-offs a service apart",
+                Box::new(|s| {
+                    s.moves[2].departure = 15;
+                    s.deliveries[1].dropoff = 18;
+                }),
+            ),
+            (
+                "one restaurant per bundle",
+                Box::new(|s| {
+                    s.bundles[0].orders[1] = 2;
+                    s.deliveries[1].order = 2;
+                    s.moves[2].destination = Stop::Order(2);
+                }),
+            ),
+            (
+                "the maximum click-to-door",
+                Box::new(|s| {
+                    s.deliveries[1].dropoff = 91;
+                }),
+            ),
+            (
+                "assigned before placement",
+                Box::new(|s| s.bundles[0].assigned = -1),
+            ),
+            (
+                "assigned twice",
+                Box::new(|s| {
+                    s.bundles.push(Bundle {
+                        assigned: 30,
+                        pickup: 40,
+                        courier: 0,
+                        orders: vec![0],
+                    });
+                }),
+            ),
+            (
+                "pickup after off-time",
+                Box::new(|s| {
+                    s.bundles[0].pickup = 101;
+                    s.deliveries.iter_mut().for_each(|d| d.pickup = 101);
+                }),
+            ),
+            (
+                "moves not continuous",
+                Box::new(|s| s.moves[2].origin = Stop::Restaurant(0)),
+            ),
+            (
+                "delivered without assignment",
+                Box::new(|s| {
+                    s.deliveries.push(Delivery {
+                        order: 2,
+                        pickup: 10,
+                        dropoff: 30,
+                        courier: 0,
+                    });
+                }),
+            ),
+        ];
+        for (rule, break_it) in cases {
+            let mut s = feasible();
+            break_it(&mut s);
+            assert!(!violations(&s).is_empty(), "{rule} went unnoticed");
+        }
     }
 }

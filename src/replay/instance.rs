@@ -148,7 +148,8 @@ impl Instance {
 }
 
 fn read_text(path: &Path) -> anyhow::Result<String> {
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     if meta.len() > MAX_FILE_BYTES {
         bail!("{} is larger than {MAX_FILE_BYTES} bytes", path.display());
     }
@@ -168,7 +169,11 @@ fn rows(path: &Path, fields: usize) -> anyhow::Result<Vec<(usize, Vec<String>)>>
         }
         let parts: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
         if parts.len() < fields {
-            bail!("{file}:{}: {} fields, expected {fields}", i + 1, parts.len());
+            bail!(
+                "{file}:{}: {} fields, expected {fields}",
+                i + 1,
+                parts.len()
+            );
         }
         out.push((i + 1, parts));
     }
@@ -213,9 +218,10 @@ fn read_parameters(path: &Path) -> anyhow::Result<Parameters> {
         target_click_to_door: minutes(&fields[3]).with_context(context)?,
         max_click_to_door: minutes(&fields[4]).with_context(context)?,
     };
-    if params.metres_per_minute <= 0.0 || params.pickup_service < 0 || params.dropoff_service < 0
-    {
-        bail!("instance_parameters.txt:{line}: speed must be positive and service times not negative");
+    if params.metres_per_minute <= 0.0 || params.pickup_service < 0 || params.dropoff_service < 0 {
+        bail!(
+            "instance_parameters.txt:{line}: speed must be positive and service times not negative"
+        );
     }
     Ok(params)
 }

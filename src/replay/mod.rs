@@ -285,12 +285,7 @@ pub fn replay(instance: &Instance, config: &EngineConfig) -> (Solution, usize) {
                                     free_in_secs: ((couriers[c].free_at as f64 - t).max(0.0))
                                         * 60.0,
                                     off_in_secs: (instance.couriers[c].off as f64 - t) * 60.0,
-                                    ..Candidate::free(
-                                        n.entry.id,
-                                        n.entry.at,
-                                        VehicleType::Car,
-                                        0,
-                                    )
+                                    ..Candidate::free(n.entry.id, n.entry.at, VehicleType::Car, 0)
                                 }
                             })
                             .collect()
@@ -299,7 +294,8 @@ pub fn replay(instance: &Instance, config: &EngineConfig) -> (Solution, usize) {
                 let decision = board.decide(plan, answers);
                 for assignment in decision.assignments {
                     let c = assignment.driver.driver_id as usize;
-                    let orders: Vec<usize> = assignment.orders.iter().map(|o| *o as usize).collect();
+                    let orders: Vec<usize> =
+                        assignment.orders.iter().map(|o| *o as usize).collect();
                     match schedule(instance, &couriers[c], c, &orders, now_ms) {
                         Some(trip) => {
                             for o in &assignment.orders {

@@ -94,8 +94,7 @@ fn name_of(instance: &Instance, stop: Stop) -> &str {
 impl Solution {
     /// Writes the three solution files into `dir` (created if missing).
     pub fn write(&self, instance: &Instance, dir: &Path) -> anyhow::Result<()> {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let mut text = String::from("assignment_time pickup_time courier orders\n");
         for b in &self.bundles {
             let _ = write!(
@@ -164,8 +163,8 @@ impl Solution {
             click[((0.9 * delivered as f64).ceil() as usize).clamp(1, delivered) - 1] as f64
         };
         let target = instance.params.target_click_to_door;
-        let late = click.iter().filter(|c| **c > target).count() + instance.orders.len()
-            - delivered;
+        let late =
+            click.iter().filter(|c| **c > target).count() + instance.orders.len() - delivered;
         let mut couriers: Vec<usize> = self.bundles.iter().map(|b| b.courier).collect();
         couriers.sort_unstable();
         couriers.dedup();

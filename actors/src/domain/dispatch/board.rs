@@ -571,8 +571,10 @@ mod tests {
 
     #[test]
     fn a_hot_spot_gets_a_driver_for_every_order_in_one_round() {
-        let mut rules = BoardRules::default();
-        rules.max_bundle = 1;
+        let rules = BoardRules {
+            max_bundle: 1,
+            ..BoardRules::default()
+        };
         let mut b = Board::new(rules, PolicyParams::default());
         for id in 0..200 {
             b.open(waiting(id, 7, 0.0, 0), at(0));
@@ -586,8 +588,10 @@ mod tests {
 
     #[test]
     fn an_order_no_one_can_deliver_in_time_is_flagged_once_and_dropped_when_enforced() {
-        let mut rules = BoardRules::default();
-        rules.enforce_max_click_to_door = true;
+        let rules = BoardRules {
+            enforce_max_click_to_door: true,
+            ..BoardRules::default()
+        };
         let mut b = Board::new(rules, PolicyParams::default());
         b.open(waiting(1, 7, 0.0, 10), at(0));
         let fleet = [driver(1, east(0.5))];
