@@ -354,7 +354,8 @@ impl Board {
     ) -> Option<Vec<&'a BoardEntry>> {
         let restaurant = extra.order.restaurant;
         let mut best: Option<(f64, Vec<&'a BoardEntry>)> = None;
-        for at in 0..=sequence.len() {
+        // From the end: on a tie the food ready first is dropped first.
+        for at in (0..=sequence.len()).rev() {
             let mut candidate = sequence.to_vec();
             candidate.insert(at, extra);
             let offsets = self.drop_offsets(restaurant, &candidate);
