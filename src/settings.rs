@@ -81,6 +81,7 @@ pub struct DispatchSettings {
     /// 0: commit a driver at once, however long it would wait for the food.
     pub commit_ahead_secs: u64,
     pub max_click_to_door_mins: u64,
+    pub slack_weight: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -208,6 +209,9 @@ impl Settings {
         if !matches!(self.log.format.as_str(), "text" | "json") {
             problems.push("log.format must be \"text\" or \"json\"");
         }
+        if !(self.dispatch.slack_weight >= 0.0 && self.dispatch.slack_weight <= 100.0) {
+            problems.push("dispatch.slack_weight must be between 0 and 100");
+        }
         if !(self.dispatch.road_factor >= 1.0
             && self.dispatch.max_radius_km >= self.dispatch.search_radius_km)
         {
@@ -247,6 +251,7 @@ impl Settings {
             commit_ahead: (self.dispatch.commit_ahead_secs > 0)
                 .then(|| Duration::from_secs(self.dispatch.commit_ahead_secs)),
             max_click_to_door: Duration::from_secs(self.dispatch.max_click_to_door_mins * 60),
+            slack_weight: self.dispatch.slack_weight,
             max_restarts: self.supervision.max_restarts,
             restart_window: Duration::from_secs(self.supervision.restart_window_secs),
             restart_delay: Duration::from_millis(self.supervision.restart_delay_ms),

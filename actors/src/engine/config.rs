@@ -32,6 +32,9 @@ pub struct EngineConfig {
     pub commit_ahead: Option<Duration>,
     /// Orders no driver can deliver within this are flagged hopeless.
     pub max_click_to_door: Duration,
+    /// Cost per second of slack before an order's latest pickup (only where
+    /// the maximum is enforced: the replay).
+    pub slack_weight: f64,
     /// A core actor that fails more often than this within
     /// `restart_window` is not started again: the engine stops, and the
     /// process exits non-zero for its own supervisor to restart.
@@ -60,6 +63,7 @@ impl Default for EngineConfig {
             bundle_max_delay: Duration::from_secs(600),
             commit_ahead: None,
             max_click_to_door: Duration::from_secs(90 * 60),
+            slack_weight: 0.25,
             max_restarts: 5,
             restart_window: Duration::from_secs(60),
             restart_delay: Duration::from_millis(100),
@@ -91,6 +95,7 @@ impl EngineConfig {
             commit_ahead_secs: self
                 .commit_ahead
                 .map_or(f64::INFINITY, |window| window.as_secs_f64()),
+            slack_weight: self.slack_weight,
             ..PolicyParams::default()
         }
     }

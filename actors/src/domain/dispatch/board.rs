@@ -16,7 +16,7 @@
 //! Times are `DateTime<Utc>` given by the caller: wall time live, simulated
 //! time in the replay.
 
-use super::cost::{Candidate, OpenOrder, PolicyParams};
+use super::cost::{Candidate, OpenOrder, PolicyParams, pairing_cost};
 use super::round::{assign_round, widen_radius};
 use crate::domain::eta::travel_secs;
 use crate::domain::model::{DriverId, LatLon, OrderId, RestaurantId, VehicleType};
@@ -84,6 +84,10 @@ pub struct BoardEntry {
     pub offered: bool,
     /// No driver can deliver it within the maximum any more.
     pub hopeless: bool,
+    /// More candidates to ask for, after rounds in which every one found
+    /// could not take it (a shift ending, too early for the food, too late
+    /// for the maximum): the nearest few must not hide the rest for good.
+    pub extra_candidates: usize,
 }
 
 /// Orders offered to one driver together, in drop-off sequence.
@@ -114,6 +118,8 @@ pub struct Plan {
     pub queries: Vec<Query>,
     /// The jobs of each query, in candidate order.
     groups: Vec<Vec<usize>>,
+    /// The extra candidates each query asked for.
+    extra: Vec<usize>,
     pub hopeless: Vec<OrderId>,
 }
 
@@ -173,6 +179,7 @@ impl Board {
                 excluded: HashSet::new(),
                 offered: false,
                 hopeless: false,
+                extra_candidates: 0,
             });
     }
 
@@ -296,16 +303,19 @@ impl Board {
             let members: Vec<usize> = (first_job..plan.jobs.len()).collect();
             let mut exclude: HashSet<DriverId> = busy.clone();
             let mut max_km: f64 = 0.0;
+            let mut extra = 0;
             for entry in waiting.iter() {
                 exclude.extend(entry.excluded.iter().copied());
                 max_km = max_km.max(entry.radius_km);
+                extra = extra.max(entry.extra_candidates);
             }
             plan.queries.push(Query {
                 at: waiting[0].order.restaurant,
                 max_km,
-                k: (self.rules.candidates_per_order + members.len() - 1).min(MAX_QUERY_K),
+                k: (self.rules.candidates_per_order + extra + members.len() - 1).min(MAX_QUERY_K),
                 exclude,
             });
+            plan.extra.push(extra);
             plan.groups.push(members);
         }
         plan
@@ -407,9 +417,10 @@ impl Board {
     /// square of the queue.
     pub fn decide(&mut self, plan: Plan, answers: Vec<Vec<Candidate>>) -> Decision {
         let mut widened = 0;
-        let k = self.rules.candidates_per_order.max(1);
+        let base_k = self.rules.candidates_per_order.max(1);
         let mut candidates: Vec<Vec<Candidate>> = vec![Vec::new(); plan.jobs.len()];
-        for (members, answer) in plan.groups.iter().zip(&answers) {
+        for (g, (members, answer)) in plan.groups.iter().zip(&answers).enumerate() {
+            let k = base_k + plan.extra.get(g).copied().unwrap_or(0);
             if answer.is_empty() {
                 for &j in members {
                     for id in &plan.jobs[j].orders {
@@ -438,6 +449,29 @@ impl Board {
                     })
                     .copied()
                     .collect();
+                let usable = candidates[j]
+                    .iter()
+                    .any(|c| pairing_cost(&plan.jobs[j].row, c, &self.params).is_finite());
+                if !usable {
+                    let searched_all = answer.len() < plan.queries[g].k;
+                    for id in &plan.jobs[j].orders {
+                        let Some(entry) = self.entries.get_mut(id) else {
+                            continue;
+                        };
+                        entry.extra_candidates =
+                            (entry.extra_candidates * 2).max(base_k).min(MAX_QUERY_K);
+                        if searched_all
+                            && let Some(wider) = widen_radius(
+                                entry.radius_km,
+                                self.rules.search_radius_km,
+                                self.rules.max_radius_km,
+                            )
+                        {
+                            entry.radius_km = wider;
+                            widened += 1;
+                        }
+                    }
+                }
             }
         }
         let rows: Vec<OpenOrder> = plan.jobs.iter().map(|j| j.row.clone()).collect();
@@ -608,6 +642,26 @@ mod tests {
         assert_eq!(plan.hopeless, vec![1]);
         let answers = plan.queries.iter().map(|q| answer(q, &fleet)).collect();
         assert_eq!(live.decide(plan, answers).assignments.len(), 1);
+    }
+
+    #[test]
+    fn when_the_nearest_drivers_cannot_take_it_the_next_round_asks_for_more() {
+        let mut b = board();
+        b.open(waiting(1, 7, 0.0, 0), at(0));
+        // Eight near drivers whose shifts end before they could pick up,
+        // and one further out who can.
+        let mut fleet: Vec<Candidate> = (0..8)
+            .map(|d| Candidate {
+                off_in_secs: 0.0,
+                ..driver(d, east(0.1 + 0.01 * d as f64))
+            })
+            .collect();
+        fleet.push(driver(99, east(2.0)));
+        assert!(round(&mut b, at(1), &fleet).is_empty());
+        assert!(b.get(1).is_some_and(|e| e.extra_candidates > 0));
+        let done = round(&mut b, at(2), &fleet);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].driver.driver_id, 99);
     }
 
     #[test]

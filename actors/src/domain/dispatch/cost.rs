@@ -39,7 +39,15 @@ pub struct PolicyParams {
     /// the order may still be bundled with a later one. Infinite: commit at
     /// once.
     pub commit_ahead_secs: f64,
+    /// Cost per second an order could still wait before its latest pickup
+    /// (up to `MAX_SLACK_SECS`): when drivers are short, the orders about
+    /// to miss the maximum click-to-door go first, and the ones that can
+    /// wait, wait. No effect on orders without a deadline.
+    pub slack_weight: f64,
 }
+
+/// Slack beyond this is all the same to [`PolicyParams::slack_weight`].
+pub const MAX_SLACK_SECS: f64 = 1800.0;
 
 impl Default for PolicyParams {
     fn default() -> Self {
@@ -52,6 +60,7 @@ impl Default for PolicyParams {
             pickup_service_secs: 0.0,
             dropoff_service_secs: 0.0,
             commit_ahead_secs: f64::INFINITY,
+            slack_weight: 0.0,
         }
     }
 }
@@ -146,7 +155,13 @@ pub fn pairing_cost(order: &OpenOrder, driver: &Candidate, params: &PolicyParams
         return f64::INFINITY;
     }
     let food_wait = (travel - ready).max(0.0);
-    travel.max(ready)
+    let slack = if order.latest_pickup_secs.is_finite() {
+        (order.latest_pickup_secs - pickup).clamp(0.0, MAX_SLACK_SECS)
+    } else {
+        0.0
+    };
+    params.slack_weight * slack
+        + travel.max(ready)
         + params.travel_weight * travel
         + params.food_wait_weight * food_wait
         + params.load_penalty_secs * f64::from(driver.active_orders)
@@ -246,6 +261,29 @@ mod tests {
             ..d
         };
         assert!(pairing_cost(&o, &busy, &params) > pairing_cost(&o, &d, &params) + 60.0);
+    }
+
+    #[test]
+    fn with_a_slack_weight_the_order_closer_to_its_deadline_costs_less() {
+        let params = PolicyParams {
+            slack_weight: 0.25,
+            ..PolicyParams::default()
+        };
+        let d = driver(1, east(1.0));
+        let relaxed = OpenOrder {
+            latest_pickup_secs: 3000.0,
+            ..order(1, DOWNTOWN, 0.0)
+        };
+        let urgent = OpenOrder {
+            latest_pickup_secs: 600.0,
+            ..order(2, DOWNTOWN, 0.0)
+        };
+        assert!(pairing_cost(&urgent, &d, &params) < pairing_cost(&relaxed, &d, &params));
+        // Without a deadline (the live engine) the weight changes nothing.
+        assert_eq!(
+            pairing_cost(&order(3, DOWNTOWN, 0.0), &d, &params),
+            pairing_cost(&order(3, DOWNTOWN, 0.0), &d, &PolicyParams::default())
+        );
     }
 
     #[test]
