@@ -163,6 +163,8 @@ fn round_with_index(c: &mut Criterion) {
                                 at: n.entry.at,
                                 vehicle: vehicle_of[&n.entry.id],
                                 active_orders: n.entry.active_orders,
+                                free_in_secs: 0.0,
+                                off_in_secs: f64::INFINITY,
                             })
                             .collect()
                     })

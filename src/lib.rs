@@ -13,11 +13,14 @@
 //! - [`demo`]: the demo city and accounts.
 //! - [`telemetry`]: logs and the Prometheus recorder.
 //! - [`sim`]: `dispatchd sim`, a city simulator that drives a running server.
+//! - [`replay`]: `dispatchd replay`, a public meal-delivery benchmark instance
+//!   replayed in simulated time through the engine's dispatch round.
 
 pub mod app;
 pub mod auth;
 pub mod demo;
 pub mod http;
+pub mod replay;
 pub mod settings;
 pub mod sim;
 pub mod store;

@@ -45,6 +45,9 @@ enum Command {
     /// Simulate a city (drivers, customers, restaurants) against a running
     /// server, over its public API, and report what clients measured.
     Sim(dispatchd::sim::SimArgs),
+    /// Replay a Meal Delivery Routing Problem instance in simulated time
+    /// through the engine's dispatch round, and write its solution files.
+    Replay(dispatchd::replay::ReplayArgs),
 }
 
 fn main() -> ExitCode {
@@ -97,5 +100,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sim(args) => dispatchd::sim::run(args).await,
+        // CPU-bound and synchronous: off the runtime's worker threads.
+        Command::Replay(args) => tokio::task::spawn_blocking(move || dispatchd::replay::run(args))
+            .await
+            .map_err(|e| anyhow::anyhow!("the replay stopped: {e}"))?,
     }
 }

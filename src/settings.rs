@@ -77,6 +77,13 @@ pub struct DispatchSettings {
     pub candidates_per_order: usize,
     pub eta_refresh_ms: u64,
     pub eta_write_every_ms: u64,
+    pub max_bundle: usize,
+    pub bundle_ready_gap_secs: u64,
+    pub bundle_max_delay_secs: u64,
+    /// 0: commit a driver at once, however long it would wait for the food.
+    pub commit_ahead_secs: u64,
+    pub max_click_to_door_mins: u64,
+    pub slack_weight: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -192,13 +199,20 @@ impl Settings {
         {
             problems.push("presence.ttl_secs, dispatch.round_interval_ms and dispatch.offer_timeout_secs must be positive");
         }
-        if self.dispatch.max_active_orders == 0 || self.dispatch.candidates_per_order == 0 {
+        if self.dispatch.max_active_orders == 0
+            || self.dispatch.candidates_per_order == 0
+            || self.dispatch.max_bundle == 0
+            || self.dispatch.max_click_to_door_mins == 0
+        {
             problems.push(
-                "dispatch.max_active_orders and dispatch.candidates_per_order must be positive",
+                "dispatch.max_active_orders, candidates_per_order, max_bundle and max_click_to_door_mins must be positive",
             );
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             problems.push("log.format must be \"text\" or \"json\"");
+        }
+        if !(self.dispatch.slack_weight >= 0.0 && self.dispatch.slack_weight <= 100.0) {
+            problems.push("dispatch.slack_weight must be between 0 and 100");
         }
         if !(self.dispatch.road_factor >= 1.0
             && self.dispatch.max_radius_km >= self.dispatch.search_radius_km)
@@ -240,6 +254,13 @@ impl Settings {
             eta_write_every: Duration::from_millis(self.dispatch.eta_write_every_ms),
             outbound_queue: self.ws.outbound_queue,
             candidates_per_order: self.dispatch.candidates_per_order,
+            max_bundle: self.dispatch.max_bundle,
+            bundle_ready_gap: Duration::from_secs(self.dispatch.bundle_ready_gap_secs),
+            bundle_max_delay: Duration::from_secs(self.dispatch.bundle_max_delay_secs),
+            commit_ahead: (self.dispatch.commit_ahead_secs > 0)
+                .then(|| Duration::from_secs(self.dispatch.commit_ahead_secs)),
+            max_click_to_door: Duration::from_secs(self.dispatch.max_click_to_door_mins * 60),
+            slack_weight: self.dispatch.slack_weight,
             max_restarts: self.supervision.max_restarts,
             restart_window: Duration::from_secs(self.supervision.restart_window_secs),
             restart_delay: Duration::from_millis(self.supervision.restart_delay_ms),

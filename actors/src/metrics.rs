@@ -106,6 +106,8 @@ pub const OFFERS_TOTAL: &str = "dispatch_offers_total";
 pub const ASSIGN_SECONDS: &str = "dispatch_assign_seconds";
 pub const DISPATCHABLE_ORDERS: &str = "dispatch_dispatchable_orders";
 pub const DISPATCH_ROUND_SECONDS: &str = "dispatch_round_duration_seconds";
+pub const HOPELESS_ORDERS_TOTAL: &str = "dispatch_hopeless_orders_total";
+pub const BUNDLED_OFFERS_TOTAL: &str = "dispatch_bundled_offers_total";
 pub const RADIUS_WIDENINGS_TOTAL: &str = "dispatch_radius_widenings_total";
 pub const ETA_UPDATES_TOTAL: &str = "dispatch_eta_updates_total";
 pub const ACTOR_RESTARTS_TOTAL: &str = "dispatch_actor_restarts_total";
@@ -189,6 +191,14 @@ pub fn describe_realtime() {
         DISPATCH_ROUND_SECONDS,
         Unit::Seconds,
         "Duration of one dispatch round."
+    );
+    describe_counter!(
+        HOPELESS_ORDERS_TOTAL,
+        "Orders no driver could deliver within dispatch.max_click_to_door_mins any more (flagged once each)."
+    );
+    describe_counter!(
+        BUNDLED_OFFERS_TOTAL,
+        "Offers naming more than one order (one restaurant, one driver)."
     );
     describe_counter!(
         RADIUS_WIDENINGS_TOTAL,

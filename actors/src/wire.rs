@@ -188,17 +188,22 @@ pub enum ServerMessage<'a> {
         location: &'a DriverLocation,
         eta: Option<Eta>,
     },
+    /// One order, or a bundle of one restaurant: `orderId` and `dropoff`
+    /// are the first of `orderIds` / `dropoffs` (in drop-off sequence).
     Offer {
         offer_id: OfferId,
         order_id: OrderId,
+        order_ids: &'a [OrderId],
         pickup: &'a Pickup,
         dropoff: LatLon,
+        dropoffs: &'a [OfferDropoff],
         distance_km: f64,
         expires_at: DateTime<Utc>,
     },
     OfferResult {
         offer_id: OfferId,
         order_id: OrderId,
+        order_ids: &'a [OrderId],
         result: OfferOutcome,
     },
     Pong {
@@ -219,6 +224,15 @@ pub enum ServerMessage<'a> {
         offers_in_flight: usize,
         positions_per_sec: f64,
     },
+}
+
+/// One drop-off of an offer, in sequence.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OfferDropoff {
+    pub order_id: OrderId,
+    pub lat: f64,
+    pub lon: f64,
 }
 
 /// A driver on the operator's map.
@@ -243,6 +257,8 @@ pub struct OpsOrder {
     pub waiting_secs: f64,
     pub radius_km: f64,
     pub offered_to: Option<DriverId>,
+    /// No driver can deliver it within the maximum click-to-door any more.
+    pub hopeless: bool,
 }
 
 impl ServerMessage<'_> {

@@ -52,11 +52,11 @@ struct Job {
     retry_at: Instant,
 }
 
-/// An accepted offer, until the engine says whether it became ours.
+/// An accepted offer, until the engine says whether it became ours: one
+/// order, or a bundle of one restaurant in drop-off sequence.
 struct Offered {
-    order_id: OrderId,
     pickup: LatLon,
-    dropoff: LatLon,
+    orders: Vec<(OrderId, LatLon)>,
 }
 
 /// A status change's HTTP result, back from its task.
@@ -164,7 +164,10 @@ impl Driver {
     /// Moves for `dt` of wall time, acts on arrival, and says where it is.
     fn tick(&mut self, dt: Duration) -> Outgoing {
         let args = &self.ctx.args;
+        // A bundle is picked up whole before the first drop-off.
+        let waiting_for_food = self.jobs.iter().any(|j| j.leg == Leg::AtRestaurant);
         let (target, mps) = match self.jobs.first() {
+            _ if waiting_for_food => (None, 0.0),
             Some(job) if job.leg == Leg::ToRestaurant => (Some(job.pickup), args.speed_mps),
             Some(job) if job.leg == Leg::ToCustomer => (Some(job.dropoff), args.speed_mps),
             Some(_) => (None, 0.0),
@@ -194,9 +197,20 @@ impl Driver {
     }
 
     fn arrived(&mut self) {
-        match self.jobs.first_mut() {
-            Some(job) if job.leg == Leg::ToRestaurant => job.leg = Leg::AtRestaurant,
-            Some(job) if job.leg == Leg::ToCustomer => job.leg = Leg::AtDoor,
+        match self.jobs.first().map(|j| (j.leg, j.pickup)) {
+            Some((Leg::ToRestaurant, pickup)) => {
+                // Every order of the bundle waits here with the first.
+                for job in &mut self.jobs {
+                    if job.leg == Leg::ToRestaurant && distance_km(job.pickup, pickup) < 0.001 {
+                        job.leg = Leg::AtRestaurant;
+                    }
+                }
+            }
+            Some((Leg::ToCustomer, _)) => {
+                if let Some(job) = self.jobs.first_mut() {
+                    job.leg = Leg::AtDoor;
+                }
+            }
             Some(_) => {}
             None => {
                 self.wander_to = self
@@ -207,9 +221,20 @@ impl Driver {
         }
     }
 
-    /// Starts the current order's next status change when it is due.
+    /// Starts the current order's next status change when it is due: the
+    /// pickup of any order waiting at the restaurant (a bundle's too), else
+    /// the first order's drop-off.
     fn act(&mut self) {
-        let Some(job) = self.jobs.first_mut() else {
+        let due = self
+            .jobs
+            .iter()
+            .position(|j| {
+                j.leg == Leg::AtRestaurant
+                    && !j.in_flight
+                    && self.statuses.get(&j.order_id) == Some(&OrderStatus::ReadyForPickup)
+            })
+            .unwrap_or(0);
+        let Some(job) = self.jobs.get_mut(due) else {
             return;
         };
         if job.in_flight || Instant::now() < job.retry_at {
@@ -286,7 +311,10 @@ impl Driver {
         };
         if order.driver_id != Some(self.id)
             || self.jobs.iter().any(|j| j.order_id == order.id)
-            || self.offers.values().any(|o| o.order_id == order.id)
+            || self
+                .offers
+                .values()
+                .any(|o| o.orders.iter().any(|(id, _)| *id == order.id))
         {
             return;
         }
@@ -315,20 +343,33 @@ impl Driver {
                 order_id,
                 pickup,
                 dropoff,
+                dropoffs,
             } => {
                 let stats = &self.ctx.stats;
                 Stats::add(&stats.offers);
+                let orders: Vec<(OrderId, LatLon)> = if dropoffs.is_empty() {
+                    vec![(order_id, dropoff)]
+                } else {
+                    dropoffs
+                        .iter()
+                        .map(|d| {
+                            (
+                                d.order_id,
+                                LatLon {
+                                    lat: d.lat,
+                                    lon: d.lon,
+                                },
+                            )
+                        })
+                        .collect()
+                };
+                if orders.len() > 1 {
+                    Stats::add(&stats.offers_bundled);
+                }
                 let accept = self.rng.random_bool(self.ctx.args.accept_probability);
                 if accept {
                     Stats::add(&stats.offers_accepted);
-                    self.offers.insert(
-                        offer_id,
-                        Offered {
-                            order_id,
-                            pickup,
-                            dropoff,
-                        },
-                    );
+                    self.offers.insert(offer_id, Offered { pickup, orders });
                 }
                 Some(Outgoing::OfferResponse { offer_id, accept })
             }
@@ -338,12 +379,20 @@ impl Driver {
                 result,
             } => {
                 let offered = self.offers.remove(&offer_id)?;
-                let ours = result == "assigned" && offered.order_id == order_id;
-                if ours && !self.jobs.iter().any(|j| j.order_id == order_id) {
+                let ours =
+                    result == "assigned" && offered.orders.first().map(|o| o.0) == Some(order_id);
+                if !ours {
+                    return None;
+                }
+                // A bundle: one job per order, in drop-off sequence.
+                for (id, dropoff) in offered.orders {
+                    if self.jobs.iter().any(|j| j.order_id == id) {
+                        continue;
+                    }
                     self.jobs.push(Job {
-                        order_id,
+                        order_id: id,
                         pickup: offered.pickup,
-                        dropoff: offered.dropoff,
+                        dropoff,
                         leg: Leg::ToRestaurant,
                         in_flight: false,
                         attempts: 0,

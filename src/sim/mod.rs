@@ -418,6 +418,7 @@ async fn run_city(ctx: Arc<Ctx>) -> anyhow::Result<()> {
         assign_secs: AssignReport::from(&assignment),
         offers: Stats::get(&stats.offers),
         offers_accepted: Stats::get(&stats.offers_accepted),
+        offers_bundled: Stats::get(&stats.offers_bundled),
         errors: stats.errors(),
         connections,
     };
@@ -530,8 +531,8 @@ fn print_city(r: &CityReport) {
         a.samples
     );
     println!(
-        "  {:<28}{:>10}  ({} accepted)",
-        "offers", r.offers, r.offers_accepted
+        "  {:<28}{:>10}  ({} accepted, {} bundles)",
+        "offers", r.offers, r.offers_accepted, r.offers_bundled
     );
     println!("  {:<28}{:>10}", "connections held", r.connections);
 }

@@ -72,11 +72,15 @@ pub enum Incoming {
         order_id: i64,
         location: DriverLocation,
     },
+    /// `orderIds` / `dropoffs` name every order of a bundle, in drop-off
+    /// sequence (a server without bundles sends only the first).
     Offer {
         offer_id: i64,
         order_id: i64,
         pickup: LatLon,
         dropoff: LatLon,
+        #[serde(default)]
+        dropoffs: Vec<OfferDropoff>,
     },
     OfferResult {
         offer_id: i64,
@@ -89,6 +93,15 @@ pub enum Incoming {
     },
     #[serde(other)]
     Other,
+}
+
+/// One drop-off of a (bundled) offer.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OfferDropoff {
+    pub order_id: i64,
+    pub lat: f64,
+    pub lon: f64,
 }
 
 /// What reading a socket produced.

@@ -28,6 +28,8 @@ pub struct Stats {
     pub orders_resumed: AtomicU64,
     pub offers: AtomicU64,
     pub offers_accepted: AtomicU64,
+    /// Offers naming more than one order (a bundle).
+    pub offers_bundled: AtomicU64,
     /// WebSocket connections open right now.
     pub connections: AtomicI64,
     fanout_ms: Mutex<Samples>,
@@ -280,6 +282,7 @@ pub struct CityReport {
     pub assign_secs: AssignReport,
     pub offers: u64,
     pub offers_accepted: u64,
+    pub offers_bundled: u64,
     pub errors: BTreeMap<String, u64>,
     /// WebSocket connections open when the run ended.
     pub connections: i64,

@@ -437,3 +437,90 @@ async fn a_driver_who_declined_an_order_is_not_offered_it_again_after_a_restart(
     let mut other = TestDriver::online(&app, "driver2", RESTAURANT_1_AT).await;
     assert_eq!(other.answer_offer(true, 10).await["orderId"], id);
 }
+
+/// Two confirmed orders of restaurant 1, ready together, while `drivers`
+/// are paused; then the drivers come back. Returns the two order ids.
+async fn two_orders_while_paused(app: &TestApp, drivers: &[&TestDriver]) -> (i64, i64) {
+    for driver in drivers {
+        app.request(
+            reqwest::Method::PUT,
+            "/api/drivers/me/availability",
+            Some(&driver.token),
+            Some(json!({ "available": false })),
+        )
+        .await
+        .expect(200);
+    }
+    let customer = app.token("customer1").await;
+    let first = confirmed_order(app, &customer).await;
+    let second = confirmed_order(app, &customer).await;
+    for driver in drivers {
+        app.request(
+            reqwest::Method::PUT,
+            "/api/drivers/me/availability",
+            Some(&driver.token),
+            Some(json!({ "available": true })),
+        )
+        .await
+        .expect(200);
+    }
+    (first, second)
+}
+
+#[tokio::test]
+async fn two_orders_of_one_restaurant_ready_together_are_one_offer_accepted_whole() {
+    let app = TestApp::spawn_with(true, &[FAST_ROUNDS]).await;
+    let mut driver = TestDriver::online(&app, "driver1", east_of_restaurant(0.3)).await;
+    let (first, second) = two_orders_while_paused(&app, &[&driver]).await;
+
+    let offer = driver.answer_offer(true, 10).await;
+    assert_eq!(offer["orderIds"], json!([first, second]), "{offer}");
+    assert_eq!(offer["orderId"], first);
+    let dropoffs = offer["dropoffs"].as_array().expect("dropoffs");
+    assert_eq!(dropoffs.len(), 2);
+    assert_eq!(dropoffs[1]["orderId"], second);
+    assert!(dropoffs[1]["lat"].is_number());
+    let result = driver.ws.next_of("offer_result", 5).await;
+    assert_eq!(result["result"], "assigned");
+    assert_eq!(result["orderIds"], json!([first, second]));
+    let customer = app.token("customer1").await;
+    for id in [first, second] {
+        let detail = app
+            .get(&format!("/api/orders/{id}"), Some(&customer))
+            .await
+            .expect(200);
+        assert_eq!(detail["driver"]["id"], driver.id, "order {id}");
+    }
+    assert_eq!(app.metric("dispatch_bundled_offers_total").await, 1.0);
+    // One offer, not two.
+    assert_eq!(
+        app.metric("dispatch_offers_total{result=\"sent\"}").await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_declined_bundle_moves_whole_to_the_next_driver() {
+    let app = TestApp::spawn_with(true, &[FAST_ROUNDS]).await;
+    let mut near = TestDriver::online(&app, "driver1", east_of_restaurant(0.2)).await;
+    let mut next = TestDriver::online(&app, "driver2", east_of_restaurant(1.0)).await;
+    let (first, second) = two_orders_while_paused(&app, &[&near, &next]).await;
+
+    let declined = near.answer_offer(false, 10).await;
+    assert_eq!(declined["orderIds"], json!([first, second]), "{declined}");
+    let result = near.ws.next_of("offer_result", 5).await;
+    assert_eq!(result["result"], "declined");
+    let offer = next.answer_offer(true, 10).await;
+    assert_eq!(offer["orderIds"], json!([first, second]), "{offer}");
+    assert_eq!(
+        next.ws.next_of("offer_result", 5).await["result"],
+        "assigned"
+    );
+    // The decliner is never offered either order again.
+    assert!(
+        near.ws
+            .next_within(Duration::from_millis(600))
+            .await
+            .is_none_or(|m| m["type"] != "offer")
+    );
+}

@@ -11,6 +11,7 @@ mod health;
 mod idempotency;
 mod orders;
 mod outage;
+mod replay;
 mod restaurants;
 mod sim;
 mod supervision;

@@ -1,6 +1,7 @@
 //! The engine's tunables, as the actors see them (the process maps its
 //! settings file onto this).
 
+use crate::domain::dispatch::{BoardRules, PolicyParams};
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -23,6 +24,21 @@ pub struct EngineConfig {
     pub outbound_queue: usize,
     /// How many candidates the dispatcher asks the index for per order.
     pub candidates_per_order: usize,
+    /// Orders one offer may name (bundles of one restaurant); capped by
+    /// `max_active_orders`. 1: no bundling.
+    pub max_bundle: usize,
+    /// Orders whose food is ready further apart than this are not bundled.
+    pub bundle_ready_gap: Duration,
+    /// No order of a bundle may arrive later than this against going alone.
+    pub bundle_max_delay: Duration,
+    /// A driver who would wait at the restaurant longer than this is not
+    /// committed yet (None: commit at once).
+    pub commit_ahead: Option<Duration>,
+    /// Orders no driver can deliver within this are flagged hopeless.
+    pub max_click_to_door: Duration,
+    /// Cost per second of slack before an order's latest pickup (only where
+    /// the maximum is enforced: the replay).
+    pub slack_weight: f64,
     /// A core actor that fails more often than this within
     /// `restart_window` is not started again: the engine stops, and the
     /// process exits non-zero for its own supervisor to restart.
@@ -48,9 +64,45 @@ impl Default for EngineConfig {
             eta_write_every: Duration::from_millis(500),
             outbound_queue: 256,
             candidates_per_order: 8,
+            max_bundle: 2,
+            bundle_ready_gap: Duration::from_secs(300),
+            bundle_max_delay: Duration::from_secs(600),
+            commit_ahead: None,
+            max_click_to_door: Duration::from_secs(90 * 60),
+            slack_weight: 0.25,
             max_restarts: 5,
             restart_window: Duration::from_secs(60),
             restart_delay: Duration::from_millis(100),
+        }
+    }
+}
+
+impl EngineConfig {
+    /// The dispatch board's rules (live: the maximum click-to-door flags,
+    /// it does not refuse).
+    pub fn board_rules(&self) -> BoardRules {
+        BoardRules {
+            search_radius_km: self.search_radius_km,
+            max_radius_km: self.max_radius_km,
+            candidates_per_order: self.candidates_per_order,
+            max_bundle: self.max_bundle.min(self.max_active_orders as usize).max(1),
+            bundle_ready_gap_secs: self.bundle_ready_gap.as_secs_f64(),
+            bundle_max_delay_secs: self.bundle_max_delay.as_secs_f64(),
+            max_click_to_door_secs: self.max_click_to_door.as_secs_f64(),
+            enforce_max_click_to_door: false,
+        }
+    }
+
+    /// The cost model's parameters.
+    pub fn policy_params(&self) -> PolicyParams {
+        PolicyParams {
+            road_factor: self.road_factor,
+            max_active_orders: self.max_active_orders,
+            commit_ahead_secs: self
+                .commit_ahead
+                .map_or(f64::INFINITY, |window| window.as_secs_f64()),
+            slack_weight: self.slack_weight,
+            ..PolicyParams::default()
         }
     }
 }

@@ -1,25 +1,27 @@
 //! The Dispatcher: finds a driver for every confirmed order (CONTRACT.md
 //! "Dispatch", DESIGN.md "Matching").
 //!
-//! Every round it takes the dispatchable orders without an outstanding
-//! offer, asks the geo index for available drivers near each restaurant
-//! (one round trip for the whole round), solves the round as a minimum-cost
-//! assignment (`dispatch::assign_round`), and sends offers. A decline
-//! or an expiry excludes that driver for that order; an order that finds
-//! nobody widens its radius step by step. Accepting goes through the order
+//! The waiting orders sit on a [`Board`], the same store-free round the
+//! replay runs: every round the board groups the orders without an
+//! outstanding offer into jobs (bundles of one restaurant, or single
+//! orders), the geo index answers its queries (one round trip for the whole
+//! round), the board solves the round as a minimum-cost assignment, and the
+//! dispatcher sends one offer per job. A decline or an expiry excludes that
+//! driver for the offer's orders; a restaurant that finds nobody widens its
+//! radius step by step. Accepting goes through the order
 //! actor, whose durable write makes the assignment; that write runs in a
 //! task, so the dispatcher itself never waits on the store.
 
-use crate::domain::dispatch::{self, Candidate, OpenOrder, PolicyParams};
+use crate::domain::dispatch::{Board, Candidate, WaitingOrder};
 use crate::domain::model::*;
 use crate::engine::config::EngineConfig;
 use crate::engine::driver::Drivers;
-use crate::engine::geo_actor::{CandidateQuery, Geo};
+use crate::engine::geo_actor::Geo;
 use crate::engine::order::{CommandError, NearestDriver, ORDER_CALL_TIMEOUT, Orders};
 use crate::engine::slot::Slot;
 use crate::metrics as m;
 use crate::store::ExclusionReason;
-use crate::wire::{OfferOutcome, Pickup, ServerMessage};
+use crate::wire::{OfferDropoff, OfferOutcome, Pickup, ServerMessage};
 use chrono::{DateTime, Utc};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::{HashMap, HashSet};
@@ -34,6 +36,8 @@ pub struct Dispatchable {
     pub restaurant: RestaurantInfo,
     pub dropoff: LatLon,
     pub food_ready_at: DateTime<Utc>,
+    /// Click-to-door counts from here.
+    pub placed_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,28 +70,19 @@ pub(crate) enum DispatchMessage {
     Excluded(OrderId, Vec<DriverId>),
     /// The orders waiting for a driver, for the operator's view.
     Overview(RpcReplyPort<Vec<crate::wire::OpsOrder>>),
-    /// The outcome of an accepted offer's assignment write.
+    /// The outcome of an accepted offer's assignment writes, one per order.
     Assigned {
         offer_id: OfferId,
         offer: Offer,
-        result: Box<Result<Order, CommandError>>,
+        results: Vec<Result<Order, CommandError>>,
         reply: Option<RpcReplyPort<Result<Option<Order>, OfferError>>>,
     },
 }
 
-struct OpenEntry {
-    info: Dispatchable,
-    since: Instant,
-    radius_km: f64,
-    excluded: HashSet<DriverId>,
-    offer: Option<OfferId>,
-    /// False until the store said whom it excludes: no offer before that.
-    exclusions_known: bool,
-}
-
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Offer {
-    order_id: OrderId,
+    /// One order, or a bundle of one restaurant in drop-off sequence.
+    order_ids: Vec<OrderId>,
     driver_id: DriverId,
     expires: Instant,
     /// When the order became dispatchable. Carried here because the order's
@@ -106,14 +101,20 @@ pub(crate) struct DispatcherArguments {
 }
 
 pub(crate) struct DispatcherState {
-    open: HashMap<OrderId, OpenEntry>,
+    /// The orders waiting for a driver, and the round over them.
+    board: Board,
+    /// What each waiting order needs for its offer beyond the board. An
+    /// order is here first and goes on the board once the store said whom
+    /// it excludes, so no restart makes a driver hear it twice.
+    open: HashMap<OrderId, Dispatchable>,
+    /// The outstanding offer naming each order.
+    offer_of: HashMap<OrderId, OfferId>,
     offers: HashMap<OfferId, Offer>,
     /// Offers that ended, kept a while to answer late responses precisely.
     closed: HashMap<OfferId, (Offer, OfferOutcome, Instant)>,
     /// One outstanding offer per driver.
     offered_drivers: HashSet<DriverId>,
     next_offer_id: OfferId,
-    params: PolicyParams,
     args: DispatcherArguments,
 }
 
@@ -130,20 +131,17 @@ impl Actor for Dispatcher {
         args: DispatcherArguments,
     ) -> Result<DispatcherState, ActorProcessingErr> {
         myself.send_interval(args.config.round_interval, || DispatchMessage::Round);
-        let params = PolicyParams {
-            road_factor: args.config.road_factor,
-            max_active_orders: args.config.max_active_orders,
-            ..PolicyParams::default()
-        };
+        let board = Board::new(args.config.board_rules(), args.config.policy_params());
         Ok(DispatcherState {
+            board,
             open: HashMap::new(),
+            offer_of: HashMap::new(),
             offers: HashMap::new(),
             closed: HashMap::new(),
             offered_drivers: HashSet::new(),
             // Offer ids stay unique across restarts (offers made before a
             // crash are void, and must not be mistaken for new ones).
             next_offer_id: Utc::now().timestamp_millis() * 1000,
-            params,
             args,
         })
     }
@@ -156,19 +154,11 @@ impl Actor for Dispatcher {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             DispatchMessage::Open(info) => {
-                let radius_km = state.args.config.search_radius_km;
                 let order_id = info.order_id;
                 if let std::collections::hash_map::Entry::Vacant(vacant) =
                     state.open.entry(order_id)
                 {
-                    vacant.insert(OpenEntry {
-                        info: *info,
-                        since: Instant::now(),
-                        radius_km,
-                        excluded: HashSet::new(),
-                        offer: None,
-                        exclusions_known: false,
-                    });
+                    vacant.insert(*info);
                     // Off the dispatcher: it never waits on the store.
                     let orders = state.args.orders.clone();
                     let myself = myself.clone();
@@ -179,18 +169,27 @@ impl Actor for Dispatcher {
                 }
             }
             DispatchMessage::Excluded(order_id, drivers) => {
-                if let Some(entry) = state.open.get_mut(&order_id) {
-                    entry.excluded.extend(drivers);
-                    entry.exclusions_known = true;
-                }
-            }
-            DispatchMessage::Withdraw(order_id) => {
-                if let Some(entry) = state.open.remove(&order_id)
-                    && let Some(offer_id) = entry.offer
+                // Withdrawn meanwhile, or already on the board: nothing to do.
+                if let Some(info) = state.open.get(&order_id)
+                    && state.board.get(order_id).is_none()
                 {
-                    state.close_offer(offer_id, OfferOutcome::Taken).await;
+                    state.board.open(
+                        WaitingOrder {
+                            order_id,
+                            restaurant_id: info.restaurant.id,
+                            restaurant: info.restaurant.location,
+                            dropoff: info.dropoff,
+                            ready_at: info.food_ready_at,
+                            placed_at: info.placed_at,
+                        },
+                        Utc::now(),
+                    );
+                    for driver_id in drivers {
+                        state.board.offer_ended(order_id, driver_id, true);
+                    }
                 }
             }
+            DispatchMessage::Withdraw(order_id) => state.withdraw(order_id).await,
             DispatchMessage::Round => state.round(&myself).await,
             DispatchMessage::Respond {
                 offer_id,
@@ -216,190 +215,194 @@ impl Actor for Dispatcher {
             DispatchMessage::Assigned {
                 offer_id,
                 offer,
-                result,
+                results,
                 reply,
-            } => state.assigned(offer_id, offer, *result, reply).await,
+            } => state.assigned(offer_id, offer, results, reply).await,
             DispatchMessage::Overview(reply) => {
+                let now = Utc::now();
                 let waiting = state
-                    .open
-                    .values()
+                    .board
+                    .entries()
                     .map(|e| crate::wire::OpsOrder {
-                        order_id: e.info.order_id,
-                        restaurant_id: e.info.restaurant.id,
-                        waiting_secs: e.since.elapsed().as_secs_f64(),
+                        order_id: e.order.order_id,
+                        restaurant_id: e.order.restaurant_id,
+                        waiting_secs: (now - e.since).num_milliseconds() as f64 / 1000.0,
                         radius_km: e.radius_km,
-                        offered_to: e
-                            .offer
-                            .and_then(|id| state.offers.get(&id))
+                        offered_to: state
+                            .offer_of
+                            .get(&e.order.order_id)
+                            .and_then(|id| state.offers.get(id))
                             .map(|o| o.driver_id),
+                        hopeless: e.hopeless,
                     })
                     .collect();
                 let _ = reply.send(waiting);
             }
         }
-        metrics::gauge!(m::DISPATCHABLE_ORDERS).set(state.open.len() as f64);
+        metrics::gauge!(m::DISPATCHABLE_ORDERS).set(state.board.len() as f64);
         Ok(())
     }
 }
 
 impl DispatcherState {
+    async fn withdraw(&mut self, order_id: OrderId) {
+        self.board.withdraw(order_id);
+        self.open.remove(&order_id);
+        if let Some(offer_id) = self.offer_of.remove(&order_id) {
+            // The rest of a bundle goes back to the pool.
+            self.close_offer(offer_id, OfferOutcome::Taken).await;
+        }
+    }
+
     async fn round(&mut self, myself: &ActorRef<DispatchMessage>) {
         self.closed
             .retain(|_, (_, _, at)| at.elapsed() < CLOSED_OFFER_MEMORY);
-        let waiting: Vec<OrderId> = self
-            .open
-            .iter()
-            .filter(|(_, e)| e.offer.is_none() && e.exclusions_known)
-            .map(|(id, _)| *id)
-            .collect();
-        if waiting.is_empty() {
+        if self.board.is_empty() {
             return;
         }
         let started = Instant::now();
-        let queries: Vec<CandidateQuery> = waiting
-            .iter()
-            .map(|id| {
-                let entry = &self.open[id];
-                let mut exclude = entry.excluded.clone();
-                exclude.extend(self.offered_drivers.iter().copied());
-                CandidateQuery {
-                    at: entry.info.restaurant.location,
-                    max_km: entry.radius_km,
-                    exclude,
-                }
-            })
-            .collect();
-        let k = self.args.config.candidates_per_order;
+        let now = Utc::now();
+        let plan = self.board.plan(now, &self.offered_drivers);
+        for order_id in &plan.hopeless {
+            metrics::counter!(m::HOPELESS_ORDERS_TOTAL).increment(1);
+            tracing::warn!(
+                order_id,
+                "No driver can deliver this order within the maximum click-to-door any more"
+            );
+        }
+        if plan.queries.is_empty() {
+            return;
+        }
         let max_active_orders = self.args.config.max_active_orders;
         let Some(answers) = self
             .args
             .geo
-            .candidates(queries, k, max_active_orders)
+            .candidates(plan.queries.clone(), max_active_orders)
             .await
         else {
             tracing::warn!("Geo index did not answer; skipping this round");
             return;
         };
-
-        let now = Utc::now();
-        let mut orders = Vec::with_capacity(waiting.len());
-        let mut candidates = Vec::with_capacity(waiting.len());
-        for (order_id, nearby) in waiting.iter().zip(answers) {
-            // `waiting` was built from `open` above, in this same handler.
-            let Some(entry) = self.open.get_mut(order_id) else {
-                continue;
-            };
-            // The waiting order's ETA counts from the nearest of them.
-            let nearest = nearby
-                .iter()
-                .min_by(|a, b| a.distance_km.total_cmp(&b.distance_km))
-                .map(|n| NearestDriver {
-                    at: n.entry.at,
-                    vehicle: self
-                        .args
-                        .drivers
-                        .profile(n.entry.id)
-                        .map(|p| p.vehicle_type)
-                        .unwrap_or_default(),
-                });
-            self.args.orders.driver_near(*order_id, nearest);
-            if nearby.is_empty() {
-                if let Some(wider) = dispatch::widen_radius(
-                    entry.radius_km,
-                    self.args.config.search_radius_km,
-                    self.args.config.max_radius_km,
-                ) {
-                    entry.radius_km = wider;
-                    metrics::counter!(m::RADIUS_WIDENINGS_TOTAL).increment(1);
-                }
-                continue;
-            }
-            orders.push(OpenOrder {
-                order_id: *order_id,
-                restaurant: entry.info.restaurant.location,
-                dropoff: entry.info.dropoff,
-                ready_in_secs: (entry.info.food_ready_at - now).num_milliseconds() as f64 / 1000.0,
-            });
-            candidates.push(
+        let answers: Vec<Vec<Candidate>> = answers
+            .iter()
+            .map(|nearby| {
                 nearby
                     .iter()
-                    .map(|n| Candidate {
-                        driver_id: n.entry.id,
-                        at: n.entry.at,
-                        vehicle: self
+                    .map(|n| {
+                        let vehicle = self
                             .args
                             .drivers
                             .profile(n.entry.id)
                             .map(|p| p.vehicle_type)
-                            .unwrap_or_default(),
-                        active_orders: n.entry.active_orders,
+                            .unwrap_or_default();
+                        Candidate::free(n.entry.id, n.entry.at, vehicle, n.entry.active_orders)
                     })
-                    .collect::<Vec<_>>(),
-            );
+                    .collect()
+            })
+            .collect();
+        // Each waiting order's ETA counts from the nearest driver its
+        // restaurant's query found.
+        for (query, nearby) in answers.iter().enumerate() {
+            let nearest = nearby
+                .iter()
+                .min_by(|a, b| {
+                    crate::domain::geo::distance_km(a.at, plan.queries[query].at).total_cmp(
+                        &crate::domain::geo::distance_km(b.at, plan.queries[query].at),
+                    )
+                })
+                .map(|c| NearestDriver {
+                    at: c.at,
+                    vehicle: c.vehicle,
+                });
+            for order_id in plan.orders_of_query(query) {
+                self.args.orders.driver_near(order_id, nearest);
+            }
         }
-        let pairings = dispatch::assign_round(&orders, &candidates, &self.params);
+        let decision = self.board.decide(plan, answers);
+        metrics::counter!(m::RADIUS_WIDENINGS_TOTAL).increment(decision.widened as u64);
         metrics::histogram!(m::DISPATCH_ROUND_SECONDS).record(started.elapsed().as_secs_f64());
 
-        for pairing in pairings {
-            let Some(index) = orders.iter().position(|o| o.order_id == pairing.order_id) else {
-                continue;
-            };
-            let driver_at = candidates[index]
-                .iter()
-                .find(|c| c.driver_id == pairing.driver_id)
-                .map(|c| c.at);
-            self.offer(myself, pairing.order_id, pairing.driver_id, driver_at)
-                .await;
+        for assignment in decision.assignments {
+            self.offer(
+                myself,
+                assignment.orders,
+                assignment.driver.driver_id,
+                assignment.driver.at,
+            )
+            .await;
         }
     }
 
     async fn offer(
         &mut self,
         myself: &ActorRef<DispatchMessage>,
-        order_id: OrderId,
+        order_ids: Vec<OrderId>,
         driver_id: DriverId,
-        driver_at: Option<LatLon>,
+        driver_at: LatLon,
     ) {
-        let Some(entry) = self.open.get_mut(&order_id) else {
+        let Some(first) = order_ids.first().and_then(|id| self.open.get(id)) else {
             return;
         };
         let offer_id = self.next_offer_id;
         self.next_offer_id += 1;
         let timeout = self.args.config.offer_timeout;
         let expires_at = Utc::now() + chrono::Duration::from_std(timeout).unwrap_or_default();
-        let restaurant = &entry.info.restaurant;
+        let restaurant = &first.restaurant;
         let pickup = Pickup {
             restaurant_id: restaurant.id,
             name: restaurant.name.clone(),
             lat: restaurant.location.lat,
             lon: restaurant.location.lon,
         };
-        let distance_km = driver_at
-            .map(|at| {
-                (crate::domain::geo::distance_km(at, restaurant.location) * 1000.0).round() / 1000.0
+        let distance_km =
+            (crate::domain::geo::distance_km(driver_at, restaurant.location) * 1000.0).round()
+                / 1000.0;
+        let dropoffs: Vec<OfferDropoff> = order_ids
+            .iter()
+            .filter_map(|id| self.open.get(id))
+            .map(|d| OfferDropoff {
+                order_id: d.order_id,
+                lat: d.dropoff.lat,
+                lon: d.dropoff.lon,
             })
-            .unwrap_or(0.0);
+            .collect();
         let frame = ServerMessage::Offer {
             offer_id,
-            order_id,
+            order_id: first.order_id,
+            order_ids: &order_ids,
             pickup: &pickup,
-            dropoff: entry.info.dropoff,
+            dropoff: first.dropoff,
+            dropoffs: &dropoffs,
             distance_km,
             expires_at,
         }
         .encode();
         if !self.args.drivers.push(driver_id, frame).await {
             // The socket went away since the index saw it: try another next round.
+            for id in &order_ids {
+                self.board.offer_ended(*id, driver_id, false);
+            }
             return;
         }
-        entry.offer = Some(offer_id);
+        let since = self
+            .board
+            .get(order_ids[0])
+            .map(|e| e.since)
+            .unwrap_or_else(Utc::now);
+        let waited = (Utc::now() - since).to_std().unwrap_or_default();
+        for id in &order_ids {
+            self.offer_of.insert(*id, offer_id);
+        }
+        if order_ids.len() > 1 {
+            metrics::counter!(m::BUNDLED_OFFERS_TOTAL).increment(1);
+        }
         self.offers.insert(
             offer_id,
             Offer {
-                order_id,
+                order_ids,
                 driver_id,
                 expires: Instant::now() + timeout,
-                dispatchable_since: entry.since,
+                dispatchable_since: Instant::now() - waited,
             },
         );
         self.offered_drivers.insert(driver_id);
@@ -413,31 +416,30 @@ impl DispatcherState {
             return;
         };
         self.offered_drivers.remove(&offer.driver_id);
-        if let Some(entry) = self.open.get_mut(&offer.order_id) {
-            entry.offer = None;
-            let reason = match outcome {
-                OfferOutcome::Declined => Some(ExclusionReason::Declined),
-                OfferOutcome::Expired => Some(ExclusionReason::Expired),
-                _ => None,
-            };
+        let reason = match outcome {
+            OfferOutcome::Declined => Some(ExclusionReason::Declined),
+            OfferOutcome::Expired => Some(ExclusionReason::Expired),
+            _ => None,
+        };
+        for id in &offer.order_ids {
+            self.offer_of.remove(id);
+            self.board.offer_ended(*id, offer.driver_id, reason.is_some());
             if let Some(reason) = reason {
-                entry.excluded.insert(offer.driver_id);
                 // Remembered across a restart; written off the dispatcher.
-                self.args
-                    .orders
-                    .exclude_driver(offer.order_id, offer.driver_id, reason);
+                self.args.orders.exclude_driver(*id, offer.driver_id, reason);
             }
         }
+        self.tell(offer_id, &offer, outcome);
         self.closed
             .insert(offer_id, (offer, outcome, Instant::now()));
         metrics::counter!(m::OFFERS_TOTAL, "result" => outcome.as_str()).increment(1);
-        self.tell(offer_id, offer, outcome);
     }
 
-    fn tell(&self, offer_id: OfferId, offer: Offer, outcome: OfferOutcome) {
+    fn tell(&self, offer_id: OfferId, offer: &Offer, outcome: OfferOutcome) {
         let frame = ServerMessage::OfferResult {
             offer_id,
-            order_id: offer.order_id,
+            order_id: offer.order_ids.first().copied().unwrap_or_default(),
+            order_ids: &offer.order_ids,
             result: outcome,
         }
         .encode();
@@ -460,8 +462,8 @@ impl DispatcherState {
         let Some(offer) = self
             .offers
             .get(&offer_id)
-            .copied()
             .filter(|o| o.driver_id == driver_id)
+            .cloned()
         else {
             // A late or foreign answer: say precisely what became of it.
             let late = self
@@ -470,7 +472,7 @@ impl DispatcherState {
                 .filter(|(o, _, _)| o.driver_id == driver_id);
             let error = match late {
                 Some((offer, OfferOutcome::Expired, _))
-                    if self.open.contains_key(&offer.order_id) =>
+                    if offer.order_ids.iter().any(|id| self.open.contains_key(id)) =>
                 {
                     OfferError::Expired
                 }
@@ -482,10 +484,10 @@ impl DispatcherState {
                 // an error where there never was one.
                 match (late, &error) {
                     (Some((offer, _, _)), OfferError::Expired) => {
-                        self.tell(offer_id, *offer, OfferOutcome::Expired)
+                        self.tell(offer_id, offer, OfferOutcome::Expired)
                     }
                     (Some((offer, _, _)), OfferError::Taken) => {
-                        self.tell(offer_id, *offer, OfferOutcome::Taken)
+                        self.tell(offer_id, offer, OfferOutcome::Taken)
                     }
                     _ => {
                         let frame = crate::wire::error_frame(
@@ -516,15 +518,23 @@ impl DispatcherState {
         };
         // Take the offer out now, so a second answer cannot race this one.
         self.offers.remove(&offer_id);
+        for id in &offer.order_ids {
+            self.offer_of.remove(id);
+        }
         let orders = self.args.orders.clone();
         let myself = myself.clone();
         tokio::spawn(
             async move {
-                let result = orders.assign(offer.order_id, profile, offer_id).await;
+                // A bundle is accepted as a whole: every order of it is
+                // written, in drop-off sequence.
+                let mut results = Vec::with_capacity(offer.order_ids.len());
+                for id in &offer.order_ids {
+                    results.push(orders.assign(*id, profile.clone(), offer_id).await);
+                }
                 let _ = myself.cast(DispatchMessage::Assigned {
                     offer_id,
                     offer,
-                    result: Box::new(result),
+                    results,
                     reply,
                 });
             }
@@ -536,37 +546,49 @@ impl DispatcherState {
         &mut self,
         offer_id: OfferId,
         offer: Offer,
-        result: Result<Order, CommandError>,
+        results: Vec<Result<Order, CommandError>>,
         reply: Option<RpcReplyPort<Result<Option<Order>, OfferError>>>,
     ) {
         self.offered_drivers.remove(&offer.driver_id);
-        let (outcome, answer) = match result {
-            Ok(order) => {
-                self.open.remove(&offer.order_id);
+        let mut first_assigned = None;
+        let mut unavailable = false;
+        for (id, result) in offer.order_ids.iter().zip(results) {
+            match result {
+                Ok(order) => {
+                    self.board.withdraw(*id);
+                    self.open.remove(id);
+                    first_assigned.get_or_insert(order);
+                }
+                Err(CommandError::Store(_)) | Err(CommandError::Unavailable) => {
+                    // Nothing was written; the order goes back into the pool.
+                    self.board.offer_ended(*id, offer.driver_id, false);
+                    unavailable = true;
+                }
+                Err(CommandError::Refused(_)) => {
+                    self.board.withdraw(*id);
+                    self.open.remove(id);
+                }
+            }
+        }
+        let (outcome, answer) = match first_assigned {
+            Some(order) => {
                 metrics::histogram!(m::ASSIGN_SECONDS)
                     .record(offer.dispatchable_since.elapsed().as_secs_f64());
                 (OfferOutcome::Assigned, Ok(Some(order)))
             }
-            Err(CommandError::Store(_)) | Err(CommandError::Unavailable) => {
-                // Nothing was written; the order goes back into the pool.
-                if let Some(entry) = self.open.get_mut(&offer.order_id) {
-                    entry.offer = None;
-                }
+            None if unavailable => {
                 metrics::counter!(m::OFFERS_TOTAL, "result" => "failed").increment(1);
                 if let Some(reply) = reply {
                     let _ = reply.send(Err(OfferError::Unavailable));
                 }
                 return;
             }
-            Err(CommandError::Refused(_)) => {
-                self.open.remove(&offer.order_id);
-                (OfferOutcome::Taken, Err(OfferError::Taken))
-            }
+            None => (OfferOutcome::Taken, Err(OfferError::Taken)),
         };
+        self.tell(offer_id, &offer, outcome);
         self.closed
             .insert(offer_id, (offer, outcome, Instant::now()));
         metrics::counter!(m::OFFERS_TOTAL, "result" => outcome.as_str()).increment(1);
-        self.tell(offer_id, offer, outcome);
         if let Some(reply) = reply {
             let _ = reply.send(answer);
         }

@@ -14,7 +14,7 @@ use crate::domain::model::{DriverId, LatLon};
 use crate::engine::slot::Slot;
 use crate::metrics as m;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,13 +27,8 @@ pub trait PresenceListener: Send + Sync + 'static {
     fn went_stale(&self, driver_id: DriverId);
 }
 
-/// One order's question in a dispatch round.
-#[derive(Debug, Clone)]
-pub struct CandidateQuery {
-    pub at: LatLon,
-    pub max_km: f64,
-    pub exclude: HashSet<DriverId>,
-}
+/// One restaurant's question in a dispatch round (the board's query).
+pub use crate::domain::dispatch::Query as CandidateQuery;
 
 /// What a driver's pending update stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +103,6 @@ pub(crate) enum GeoMessage {
     /// drivers per query.
     Candidates {
         queries: Vec<CandidateQuery>,
-        k: usize,
         max_active_orders: u32,
         reply: RpcReplyPort<Vec<Vec<Nearby>>>,
     },
@@ -206,7 +200,6 @@ impl Actor for GeoActor {
             }
             GeoMessage::Candidates {
                 queries,
-                k,
                 max_active_orders,
                 reply,
             } => {
@@ -215,7 +208,7 @@ impl Actor for GeoActor {
                     .map(|q| {
                         state.available_index.nearest_available(
                             q.at,
-                            k,
+                            q.k,
                             q.max_km,
                             max_active_orders,
                             |id| q.exclude.contains(&id),
@@ -310,14 +303,12 @@ impl Geo {
     pub(crate) async fn candidates(
         &self,
         queries: Vec<CandidateQuery>,
-        k: usize,
         max_active_orders: u32,
     ) -> Option<Vec<Vec<Nearby>>> {
         self.slot
             .call(
                 |reply| GeoMessage::Candidates {
                     queries,
-                    k,
                     max_active_orders,
                     reply,
                 },

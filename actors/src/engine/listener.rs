@@ -35,6 +35,7 @@ impl EngineListener {
                 Kitchen::from(order),
                 change.restaurant.prep_time_minutes,
             ),
+            placed_at: order.placed_at,
         });
     }
 

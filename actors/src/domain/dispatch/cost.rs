@@ -26,7 +26,28 @@ pub struct PolicyParams {
     /// Cost per order the driver already carries: each one is a detour that
     /// delays this order and risks the first one going cold.
     pub load_penalty_secs: f64,
+    /// Seconds between a driver reaching the restaurant and the earliest
+    /// pickup (parking, walking in). 0 in the live engine, where the driver
+    /// says when it picked up; the replay sets the instance's half service
+    /// time.
+    pub pickup_service_secs: f64,
+    /// The same after reaching a customer, before the drop-off, and again
+    /// before leaving; 0 in the live engine.
+    pub dropoff_service_secs: f64,
+    /// Ready-time-aware commitment: a driver who would wait longer than this
+    /// at the restaurant is not committed yet; a better one may appear, and
+    /// the order may still be bundled with a later one. Infinite: commit at
+    /// once.
+    pub commit_ahead_secs: f64,
+    /// Cost per second an order could still wait before its latest pickup
+    /// (up to `MAX_SLACK_SECS`): when drivers are short, the orders about
+    /// to miss the maximum click-to-door go first, and the ones that can
+    /// wait, wait. No effect on orders without a deadline.
+    pub slack_weight: f64,
 }
+
+/// Slack beyond this is all the same to [`PolicyParams::slack_weight`].
+pub const MAX_SLACK_SECS: f64 = 1800.0;
 
 impl Default for PolicyParams {
     fn default() -> Self {
@@ -36,6 +57,10 @@ impl Default for PolicyParams {
             travel_weight: 0.25,
             food_wait_weight: 1.0,
             load_penalty_secs: 300.0,
+            pickup_service_secs: 0.0,
+            dropoff_service_secs: 0.0,
+            commit_ahead_secs: f64::INFINITY,
+            slack_weight: 0.0,
         }
     }
 }
@@ -48,6 +73,10 @@ pub struct OpenOrder {
     pub dropoff: LatLon,
     /// When the food is ready, in seconds from now; `<= 0` means it already is.
     pub ready_in_secs: f64,
+    /// A pickup later than this (seconds from now) would deliver some order
+    /// past its deadline: such a driver is no candidate. Infinite when no
+    /// deadline binds.
+    pub latest_pickup_secs: f64,
 }
 
 /// A driver the geo index found near an order's restaurant.
@@ -57,12 +86,38 @@ pub struct Candidate {
     pub at: LatLon,
     pub vehicle: VehicleType,
     pub active_orders: u32,
+    /// Seconds until the driver is free at `at` (0: now). A driver finishing
+    /// a delivery can be planned from its last drop-off.
+    pub free_in_secs: f64,
+    /// The driver cannot pick up later than this (seconds from now): the end
+    /// of its shift. Infinite when it has none.
+    pub off_in_secs: f64,
+}
+
+impl Candidate {
+    /// A driver free now, without a shift end.
+    pub fn free(
+        driver_id: DriverId,
+        at: LatLon,
+        vehicle: VehicleType,
+        active_orders: u32,
+    ) -> Candidate {
+        Candidate {
+            driver_id,
+            at,
+            vehicle,
+            active_orders,
+            free_in_secs: 0.0,
+            off_in_secs: f64::INFINITY,
+        }
+    }
 }
 
 /// Cost in seconds of giving `order` to `driver`:
 ///
 /// ```text
-/// travel = travel_secs(driver.at, order.restaurant, driver.vehicle, road_factor)
+/// travel = driver.free_in_secs
+///        + travel_secs(driver.at, order.restaurant, driver.vehicle, road_factor)
 /// ready  = max(order.ready_in_secs, 0)
 /// cost   = max(travel, ready)                          // when pickup can happen
 ///        + travel_weight      * travel                 // the driving itself
@@ -74,22 +129,39 @@ pub struct Candidate {
 /// waited is the same whichever driver is chosen, and counting it would make
 /// the longest-waiting orders the most expensive to assign. A travel time
 /// that is not finite (a NaN coordinate) gives an infinite cost, which both
-/// assigners treat as "not a candidate".
+/// assigners treat as "not a candidate"; so does a pickup
+/// (`max(travel + pickup_service_secs, ready)`) after the driver's shift
+/// ends or after the order's `latest_pickup_secs`, and a driver who would
+/// wait at the restaurant longer than `commit_ahead_secs`.
 pub fn pairing_cost(order: &OpenOrder, driver: &Candidate, params: &PolicyParams) -> f64 {
-    let travel = travel_secs(
-        driver.at,
-        order.restaurant,
-        driver.vehicle,
-        params.road_factor,
-    );
+    let travel = driver.free_in_secs
+        + travel_secs(
+            driver.at,
+            order.restaurant,
+            driver.vehicle,
+            params.road_factor,
+        );
     // `f64::max` ignores NaN, so a NaN travel time would otherwise vanish
     // into a plausible-looking cost below.
     if !travel.is_finite() {
         return f64::INFINITY;
     }
     let ready = order.ready_in_secs.max(0.0);
+    let pickup = (travel + params.pickup_service_secs).max(ready);
+    if pickup > driver.off_in_secs
+        || pickup > order.latest_pickup_secs
+        || ready - (travel + params.pickup_service_secs) > params.commit_ahead_secs
+    {
+        return f64::INFINITY;
+    }
     let food_wait = (travel - ready).max(0.0);
-    travel.max(ready)
+    let slack = if order.latest_pickup_secs.is_finite() {
+        (order.latest_pickup_secs - pickup).clamp(0.0, MAX_SLACK_SECS)
+    } else {
+        0.0
+    };
+    params.slack_weight * slack
+        + travel.max(ready)
         + params.travel_weight * travel
         + params.food_wait_weight * food_wait
         + params.load_penalty_secs * f64::from(driver.active_orders)
@@ -164,6 +236,69 @@ mod tests {
         assert!(
             (pairing_cost(&o, &busy, &params) - idle_cost - params.load_penalty_secs).abs() < 1e-9
         );
+    }
+
+    #[test]
+    fn a_pickup_after_the_shift_or_the_orders_latest_pickup_is_no_candidate() {
+        let params = PolicyParams::default();
+        let d = driver(1, east(1.0));
+        let travel = travel_secs(d.at, DOWNTOWN, d.vehicle, params.road_factor);
+        let o = order(1, DOWNTOWN, 0.0);
+        assert!(pairing_cost(&o, &d, &params).is_finite());
+        let leaving = Candidate {
+            off_in_secs: travel - 1.0,
+            ..d
+        };
+        assert!(pairing_cost(&o, &leaving, &params).is_infinite());
+        let urgent = OpenOrder {
+            latest_pickup_secs: travel - 1.0,
+            ..o.clone()
+        };
+        assert!(pairing_cost(&urgent, &d, &params).is_infinite());
+        // A driver still busy for a minute arrives a minute later.
+        let busy = Candidate {
+            free_in_secs: 60.0,
+            ..d
+        };
+        assert!(pairing_cost(&o, &busy, &params) > pairing_cost(&o, &d, &params) + 60.0);
+    }
+
+    #[test]
+    fn with_a_slack_weight_the_order_closer_to_its_deadline_costs_less() {
+        let params = PolicyParams {
+            slack_weight: 0.25,
+            ..PolicyParams::default()
+        };
+        let d = driver(1, east(1.0));
+        let relaxed = OpenOrder {
+            latest_pickup_secs: 3000.0,
+            ..order(1, DOWNTOWN, 0.0)
+        };
+        let urgent = OpenOrder {
+            latest_pickup_secs: 600.0,
+            ..order(2, DOWNTOWN, 0.0)
+        };
+        assert!(pairing_cost(&urgent, &d, &params) < pairing_cost(&relaxed, &d, &params));
+        // Without a deadline (the live engine) the weight changes nothing.
+        assert_eq!(
+            pairing_cost(&order(3, DOWNTOWN, 0.0), &d, &params),
+            pairing_cost(&order(3, DOWNTOWN, 0.0), &d, &PolicyParams::default())
+        );
+    }
+
+    #[test]
+    fn a_driver_who_would_wait_past_the_commitment_window_is_not_committed_yet() {
+        let params = PolicyParams {
+            commit_ahead_secs: 300.0,
+            ..PolicyParams::default()
+        };
+        let d = driver(1, east(1.0));
+        let travel = travel_secs(d.at, DOWNTOWN, d.vehicle, params.road_factor);
+        assert!(pairing_cost(&order(1, DOWNTOWN, travel + 299.0), &d, &params).is_finite());
+        assert!(pairing_cost(&order(1, DOWNTOWN, travel + 301.0), &d, &params).is_infinite());
+        // Without a window (the default), any wait is committed.
+        let eager = PolicyParams::default();
+        assert!(pairing_cost(&order(1, DOWNTOWN, travel + 3600.0), &d, &eager).is_finite());
     }
 
     #[test]

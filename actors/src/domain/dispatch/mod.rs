@@ -1,5 +1,7 @@
 //! The dispatch policy (DESIGN.md "Matching"), as pure functions:
 //!
+//! - [`board`]: the waiting orders and one round over them, clock injected,
+//!   shared by the live dispatcher and the replay;
 //! - [`cost`]: what giving one order to one driver costs, in seconds;
 //! - [`round`]: which pairings one dispatch round makes (a minimum-cost
 //!   assignment), the greedy baseline, and radius widening;
@@ -8,12 +10,14 @@
 //! - `scenario`: seeded synthetic cities, a fixture of the tests and the
 //!   benchmarks only (feature `scenarios`).
 
+pub mod board;
 pub mod cost;
 pub mod round;
 #[cfg(any(test, feature = "scenarios"))]
 pub mod scenario;
 pub mod solver;
 
+pub use board::{Assignment, Board, BoardEntry, BoardRules, Decision, Plan, Query, WaitingOrder};
 pub use cost::{Candidate, OpenOrder, PolicyParams, has_capacity, pairing_cost};
 pub use round::{Pairing, assign_greedy, assign_round, widen_radius};
 
@@ -43,15 +47,11 @@ pub(crate) mod fixtures {
             restaurant,
             dropoff: DOWNTOWN,
             ready_in_secs,
+            latest_pickup_secs: f64::INFINITY,
         }
     }
 
     pub fn driver(driver_id: DriverId, at: LatLon) -> Candidate {
-        Candidate {
-            driver_id,
-            at,
-            vehicle: VehicleType::Car,
-            active_orders: 0,
-        }
+        Candidate::free(driver_id, at, VehicleType::Car, 0)
     }
 }

@@ -254,6 +254,8 @@ mod tests {
                     VehicleType::Bike
                 },
                 active_orders: rng.random_range(0..=2),
+                free_in_secs: 0.0,
+                off_in_secs: f64::INFINITY,
             })
             .collect();
         let orders: Vec<OpenOrder> = (0..rng.random_range(1..=max_orders))

@@ -98,6 +98,7 @@ pub fn generate(seed: u64, restaurants: usize, orders: usize, drivers: usize) ->
             restaurant: restaurant_at[r],
             dropoff: in_disc(&mut rng, restaurant_at[r], DROPOFF_RADIUS_KM),
             ready_in_secs: rng.random_range(0.0..900.0),
+            latest_pickup_secs: f64::INFINITY,
         });
     }
     let drivers = (0..drivers)
@@ -110,6 +111,8 @@ pub fn generate(seed: u64, restaurants: usize, orders: usize, drivers: usize) ->
             },
             vehicle: vehicle(&mut rng),
             active_orders: rng.random_range(0..=1),
+            free_in_secs: 0.0,
+            off_in_secs: f64::INFINITY,
         })
         .collect();
     Scenario {

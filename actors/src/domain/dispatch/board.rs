@@ -1,0 +1,690 @@
+//! The board: the orders waiting for a driver, and one dispatch round over
+//! them, with the clock injected. Store-free and actor-free, so the live
+//! Dispatcher and `dispatchd replay` run the very same round:
+//!
+//! 1. [`Board::plan`] groups the waiting orders into jobs (a bundle of
+//!    orders of one restaurant, ready close together, or a single order)
+//!    and says which candidates to ask the geo index for: one query per
+//!    restaurant, for as many drivers as it has jobs plus the usual
+//!    `candidates_per_order`, so a hot spot is not starved by every one of
+//!    its orders seeing the same few nearest drivers;
+//! 2. the caller asks the index (the live engine through the geo actor, the
+//!    replay its own [`crate::domain::geo_index::GeoIndex`]);
+//! 3. [`Board::decide`] solves the round ([`super::assign_round`] over jobs)
+//!    and marks the chosen orders offered.
+//!
+//! Times are `DateTime<Utc>` given by the caller: wall time live, simulated
+//! time in the replay.
+
+use super::cost::{Candidate, OpenOrder, PolicyParams, pairing_cost};
+use super::round::{assign_round, widen_radius};
+use crate::domain::eta::travel_secs;
+use crate::domain::model::{DriverId, LatLon, OrderId, RestaurantId, VehicleType};
+use chrono::{DateTime, Utc};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// What the board needs to know about an order waiting for a driver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WaitingOrder {
+    pub order_id: OrderId,
+    pub restaurant_id: RestaurantId,
+    pub restaurant: LatLon,
+    pub dropoff: LatLon,
+    pub ready_at: DateTime<Utc>,
+    /// When it was placed: click-to-door counts from here.
+    pub placed_at: DateTime<Utc>,
+}
+
+/// The rules of a round beyond the cost model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BoardRules {
+    pub search_radius_km: f64,
+    pub max_radius_km: f64,
+    pub candidates_per_order: usize,
+    /// Orders one offer may name (never more than a driver may hold).
+    pub max_bundle: usize,
+    /// Orders whose food is ready further apart than this are not bundled.
+    pub bundle_ready_gap_secs: f64,
+    /// A bundle may deliver none of its orders later than this compared with
+    /// delivering that order alone.
+    pub bundle_max_delay_secs: f64,
+    /// Click-to-door an order should never exceed.
+    pub max_click_to_door_secs: f64,
+    /// Whether no driver may be given an order it cannot deliver within
+    /// `max_click_to_door_secs` (the replay: such orders are dropped), or
+    /// the maximum only flags (live: the operator decides).
+    pub enforce_max_click_to_door: bool,
+}
+
+impl Default for BoardRules {
+    fn default() -> Self {
+        BoardRules {
+            search_radius_km: 5.0,
+            max_radius_km: 15.0,
+            candidates_per_order: 8,
+            max_bundle: 2,
+            bundle_ready_gap_secs: 300.0,
+            bundle_max_delay_secs: 600.0,
+            max_click_to_door_secs: 90.0 * 60.0,
+            enforce_max_click_to_door: false,
+        }
+    }
+}
+
+/// One waiting order on the board, with what the rounds learnt about it.
+#[derive(Debug, Clone)]
+pub struct BoardEntry {
+    pub order: WaitingOrder,
+    /// When it started waiting for a driver.
+    pub since: DateTime<Utc>,
+    pub radius_km: f64,
+    /// Drivers who declined it or let its offer expire.
+    pub excluded: HashSet<DriverId>,
+    /// An offer naming it is outstanding.
+    pub offered: bool,
+    /// No driver can deliver it within the maximum any more.
+    pub hopeless: bool,
+    /// More candidates to ask for, after rounds in which every one found
+    /// could not take it (a shift ending, too early for the food, too late
+    /// for the maximum): the nearest few must not hide the rest for good.
+    pub extra_candidates: usize,
+}
+
+/// Orders offered to one driver together, in drop-off sequence.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub orders: Vec<OrderId>,
+    pub restaurant: LatLon,
+    /// Seconds from pickup to each order's drop-off, in sequence.
+    pub drop_offsets_secs: Vec<f64>,
+    row: OpenOrder,
+}
+
+/// One candidate search: up to `k` available drivers within `max_km` of
+/// `at`, none in `exclude`.
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub at: LatLon,
+    pub max_km: f64,
+    pub k: usize,
+    pub exclude: HashSet<DriverId>,
+}
+
+/// What [`Board::plan`] found: the jobs, the queries to answer, and the
+/// orders that just turned hopeless.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub jobs: Vec<Job>,
+    pub queries: Vec<Query>,
+    /// The jobs of each query, in candidate order.
+    groups: Vec<Vec<usize>>,
+    /// The extra candidates each query asked for.
+    extra: Vec<usize>,
+    pub hopeless: Vec<OrderId>,
+}
+
+impl Plan {
+    /// The orders whose jobs query `query` serves.
+    pub fn orders_of_query(&self, query: usize) -> impl Iterator<Item = OrderId> + '_ {
+        self.groups
+            .get(query)
+            .into_iter()
+            .flatten()
+            .flat_map(|&job| self.jobs[job].orders.iter().copied())
+    }
+}
+
+/// What a round decided.
+#[derive(Debug, Default)]
+pub struct Decision {
+    pub assignments: Vec<Assignment>,
+    /// Orders whose search radius grew because their restaurant found nobody.
+    pub widened: usize,
+}
+
+/// A job the round gives to a driver.
+#[derive(Debug, Clone)]
+pub struct Assignment {
+    pub orders: Vec<OrderId>,
+    pub driver: Candidate,
+    /// The round's cost of this pairing, in seconds.
+    pub cost: f64,
+    /// Seconds from pickup to each order's drop-off, in sequence.
+    pub drop_offsets_secs: Vec<f64>,
+}
+
+/// The orders waiting for a driver.
+#[derive(Debug, Clone)]
+pub struct Board {
+    entries: HashMap<OrderId, BoardEntry>,
+    pub rules: BoardRules,
+    pub params: PolicyParams,
+}
+
+/// Hard cap on one restaurant's query, whatever its queue: beyond this many
+/// drivers per round the solver's work, not the search, is the limit.
+const MAX_QUERY_K: usize = 4096;
+
+fn secs_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
+    (to - from).num_milliseconds() as f64 / 1000.0
+}
+
+impl Board {
+    pub fn new(rules: BoardRules, params: PolicyParams) -> Board {
+        Board {
+            entries: HashMap::new(),
+            rules,
+            params,
+        }
+    }
+
+    /// The order waits for a driver from `now` (again a no-op if it already does).
+    pub fn open(&mut self, order: WaitingOrder, now: DateTime<Utc>) {
+        let radius_km = self.rules.search_radius_km;
+        self.entries
+            .entry(order.order_id)
+            .or_insert_with(|| BoardEntry {
+                order,
+                since: now,
+                radius_km,
+                excluded: HashSet::new(),
+                offered: false,
+                hopeless: false,
+                extra_candidates: 0,
+            });
+    }
+
+    /// Takes an order off the board (assigned, cancelled, dropped).
+    pub fn withdraw(&mut self, order_id: OrderId) -> Option<BoardEntry> {
+        self.entries.remove(&order_id)
+    }
+
+    pub fn get(&self, order_id: OrderId) -> Option<&BoardEntry> {
+        self.entries.get(&order_id)
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &BoardEntry> {
+        self.entries.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// An offer naming `order_id` ended without an assignment; a decline or
+    /// an expiry (`exclude`) keeps that driver away from the order.
+    pub fn offer_ended(&mut self, order_id: OrderId, driver_id: DriverId, exclude: bool) {
+        if let Some(entry) = self.entries.get_mut(&order_id) {
+            entry.offered = false;
+            if exclude {
+                entry.excluded.insert(driver_id);
+            }
+        }
+    }
+
+    /// Seconds of driving between two points by the default vehicle.
+    fn leg_secs(&self, a: LatLon, b: LatLon) -> f64 {
+        travel_secs(a, b, VehicleType::default(), self.params.road_factor)
+    }
+
+    /// Seconds from pickup to each drop-off of `sequence`.
+    fn drop_offsets(&self, restaurant: LatLon, sequence: &[&BoardEntry]) -> Vec<f64> {
+        let service = self.params.dropoff_service_secs;
+        let mut at = restaurant;
+        let mut clock = self.params.pickup_service_secs;
+        let mut offsets = Vec::with_capacity(sequence.len());
+        for (i, entry) in sequence.iter().enumerate() {
+            if i > 0 {
+                clock += service;
+            }
+            clock += self.leg_secs(at, entry.order.dropoff) + service;
+            offsets.push(clock);
+            at = entry.order.dropoff;
+        }
+        offsets
+    }
+
+    /// The latest pickup (seconds from now) that delivers every order of the
+    /// sequence within the maximum.
+    fn latest_pickup(&self, now: DateTime<Utc>, sequence: &[&BoardEntry], offsets: &[f64]) -> f64 {
+        sequence
+            .iter()
+            .zip(offsets)
+            .map(|(e, offset)| {
+                secs_between(now, e.order.placed_at) + self.rules.max_click_to_door_secs - offset
+            })
+            .fold(f64::INFINITY, f64::min)
+    }
+
+    /// Groups the waiting orders into jobs and says what to ask the index;
+    /// `busy` drivers (an offer outstanding) are left out of every query.
+    /// Orders that no driver could deliver within the maximum any more are
+    /// flagged hopeless (once), and left out when the maximum is enforced.
+    pub fn plan(&mut self, now: DateTime<Utc>, busy: &HashSet<DriverId>) -> Plan {
+        let mut plan = Plan::default();
+        // Even a driver at the restaurant right now would be too late.
+        let pickup_service = self.params.pickup_service_secs;
+        let mut newly_hopeless = Vec::new();
+        for entry in self.entries.values() {
+            if entry.offered || entry.hopeless {
+                continue;
+            }
+            let offsets = self.drop_offsets(entry.order.restaurant, &[entry]);
+            let latest = self.latest_pickup(now, &[entry], &offsets);
+            let earliest = secs_between(now, entry.order.ready_at).max(pickup_service);
+            if earliest > latest {
+                newly_hopeless.push(entry.order.order_id);
+            }
+        }
+        for id in &newly_hopeless {
+            if let Some(entry) = self.entries.get_mut(id) {
+                entry.hopeless = true;
+            }
+        }
+        plan.hopeless = newly_hopeless;
+
+        // Waiting orders by restaurant, each restaurant's by ready time
+        // (ties by id, so a round is deterministic).
+        let enforce = self.rules.enforce_max_click_to_door;
+        let mut by_restaurant: BTreeMap<RestaurantId, Vec<&BoardEntry>> = BTreeMap::new();
+        for entry in self.entries.values() {
+            if entry.offered || (enforce && entry.hopeless) {
+                continue;
+            }
+            by_restaurant
+                .entry(entry.order.restaurant_id)
+                .or_default()
+                .push(entry);
+        }
+        for waiting in by_restaurant.values_mut() {
+            waiting.sort_by(|a, b| {
+                a.order
+                    .ready_at
+                    .cmp(&b.order.ready_at)
+                    .then(a.order.order_id.cmp(&b.order.order_id))
+            });
+            let first_job = plan.jobs.len();
+            for sequence in self.bundles(waiting) {
+                plan.jobs.push(self.job(now, &sequence));
+            }
+            let members: Vec<usize> = (first_job..plan.jobs.len()).collect();
+            let mut exclude: HashSet<DriverId> = busy.clone();
+            let mut max_km: f64 = 0.0;
+            let mut extra = 0;
+            for entry in waiting.iter() {
+                exclude.extend(entry.excluded.iter().copied());
+                max_km = max_km.max(entry.radius_km);
+                extra = extra.max(entry.extra_candidates);
+            }
+            plan.queries.push(Query {
+                at: waiting[0].order.restaurant,
+                max_km,
+                k: (self.rules.candidates_per_order + extra + members.len() - 1).min(MAX_QUERY_K),
+                exclude,
+            });
+            plan.extra.push(extra);
+            plan.groups.push(members);
+        }
+        plan
+    }
+
+    /// Splits one restaurant's waiting orders (by ready time) into drop-off
+    /// sequences: each order starts a bundle, and takes the next ones whose
+    /// food is ready within the gap while no order of it is delayed by more
+    /// than `bundle_max_delay_secs` against going alone.
+    fn bundles<'a>(&self, waiting: &[&'a BoardEntry]) -> Vec<Vec<&'a BoardEntry>> {
+        let mut taken = vec![false; waiting.len()];
+        let mut sequences = Vec::new();
+        for i in 0..waiting.len() {
+            if taken[i] {
+                continue;
+            }
+            taken[i] = true;
+            let mut sequence = vec![waiting[i]];
+            for j in i + 1..waiting.len() {
+                if sequence.len() >= self.rules.max_bundle {
+                    break;
+                }
+                if taken[j] {
+                    continue;
+                }
+                let gap = secs_between(waiting[i].order.ready_at, waiting[j].order.ready_at);
+                if gap > self.rules.bundle_ready_gap_secs {
+                    break;
+                }
+                if let Some(better) = self.best_sequence(&sequence, waiting[j]) {
+                    sequence = better;
+                    taken[j] = true;
+                }
+            }
+            sequences.push(sequence);
+        }
+        sequences
+    }
+
+    /// `sequence` with `extra` inserted where the drop-offs finish soonest in
+    /// total, if no order is then delayed too much against going alone.
+    fn best_sequence<'a>(
+        &self,
+        sequence: &[&'a BoardEntry],
+        extra: &'a BoardEntry,
+    ) -> Option<Vec<&'a BoardEntry>> {
+        let restaurant = extra.order.restaurant;
+        let mut best: Option<(f64, Vec<&'a BoardEntry>)> = None;
+        // From the end: on a tie the food ready first is dropped first.
+        for at in (0..=sequence.len()).rev() {
+            let mut candidate = sequence.to_vec();
+            candidate.insert(at, extra);
+            let offsets = self.drop_offsets(restaurant, &candidate);
+            let fits = candidate.iter().zip(&offsets).all(|(e, offset)| {
+                let alone = self.drop_offsets(restaurant, &[*e])[0];
+                offset - alone <= self.rules.bundle_max_delay_secs
+            });
+            let total: f64 = offsets.iter().sum();
+            if fits && best.as_ref().is_none_or(|(t, _)| total < *t) {
+                best = Some((total, candidate));
+            }
+        }
+        best.map(|(_, s)| s)
+    }
+
+    fn job(&self, now: DateTime<Utc>, sequence: &[&BoardEntry]) -> Job {
+        let restaurant = sequence[0].order.restaurant;
+        let offsets = self.drop_offsets(restaurant, sequence);
+        let ready_in_secs = sequence
+            .iter()
+            .map(|e| secs_between(now, e.order.ready_at))
+            .fold(f64::NEG_INFINITY, f64::max);
+        let latest_pickup_secs = if self.rules.enforce_max_click_to_door {
+            self.latest_pickup(now, sequence, &offsets)
+        } else {
+            f64::INFINITY
+        };
+        Job {
+            orders: sequence.iter().map(|e| e.order.order_id).collect(),
+            restaurant,
+            row: OpenOrder {
+                order_id: sequence[0].order.order_id,
+                restaurant,
+                dropoff: sequence[0].order.dropoff,
+                ready_in_secs,
+                latest_pickup_secs,
+            },
+            drop_offsets_secs: offsets,
+        }
+    }
+
+    /// Solves the round given the index's `answers` to `plan.queries` (in
+    /// order, nearest first), and marks the orders of each assignment
+    /// offered. A restaurant whose query found nobody widens its radius.
+    ///
+    /// Job `i` of a restaurant is given candidates `i .. i + k` of its
+    /// answer: the nearest drivers go to the earliest food, and every job
+    /// still has `k` to choose from without the round growing with the
+    /// square of the queue.
+    pub fn decide(&mut self, plan: Plan, answers: Vec<Vec<Candidate>>) -> Decision {
+        let mut widened = 0;
+        let base_k = self.rules.candidates_per_order.max(1);
+        let mut candidates: Vec<Vec<Candidate>> = vec![Vec::new(); plan.jobs.len()];
+        for (g, (members, answer)) in plan.groups.iter().zip(&answers).enumerate() {
+            let k = base_k + plan.extra.get(g).copied().unwrap_or(0);
+            if answer.is_empty() {
+                for &j in members {
+                    for id in &plan.jobs[j].orders {
+                        if let Some(entry) = self.entries.get_mut(id)
+                            && let Some(wider) = widen_radius(
+                                entry.radius_km,
+                                self.rules.search_radius_km,
+                                self.rules.max_radius_km,
+                            )
+                        {
+                            entry.radius_km = wider;
+                            widened += 1;
+                        }
+                    }
+                }
+                continue;
+            }
+            for (rank, &j) in members.iter().enumerate() {
+                let start = rank.min(answer.len().saturating_sub(k));
+                let end = (start + k).min(answer.len());
+                candidates[j] = answer[start..end]
+                    .iter()
+                    .filter(|c| {
+                        plan.jobs[j].orders.len() as u32 + c.active_orders
+                            <= self.params.max_active_orders
+                    })
+                    .copied()
+                    .collect();
+                let usable = candidates[j]
+                    .iter()
+                    .any(|c| pairing_cost(&plan.jobs[j].row, c, &self.params).is_finite());
+                if !usable {
+                    let searched_all = answer.len() < plan.queries[g].k;
+                    for id in &plan.jobs[j].orders {
+                        let Some(entry) = self.entries.get_mut(id) else {
+                            continue;
+                        };
+                        entry.extra_candidates =
+                            (entry.extra_candidates * 2).max(base_k).min(MAX_QUERY_K);
+                        if searched_all
+                            && let Some(wider) = widen_radius(
+                                entry.radius_km,
+                                self.rules.search_radius_km,
+                                self.rules.max_radius_km,
+                            )
+                        {
+                            entry.radius_km = wider;
+                            widened += 1;
+                        }
+                    }
+                }
+            }
+        }
+        let rows: Vec<OpenOrder> = plan.jobs.iter().map(|j| j.row.clone()).collect();
+        let pairings = assign_round(&rows, &candidates, &self.params);
+        let mut assignments = Vec::with_capacity(pairings.len());
+        for pairing in pairings {
+            let Some(j) = rows.iter().position(|r| r.order_id == pairing.order_id) else {
+                continue;
+            };
+            let Some(driver) = candidates[j]
+                .iter()
+                .find(|c| c.driver_id == pairing.driver_id)
+                .copied()
+            else {
+                continue;
+            };
+            let job = &plan.jobs[j];
+            for id in &job.orders {
+                if let Some(entry) = self.entries.get_mut(id) {
+                    entry.offered = true;
+                }
+            }
+            assignments.push(Assignment {
+                orders: job.orders.clone(),
+                driver,
+                cost: pairing.cost,
+                drop_offsets_secs: job.drop_offsets_secs.clone(),
+            });
+        }
+        Decision {
+            assignments,
+            widened,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::dispatch::fixtures::{driver, east};
+    use chrono::Duration;
+
+    fn at(minute: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::UNIX_EPOCH + Duration::minutes(minute)
+    }
+
+    fn waiting(id: OrderId, restaurant_id: RestaurantId, km: f64, ready: i64) -> WaitingOrder {
+        WaitingOrder {
+            order_id: id,
+            restaurant_id,
+            restaurant: east(km),
+            dropoff: east(km + 1.0),
+            ready_at: at(ready),
+            placed_at: at(0),
+        }
+    }
+
+    fn board() -> Board {
+        Board::new(BoardRules::default(), PolicyParams::default())
+    }
+
+    /// The index's answer to a query, from a fixed fleet (nearest first).
+    fn answer(query: &Query, fleet: &[Candidate]) -> Vec<Candidate> {
+        let mut found: Vec<Candidate> = fleet
+            .iter()
+            .filter(|c| !query.exclude.contains(&c.driver_id))
+            .filter(|c| crate::domain::geo::distance_km(c.at, query.at) <= query.max_km)
+            .copied()
+            .collect();
+        found.sort_by(|a, b| {
+            crate::domain::geo::distance_km(a.at, query.at)
+                .total_cmp(&crate::domain::geo::distance_km(b.at, query.at))
+        });
+        found.truncate(query.k);
+        found
+    }
+
+    fn round(board: &mut Board, now: DateTime<Utc>, fleet: &[Candidate]) -> Vec<Assignment> {
+        let plan = board.plan(now, &HashSet::new());
+        let answers = plan.queries.iter().map(|q| answer(q, fleet)).collect();
+        board.decide(plan, answers).assignments
+    }
+
+    #[test]
+    fn two_orders_of_one_restaurant_ready_together_are_one_offer() {
+        let mut b = board();
+        b.open(waiting(1, 7, 0.0, 10), at(0));
+        let mut second = waiting(2, 7, 0.0, 11);
+        second.dropoff = east(1.5);
+        b.open(second, at(0));
+        let fleet = [driver(1, east(0.5)), driver(2, east(0.6))];
+        let done = round(&mut b, at(9), &fleet);
+        assert_eq!(done.len(), 1, "{done:?}");
+        assert_eq!(done[0].orders.len(), 2);
+        assert_eq!(done[0].driver.driver_id, 1);
+        assert!(b.get(1).is_some_and(|e| e.offered) && b.get(2).is_some_and(|e| e.offered));
+        // Each drop-off counts the ones before it.
+        assert!(done[0].drop_offsets_secs[1] > done[0].drop_offsets_secs[0]);
+    }
+
+    #[test]
+    fn orders_of_different_restaurants_or_far_apart_in_time_are_offered_alone() {
+        let mut b = board();
+        b.open(waiting(1, 7, 0.0, 10), at(0));
+        b.open(waiting(2, 8, 0.0, 10), at(0));
+        b.open(waiting(3, 7, 0.0, 30), at(0));
+        let fleet = [
+            driver(1, east(0.5)),
+            driver(2, east(0.6)),
+            driver(3, east(0.7)),
+        ];
+        let done = round(&mut b, at(9), &fleet);
+        assert_eq!(done.len(), 3, "{done:?}");
+        assert!(done.iter().all(|a| a.orders.len() == 1));
+    }
+
+    #[test]
+    fn a_bundle_that_delays_an_order_too_much_is_not_made() {
+        let mut b = board();
+        // 8 km out in opposite directions: whoever goes second waits long.
+        let mut east_bound = waiting(1, 7, 0.0, 10);
+        east_bound.dropoff = east(8.0);
+        let mut far = waiting(2, 7, 0.0, 10);
+        far.dropoff = east(-8.0);
+        b.open(east_bound, at(0));
+        b.open(far, at(0));
+        let fleet = [driver(1, east(0.5)), driver(2, east(0.6))];
+        let done = round(&mut b, at(9), &fleet);
+        assert_eq!(done.len(), 2);
+        assert!(done.iter().all(|a| a.orders.len() == 1));
+    }
+
+    #[test]
+    fn a_hot_spot_gets_a_driver_for_every_order_in_one_round() {
+        let rules = BoardRules {
+            max_bundle: 1,
+            ..BoardRules::default()
+        };
+        let mut b = Board::new(rules, PolicyParams::default());
+        for id in 0..200 {
+            b.open(waiting(id, 7, 0.0, 0), at(0));
+        }
+        let fleet: Vec<Candidate> = (0..200)
+            .map(|d| driver(d, east(0.001 * d as f64)))
+            .collect();
+        let done = round(&mut b, at(1), &fleet);
+        assert_eq!(done.len(), 200);
+    }
+
+    #[test]
+    fn an_order_no_one_can_deliver_in_time_is_flagged_once_and_dropped_when_enforced() {
+        let rules = BoardRules {
+            enforce_max_click_to_door: true,
+            ..BoardRules::default()
+        };
+        let mut b = Board::new(rules, PolicyParams::default());
+        b.open(waiting(1, 7, 0.0, 10), at(0));
+        let fleet = [driver(1, east(0.5))];
+        let plan = b.plan(at(95), &HashSet::new());
+        assert_eq!(plan.hopeless, vec![1]);
+        assert!(plan.jobs.is_empty());
+        assert!(b.plan(at(96), &HashSet::new()).hopeless.is_empty());
+        assert!(round(&mut b, at(97), &fleet).is_empty());
+        // Not enforced (live): flagged, and still dispatched.
+        let mut live = board();
+        live.open(waiting(1, 7, 0.0, 10), at(0));
+        let plan = live.plan(at(95), &HashSet::new());
+        assert_eq!(plan.hopeless, vec![1]);
+        let answers = plan.queries.iter().map(|q| answer(q, &fleet)).collect();
+        assert_eq!(live.decide(plan, answers).assignments.len(), 1);
+    }
+
+    #[test]
+    fn when_the_nearest_drivers_cannot_take_it_the_next_round_asks_for_more() {
+        let mut b = board();
+        b.open(waiting(1, 7, 0.0, 0), at(0));
+        // Eight near drivers whose shifts end before they could pick up,
+        // and one further out who can.
+        let mut fleet: Vec<Candidate> = (0..8)
+            .map(|d| Candidate {
+                off_in_secs: 0.0,
+                ..driver(d, east(0.1 + 0.01 * d as f64))
+            })
+            .collect();
+        fleet.push(driver(99, east(2.0)));
+        assert!(round(&mut b, at(1), &fleet).is_empty());
+        assert!(b.get(1).is_some_and(|e| e.extra_candidates > 0));
+        let done = round(&mut b, at(2), &fleet);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].driver.driver_id, 99);
+    }
+
+    #[test]
+    fn a_restaurant_that_finds_nobody_widens_and_a_declined_driver_is_excluded() {
+        let mut b = board();
+        b.open(waiting(1, 7, 0.0, 0), at(0));
+        let fleet = [driver(1, east(7.0))];
+        assert!(round(&mut b, at(1), &fleet).is_empty());
+        assert_eq!(b.get(1).map(|e| e.radius_km), Some(10.0));
+        let done = round(&mut b, at(2), &fleet);
+        assert_eq!(done.len(), 1);
+        b.offer_ended(1, 1, true);
+        assert!(round(&mut b, at(3), &fleet).is_empty());
+    }
+}
