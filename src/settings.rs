@@ -20,6 +20,8 @@ pub struct Settings {
     pub breadcrumbs: BreadcrumbSettings,
     pub drivers: DriverSettings,
     pub supervision: SupervisionSettings,
+    pub events: EventSettings,
+    pub webhooks: WebhookSettings,
     pub log: LogSettings,
 }
 
@@ -110,6 +112,31 @@ pub struct SupervisionSettings {
     /// Lets admins kill a core actor (`POST /api/admin/faults`), for drills
     /// and tests; off in production.
     pub fault_injection: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct EventSettings {
+    pub nats_url: String,
+    pub stream: String,
+    pub subject_prefix: String,
+    pub duplicate_window_secs: u64,
+    pub publish_timeout_ms: u64,
+    pub batch: i64,
+    pub poll_ms: u64,
+    pub max_age_secs: u64,
+    pub max_rows: i64,
+    pub warn_rows: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WebhookSettings {
+    pub timeout_ms: u64,
+    pub retry_base_ms: u64,
+    pub retry_max_secs: u64,
+    pub max_attempts: i32,
+    pub max_endpoints: usize,
+    pub max_pending: i64,
+    pub allow_private: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -209,6 +236,43 @@ impl Settings {
         }
         if self.supervision.restart_delay_ms > 60_000 {
             problems.push("supervision.restart_delay_ms must be at most 60000");
+        }
+        let events = &self.events;
+        let token_ok = |t: &str| {
+            !t.is_empty()
+                && t.split('.').all(|part| {
+                    !part.is_empty()
+                        && part
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                })
+        };
+        if !token_ok(&events.subject_prefix)
+            || events.stream.is_empty()
+            || !events
+                .stream
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            problems.push("events.subject_prefix must be dot-separated tokens of [A-Za-z0-9_-] and events.stream one such token");
+        }
+        if events.batch < 1
+            || events.poll_ms == 0
+            || events.publish_timeout_ms == 0
+            || events.max_rows < 1
+            || events.max_age_secs == 0
+            || events.duplicate_window_secs == 0
+        {
+            problems.push("events.batch, poll_ms, publish_timeout_ms, max_rows, max_age_secs and duplicate_window_secs must be positive");
+        }
+        let hooks = &self.webhooks;
+        if hooks.timeout_ms == 0
+            || hooks.retry_base_ms == 0
+            || hooks.max_attempts < 1
+            || hooks.max_pending < 1
+            || hooks.retry_max_secs == 0
+        {
+            problems.push("webhooks.timeout_ms, retry_base_ms, retry_max_secs, max_attempts and max_pending must be positive");
         }
         if problems.is_empty() {
             Ok(())
@@ -341,6 +405,18 @@ mod tests {
                 "drivers.location_updates_per_sec",
             ),
             ("DISPATCH__LOG__FORMAT", "xml", "log.format"),
+            (
+                "DISPATCH__EVENTS__SUBJECT_PREFIX",
+                "a..b",
+                "events.subject_prefix",
+            ),
+            ("DISPATCH__EVENTS__STREAM", "a.b", "events.subject_prefix"),
+            ("DISPATCH__EVENTS__BATCH", "0", "events.batch"),
+            (
+                "DISPATCH__WEBHOOKS__MAX_ATTEMPTS",
+                "0",
+                "webhooks.timeout_ms",
+            ),
             (
                 "DISPATCH__SUPERVISION__RESTART_WINDOW_SECS",
                 "0",

@@ -32,6 +32,7 @@ pub mod error;
 mod health;
 mod orders;
 mod restaurants;
+mod webhooks;
 
 pub use error::ApiError;
 
@@ -49,6 +50,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Open WebSocket sessions, so shutdown can wait for their close frames.
     pub live_sessions: TaskTracker,
+    /// The webhook sink (`crate::events`), set by `with_webhooks`.
+    pub webhooks: Option<crate::events::webhooks::Webhooks>,
 }
 
 impl AppState {
@@ -74,7 +77,13 @@ impl AppState {
             metrics,
             shutdown,
             live_sessions: TaskTracker::new(),
+            webhooks: None,
         }
+    }
+
+    pub fn with_webhooks(mut self, webhooks: crate::events::webhooks::Webhooks) -> AppState {
+        self.webhooks = Some(webhooks);
+        self
     }
 }
 
@@ -87,7 +96,8 @@ pub fn router(state: AppState) -> Router {
         .merge(restaurants::router())
         .merge(orders::router())
         .merge(drivers::router())
-        .merge(admin::router());
+        .merge(admin::router())
+        .merge(webhooks::router());
     Router::new()
         .nest("/api", api)
         .route("/ws", axum::routing::get(crate::ws::upgrade))

@@ -2,6 +2,7 @@
 
 pub mod dispatch;
 pub mod eta;
+pub mod events;
 pub mod geo;
 pub mod geo_index;
 pub mod input;
