@@ -20,6 +20,7 @@ pub struct Settings {
     pub breadcrumbs: BreadcrumbSettings,
     pub drivers: DriverSettings,
     pub supervision: SupervisionSettings,
+    pub arrivals: ArrivalSettings,
     pub events: EventSettings,
     pub webhooks: WebhookSettings,
     pub log: LogSettings,
@@ -112,6 +113,16 @@ pub struct SupervisionSettings {
     /// Lets admins kill a core actor (`POST /api/admin/faults`), for drills
     /// and tests; off in production.
     pub fault_injection: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ArrivalSettings {
+    pub enabled: bool,
+    pub approach_m: f64,
+    pub approach_secs: u64,
+    pub arrive_m: f64,
+    pub dwell_ms: u64,
+    pub leave_m: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -237,6 +248,10 @@ impl Settings {
         if self.supervision.restart_delay_ms > 60_000 {
             problems.push("supervision.restart_delay_ms must be at most 60000");
         }
+        let a = &self.arrivals;
+        if !(a.arrive_m > 0.0 && a.leave_m >= a.arrive_m && a.approach_m >= a.arrive_m) {
+            problems.push("arrivals: need 0 < arrive_m <= leave_m and arrive_m <= approach_m");
+        }
         let events = &self.events;
         let token_ok = |t: &str| {
             !t.is_empty()
@@ -298,6 +313,16 @@ impl Settings {
             max_restarts: self.supervision.max_restarts,
             restart_window: Duration::from_secs(self.supervision.restart_window_secs),
             restart_delay: Duration::from_millis(self.supervision.restart_delay_ms),
+            arrivals: self
+                .arrivals
+                .enabled
+                .then(|| actors::domain::arrival::ArrivalRules {
+                    approach_m: self.arrivals.approach_m,
+                    approach_secs: self.arrivals.approach_secs as f64,
+                    arrive_m: self.arrivals.arrive_m,
+                    dwell: Duration::from_millis(self.arrivals.dwell_ms),
+                    leave_m: self.arrivals.leave_m,
+                }),
         }
     }
 
@@ -412,6 +437,7 @@ mod tests {
             ),
             ("DISPATCH__EVENTS__STREAM", "a.b", "events.subject_prefix"),
             ("DISPATCH__EVENTS__BATCH", "0", "events.batch"),
+            ("DISPATCH__ARRIVALS__LEAVE_M", "10", "arrivals"),
             (
                 "DISPATCH__WEBHOOKS__MAX_ATTEMPTS",
                 "0",

@@ -27,6 +27,7 @@ pub const NATS_DUPLICATES_TOTAL: &str = "dispatch_nats_duplicates_total";
 pub const WEBHOOK_ATTEMPTS_TOTAL: &str = "dispatch_webhook_attempts_total";
 pub const WEBHOOK_ATTEMPT_DURATION_SECONDS: &str = "dispatch_webhook_attempt_duration_seconds";
 pub const WEBHOOKS_DISABLED_TOTAL: &str = "dispatch_webhooks_disabled_total";
+pub const ARRIVAL_EVENTS_TOTAL: &str = "dispatch_arrival_events_total";
 
 /// Registers the help text of every metric with the installed recorder.
 pub fn describe() {
@@ -237,6 +238,10 @@ pub fn describe_realtime() {
         WEBHOOK_ATTEMPT_DURATION_SECONDS,
         Unit::Seconds,
         "Duration of one webhook delivery attempt."
+    );
+    describe_counter!(
+        ARRIVAL_EVENTS_TOTAL,
+        "Arrival events recorded, by kind (driver_approaching, driver_arrived) and stop (restaurant, dropoff)."
     );
     describe_counter!(
         WEBHOOKS_DISABLED_TOTAL,

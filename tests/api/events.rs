@@ -728,3 +728,121 @@ async fn events_wait_while_nats_is_down_survive_a_sigkill_and_go_out_in_order() 
     assert_once_in_order(&messages, other, &["order_placed", "order_confirmed"]);
     assert!(app.metric("dispatch_nats_publish_failures_total").await >= 1.0);
 }
+
+// ---- Arrival events ----
+
+fn offset(from: (f64, f64), north_km: f64) -> (f64, f64) {
+    (from.0 + north_km / 111.2, from.1)
+}
+
+#[tokio::test]
+async fn a_drive_into_the_restaurants_radius_gives_one_approaching_and_one_arrived_despite_jitter()
+{
+    let app = TestApp::spawn_with(
+        true,
+        &[
+            ("DISPATCH__DISPATCH__ROUND_INTERVAL_MS", "200"),
+            ("DISPATCH__ARRIVALS__DWELL_MS", "1000"),
+            ("DISPATCH__ARRIVALS__APPROACH_SECS", "1"),
+            ("DISPATCH__WEBHOOKS__ALLOW_PRIVATE", "true"),
+        ],
+    )
+    .await;
+    let admin = app.token("admin").await;
+    let receiver = Receiver::start(&[], Answer::Status(200)).await;
+    let (_, secret) = register(
+        &app,
+        &admin,
+        json!({ "url": receiver.url, "eventTypes": ["driver_approaching", "driver_arrived"] }),
+    )
+    .await;
+    let customer = app.token("customer1").await;
+    let staff = app.token("restaurant1").await;
+    let mut tablet = WsClient::connect(&app, &staff).await;
+    tablet
+        .send(json!({ "type": "subscribe_restaurant", "restaurantId": 1 }))
+        .await;
+
+    let mut driver = TestDriver::online(&app, "driver1", offset(RESTAURANT_1_AT, 2.0)).await;
+    let id = confirmed_order(&app, &customer).await;
+    let offer = driver.answer_offer(true, 10).await;
+    assert_eq!(offer["orderId"], id);
+    assert_eq!(
+        driver.ws.next_of("offer_result", 5).await["result"],
+        "assigned"
+    );
+    let mut watcher = WsClient::connect(&app, &customer).await;
+    watcher
+        .send(json!({ "type": "subscribe", "orderId": id }))
+        .await;
+    watcher.next_of("snapshot", 5).await;
+
+    // In from 2 km, jittering around the 50 m radius (never past 100 m).
+    for km in [1.5, 1.0, 0.6, 0.45, 0.2, 0.04, 0.07, 0.03, 0.08] {
+        driver.move_to(offset(RESTAURANT_1_AT, km)).await;
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for km in [0.02, 0.06, 0.01, 0.3, 0.01] {
+        driver.move_to(offset(RESTAURANT_1_AT, km)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let mut seen = Vec::new();
+    while let Some(m) = watcher.next_within(Duration::from_millis(1500)).await {
+        if m["type"] == "driver_approaching" || m["type"] == "driver_arrived" {
+            assert_eq!(m["orderId"], id);
+            assert_eq!(m["stop"], "restaurant");
+            seen.push((
+                m["type"].as_str().unwrap().to_string(),
+                m["distanceM"].as_f64().unwrap(),
+            ));
+        }
+    }
+    let kinds: Vec<&str> = seen.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds, ["driver_approaching", "driver_arrived"], "{seen:?}");
+    assert!((440.0..460.0).contains(&seen[0].1), "{seen:?}");
+    assert!(seen[1].1 <= 50.0, "{seen:?}");
+
+    let tablet_saw: Vec<Value> = {
+        let mut all = Vec::new();
+        while let Some(m) = tablet.next_within(Duration::from_millis(300)).await {
+            all.push(m);
+        }
+        all
+    };
+    assert_eq!(
+        tablet_saw
+            .iter()
+            .filter(|m| m["type"] == "driver_arrived")
+            .count(),
+        1,
+        "{tablet_saw:?}"
+    );
+
+    let events = app
+        .get(&format!("/api/orders/{id}/events"), Some(&customer))
+        .await
+        .expect(200);
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| k.starts_with("DRIVER_A") && **k != "DRIVER_ASSIGNED")
+            .count(),
+        2,
+        "{kinds:?}"
+    );
+    let got = receiver.wait_for(2, 10).await;
+    assert_eq!(got[0].json()["type"], "driver_approaching");
+    assert_eq!(got[1].json()["type"], "driver_arrived");
+    assert_eq!(got[1].json()["data"]["details"]["stop"], "restaurant");
+    assert_signed(&secret, &got[1]);
+    // The order moves on normally after its arrival events.
+    app.act(&staff, id, "start_preparing").await.expect(200);
+}

@@ -31,6 +31,8 @@ pub fn event_type(kind: OrderEventType, to_status: Option<OrderStatus>) -> &'sta
         (OrderEventType::OrderPlaced, _) => "order_placed",
         (OrderEventType::DriverAssigned, _) => "driver_assigned",
         (OrderEventType::DriverUnassigned, _) => "driver_unassigned",
+        (OrderEventType::DriverApproaching, _) => "driver_approaching",
+        (OrderEventType::DriverArrived, _) => "driver_arrived",
         (OrderEventType::StatusChanged, Some(status)) => match status {
             OrderStatus::Placed => "order_placed",
             OrderStatus::Confirmed => "order_confirmed",
@@ -139,6 +141,8 @@ mod tests {
             OrderEventType::OrderPlaced,
             OrderEventType::DriverAssigned,
             OrderEventType::DriverUnassigned,
+            OrderEventType::DriverApproaching,
+            OrderEventType::DriverArrived,
         ];
         for kind in kinds {
             assert!(EVENT_TYPES.contains(&event_type(kind, None)));

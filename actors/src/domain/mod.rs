@@ -1,5 +1,6 @@
 //! The pure core: records, rules and policies, with no actors and no I/O.
 
+pub mod arrival;
 pub mod dispatch;
 pub mod eta;
 pub mod events;
