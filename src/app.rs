@@ -48,7 +48,8 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
     tracing::info!("listening on http://{addr}");
 
     let metrics = telemetry::init_metrics()?;
-    let store = store::open(&store_options(&settings, options.database_url.as_deref())).await?;
+    let (store, event_store) =
+        store::open_with_events(&store_options(&settings, options.database_url.as_deref())).await?;
     if options.demo {
         if demo::load(store.as_ref()).await? {
             tracing::info!(restaurants = demo::restaurant_count(), "Demo data loaded");
@@ -85,6 +86,16 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
     };
     let tokens = Tokens::new(secret.as_bytes(), settings.auth.token_ttl_secs);
     let shutdown = CancellationToken::new();
+    // Events out: the outbox's sinks. They only read what committed, so
+    // they may start after recovery without missing anything.
+    crate::events::start(event_store.clone(), &settings.events, shutdown.clone()).await?;
+    let webhooks = crate::events::webhooks::Webhooks::start(
+        event_store,
+        settings.webhooks.clone(),
+        &settings.events,
+        shutdown.clone(),
+    )
+    .await?;
     let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
     let state = AppState::new(
         store.clone(),
@@ -93,7 +104,8 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
         settings.clone(),
         metrics.clone(),
         shutdown.clone(),
-    );
+    )
+    .with_webhooks(webhooks);
 
     let sessions = state.live_sessions.clone();
     spawn_housekeeping(store, state.clone(), shutdown.clone());

@@ -10,6 +10,8 @@
 //! - [`web`]: the pages served to people: console, tracking, tablet.
 //! - [`auth`]: password hashes and JWTs.
 //! - [`store`]: the `Store` port on sqlx, for Postgres and SQLite.
+//! - [`events`]: events out: the outbox's sinks (JetStream, signed webhooks).
+//! - [`nats`]: the process's one NATS connection.
 //! - [`demo`]: the demo city and accounts.
 //! - [`telemetry`]: logs and the Prometheus recorder.
 //! - [`sim`]: `dispatchd sim`, a city simulator that drives a running server.
@@ -19,7 +21,9 @@
 pub mod app;
 pub mod auth;
 pub mod demo;
+pub mod events;
 pub mod http;
+pub mod nats;
 pub mod replay;
 pub mod settings;
 pub mod sim;

@@ -20,6 +20,9 @@ pub struct Settings {
     pub breadcrumbs: BreadcrumbSettings,
     pub drivers: DriverSettings,
     pub supervision: SupervisionSettings,
+    pub arrivals: ArrivalSettings,
+    pub events: EventSettings,
+    pub webhooks: WebhookSettings,
     pub log: LogSettings,
 }
 
@@ -119,6 +122,41 @@ pub struct SupervisionSettings {
     /// Lets admins kill a core actor (`POST /api/admin/faults`), for drills
     /// and tests; off in production.
     pub fault_injection: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ArrivalSettings {
+    pub enabled: bool,
+    pub approach_m: f64,
+    pub approach_secs: u64,
+    pub arrive_m: f64,
+    pub dwell_ms: u64,
+    pub leave_m: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct EventSettings {
+    pub nats_url: String,
+    pub stream: String,
+    pub subject_prefix: String,
+    pub duplicate_window_secs: u64,
+    pub publish_timeout_ms: u64,
+    pub batch: i64,
+    pub poll_ms: u64,
+    pub max_age_secs: u64,
+    pub max_rows: i64,
+    pub warn_rows: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WebhookSettings {
+    pub timeout_ms: u64,
+    pub retry_base_ms: u64,
+    pub retry_max_secs: u64,
+    pub max_attempts: i32,
+    pub max_endpoints: usize,
+    pub max_pending: i64,
+    pub allow_private: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -231,6 +269,47 @@ impl Settings {
                 "dispatch.eta_refresh_ms must be at least 100 and dispatch.eta_write_every_ms positive",
             );
         }
+        let a = &self.arrivals;
+        if !(a.arrive_m > 0.0 && a.leave_m >= a.arrive_m && a.approach_m >= a.arrive_m) {
+            problems.push("arrivals: need 0 < arrive_m <= leave_m and arrive_m <= approach_m");
+        }
+        let events = &self.events;
+        let token_ok = |t: &str| {
+            !t.is_empty()
+                && t.split('.').all(|part| {
+                    !part.is_empty()
+                        && part
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                })
+        };
+        if !token_ok(&events.subject_prefix)
+            || events.stream.is_empty()
+            || !events
+                .stream
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            problems.push("events.subject_prefix must be dot-separated tokens of [A-Za-z0-9_-] and events.stream one such token");
+        }
+        if events.batch < 1
+            || events.poll_ms == 0
+            || events.publish_timeout_ms == 0
+            || events.max_rows < 1
+            || events.max_age_secs == 0
+            || events.duplicate_window_secs == 0
+        {
+            problems.push("events.batch, poll_ms, publish_timeout_ms, max_rows, max_age_secs and duplicate_window_secs must be positive");
+        }
+        let hooks = &self.webhooks;
+        if hooks.timeout_ms == 0
+            || hooks.retry_base_ms == 0
+            || hooks.max_attempts < 1
+            || hooks.max_pending < 1
+            || hooks.retry_max_secs == 0
+        {
+            problems.push("webhooks.timeout_ms, retry_base_ms, retry_max_secs, max_attempts and max_pending must be positive");
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -264,6 +343,16 @@ impl Settings {
             max_restarts: self.supervision.max_restarts,
             restart_window: Duration::from_secs(self.supervision.restart_window_secs),
             restart_delay: Duration::from_millis(self.supervision.restart_delay_ms),
+            arrivals: self
+                .arrivals
+                .enabled
+                .then(|| actors::domain::arrival::ArrivalRules {
+                    approach_m: self.arrivals.approach_m,
+                    approach_secs: self.arrivals.approach_secs as f64,
+                    arrive_m: self.arrivals.arrive_m,
+                    dwell: Duration::from_millis(self.arrivals.dwell_ms),
+                    leave_m: self.arrivals.leave_m,
+                }),
         }
     }
 
@@ -371,6 +460,19 @@ mod tests {
                 "drivers.location_updates_per_sec",
             ),
             ("DISPATCH__LOG__FORMAT", "xml", "log.format"),
+            (
+                "DISPATCH__EVENTS__SUBJECT_PREFIX",
+                "a..b",
+                "events.subject_prefix",
+            ),
+            ("DISPATCH__EVENTS__STREAM", "a.b", "events.subject_prefix"),
+            ("DISPATCH__EVENTS__BATCH", "0", "events.batch"),
+            ("DISPATCH__ARRIVALS__LEAVE_M", "10", "arrivals"),
+            (
+                "DISPATCH__WEBHOOKS__MAX_ATTEMPTS",
+                "0",
+                "webhooks.timeout_ms",
+            ),
             (
                 "DISPATCH__SUPERVISION__RESTART_WINDOW_SECS",
                 "0",

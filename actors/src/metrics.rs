@@ -19,6 +19,19 @@ pub const ETA_WRITES_TOTAL: &str = "dispatch_eta_writes_total";
 pub const ETA_WRITES_COALESCED_TOTAL: &str = "dispatch_eta_writes_coalesced_total";
 pub const IDEMPOTENCY_KEYS_PURGED_TOTAL: &str = "dispatch_idempotency_keys_purged_total";
 
+// Events out (the outbox, JetStream, webhooks).
+pub const OUTBOX_BACKLOG_EVENTS: &str = "dispatch_outbox_backlog_events";
+pub const OUTBOX_OLDEST_AGE_SECONDS: &str = "dispatch_outbox_oldest_age_seconds";
+pub const OUTBOX_DROPPED_TOTAL: &str = "dispatch_outbox_dropped_total";
+pub const EVENTS_PUBLISHED_TOTAL: &str = "dispatch_events_published_total";
+pub const NATS_CONNECTED: &str = "dispatch_nats_connected";
+pub const NATS_PUBLISH_FAILURES_TOTAL: &str = "dispatch_nats_publish_failures_total";
+pub const NATS_DUPLICATES_TOTAL: &str = "dispatch_nats_duplicates_total";
+pub const WEBHOOK_ATTEMPTS_TOTAL: &str = "dispatch_webhook_attempts_total";
+pub const WEBHOOK_ATTEMPT_DURATION_SECONDS: &str = "dispatch_webhook_attempt_duration_seconds";
+pub const WEBHOOKS_DISABLED_TOTAL: &str = "dispatch_webhooks_disabled_total";
+pub const ARRIVAL_EVENTS_TOTAL: &str = "dispatch_arrival_events_total";
+
 /// Registers the help text of every metric with the installed recorder.
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
@@ -215,5 +228,48 @@ pub fn describe_realtime() {
     describe_gauge!(
         CORE_ACTORS_DOWN,
         "Core actors (geo, dispatcher, order and driver supervisors) not running right now."
+    );
+    describe_gauge!(
+        OUTBOX_BACKLOG_EVENTS,
+        "Committed events a sink (nats, webhooks) has not taken from the outbox yet."
+    );
+    describe_gauge!(
+        OUTBOX_OLDEST_AGE_SECONDS,
+        Unit::Seconds,
+        "Age of the oldest event a sink has not taken, by sink."
+    );
+    describe_counter!(
+        OUTBOX_DROPPED_TOTAL,
+        "Events dropped from the outbox before a sink took them (past events.max_age_secs or max_rows), by sink."
+    );
+    describe_counter!(
+        EVENTS_PUBLISHED_TOTAL,
+        "Events taken from the outbox by a sink (published to NATS, queued for webhooks)."
+    );
+    describe_gauge!(NATS_CONNECTED, "1 while the NATS connection is up.");
+    describe_counter!(
+        NATS_PUBLISH_FAILURES_TOTAL,
+        "JetStream publishes that failed or were not acknowledged in time (retried)."
+    );
+    describe_counter!(
+        NATS_DUPLICATES_TOTAL,
+        "Publishes JetStream acknowledged as duplicates of a Nats-Msg-Id it had."
+    );
+    describe_counter!(
+        WEBHOOK_ATTEMPTS_TOTAL,
+        "Webhook delivery attempts, by result (delivered, failed, gave_up)."
+    );
+    describe_histogram!(
+        WEBHOOK_ATTEMPT_DURATION_SECONDS,
+        Unit::Seconds,
+        "Duration of one webhook delivery attempt."
+    );
+    describe_counter!(
+        ARRIVAL_EVENTS_TOTAL,
+        "Arrival events recorded, by kind (driver_approaching, driver_arrived) and stop (restaurant, dropoff)."
+    );
+    describe_counter!(
+        WEBHOOKS_DISABLED_TOTAL,
+        "Webhook endpoints disabled by the engine, by reason (failures, backlog)."
     );
 }

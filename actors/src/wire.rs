@@ -216,6 +216,21 @@ pub enum ServerMessage<'a> {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<serde_json::Value>,
     },
+    /// The carrying driver came near the order's next stop (an extension:
+    /// README "Arrival events").
+    DriverApproaching {
+        order_id: OrderId,
+        stop: &'a str,
+        distance_m: f64,
+        at: DateTime<Utc>,
+    },
+    /// The carrying driver stayed within the arrival radius of the next stop.
+    DriverArrived {
+        order_id: OrderId,
+        stop: &'a str,
+        distance_m: f64,
+        at: DateTime<Utc>,
+    },
     /// The operator's view of the city (after `subscribe_ops`).
     Ops {
         at: DateTime<Utc>,
@@ -272,6 +287,8 @@ impl ServerMessage<'_> {
             ServerMessage::Pong { .. } => "pong",
             ServerMessage::Error { .. } => "error",
             ServerMessage::Ops { .. } => "ops",
+            ServerMessage::DriverApproaching { .. } => "driver_approaching",
+            ServerMessage::DriverArrived { .. } => "driver_arrived",
         }
     }
 
@@ -302,6 +319,29 @@ pub fn order_update(order: &Order, eta: Option<Eta>) -> Frame {
         order,
     }
     .encode()
+}
+
+/// The frame of an arrival event (`driver_approaching` / `driver_arrived`),
+/// from the order event that recorded it.
+pub fn arrival(order_id: OrderId, event: &crate::store::NewOrderEvent) -> Option<Frame> {
+    let stop = event.data["stop"].as_str().unwrap_or("");
+    let distance_m = event.data["distanceM"].as_f64().unwrap_or(0.0);
+    let message = match event.kind {
+        OrderEventType::DriverApproaching => ServerMessage::DriverApproaching {
+            order_id,
+            stop,
+            distance_m,
+            at: event.at,
+        },
+        OrderEventType::DriverArrived => ServerMessage::DriverArrived {
+            order_id,
+            stop,
+            distance_m,
+            at: event.at,
+        },
+        _ => return None,
+    };
+    Some(message.encode())
 }
 
 #[cfg(test)]

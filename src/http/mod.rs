@@ -32,6 +32,7 @@ pub mod error;
 mod health;
 mod orders;
 mod restaurants;
+mod webhooks;
 
 pub use error::ApiError;
 
@@ -51,6 +52,8 @@ pub struct AppState {
     pub live_sessions: TaskTracker,
     /// Idempotency keys of order creations running now.
     pub keys_in_flight: Arc<orders::KeysInFlight>,
+    /// The webhook sink (`crate::events`), set by `with_webhooks`.
+    pub webhooks: Option<crate::events::webhooks::Webhooks>,
 }
 
 impl AppState {
@@ -77,7 +80,13 @@ impl AppState {
             shutdown,
             live_sessions: TaskTracker::new(),
             keys_in_flight: Arc::default(),
+            webhooks: None,
         }
+    }
+
+    pub fn with_webhooks(mut self, webhooks: crate::events::webhooks::Webhooks) -> AppState {
+        self.webhooks = Some(webhooks);
+        self
     }
 }
 
@@ -90,7 +99,8 @@ pub fn router(state: AppState) -> Router {
         .merge(restaurants::router())
         .merge(orders::router())
         .merge(drivers::router())
-        .merge(admin::router());
+        .merge(admin::router())
+        .merge(webhooks::router());
     Router::new()
         .nest("/api", api)
         .route("/ws", axum::routing::get(crate::ws::upgrade))

@@ -5,6 +5,7 @@
 //! backend from the URL, configures its pool, runs its migrations, and
 //! classifies driver errors into the store's error kinds.
 
+use crate::events::store::EventStore;
 use actors::store::{Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,9 +42,23 @@ impl Backend {
 
 /// Connects, migrates, and returns the store behind the `Store` port.
 pub async fn open(options: &StoreOptions) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(open_with_events(options).await?.0)
+}
+
+/// [`open`], and the same store behind the `EventStore` port (the outbox
+/// and webhooks, `crate::events`).
+pub async fn open_with_events(
+    options: &StoreOptions,
+) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn EventStore>)> {
     match Backend::of(&options.url) {
-        Some(Backend::Postgres) => Ok(Arc::new(postgres::open(options).await?)),
-        Some(Backend::Sqlite) => Ok(Arc::new(sqlite::open(options).await?)),
+        Some(Backend::Postgres) => {
+            let store = Arc::new(postgres::open(options).await?);
+            Ok((store.clone(), store))
+        }
+        Some(Backend::Sqlite) => {
+            let store = Arc::new(sqlite::open(options).await?);
+            Ok((store.clone(), store))
+        }
         None => anyhow::bail!("unsupported database URL (expected postgres:// or sqlite:)"),
     }
 }

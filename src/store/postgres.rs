@@ -6,6 +6,7 @@ use sqlx::postgres::PgPoolOptions;
 pub type Db = sqlx::Postgres;
 
 include!("sql.rs");
+include!("events_sql.rs");
 
 pub async fn open(options: &StoreOptions) -> anyhow::Result<SqlStore> {
     let pool = PgPoolOptions::new()
@@ -14,5 +15,5 @@ pub async fn open(options: &StoreOptions) -> anyhow::Result<SqlStore> {
         .connect(&options.url)
         .await?;
     sqlx::migrate!("migrations/postgres").run(&pool).await?;
-    Ok(SqlStore { pool })
+    Ok(SqlStore::new(pool))
 }

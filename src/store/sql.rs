@@ -23,6 +23,22 @@ type DbRow = <Db as sqlx::Database>::Row;
 #[derive(Clone)]
 pub struct SqlStore {
     pub pool: Pool<Db>,
+    /// Bumped after every commit that wrote to the event outbox, so its
+    /// publishers wake at once instead of polling (`crate::events`).
+    pub outbox_signal: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl SqlStore {
+    pub fn new(pool: Pool<Db>) -> SqlStore {
+        SqlStore {
+            pool,
+            outbox_signal: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
+        }
+    }
+
+    fn outbox_written(&self) {
+        self.outbox_signal.send_modify(|n| *n = n.wrapping_add(1));
+    }
 }
 
 macro_rules! restaurant_columns {
@@ -185,12 +201,16 @@ async fn insert_user(
     })
 }
 
+/// Appends an order event to its history and to the event outbox, inside
+/// the transaction that commits it: an event goes out if and only if its
+/// change committed.
 async fn insert_event(
     tx: &mut sqlx::Transaction<'_, Db>,
-    order_id: OrderId,
+    order: &Order,
     seq: i64,
     event: &NewOrderEvent,
 ) -> StoreResult<()> {
+    let order_id = order.id;
     sqlx::query(
         "INSERT INTO order_events (order_id, seq, type, from_status, to_status, actor_id, actor_role, at, data) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -204,6 +224,32 @@ async fn insert_event(
     .bind(event.actor_role.map(Role::as_str))
     .bind(event.at)
     .bind(Json(&event.data))
+    .execute(&mut **tx)
+    .await
+    .map_err(map_error)?;
+    let out = actors::domain::events::outbound(
+        order,
+        seq,
+        &actors::domain::events::EventFacts {
+            kind: event.kind,
+            from_status: event.from_status,
+            to_status: event.to_status,
+            actor_id: event.actor_id,
+            actor_role: event.actor_role,
+            at: event.at,
+            data: &event.data,
+        },
+    );
+    sqlx::query(
+        "INSERT INTO event_outbox (event_id, order_id, restaurant_id, type, payload, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&out.id)
+    .bind(out.order_id)
+    .bind(out.restaurant_id)
+    .bind(out.event_type)
+    .bind(&out.payload)
+    .bind(Utc::now())
     .execute(&mut **tx)
     .await
     .map_err(map_error)?;
@@ -509,7 +555,7 @@ impl Store for SqlStore {
         }
 
         let event = NewOrderEvent::placed(&order);
-        insert_event(&mut tx, order.id, 1, &event).await?;
+        insert_event(&mut tx, &order, 1, &event).await?;
 
         let placed = PlacedOrder {
             estimated_delivery_at: order.estimated_delivery_at,
@@ -530,6 +576,7 @@ impl Store for SqlStore {
             .map_err(map_error)?;
         }
         tx.commit().await.map_err(map_error)?;
+        self.outbox_written();
         Ok(PlaceOutcome::Created(Box::new(placed)))
     }
 
@@ -691,8 +738,9 @@ impl Store for SqlStore {
             tx.rollback().await.map_err(map_error)?;
             return Err(StoreError::Conflict);
         }
-        insert_event(&mut tx, o.id, o.version, &change.event).await?;
+        insert_event(&mut tx, o, o.version, &change.event).await?;
         tx.commit().await.map_err(map_error)?;
+        self.outbox_written();
         Ok(())
     }
 

@@ -11,6 +11,7 @@ use std::str::FromStr;
 pub type Db = sqlx::Sqlite;
 
 include!("sql.rs");
+include!("events_sql.rs");
 
 pub async fn open(options: &StoreOptions) -> anyhow::Result<SqlStore> {
     let connect = SqliteConnectOptions::from_str(&options.url)?
@@ -32,5 +33,5 @@ pub async fn open(options: &StoreOptions) -> anyhow::Result<SqlStore> {
         .connect_with(connect)
         .await?;
     sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-    Ok(SqlStore { pool })
+    Ok(SqlStore::new(pool))
 }

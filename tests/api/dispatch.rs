@@ -67,7 +67,17 @@ async fn the_nearest_available_driver_gets_the_offer_and_accepting_assigns_it() 
         .iter()
         .map(|e| e["type"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["ORDER_PLACED", "STATUS_CHANGED", "DRIVER_ASSIGNED"]);
+    // The driver waits near the restaurant, so arrival events may follow.
+    assert_eq!(
+        kinds[..3],
+        ["ORDER_PLACED", "STATUS_CHANGED", "DRIVER_ASSIGNED"]
+    );
+    assert!(
+        kinds[3..]
+            .iter()
+            .all(|k| *k == "DRIVER_APPROACHING" || *k == "DRIVER_ARRIVED"),
+        "{kinds:?}"
+    );
     // The far driver was never offered anything.
     assert!(
         far.ws

@@ -314,6 +314,10 @@ pub enum OrderEventType {
     StatusChanged,
     DriverAssigned,
     DriverUnassigned,
+    /// The carrying driver came near the next stop (restaurant or dropoff).
+    DriverApproaching,
+    /// The carrying driver stayed within the arrival radius of the next stop.
+    DriverArrived,
 }
 
 impl OrderEventType {
@@ -323,6 +327,8 @@ impl OrderEventType {
             OrderEventType::StatusChanged => "STATUS_CHANGED",
             OrderEventType::DriverAssigned => "DRIVER_ASSIGNED",
             OrderEventType::DriverUnassigned => "DRIVER_UNASSIGNED",
+            OrderEventType::DriverApproaching => "DRIVER_APPROACHING",
+            OrderEventType::DriverArrived => "DRIVER_ARRIVED",
         }
     }
 }
@@ -335,6 +341,8 @@ impl FromStr for OrderEventType {
             "STATUS_CHANGED" => Ok(OrderEventType::StatusChanged),
             "DRIVER_ASSIGNED" => Ok(OrderEventType::DriverAssigned),
             "DRIVER_UNASSIGNED" => Ok(OrderEventType::DriverUnassigned),
+            "DRIVER_APPROACHING" => Ok(OrderEventType::DriverApproaching),
+            "DRIVER_ARRIVED" => Ok(OrderEventType::DriverArrived),
             _ => Err(()),
         }
     }

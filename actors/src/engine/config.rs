@@ -47,6 +47,8 @@ pub struct EngineConfig {
     /// How long the supervisor waits before starting a failed core actor
     /// again (doubled for each earlier failure in the window).
     pub restart_delay: Duration,
+    /// Arrival events (geofences around the next stop); `None`: off.
+    pub arrivals: Option<crate::domain::arrival::ArrivalRules>,
 }
 
 impl Default for EngineConfig {
@@ -73,6 +75,7 @@ impl Default for EngineConfig {
             max_restarts: 5,
             restart_window: Duration::from_secs(60),
             restart_delay: Duration::from_millis(100),
+            arrivals: Some(crate::domain::arrival::ArrivalRules::default()),
         }
     }
 }

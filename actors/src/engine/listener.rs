@@ -103,6 +103,15 @@ impl OrderListener for EngineListener {
                 self.carry(&change);
             }
             OrderEventType::DriverUnassigned => self.release(order),
+            // The order's watchers heard it from the order actor; the
+            // restaurant's tablets hear of their own stop here.
+            OrderEventType::DriverApproaching | OrderEventType::DriverArrived => {
+                if change.event.data["stop"] == "restaurant"
+                    && let Some(frame) = wire::arrival(order.id, change.event)
+                {
+                    self.feeds.publish(order.restaurant_id, &frame);
+                }
+            }
         }
     }
 

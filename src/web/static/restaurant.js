@@ -56,6 +56,14 @@ function onMessage(message) {
   if ((message.type === 'order_update' || message.type === 'snapshot') && message.order?.restaurantId === state.restaurantId) {
     applyOrder(message.order);
   }
+  // Arrival events of this restaurant's stop (README "Arrival events").
+  if ((message.type === 'driver_approaching' || message.type === 'driver_arrived') && message.stop === 'restaurant') {
+    const entry = state.orders.get(message.orderId);
+    if (entry) {
+      entry.arrival = message.type === 'driver_arrived' ? 'driver is here' : 'driver arriving soon';
+      renderCard(entry);
+    }
+  }
 }
 
 async function loadOrders() {
@@ -160,7 +168,8 @@ function renderCard(entry, { fresh = false } = {}) {
   const driver = order.driverId ? `driver #${order.driverId} assigned` : order.status === 'PLACED' ? '' : 'looking for a driver';
   const minutes = Math.floor((Date.now() - Date.parse(order.placedAt)) / 60_000);
   const waited = minutes < 1 ? 'just now' : `${minutes} min ago`;
-  card.querySelector('.meta').textContent = [`placed ${clock(order.placedAt)} (${waited})`, driver]
+  const arrival = order.driverId ? entry.arrival : null;
+  card.querySelector('.meta').textContent = [`placed ${clock(order.placedAt)} (${waited})`, driver, arrival]
     .filter(Boolean)
     .join(' · ');
   card.querySelector('.items').replaceChildren(

@@ -92,6 +92,18 @@ function onMessage(message) {
       applyLocation(message.location);
       setEta(message.eta);
       break;
+    case 'driver_approaching':
+    case 'driver_arrived': {
+      // Arrival events (README "Arrival events"): say it in the driver's card.
+      const here = message.type === 'driver_arrived';
+      const line = message.stop === 'restaurant'
+        ? (here ? 'Your driver is at the restaurant.' : 'Your driver is nearly at the restaurant.')
+        : (here ? 'Your driver has arrived.' : 'Your driver is almost there.');
+      const arrival = document.getElementById('arrival');
+      arrival.textContent = line;
+      arrival.hidden = false;
+      break;
+    }
     case 'error':
       if (message.code === 'NOT_FOUND') {
         state.order = null;

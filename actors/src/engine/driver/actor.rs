@@ -102,6 +102,9 @@ impl Carried {
         if let Some(moved) = self.feed.publish_location(location, received_at) {
             self.order.eta_moved(moved);
         }
+        for arrival in self.feed.take_arrivals() {
+            self.order.arrived(arrival);
+        }
     }
 }
 

@@ -47,6 +47,8 @@ pub(crate) enum OrderMessage {
     /// threshold ([`OrderFeed::publish_location`]): store it and tell the
     /// watchers.
     EtaMoved(MovedEta),
+    /// The carrying driver approached or reached the next stop: record it.
+    Arrived(crate::domain::arrival::Arrival),
     /// Tell `Audience` of this order again, as if it had just started:
     /// after the dispatcher or the driver actors restarted, they learn
     /// again which orders wait for a driver and who carries what.
@@ -177,6 +179,7 @@ impl Actor for OrderActor {
             }
             OrderMessage::Unsubscribe(session_id) => state.feed.unsubscribe(session_id),
             OrderMessage::EtaMoved(fresh) => state.eta_moved(fresh),
+            OrderMessage::Arrived(arrival) => state.arrived(&myself, arrival).await,
             OrderMessage::Reannounce(audience) => {
                 let concerned = match audience {
                     Audience::Dispatcher => lifecycle::awaits_driver(&state.order),
@@ -524,6 +527,57 @@ impl OrderState {
 
     /// Stores and pushes an estimate the driver's position moved, unless a
     /// change committed since (its own estimate stands).
+    /// Records an arrival event (a new version, like an assignment) and
+    /// tells the watchers. Advisory: one the store refuses is logged and
+    /// dropped, and one for a stop the order has left behind is ignored.
+    async fn arrived(
+        &mut self,
+        myself: &ActorRef<OrderMessage>,
+        arrival: crate::domain::arrival::Arrival,
+    ) {
+        use crate::domain::arrival::{ArrivalKind, Stop};
+        let Some(driver_id) = self.order.driver_id else {
+            return;
+        };
+        let current = match arrival.stop {
+            Stop::Restaurant => self.order.status != OrderStatus::PickedUp,
+            Stop::Dropoff => self.order.status == OrderStatus::PickedUp,
+        };
+        if self.order.status.is_terminal() || !current {
+            return;
+        }
+        let mut next = self.order.clone();
+        next.version += 1;
+        let event = NewOrderEvent {
+            kind: match arrival.kind {
+                ArrivalKind::Approaching => OrderEventType::DriverApproaching,
+                ArrivalKind::Arrived => OrderEventType::DriverArrived,
+            },
+            from_status: Some(self.order.status),
+            to_status: Some(self.order.status),
+            actor_id: Some(driver_id),
+            actor_role: Some(Role::Driver),
+            at: now(),
+            data: serde_json::json!({
+                "driverId": driver_id,
+                "stop": arrival.stop.as_str(),
+                "distanceM": (arrival.distance_m * 10.0).round() / 10.0,
+            }),
+        };
+        match self.commit(next, event).await {
+            Ok(event) => {
+                metrics::counter!(m::ARRIVAL_EVENTS_TOTAL, "kind" => arrival.kind.as_str(), "stop" => arrival.stop.as_str()).increment(1);
+                if let Some(frame) = wire::arrival(self.order.id, &event) {
+                    self.feed.broadcast(&frame);
+                }
+                self.announce(myself, &event);
+            }
+            Err(error) => {
+                tracing::warn!(order_id = self.order.id, %error, kind = arrival.kind.as_str(), "Arrival event not recorded")
+            }
+        }
+    }
+
     fn eta_moved(&mut self, moved: MovedEta) {
         if !self.feed.is_current(&moved) || self.order.status.is_terminal() {
             return;

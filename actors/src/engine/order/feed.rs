@@ -17,6 +17,7 @@
 //! its frame, and one push per watcher. No await happens under it, and the
 //! only lock taken inside it is each outbox's, which never calls back here.
 
+use crate::domain::arrival::{Arrival, ArrivalRules, ArrivalWatch, Stop};
 use crate::domain::eta::{self, Eta, Leg};
 use crate::domain::model::*;
 use crate::engine::outbox::{Outbox, SessionId};
@@ -31,6 +32,7 @@ pub struct OrderFeed {
     restaurant: LatLon,
     road_factor: f64,
     eta_push_threshold: Duration,
+    arrival_rules: Option<ArrivalRules>,
     inner: Mutex<Inner>,
 }
 
@@ -47,6 +49,10 @@ struct Inner {
     /// Bumped by every [`OrderFeed::track`], so that an estimate computed
     /// before the order last changed can be recognised as stale.
     generation: u64,
+    /// The geofence of the trip's next stop: whose trip, which stop.
+    arrival: Option<(DriverId, ArrivalWatch)>,
+    /// Arrival events detected and not yet taken by the driver actor.
+    arrivals: Vec<Arrival>,
 }
 
 /// An estimate a position moved past the push threshold, for the order
@@ -76,12 +82,14 @@ impl OrderFeed {
         restaurant: &RestaurantInfo,
         road_factor: f64,
         eta_push_threshold: Duration,
+        arrival_rules: Option<ArrivalRules>,
     ) -> OrderFeed {
         OrderFeed {
             order_id,
             restaurant: restaurant.location,
             road_factor,
             eta_push_threshold,
+            arrival_rules,
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -164,6 +172,11 @@ impl OrderFeed {
         self.lock().generation == moved.generation
     }
 
+    /// Arrival events the last positions completed, for the order actor to record.
+    pub fn take_arrivals(&self) -> Vec<Arrival> {
+        std::mem::take(&mut self.lock().arrivals)
+    }
+
     /// The carrying driver's newest position.
     pub fn location(&self) -> Option<DriverLocation> {
         self.lock().location
@@ -217,6 +230,26 @@ impl OrderFeed {
             // compare against the estimate it is about to store.
             trip.stored_eta = Some(fresh);
         }
+        if let Some(rules) = &self.arrival_rules {
+            let (stop, target) = if trip.picked_up {
+                (Stop::Dropoff, trip.dropoff)
+            } else {
+                (Stop::Restaurant, self.restaurant)
+            };
+            let (driver_id, vehicle) = (trip.driver_id, trip.vehicle);
+            // A new driver or the next stop: a fresh geofence.
+            let fresh =
+                !matches!(&inner.arrival, Some((d, w)) if *d == driver_id && w.stop == stop);
+            if fresh {
+                inner.arrival = Some((driver_id, ArrivalWatch::new(stop)));
+            }
+            let distance_m = crate::domain::geo::distance_km(at, target) * 1000.0;
+            let travel = eta::travel_secs(at, target, vehicle, self.road_factor);
+            if let Some((_, watch)) = inner.arrival.as_mut() {
+                let events = watch.observe(rules, distance_m, travel, received_at);
+                inner.arrivals.extend(events);
+            }
+        }
         inner.location = Some(location);
         let frame = ServerMessage::DriverLocation {
             order_id: self.order_id,
@@ -254,7 +287,7 @@ mod tests {
             },
             prep_time_minutes: 10,
         };
-        OrderFeed::new(7, &restaurant, 1.3, Duration::from_secs(60))
+        OrderFeed::new(7, &restaurant, 1.3, Duration::from_secs(60), None)
     }
 
     fn trip(driver_id: DriverId) -> Trip {

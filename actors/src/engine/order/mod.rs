@@ -102,6 +102,11 @@ impl OrderRef {
         let _ = self.actor.cast(OrderMessage::EtaMoved(moved));
     }
 
+    /// The carrying driver reached a geofence of the trip's next stop.
+    pub(crate) fn arrived(&self, arrival: crate::domain::arrival::Arrival) {
+        let _ = self.actor.cast(OrderMessage::Arrived(arrival));
+    }
+
     /// The carrying driver's own socket, subscribed without asking.
     pub(crate) fn attach_driver_session(&self, outbox: Arc<Outbox>) {
         let _ = self.actor.cast(OrderMessage::AttachDriverSession(outbox));

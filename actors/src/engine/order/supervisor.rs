@@ -147,6 +147,7 @@ impl OrderSupervisorState {
                 &live.restaurant,
                 config.road_factor,
                 config.eta_push_threshold,
+                config.arrivals,
             ))
         });
         let args = OrderArguments {
