@@ -165,7 +165,11 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
     engine.stop();
     // What the actors left queued for the store (moved ETAs, breadcrumbs)
     // is written before exit, within what is left of the grace period.
-    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    // At least a second, so a grace spent on slow requests does not lose
+    // writes that take milliseconds.
+    let left = deadline
+        .saturating_duration_since(tokio::time::Instant::now())
+        .max(Duration::from_secs(1));
     let (etas, trails) = tokio::join!(engine.flush_writes(left), crumbs_flush.flush(left));
     if etas && trails {
         tracing::info!("Queued store writes flushed");
