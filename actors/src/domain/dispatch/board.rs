@@ -633,6 +633,49 @@ mod tests {
     }
 
     #[test]
+    fn a_thousand_orders_at_one_restaurant_with_a_thousand_drivers_beside_it_go_in_two_rounds() {
+        use crate::domain::geo_index::{DriverEntry, GeoIndex};
+        let mut b = board();
+        for id in 0..1000 {
+            b.open(waiting(id, 7, 0.0, 0), at(0));
+        }
+        let mut index = GeoIndex::bulk_load(
+            (0..1000)
+                .map(|d| DriverEntry {
+                    id: d,
+                    at: east(0.0005 * d as f64),
+                    available: true,
+                    active_orders: 0,
+                })
+                .collect(),
+        );
+        let mut assigned = 0;
+        for minute in 1..=2 {
+            let plan = b.plan(at(minute), &HashSet::new());
+            let answers = plan
+                .queries
+                .iter()
+                .map(|q| {
+                    index
+                        .nearest_available(q.at, q.k, q.max_km, 2, |id| q.exclude.contains(&id))
+                        .into_iter()
+                        .map(|n| driver(n.entry.id, n.entry.at))
+                        .collect()
+                })
+                .collect();
+            for a in b.decide(plan, answers).assignments {
+                assigned += a.orders.len();
+                index.remove(a.driver.driver_id);
+                for id in &a.orders {
+                    b.withdraw(*id);
+                }
+            }
+        }
+        assert_eq!(assigned, 1000);
+        assert!(b.is_empty());
+    }
+
+    #[test]
     fn an_order_no_one_can_deliver_in_time_is_flagged_once_and_dropped_when_enforced() {
         let rules = BoardRules {
             enforce_max_click_to_door: true,
