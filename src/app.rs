@@ -47,7 +47,7 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
     tracing::info!("listening on http://{addr}");
 
     let metrics = telemetry::init_metrics()?;
-    let (store, event_store) =
+    let (store, event_store, zone_store) =
         store::open_with_events(&store_options(&settings, options.database_url.as_deref())).await?;
     if options.demo {
         if demo::load(store.as_ref()).await? {
@@ -104,7 +104,8 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
         metrics.clone(),
         shutdown.clone(),
     )
-    .with_webhooks(webhooks);
+    .with_webhooks(webhooks)
+    .with_zones(crate::zones::Zones::load(zone_store).await?);
 
     let sessions = state.live_sessions.clone();
     spawn_housekeeping(store, state.clone(), shutdown.clone());

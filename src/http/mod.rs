@@ -33,6 +33,7 @@ mod health;
 mod orders;
 mod restaurants;
 mod webhooks;
+mod zones;
 
 pub use error::ApiError;
 
@@ -52,6 +53,8 @@ pub struct AppState {
     pub live_sessions: TaskTracker,
     /// The webhook sink (`crate::events`), set by `with_webhooks`.
     pub webhooks: Option<crate::events::webhooks::Webhooks>,
+    /// Service zones, set by `with_zones`.
+    pub zones: Option<crate::zones::Zones>,
 }
 
 impl AppState {
@@ -78,7 +81,13 @@ impl AppState {
             shutdown,
             live_sessions: TaskTracker::new(),
             webhooks: None,
+            zones: None,
         }
+    }
+
+    pub fn with_zones(mut self, zones: crate::zones::Zones) -> AppState {
+        self.zones = Some(zones);
+        self
     }
 
     pub fn with_webhooks(mut self, webhooks: crate::events::webhooks::Webhooks) -> AppState {
@@ -97,7 +106,8 @@ pub fn router(state: AppState) -> Router {
         .merge(orders::router())
         .merge(drivers::router())
         .merge(admin::router())
-        .merge(webhooks::router());
+        .merge(webhooks::router())
+        .merge(zones::router());
     Router::new()
         .nest("/api", api)
         .route("/ws", axum::routing::get(crate::ws::upgrade))

@@ -18,3 +18,4 @@ mod supervision;
 mod tracking;
 mod transitions;
 mod ws;
+mod zones;
