@@ -88,6 +88,7 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
     // Events out: the outbox's sinks. They only read what committed, so
     // they may start after recovery without missing anything.
     crate::events::start(event_store.clone(), &settings.events, shutdown.clone()).await?;
+    let event_store_for_zones = event_store.clone();
     let webhooks = crate::events::webhooks::Webhooks::start(
         event_store,
         settings.webhooks.clone(),
@@ -105,7 +106,11 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
         shutdown.clone(),
     )
     .with_webhooks(webhooks)
-    .with_zones(crate::zones::Zones::load(zone_store).await?);
+    .with_zones(
+        crate::zones::Zones::load(zone_store)
+            .await?
+            .with_driver_events(event_store_for_zones, shutdown.clone()),
+    );
 
     let sessions = state.live_sessions.clone();
     spawn_housekeeping(store, state.clone(), shutdown.clone());

@@ -5,8 +5,10 @@
 //!
 //! Single node: another node's index learns of a change at its next start.
 
+use crate::events::store::{EventStore, NewOutboxEvent};
 use actors::domain::model::LatLon;
 use actors::domain::zone::{Zone, ZoneIndex, covers};
+use actors::metrics as m;
 use actors::store::StoreResult;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -62,7 +64,14 @@ struct Snapshot {
 pub struct Zones {
     store: Arc<dyn ZoneStore>,
     current: Arc<RwLock<Arc<Snapshot>>>,
+    /// The zones each driver was last seen in (only drivers in some zone).
+    drivers: Arc<dashmap::DashMap<i64, Vec<i64>>>,
+    /// To the writer of zone crossings (bounded; full drops and counts).
+    crossings: Option<tokio::sync::mpsc::Sender<NewOutboxEvent>>,
 }
+
+/// Crossings waiting for their writer before new ones are dropped.
+const CROSSINGS_QUEUE: usize = 10_000;
 
 impl Zones {
     pub async fn load(store: Arc<dyn ZoneStore>) -> anyhow::Result<Zones> {
@@ -72,6 +81,8 @@ impl Zones {
                 index: ZoneIndex::default(),
                 limits: HashMap::new(),
             }))),
+            drivers: Arc::default(),
+            crossings: None,
         };
         zones.reload().await?;
         Ok(zones)
@@ -132,5 +143,99 @@ impl Zones {
     /// The zones holding `at` (an R-tree lookup).
     pub fn containing(&self, at: LatLon) -> Vec<i64> {
         self.snapshot().index.containing(at)
+    }
+
+    /// Sends drivers' zone crossings to the outbox from now on.
+    pub fn with_driver_events(
+        mut self,
+        events: Arc<dyn EventStore>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Zones {
+        let (tx, rx) = tokio::sync::mpsc::channel(CROSSINGS_QUEUE);
+        tokio::spawn(write_crossings(events, rx, shutdown));
+        self.crossings = Some(tx);
+        self
+    }
+
+    /// A driver's position: an event for each zone it entered or left
+    /// since its last one. One R-tree lookup; nothing when no zone exists
+    /// and the driver was in none.
+    pub fn observe_driver(&self, driver_id: i64, at: LatLon) {
+        let Some(crossings) = &self.crossings else {
+            return;
+        };
+        let snapshot = self.snapshot();
+        if snapshot.index.is_empty() && !self.drivers.contains_key(&driver_id) {
+            return;
+        }
+        let now_in = snapshot.index.containing(at);
+        let before = if now_in.is_empty() {
+            self.drivers.remove(&driver_id).map(|(_, z)| z)
+        } else {
+            self.drivers.insert(driver_id, now_in.clone())
+        }
+        .unwrap_or_default();
+        if before == now_in {
+            return;
+        }
+        let left = before
+            .iter()
+            .filter(|z| !now_in.contains(z))
+            .map(|z| (*z, "driver_left_zone"));
+        let entered = now_in
+            .iter()
+            .filter(|z| !before.contains(z))
+            .map(|z| (*z, "driver_entered_zone"));
+        let now = chrono::Utc::now();
+        for (zone_id, event_type) in left.chain(entered) {
+            let id = format!(
+                "driver-{driver_id}-zone-{zone_id}-{}",
+                now.timestamp_micros()
+            );
+            let payload = serde_json::json!({
+                "id": id,
+                "type": event_type,
+                "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                "data": { "driverId": driver_id, "zoneId": zone_id, "lat": at.lat, "lon": at.lon },
+            });
+            let kind = if event_type == "driver_left_zone" {
+                "left"
+            } else {
+                "entered"
+            };
+            metrics::counter!(m::ZONE_CROSSINGS_TOTAL, "kind" => kind).increment(1);
+            let event = NewOutboxEvent {
+                event_id: id,
+                event_type,
+                subject: format!("drivers.{driver_id}.{event_type}"),
+                payload: payload.to_string(),
+            };
+            if crossings.try_send(event).is_err() {
+                metrics::counter!(m::ZONE_CROSSINGS_DROPPED_TOTAL).increment(1);
+            }
+        }
+    }
+}
+
+/// Writes zone crossings to the outbox in batches, off the position path.
+async fn write_crossings(
+    events: Arc<dyn EventStore>,
+    mut rx: tokio::sync::mpsc::Receiver<NewOutboxEvent>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(100);
+    loop {
+        let received = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            n = rx.recv_many(&mut batch, 100) => n,
+        };
+        if received == 0 {
+            return;
+        }
+        if let Err(error) = events.outbox_append(&batch).await {
+            metrics::counter!(m::ZONE_CROSSINGS_DROPPED_TOTAL).increment(batch.len() as u64);
+            tracing::warn!(%error, dropped = batch.len(), "Zone crossings not written");
+        }
+        batch.clear();
     }
 }

@@ -161,6 +161,10 @@ impl ZoneIndex {
         }
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.zones.is_empty()
+    }
+
     pub fn get(&self, id: i64) -> Option<&Zone> {
         self.zones.iter().find(|z| z.id == id)
     }
