@@ -48,7 +48,7 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
     tracing::info!("listening on http://{addr}");
 
     let metrics = telemetry::init_metrics()?;
-    let (store, event_store) =
+    let (store, event_store, zone_store) =
         store::open_with_events(&store_options(&settings, options.database_url.as_deref())).await?;
     if options.demo {
         if demo::load(store.as_ref()).await? {
@@ -89,6 +89,7 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
     // Events out: the outbox's sinks. They only read what committed, so
     // they may start after recovery without missing anything.
     crate::events::start(event_store.clone(), &settings.events, shutdown.clone()).await?;
+    let event_store_for_zones = event_store.clone();
     let webhooks = crate::events::webhooks::Webhooks::start(
         event_store,
         settings.webhooks.clone(),
@@ -105,7 +106,12 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
         metrics.clone(),
         shutdown.clone(),
     )
-    .with_webhooks(webhooks);
+    .with_webhooks(webhooks)
+    .with_zones(
+        crate::zones::Zones::load(zone_store)
+            .await?
+            .with_driver_events(event_store_for_zones, shutdown.clone()),
+    );
 
     let sessions = state.live_sessions.clone();
     spawn_housekeeping(store, state.clone(), shutdown.clone());

@@ -12,6 +12,7 @@
 //! - [`store`]: the `Store` port on sqlx, for Postgres and SQLite.
 //! - [`events`]: events out: the outbox's sinks (JetStream, signed webhooks).
 //! - [`nats`]: the process's one NATS connection.
+//! - [`zones`]: service zones and the index the order check reads.
 //! - [`demo`]: the demo city and accounts.
 //! - [`telemetry`]: logs and the Prometheus recorder.
 //! - [`sim`]: `dispatchd sim`, a city simulator that drives a running server.
@@ -31,3 +32,4 @@ pub mod store;
 pub mod telemetry;
 pub mod web;
 pub mod ws;
+pub mod zones;

@@ -115,6 +115,7 @@ async fn run(socket: Box<WebSocket>, caller: Option<Caller>, state: AppState) {
         &open.outbox,
         &open.session,
         open.driver.as_ref(),
+        state.zones.as_ref(),
         &open.last_heard,
         &open.done,
         &state.shutdown,
@@ -221,6 +222,7 @@ async fn read(
     outbox: &Outbox,
     session: &SessionHandle,
     driver: Option<&DriverHandle>,
+    zones: Option<&crate::zones::Zones>,
     last_heard: &AtomicI64,
     done: &CancellationToken,
     shutdown: &CancellationToken,
@@ -304,6 +306,9 @@ async fn read(
                 // actor, one hop fewer than through the session (measured:
                 // each hop is a task wake-up, the dominant cost at 30k/s).
                 if let (ClientMessage::Location(input), Some(driver)) = (&message, driver) {
+                    if let (Some(zones), Ok(fix)) = (zones, input.parse()) {
+                        zones.observe_driver(driver.driver_id(), fix.at);
+                    }
                     forward_location(driver, input, decoded.reference, received_at, outbox);
                     continue;
                 }

@@ -31,6 +31,8 @@ pub const WEBHOOK_ATTEMPTS_TOTAL: &str = "dispatch_webhook_attempts_total";
 pub const WEBHOOK_ATTEMPT_DURATION_SECONDS: &str = "dispatch_webhook_attempt_duration_seconds";
 pub const WEBHOOKS_DISABLED_TOTAL: &str = "dispatch_webhooks_disabled_total";
 pub const ARRIVAL_EVENTS_TOTAL: &str = "dispatch_arrival_events_total";
+pub const ZONE_CROSSINGS_TOTAL: &str = "dispatch_zone_crossings_total";
+pub const ZONE_CROSSINGS_DROPPED_TOTAL: &str = "dispatch_zone_crossings_dropped_total";
 
 /// Registers the help text of every metric with the installed recorder.
 pub fn describe() {
@@ -263,6 +265,14 @@ pub fn describe_realtime() {
         WEBHOOK_ATTEMPT_DURATION_SECONDS,
         Unit::Seconds,
         "Duration of one webhook delivery attempt."
+    );
+    describe_counter!(
+        ZONE_CROSSINGS_TOTAL,
+        "Drivers entering or leaving a service zone, by kind (entered, left)."
+    );
+    describe_counter!(
+        ZONE_CROSSINGS_DROPPED_TOTAL,
+        "Zone crossings dropped because their writer was behind (or the store refused them)."
     );
     describe_counter!(
         ARRIVAL_EVENTS_TOTAL,

@@ -3,7 +3,8 @@
 //! Subjects are `<prefix>.<restaurantId>.<orderId>.<eventType>`, so a
 //! consumer filters one restaurant (`<prefix>.7.>`), one kind of event
 //! (`<prefix>.*.*.order_delivered`), one order (`<prefix>.*.42.*`) or takes
-//! everything (`<prefix>.>`). Each message carries the event id
+//! everything (`<prefix>.>`). A driver entering or leaving a zone is
+//! `<prefix>.drivers.<driverId>.driver_entered_zone` (or `_left_zone`). Each message carries the event id
 //! (`<orderId>-<seq>`) as `Nats-Msg-Id`, so the stream drops a duplicate
 //! within its duplicate window (a publish retried after a lost ack, or
 //! republished after a crash before the row was marked).
@@ -89,12 +90,15 @@ pub async fn run(
         for row in &rows {
             let mut headers = async_nats::HeaderMap::new();
             headers.insert(async_nats::header::NATS_MESSAGE_ID, row.event_id.as_str());
-            let subject = subject(
-                &settings.subject_prefix,
-                row.restaurant_id,
-                row.order_id,
-                &row.event_type,
-            );
+            let subject = match &row.subject {
+                Some(tail) => format!("{}.{tail}", settings.subject_prefix),
+                None => subject(
+                    &settings.subject_prefix,
+                    row.restaurant_id,
+                    row.order_id,
+                    &row.event_type,
+                ),
+            };
             let sent = tokio::time::timeout(timeout, async {
                 js.publish_with_headers(subject, headers, row.payload.clone().into())
                     .await

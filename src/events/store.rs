@@ -35,6 +35,17 @@ pub struct OutboxRow {
     pub event_type: String,
     pub payload: String,
     pub created_at: DateTime<Utc>,
+    /// The subject after the prefix, for events that are not an order's.
+    pub subject: Option<String>,
+}
+
+/// An event that is not an order's, appended to the outbox on its own.
+#[derive(Debug, Clone)]
+pub struct NewOutboxEvent {
+    pub event_id: String,
+    pub event_type: &'static str,
+    pub subject: String,
+    pub payload: String,
 }
 
 /// How far behind a sink is.
@@ -151,6 +162,8 @@ pub trait EventStore: Send + Sync + 'static {
         cutoff: DateTime<Utc>,
         max_rows: i64,
     ) -> StoreResult<Trimmed>;
+    /// Appends events that are not an order's (no order transaction to ride in).
+    async fn outbox_append(&self, events: &[NewOutboxEvent]) -> StoreResult<()>;
     /// A receiver of outbox commits (bumped after each).
     fn outbox_signal(&self) -> tokio::sync::watch::Receiver<u64>;
 

@@ -49,6 +49,9 @@ async fn location(
     let received_at = Instant::now();
     let driver = state.engine.drivers().open(driver_id).await?;
     metrics::counter!(m::LOCATION_UPDATES_TOTAL, "source" => "http").increment(1);
+    if let Some(zones) = &state.zones {
+        zones.observe_driver(driver_id, fix.at);
+    }
     if !driver.located(fix, received_at) {
         return Err(DriverError::Unavailable.into());
     }

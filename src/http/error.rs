@@ -47,6 +47,8 @@ pub enum ApiError {
     ItemUnavailable(Vec<FieldError>),
     #[error("{0}")]
     OutOfRange(String),
+    #[error("{0}")]
+    OutOfZone(String),
     #[error("this idempotency key was used with a different request body")]
     IdempotencyKeyReused,
     #[error("too many requests, slow down")]
@@ -84,6 +86,7 @@ impl ApiError {
             ApiError::RestaurantClosed
             | ApiError::ItemUnavailable(_)
             | ApiError::OutOfRange(_)
+            | ApiError::OutOfZone(_)
             | ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ApiError::StoreUnavailable | ApiError::EngineUnavailable(_) => {
@@ -109,6 +112,7 @@ impl ApiError {
             ApiError::RestaurantClosed => "RESTAURANT_CLOSED",
             ApiError::ItemUnavailable(_) => "ITEM_UNAVAILABLE",
             ApiError::OutOfRange(_) => "OUT_OF_RANGE",
+            ApiError::OutOfZone(_) => "OUT_OF_ZONE",
             ApiError::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             ApiError::RateLimited => "RATE_LIMITED",
             ApiError::StoreUnavailable => "STORE_UNAVAILABLE",

@@ -33,6 +33,7 @@ mod health;
 mod orders;
 mod restaurants;
 mod webhooks;
+mod zones;
 
 pub use error::ApiError;
 
@@ -54,6 +55,8 @@ pub struct AppState {
     pub keys_in_flight: Arc<orders::KeysInFlight>,
     /// The webhook sink (`crate::events`), set by `with_webhooks`.
     pub webhooks: Option<crate::events::webhooks::Webhooks>,
+    /// Service zones, set by `with_zones`.
+    pub zones: Option<crate::zones::Zones>,
 }
 
 impl AppState {
@@ -81,7 +84,13 @@ impl AppState {
             live_sessions: TaskTracker::new(),
             keys_in_flight: Arc::default(),
             webhooks: None,
+            zones: None,
         }
+    }
+
+    pub fn with_zones(mut self, zones: crate::zones::Zones) -> AppState {
+        self.zones = Some(zones);
+        self
     }
 
     pub fn with_webhooks(mut self, webhooks: crate::events::webhooks::Webhooks) -> AppState {
@@ -100,7 +109,8 @@ pub fn router(state: AppState) -> Router {
         .merge(orders::router())
         .merge(drivers::router())
         .merge(admin::router())
-        .merge(webhooks::router());
+        .merge(webhooks::router())
+        .merge(zones::router());
     Router::new()
         .nest("/api", api)
         .route("/ws", axum::routing::get(crate::ws::upgrade))

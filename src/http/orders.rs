@@ -192,6 +192,10 @@ async fn create(
         .await?
         .ok_or(ApiError::NotFound("restaurant"))?;
     let menu = state.store.menu(restaurant.id).await?;
+    let address = LatLon {
+        lat: new.delivery_address.lat,
+        lon: new.delivery_address.lon,
+    };
     let draft = quote(
         customer.user_id,
         &restaurant,
@@ -200,6 +204,14 @@ async fn create(
         now(),
         state.settings.dispatch.road_factor,
     )?;
+    if let Some(zones) = &state.zones
+        && let Err(out) = zones.check_delivery(restaurant.id, address)
+    {
+        return Err(ApiError::OutOfZone(format!(
+            "the address is outside this restaurant's delivery zone {}",
+            out.zone_id
+        )));
+    }
     match state.store.place_order(draft, idempotency).await? {
         PlaceOutcome::Created(placed) => {
             metrics::counter!(m::ORDERS_CREATED_TOTAL).increment(1);

@@ -3,7 +3,8 @@
 // postgres.rs and sqlite.rs, in the same dialect and with the same `Db`.
 
 use crate::events::store::{
-    Attempt, Backlog, Delivery, EventStore, NewWebhook, OutboxRow, Sink, Trimmed, Webhook,
+    Attempt, Backlog, Delivery, EventStore, NewOutboxEvent, NewWebhook, OutboxRow, Sink, Trimmed,
+    Webhook,
 };
 
 macro_rules! webhook_columns {
@@ -60,6 +61,7 @@ fn outbox_row_from(row: &DbRow) -> Result<OutboxRow, sqlx::Error> {
         event_type: row.try_get("type")?,
         payload: row.try_get("payload")?,
         created_at: row.try_get("created_at")?,
+        subject: row.try_get("subject")?,
     })
 }
 
@@ -98,11 +100,11 @@ impl EventStore for SqlStore {
     async fn outbox_pending(&self, sink: Sink, limit: i64) -> StoreResult<Vec<OutboxRow>> {
         let sql = match sink {
             Sink::Nats => {
-                "SELECT id, event_id, order_id, restaurant_id, type, payload, created_at \
+                "SELECT id, event_id, order_id, restaurant_id, type, payload, created_at, subject \
                  FROM event_outbox WHERE published_at IS NULL ORDER BY id LIMIT $1"
             }
             Sink::Webhooks => {
-                "SELECT id, event_id, order_id, restaurant_id, type, payload, created_at \
+                "SELECT id, event_id, order_id, restaurant_id, type, payload, created_at, subject \
                  FROM event_outbox WHERE fanned_out_at IS NULL ORDER BY id LIMIT $1"
             }
         };
@@ -249,6 +251,32 @@ impl EventStore for SqlStore {
             dropped_nats,
             dropped_webhooks,
         })
+    }
+
+    async fn outbox_append(&self, events: &[NewOutboxEvent]) -> StoreResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let now = Utc::now();
+        let mut builder = sqlx::QueryBuilder::<Db>::new(
+            "INSERT INTO event_outbox (event_id, order_id, restaurant_id, type, payload, created_at, subject) ",
+        );
+        builder.push_values(events, |mut b, e| {
+            b.push_bind(&e.event_id)
+                .push_bind(0_i64)
+                .push_bind(0_i64)
+                .push_bind(e.event_type)
+                .push_bind(&e.payload)
+                .push_bind(now)
+                .push_bind(&e.subject);
+        });
+        builder
+            .build()
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?;
+        self.outbox_written();
+        Ok(())
     }
 
     fn outbox_signal(&self) -> tokio::sync::watch::Receiver<u64> {

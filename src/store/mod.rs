@@ -6,6 +6,7 @@
 //! classifies driver errors into the store's error kinds.
 
 use crate::events::store::EventStore;
+use crate::zones::ZoneStore;
 use actors::store::{Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,18 +47,18 @@ pub async fn open(options: &StoreOptions) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 /// [`open`], and the same store behind the `EventStore` port (the outbox
-/// and webhooks, `crate::events`).
+/// and webhooks, `crate::events`) and the `ZoneStore` port (`crate::zones`).
 pub async fn open_with_events(
     options: &StoreOptions,
-) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn EventStore>)> {
+) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn EventStore>, Arc<dyn ZoneStore>)> {
     match Backend::of(&options.url) {
         Some(Backend::Postgres) => {
             let store = Arc::new(postgres::open(options).await?);
-            Ok((store.clone(), store))
+            Ok((store.clone(), store.clone(), store))
         }
         Some(Backend::Sqlite) => {
             let store = Arc::new(sqlite::open(options).await?);
-            Ok((store.clone(), store))
+            Ok((store.clone(), store.clone(), store))
         }
         None => anyhow::bail!("unsupported database URL (expected postgres:// or sqlite:)"),
     }

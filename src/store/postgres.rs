@@ -7,6 +7,7 @@ pub type Db = sqlx::Postgres;
 
 include!("sql.rs");
 include!("events_sql.rs");
+include!("zones_sql.rs");
 
 pub async fn open(options: &StoreOptions) -> anyhow::Result<SqlStore> {
     let pool = PgPoolOptions::new()

@@ -12,6 +12,7 @@ pub type Db = sqlx::Sqlite;
 
 include!("sql.rs");
 include!("events_sql.rs");
+include!("zones_sql.rs");
 
 pub async fn open(options: &StoreOptions) -> anyhow::Result<SqlStore> {
     let connect = SqliteConnectOptions::from_str(&options.url)?

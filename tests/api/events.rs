@@ -846,3 +846,49 @@ async fn a_drive_into_the_restaurants_radius_gives_one_approaching_and_one_arriv
     // The order moves on normally after its arrival events.
     app.act(&staff, id, "start_preparing").await.expect(200);
 }
+
+#[tokio::test]
+async fn a_driver_entering_and_leaving_a_zone_produces_one_event_each() {
+    let app = TestApp::spawn_with(true, &[("DISPATCH__WEBHOOKS__ALLOW_PRIVATE", "true")]).await;
+    let admin = app.token("admin").await;
+    let receiver = Receiver::start(&[], Answer::Status(200)).await;
+    let (_, secret) = register(
+        &app,
+        &admin,
+        json!({ "url": receiver.url, "eventTypes": ["driver_entered_zone", "driver_left_zone"] }),
+    )
+    .await;
+    let (lat, lon) = RESTAURANT_1_AT;
+    let zone = app
+        .post(
+            "/api/zones",
+            Some(&admin),
+            json!({ "name": "around restaurant 1", "geometry": { "type": "Polygon", "coordinates": [[
+                [lon - 0.01, lat - 0.01], [lon + 0.01, lat - 0.01], [lon + 0.01, lat + 0.01],
+                [lon - 0.01, lat + 0.01], [lon - 0.01, lat - 0.01]
+            ]] } }),
+        )
+        .await
+        .expect(201)["zone"]["id"]
+        .as_i64()
+        .unwrap();
+
+    let mut driver = TestDriver::online(&app, "driver1", offset(RESTAURANT_1_AT, 5.0)).await;
+    for km in [3.0, 0.5, 0.2, 0.0, 0.3, 2.0, 4.0] {
+        driver.move_to(offset(RESTAURANT_1_AT, km)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = receiver.wait_for(2, 10).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got_now = receiver.got();
+    assert_eq!(got_now.len(), 2, "{got_now:?}");
+    let (entered, left) = (got[0].json(), got[1].json());
+    assert_eq!(entered["type"], "driver_entered_zone");
+    assert_eq!(left["type"], "driver_left_zone");
+    for event in [&entered, &left] {
+        assert_eq!(event["data"]["zoneId"], zone);
+        assert_eq!(event["data"]["driverId"], driver.id);
+    }
+    assert_signed(&secret, &got[0]);
+    assert_eq!(app.metric("dispatch_zone_crossings_total").await, 2.0);
+}

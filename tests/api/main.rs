@@ -19,3 +19,4 @@ mod supervision;
 mod tracking;
 mod transitions;
 mod ws;
+mod zones;

@@ -11,7 +11,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 /// Every external event type, for validating webhook filters.
-pub const EVENT_TYPES: [&str; 11] = [
+pub const EVENT_TYPES: [&str; 13] = [
     "order_placed",
     "order_confirmed",
     "order_preparing",
@@ -23,6 +23,8 @@ pub const EVENT_TYPES: [&str; 11] = [
     "driver_unassigned",
     "driver_approaching",
     "driver_arrived",
+    "driver_entered_zone",
+    "driver_left_zone",
 ];
 
 /// The external name of an event: lower snake case, one NATS subject token.

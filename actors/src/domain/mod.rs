@@ -11,3 +11,4 @@ pub mod lifecycle;
 pub mod model;
 pub mod pricing;
 pub mod quote;
+pub mod zone;

@@ -70,6 +70,19 @@ async function loadRestaurants() {
   } catch (error) {
     console.warn('Restaurants unavailable', error);
   }
+  try {
+    // Service zones (README "Service zones"): polygons of [lon, lat] rings.
+    const { zones } = await state.client.get('/api/zones');
+    state.zones = zones.flatMap((z) => {
+      const polygons = z.geometry.type === 'MultiPolygon' ? z.geometry.coordinates : [z.geometry.coordinates];
+      return polygons.map((rings) => ({
+        name: z.name,
+        rings: rings.map((ring) => ring.map(([lon, lat]) => ({ lat, lon }))),
+      }));
+    });
+  } catch (error) {
+    console.warn('Zones unavailable', error);
+  }
   state.map.draw();
 }
 
@@ -129,6 +142,10 @@ function animate(now) {
 function drawLayers(map) {
   const now = performance.now();
   const selected = state.selected;
+  for (const zone of state.zones ?? []) {
+    map.area(zone.rings, COLORS.zone);
+    map.label(zone.rings[0][0], zone.name);
+  }
   for (const r of state.restaurants.values()) {
     map.restaurant(r.location, { ring: selected?.kind === 'restaurant' && selected.id === r.id });
   }

@@ -25,6 +25,7 @@ export const COLORS = {
   street: '#ffffff',
   avenueEdge: '#d3d9e0',
   label: '#1b2430',
+  zone: '#0e7490',
 };
 
 export class CanvasMap {
@@ -240,6 +241,32 @@ export class CanvasMap {
       if (i === 0) ctx.moveTo(x, y);
       else ctx.lineTo(x, y);
     });
+    ctx.stroke();
+    ctx.restore();
+  }
+
+  /**
+   * A filled area: `rings` of {lat, lon} points, the first the outline and
+   * the others its holes (even-odd fill leaves them open).
+   */
+  area(rings, color, { alpha = 0.12 } = {}) {
+    const { ctx } = this;
+    ctx.save();
+    ctx.beginPath();
+    for (const ring of rings) {
+      ring.forEach((p, i) => {
+        const { x, y } = this.project(p);
+        if (i === 0) ctx.moveTo(x, y);
+        else ctx.lineTo(x, y);
+      });
+      ctx.closePath();
+    }
+    ctx.globalAlpha = alpha;
+    ctx.fillStyle = color;
+    ctx.fill('evenodd');
+    ctx.globalAlpha = 0.8;
+    ctx.strokeStyle = color;
+    ctx.lineWidth = 1.5;
     ctx.stroke();
     ctx.restore();
   }

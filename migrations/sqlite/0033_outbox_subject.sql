@@ -1,0 +1,3 @@
+-- Events that are not an order's (a driver entering or leaving a zone)
+-- carry their own subject tail, after the prefix. Same as Postgres.
+ALTER TABLE event_outbox ADD COLUMN subject TEXT;
