@@ -33,6 +33,7 @@ pub fn store_options(settings: &Settings, database_url: Option<&str>) -> StoreOp
 
 /// Runs the engine until a shutdown signal.
 pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<()> {
+    settings.check_secrets(options.demo)?;
     let listen = options
         .listen
         .clone()

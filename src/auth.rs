@@ -33,6 +33,9 @@ impl Tokens {
     pub fn new(secret: &[u8], ttl_secs: u64) -> Tokens {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 5;
+        // A token dated for later is not valid yet (jsonwebtoken skips
+        // `nbf` unless asked).
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Tokens {
             encoding: EncodingKey::from_secret(secret),

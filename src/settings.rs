@@ -20,8 +20,27 @@ pub struct Settings {
     pub breadcrumbs: BreadcrumbSettings,
     pub drivers: DriverSettings,
     pub supervision: SupervisionSettings,
+    pub metrics: MetricsSettings,
     pub log: LogSettings,
 }
+
+/// `GET /metrics` answers an admin's token or this one (for the scraper).
+#[derive(Clone, Deserialize)]
+pub struct MetricsSettings {
+    pub token: String,
+}
+
+impl std::fmt::Debug for MetricsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsSettings")
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Shorter secrets are refused outside `--demo`: a guessable HS256 key
+/// lets anyone mint an admin token.
+pub const MIN_SECRET_BYTES: usize = 32;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ServerSettings {
@@ -215,6 +234,27 @@ impl Settings {
         } else {
             anyhow::bail!("invalid settings: {}", problems.join("; "))
         }
+    }
+
+    /// Refuses secrets an attacker could guess, unless this is a demo on
+    /// a laptop. An empty JWT secret means a random key per process, and an
+    /// empty metrics token means admins only: both are safe.
+    pub fn check_secrets(&self, demo: bool) -> anyhow::Result<()> {
+        if demo {
+            return Ok(());
+        }
+        for (key, value) in [
+            ("auth.jwt_secret", &self.auth.jwt_secret),
+            ("metrics.token", &self.metrics.token),
+        ] {
+            if !value.is_empty() && value.len() < MIN_SECRET_BYTES {
+                anyhow::bail!(
+                    "{key} must be at least {MIN_SECRET_BYTES} bytes (it is {}); generate one with `openssl rand -hex 32`",
+                    value.len()
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The engine's view of these settings.

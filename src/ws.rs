@@ -42,7 +42,9 @@ pub async fn upgrade(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let token = bearer(&headers).or_else(|| query_token(query.as_deref()));
+    let token = crate::http::bearer(&headers)
+        .map(str::to_string)
+        .or_else(|| query_token(query.as_deref()));
     let caller = token.and_then(|token| state.tokens.verify(&token));
     let settings = &state.settings.ws;
     ws.read_buffer_size(settings.read_buffer_bytes)
@@ -54,17 +56,6 @@ pub async fn upgrade(
         .max_message_size(settings.max_frame_bytes)
         .on_failed_upgrade(|error| tracing::debug!(%error, "WebSocket upgrade failed"))
         .on_upgrade(move |socket| run(Box::new(socket), caller, state))
-}
-
-fn bearer(headers: &HeaderMap) -> Option<String> {
-    let value = headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .map(|t| t.trim().to_string())
 }
 
 fn query_token(query: Option<&str>) -> Option<String> {

@@ -20,6 +20,10 @@ pub enum StoreError {
     Conflict,
     #[error("email already registered")]
     EmailTaken,
+    /// A row the write names is not there: in practice the caller's own
+    /// account, deleted while its token is still valid (401, not 500).
+    #[error("a referenced row does not exist")]
+    UnknownReference,
     /// Anything else (a bug or a schema mismatch). Logged, answered as 500.
     #[error("store error: {0}")]
     Internal(String),

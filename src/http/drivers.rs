@@ -28,7 +28,8 @@ pub fn router() -> Router<AppState> {
 impl From<DriverError> for ApiError {
     fn from(error: DriverError) -> ApiError {
         match error {
-            DriverError::NotFound => ApiError::NotFound("driver"),
+            // Only ever the caller's own driver row: its account is gone.
+            DriverError::NotFound => ApiError::Unauthorized,
             DriverError::Store(error) => error.into(),
             DriverError::Unavailable => ApiError::Internal("driver actor did not start".into()),
         }

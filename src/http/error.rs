@@ -173,6 +173,7 @@ impl From<StoreError> for ApiError {
                 ApiError::VersionConflict("the order changed meanwhile; reload it".into())
             }
             StoreError::EmailTaken => ApiError::EmailTaken,
+            StoreError::UnknownReference => ApiError::Unauthorized,
             StoreError::Internal(detail) => ApiError::Internal(detail),
         }
     }

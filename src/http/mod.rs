@@ -33,6 +33,7 @@ mod health;
 mod orders;
 mod restaurants;
 
+pub use auth::bearer;
 pub use error::ApiError;
 
 /// What every handler can reach. Cheap to clone.
@@ -122,15 +123,36 @@ async fn record_metrics(req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let started = Instant::now();
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();
-    let labels = [("method", method), ("route", route), ("status", status)];
+    let labels = [
+        ("method", method.to_owned()),
+        ("route", route),
+        ("status", status),
+    ];
     metrics::counter!(actors::metrics::HTTP_REQUESTS_TOTAL, &labels).increment(1);
     metrics::histogram!(actors::metrics::HTTP_REQUEST_DURATION_SECONDS, &labels)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The method as a metrics label: the standard ones by name, anything a
+/// client invented as `other`, so no client can grow the label set.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        "TRACE" => "TRACE",
+        "CONNECT" => "CONNECT",
+        _ => "other",
+    }
 }
 
 async fn not_found() -> ApiError {

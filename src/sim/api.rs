@@ -236,9 +236,9 @@ impl Api {
 
     /// One unlabelled gauge or counter from `/metrics`, if the server
     /// exports it.
-    pub async fn metric(&self, name: &str) -> Result<Option<f64>, Failure> {
+    pub async fn metric(&self, name: &str, token: Option<&str>) -> Result<Option<f64>, Failure> {
         let response = self
-            .request(Method::GET, "/metrics", None)
+            .request(Method::GET, "/metrics", token)
             .send()
             .await
             .map_err(transport)?;

@@ -90,6 +90,10 @@ pub struct SimArgs {
     /// simulating the city, and report the server's memory per connection.
     #[arg(long, default_value_t = 0)]
     pub idle_connections: usize,
+    /// The server's `metrics.token`, for reading its memory from
+    /// `/metrics` (same variable as the server's, so one shell serves both).
+    #[arg(long, env = "DISPATCH__METRICS__TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// Mean seconds a kitchen takes before each of confirm, start_preparing
     /// and mark_ready (each delay is uniform in 0.5x..1.5x).
     #[arg(long, default_value_t = 2.0)]

@@ -79,6 +79,7 @@ pub(crate) fn map_error(error: sqlx::Error) -> StoreError {
         E::Database(db) if db.code().is_some_and(|c| is_transient(&c)) => {
             StoreError::Unavailable(error.to_string())
         }
+        E::Database(db) if db.is_foreign_key_violation() => StoreError::UnknownReference,
         _ => StoreError::Internal(error.to_string()),
     }
 }

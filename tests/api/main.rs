@@ -7,6 +7,7 @@ mod helpers;
 mod auth;
 mod dispatch;
 mod durability;
+mod hardening;
 mod health;
 mod idempotency;
 mod orders;
