@@ -111,15 +111,17 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
     }
     tracing::info!(console = %format!("http://{addr}/"), api = %format!("http://{addr}/api"), "Ready");
 
-    // Small frames must not wait for Nagle and delayed ACKs (up to 40 ms):
-    // fan-out latency is the product.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
-    let server = tokio::spawn(server);
+    let limits = http::serve::Limits {
+        max_connections: settings.server.max_connections,
+        header_read_timeout: Duration::from_secs(settings.server.header_read_timeout_secs),
+        max_header_bytes: settings.server.max_header_bytes,
+    };
+    let server = tokio::spawn(http::serve::serve(
+        listener,
+        http::router(state),
+        limits,
+        shutdown.clone(),
+    ));
     let gave_up = tokio::select! {
         _ = shutdown.cancelled() => false,
         _ = engine.gave_up() => {
@@ -134,8 +136,7 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
         "Shutting down: finishing in-flight requests"
     );
     match tokio::time::timeout(grace, server).await {
-        Ok(Ok(Ok(()))) => tracing::info!("In-flight requests finished"),
-        Ok(Ok(Err(error))) => tracing::error!(%error, "Server error during shutdown"),
+        Ok(Ok(())) => tracing::info!("In-flight requests finished"),
         Ok(Err(error)) => tracing::error!(%error, "Server task failed"),
         Err(_) => tracing::warn!("Grace period over; dropping the remaining connections"),
     }
@@ -169,6 +170,7 @@ fn spawn_housekeeping(store: Arc<dyn Store>, state: AppState, shutdown: Cancella
                 _ = shutdown.cancelled() => return,
                 _ = upkeep.tick() => {
                     state.metrics.run_upkeep();
+                    state.login_limits.trim();
                     crate::telemetry::record_process_memory();
                 }
                 _ = purge.tick() => {

@@ -47,6 +47,10 @@ pub struct ServerSettings {
     pub listen: String,
     pub body_limit_bytes: usize,
     pub shutdown_grace_secs: u64,
+    pub max_connections: usize,
+    pub header_read_timeout_secs: u64,
+    pub request_timeout_secs: u64,
+    pub max_header_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -61,7 +65,9 @@ pub struct DatabaseSettings {
 pub struct AuthSettings {
     pub jwt_secret: String,
     pub token_ttl_secs: u64,
-    pub login_attempts_per_minute: u32,
+    pub login_failures_per_minute: u32,
+    pub login_failures_per_client_per_minute: u32,
+    pub login_failures_per_email_per_minute: u32,
 }
 
 impl std::fmt::Debug for AuthSettings {
@@ -69,7 +75,15 @@ impl std::fmt::Debug for AuthSettings {
         f.debug_struct("AuthSettings")
             .field("jwt_secret", &"<redacted>")
             .field("token_ttl_secs", &self.token_ttl_secs)
-            .field("login_attempts_per_minute", &self.login_attempts_per_minute)
+            .field("login_failures_per_minute", &self.login_failures_per_minute)
+            .field(
+                "login_failures_per_client_per_minute",
+                &self.login_failures_per_client_per_minute,
+            )
+            .field(
+                "login_failures_per_email_per_minute",
+                &self.login_failures_per_email_per_minute,
+            )
             .finish()
     }
 }
@@ -163,6 +177,15 @@ impl Settings {
         if self.server.body_limit_bytes < 1024 {
             problems.push("server.body_limit_bytes must be at least 1024");
         }
+        if self.server.max_connections == 0
+            || self.server.header_read_timeout_secs == 0
+            || self.server.request_timeout_secs == 0
+        {
+            problems.push("server.max_connections, header_read_timeout_secs and request_timeout_secs must be positive");
+        }
+        if self.server.max_header_bytes < 8192 {
+            problems.push("server.max_header_bytes must be at least 8192");
+        }
         if self.database.max_connections == 0 {
             problems.push("database.max_connections must be at least 1");
         }
@@ -172,8 +195,11 @@ impl Settings {
         if self.auth.token_ttl_secs == 0 {
             problems.push("auth.token_ttl_secs must be positive");
         }
-        if self.auth.login_attempts_per_minute == 0 {
-            problems.push("auth.login_attempts_per_minute must be at least 1");
+        if self.auth.login_failures_per_minute == 0
+            || self.auth.login_failures_per_client_per_minute == 0
+            || self.auth.login_failures_per_email_per_minute == 0
+        {
+            problems.push("auth.login_failures_per_minute, login_failures_per_client_per_minute and login_failures_per_email_per_minute must be at least 1");
         }
         if self.orders.idempotency_retention_hours < 24 {
             problems.push("orders.idempotency_retention_hours must be at least 24 (CONTRACT.md)");

@@ -15,6 +15,9 @@ pub const STORE_ERRORS_TOTAL: &str = "dispatch_store_errors_total";
 pub const LOGIN_FAILURES_TOTAL: &str = "dispatch_login_failures_total";
 pub const RATE_LIMITED_TOTAL: &str = "dispatch_rate_limited_total";
 pub const IDEMPOTENCY_KEYS_PURGED_TOTAL: &str = "dispatch_idempotency_keys_purged_total";
+pub const HTTP_CONNECTIONS: &str = "dispatch_http_connections";
+pub const HTTP_CONNECTIONS_REFUSED_TOTAL: &str = "dispatch_http_connections_refused_total";
+pub const HTTP_REQUEST_TIMEOUTS_TOTAL: &str = "dispatch_http_request_timeouts_total";
 
 /// Registers the help text of every metric with the installed recorder.
 pub fn describe() {
@@ -22,6 +25,18 @@ pub fn describe() {
     describe_counter!(
         HTTP_REQUESTS_TOTAL,
         "HTTP requests answered, by route and status."
+    );
+    describe_gauge!(
+        HTTP_CONNECTIONS,
+        "Open client connections (HTTP and WebSocket)."
+    );
+    describe_counter!(
+        HTTP_CONNECTIONS_REFUSED_TOTAL,
+        "Connections closed at accept because server.max_connections were open."
+    );
+    describe_counter!(
+        HTTP_REQUEST_TIMEOUTS_TOTAL,
+        "Requests answered 408 after server.request_timeout_secs."
     );
     describe_histogram!(
         HTTP_REQUEST_DURATION_SECONDS,

@@ -107,6 +107,7 @@ struct LoginInput {
 
 async fn login(
     State(state): State<AppState>,
+    super::serve::ClientAddr(client): super::serve::ClientAddr,
     JsonBody { value: input, .. }: JsonBody<LoginInput>,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let mut problems = actors::domain::input::Problems::default();
@@ -117,14 +118,18 @@ async fn login(
     let password = problems.text("password", &input.password, 1, 128);
     problems.finish(|| ())?;
 
-    if state.login_limiter.check_key(&email).is_err() {
-        metrics::counter!(m::RATE_LIMITED_TOTAL, "limit" => "login").increment(1);
+    // Checked before the password, so a blocked guesser learns nothing;
+    // only failures count, so a user who knows the password is never
+    // limited by their own logins.
+    if let Some(limit) = state.login_limits.blocked(&email, client) {
+        metrics::counter!(m::RATE_LIMITED_TOTAL, "limit" => limit).increment(1);
         return Err(ApiError::RateLimited);
     }
     let account = state.store.account_by_email(&email).await?;
     let stored_hash = account.as_ref().map(|a| a.password_hash.clone());
     if !auth::verify_password(password, stored_hash).await? {
         metrics::counter!(m::LOGIN_FAILURES_TOTAL).increment(1);
+        state.login_limits.failed(&email, client);
         return Err(ApiError::InvalidCredentials);
     }
     let account = account.ok_or(ApiError::InvalidCredentials)?;

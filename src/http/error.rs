@@ -50,6 +50,8 @@ pub enum ApiError {
     IdempotencyKeyReused,
     #[error("too many requests, slow down")]
     RateLimited,
+    #[error("the request took too long")]
+    RequestTimeout,
     #[error("the store is unavailable; nothing was changed")]
     StoreUnavailable,
     /// Core actors are down (restarting) or live orders are being read
@@ -85,6 +87,7 @@ impl ApiError {
             | ApiError::OutOfRange(_)
             | ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::StoreUnavailable | ApiError::EngineUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -110,6 +113,7 @@ impl ApiError {
             ApiError::OutOfRange(_) => "OUT_OF_RANGE",
             ApiError::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             ApiError::RateLimited => "RATE_LIMITED",
+            ApiError::RequestTimeout => "REQUEST_TIMEOUT",
             ApiError::StoreUnavailable => "STORE_UNAVAILABLE",
             ApiError::EngineUnavailable(_) => "ENGINE_UNAVAILABLE",
             ApiError::Internal(_) => "INTERNAL_ERROR",

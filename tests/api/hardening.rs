@@ -158,3 +158,137 @@ async fn a_token_not_yet_valid_is_refused() {
     );
     app.get("/api/orders", Some(&current)).await.expect(200);
 }
+
+/// Reads what the server sends on `socket` until it closes; `None` if it
+/// is still open after `secs`.
+async fn read_until_closed(socket: &mut tokio::net::TcpStream, secs: u64) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        match tokio::time::timeout_at(deadline, socket.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(String::from_utf8_lossy(&seen).into()),
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+fn host_port(app: &TestApp) -> String {
+    app.address.trim_start_matches("http://").to_string()
+}
+
+#[tokio::test]
+async fn silent_and_half_sent_request_heads_are_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::spawn_with(
+        false,
+        &[("DISPATCH__SERVER__HEADER_READ_TIMEOUT_SECS", "1")],
+    )
+    .await;
+    let mut silent = tokio::net::TcpStream::connect(host_port(&app))
+        .await
+        .unwrap();
+    let mut half = tokio::net::TcpStream::connect(host_port(&app))
+        .await
+        .unwrap();
+    half.write_all(b"GET /api/restaurants HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    assert!(
+        read_until_closed(&mut silent, 5).await.is_some(),
+        "silent socket kept open"
+    );
+    assert!(
+        read_until_closed(&mut half, 5).await.is_some(),
+        "half a header kept open"
+    );
+    // A client that keeps its socket idle after a response is closed too.
+    let mut idle = tokio::net::TcpStream::connect(host_port(&app))
+        .await
+        .unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answered = read_until_closed(&mut idle, 5)
+        .await
+        .expect("idle keep-alive kept open");
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+}
+
+#[tokio::test]
+async fn a_body_that_never_finishes_is_answered_408() {
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::spawn_with(false, &[("DISPATCH__SERVER__REQUEST_TIMEOUT_SECS", "1")]).await;
+    let mut socket = tokio::net::TcpStream::connect(host_port(&app))
+        .await
+        .unwrap();
+    socket
+        .write_all(b"POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"email\":")
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut socket, 6)
+        .await
+        .expect("still waiting for the body");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("REQUEST_TIMEOUT"), "{answer}");
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_are_closed_at_once() {
+    let app = TestApp::spawn_with(false, &[("DISPATCH__SERVER__MAX_CONNECTIONS", "4")]).await;
+    let mut sockets = Vec::new();
+    for _ in 0..8 {
+        sockets.push(
+            tokio::net::TcpStream::connect(host_port(&app))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut refused = 0;
+    for socket in &mut sockets {
+        if read_until_closed(socket, 1).await.is_some() {
+            refused += 1;
+        }
+    }
+    // Four fit (one of them may be the test client's pooled connection).
+    assert!(refused >= 4, "only {refused} of 8 refused");
+    drop(sockets);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(app.metric("dispatch_http_connections_refused_total").await >= 4.0);
+}
+
+#[tokio::test]
+async fn pages_and_api_carry_security_headers_and_huge_heads_are_refused() {
+    let app = TestApp::spawn_with(false, &[]).await;
+    let page = app
+        .client
+        .get(format!("{}/", app.address))
+        .send()
+        .await
+        .unwrap();
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert_eq!(page.headers()["referrer-policy"], "no-referrer");
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    let api = app.get("/api/restaurants", None).await;
+    assert_eq!(api.headers["x-content-type-options"], "nosniff");
+    assert_eq!(api.headers["referrer-policy"], "no-referrer");
+    let error = app.get("/api/nowhere", None).await;
+    assert_eq!(error.headers["x-content-type-options"], "nosniff");
+
+    let huge = "a".repeat(200 * 1024);
+    let r = app
+        .client
+        .get(format!("{}/api/restaurants", app.address))
+        .header("X-Padding", huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 431);
+}

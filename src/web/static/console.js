@@ -294,7 +294,7 @@ function renderOrder({ order, items, driver, eta }, events) {
       eta && ['ETA', `${clock(eta.estimatedDeliveryAt)} (in ${duration(eta.secondsRemaining)})`],
       ['Items', items.map((i) => `${i.quantity} × ${i.name}`).join(', ')],
     ]),
-    h('h3', { style: 'margin-top: 12px' }, 'History'),
+    h('h3', { class: 'history-title' }, 'History'),
     h('ol', { class: 'history', 'data-testid': 'history' }, events.map(eventLine)),
   );
 }
