@@ -91,6 +91,8 @@ impl std::fmt::Debug for AuthSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct OrderSettings {
     pub idempotency_retention_hours: u64,
+    pub per_customer_per_minute: u32,
+    pub placed_expiry_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -200,6 +202,11 @@ impl Settings {
             || self.auth.login_failures_per_email_per_minute == 0
         {
             problems.push("auth.login_failures_per_minute, login_failures_per_client_per_minute and login_failures_per_email_per_minute must be at least 1");
+        }
+        if self.orders.per_customer_per_minute == 0 || self.orders.placed_expiry_secs == 0 {
+            problems.push(
+                "orders.per_customer_per_minute and orders.placed_expiry_secs must be positive",
+            );
         }
         if self.orders.idempotency_retention_hours < 24 {
             problems.push("orders.idempotency_retention_hours must be at least 24 (CONTRACT.md)");

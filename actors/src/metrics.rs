@@ -15,6 +15,7 @@ pub const STORE_ERRORS_TOTAL: &str = "dispatch_store_errors_total";
 pub const LOGIN_FAILURES_TOTAL: &str = "dispatch_login_failures_total";
 pub const RATE_LIMITED_TOTAL: &str = "dispatch_rate_limited_total";
 pub const IDEMPOTENCY_KEYS_PURGED_TOTAL: &str = "dispatch_idempotency_keys_purged_total";
+pub const ORDERS_EXPIRED_TOTAL: &str = "dispatch_orders_expired_total";
 pub const HTTP_CONNECTIONS: &str = "dispatch_http_connections";
 pub const HTTP_CONNECTIONS_REFUSED_TOTAL: &str = "dispatch_http_connections_refused_total";
 pub const HTTP_REQUEST_TIMEOUTS_TOTAL: &str = "dispatch_http_request_timeouts_total";
@@ -25,6 +26,10 @@ pub fn describe() {
     describe_counter!(
         HTTP_REQUESTS_TOTAL,
         "HTTP requests answered, by route and status."
+    );
+    describe_counter!(
+        ORDERS_EXPIRED_TOTAL,
+        "Orders the engine cancelled because no restaurant confirmed them in time."
     );
     describe_gauge!(
         HTTP_CONNECTIONS,

@@ -223,6 +223,14 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_breadcrumbs(&self, crumbs: &[Breadcrumb]) -> StoreResult<u64>;
     /// Drops idempotency records older than `cutoff`; returns how many.
     async fn purge_idempotency_keys(&self, cutoff: DateTime<Utc>) -> StoreResult<u64>;
+
+    /// Orders still PLACED that were placed before `cutoff`, oldest first,
+    /// with their version: (id, version).
+    async fn stale_placed_orders(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<(OrderId, i64)>>;
 }
 
 /// One sampled position of a driver carrying an order.

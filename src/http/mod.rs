@@ -50,6 +50,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub login_limits: Arc<LoginLimits>,
     pub location_limiter: Arc<DefaultKeyedRateLimiter<i64>>,
+    /// New orders per customer (`orders.per_customer_per_minute`).
+    pub order_limiter: Arc<DefaultKeyedRateLimiter<i64>>,
     pub metrics: PrometheusHandle,
     /// Cancelled on SIGTERM / Ctrl-C: sockets close with 1001.
     pub shutdown: CancellationToken,
@@ -74,6 +76,9 @@ impl AppState {
             tokens: Arc::new(tokens),
             login_limits: Arc::new(LoginLimits::new(&settings.auth)),
             location_limiter: Arc::new(RateLimiter::keyed(Quota::per_second(per_second))),
+            order_limiter: Arc::new(RateLimiter::keyed(Quota::per_minute(
+                NonZeroU32::new(settings.orders.per_customer_per_minute).unwrap_or(NonZeroU32::MIN),
+            ))),
             settings: Arc::new(settings),
             metrics,
             shutdown,

@@ -128,6 +128,12 @@ async fn create(
     {
         return replay_or_refuse(record.outcome_for(&idem.request_hash));
     }
+    // Each new order is an actor and a frame on the restaurant's tablets:
+    // a customer places a few an hour, not hundreds a second.
+    if state.order_limiter.check_key(&customer.user_id).is_err() {
+        metrics::counter!(m::RATE_LIMITED_TOTAL, "limit" => "orders").increment(1);
+        return Err(ApiError::RateLimited);
+    }
 
     let restaurant = state
         .store

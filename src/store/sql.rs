@@ -725,6 +725,25 @@ impl Store for SqlStore {
         Ok(done.rows_affected())
     }
 
+    async fn stale_placed_orders(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<(OrderId, i64)>> {
+        let rows = sqlx::query(
+            "SELECT id, version FROM orders WHERE status = 'PLACED' AND placed_at < $1 ORDER BY id LIMIT $2",
+        )
+        .bind(cutoff)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_error)?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("id")?, row.try_get("version")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(map_error)
+    }
+
     async fn purge_idempotency_keys(&self, cutoff: DateTime<Utc>) -> StoreResult<u64> {
         let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
             .bind(cutoff)

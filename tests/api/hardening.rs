@@ -292,3 +292,75 @@ async fn pages_and_api_carry_security_headers_and_huge_heads_are_refused() {
         .unwrap();
     assert_eq!(r.status(), 431);
 }
+
+#[tokio::test]
+async fn a_customer_cannot_place_orders_without_limit_but_replays_are_free() {
+    let app =
+        TestApp::spawn_with(true, &[("DISPATCH__ORDERS__PER_CUSTOMER_PER_MINUTE", "3")]).await;
+    let customer = app.token("customer5").await;
+    let keyed = |key: &str| {
+        app.client
+            .post(format!("{}/api/orders", app.address))
+            .bearer_auth(&customer)
+            .header("Idempotency-Key", key)
+            .json(&order_body(RESTAURANT_1, 1, 1))
+    };
+    TestApp::read(keyed("first").send().await.unwrap())
+        .await
+        .expect(201);
+    for _ in 0..2 {
+        app.place_order(&customer).await;
+    }
+    app.post(
+        "/api/orders",
+        Some(&customer),
+        order_body(RESTAURANT_1, 1, 1),
+    )
+    .await
+    .expect_error(429, "RATE_LIMITED");
+    // A retry of an order already placed is answered from its record.
+    let replay = TestApp::read(keyed("first").send().await.unwrap()).await;
+    assert_eq!(replay.headers["idempotent-replayed"], "true");
+    // Another customer is not affected.
+    let other = app.token("customer6").await;
+    app.place_order(&other).await;
+    assert_eq!(
+        app.metric("dispatch_rate_limited_total{limit=\"orders\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn orders_left_placed_expire_and_confirmed_ones_do_not() {
+    let app = TestApp::spawn_with(true, &[("DISPATCH__ORDERS__PLACED_EXPIRY_SECS", "2")]).await;
+    let customer = app.token("customer7").await;
+    let staff = app.token("restaurant1").await;
+    let left = app.place_order(&customer).await["id"].as_i64().unwrap();
+    let confirmed = app.place_order(&customer).await["id"].as_i64().unwrap();
+    app.act(&staff, confirmed, "confirm").await.expect(200);
+    let mut status = String::new();
+    for _ in 0..100 {
+        let order = app
+            .get(&format!("/api/orders/{left}"), Some(&customer))
+            .await
+            .expect(200);
+        status = order["order"]["status"].as_str().unwrap().to_string();
+        if status == "CANCELLED" {
+            assert_eq!(
+                order["order"]["cancelReason"],
+                "expired: not confirmed in time"
+            );
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, "CANCELLED", "a PLACED order outlived its expiry");
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let kept = app
+        .get(&format!("/api/orders/{confirmed}"), Some(&customer))
+        .await
+        .expect(200);
+    assert_eq!(kept["order"]["status"], "CONFIRMED");
+    assert_eq!(app.metric("dispatch_orders_expired_total").await, 1.0);
+}
