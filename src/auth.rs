@@ -63,6 +63,12 @@ impl Tokens {
 
     /// The caller a token names, if it is ours, well formed and unexpired.
     pub fn verify(&self, token: &str) -> Option<Caller> {
+        self.verify_until(token).map(|(caller, _)| caller)
+    }
+
+    /// The caller and the token's expiry (seconds since the epoch), for a
+    /// socket that must close when its token does.
+    pub fn verify_until(&self, token: &str) -> Option<(Caller, u64)> {
         let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .ok()?
             .claims;
@@ -70,7 +76,7 @@ impl Tokens {
         if claims.role == Role::Restaurant && claims.rid.is_none() {
             return None;
         }
-        Some(caller(user_id, claims.role, claims.rid))
+        Some((caller(user_id, claims.role, claims.rid), claims.exp))
     }
 }
 

@@ -122,6 +122,7 @@ pub struct WsSettings {
     pub ping_interval_secs: u64,
     pub idle_timeout_secs: u64,
     pub send_timeout_secs: u64,
+    pub max_sockets_per_user: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -213,6 +214,9 @@ impl Settings {
         }
         if self.ws.max_frame_bytes < 256 || self.ws.outbound_queue == 0 {
             problems.push("ws.max_frame_bytes must be at least 256 and ws.outbound_queue positive");
+        }
+        if self.ws.max_sockets_per_user == 0 {
+            problems.push("ws.max_sockets_per_user must be at least 1");
         }
         if self.ws.messages_per_sec == 0 || self.drivers.location_updates_per_sec == 0 {
             problems

@@ -45,7 +45,21 @@ pub async fn upgrade(
     let token = crate::http::bearer(&headers)
         .map(str::to_string)
         .or_else(|| query_token(query.as_deref()));
-    let caller = token.and_then(|token| state.tokens.verify(&token));
+    let verified = token.and_then(|token| state.tokens.verify_until(&token));
+    // Counted from before the upgrade, so the cap holds against a burst of
+    // handshakes; the count goes with the closure if the upgrade fails.
+    let seat = match &verified {
+        Some((caller, _)) => match SocketSeat::take(&state, caller.user_id) {
+            Some(seat) => Some(seat),
+            None => {
+                metrics::counter!(m::RATE_LIMITED_TOTAL, "limit" => "sockets").increment(1);
+                return axum::response::IntoResponse::into_response(
+                    crate::http::ApiError::RateLimited,
+                );
+            }
+        },
+        None => None,
+    };
     let settings = &state.settings.ws;
     ws.read_buffer_size(settings.read_buffer_bytes)
         .write_buffer_size(settings.write_buffer_bytes)
@@ -55,7 +69,38 @@ pub async fn upgrade(
         .max_frame_size(settings.max_frame_bytes)
         .max_message_size(settings.max_frame_bytes)
         .on_failed_upgrade(|error| tracing::debug!(%error, "WebSocket upgrade failed"))
-        .on_upgrade(move |socket| run(Box::new(socket), caller, state))
+        .on_upgrade(move |socket| run(Box::new(socket), verified, seat, state))
+}
+
+/// One of a user's `ws.max_sockets_per_user` sockets, given back on drop.
+pub struct SocketSeat {
+    user_id: i64,
+    counts: Arc<dashmap::DashMap<i64, usize>>,
+}
+
+impl SocketSeat {
+    fn take(state: &AppState, user_id: i64) -> Option<SocketSeat> {
+        let mut open = state.sockets_per_user.entry(user_id).or_insert(0);
+        if *open >= state.settings.ws.max_sockets_per_user {
+            return None;
+        }
+        *open += 1;
+        Some(SocketSeat {
+            user_id,
+            counts: state.sockets_per_user.clone(),
+        })
+    }
+}
+
+impl Drop for SocketSeat {
+    fn drop(&mut self) {
+        // The last socket of a user removes its entry: the map holds only
+        // users with open sockets.
+        self.counts.remove_if_mut(&self.user_id, |_, open| {
+            *open = open.saturating_sub(1);
+            *open == 0
+        });
+    }
 }
 
 fn query_token(query: Option<&str>) -> Option<String> {
@@ -72,7 +117,18 @@ fn close_message(code: u16, reason: &'static str) -> Message {
 }
 
 /// One connection, from upgrade to close.
-async fn run(socket: Box<WebSocket>, caller: Option<Caller>, state: AppState) {
+async fn run(
+    socket: Box<WebSocket>,
+    verified: Option<(Caller, u64)>,
+    seat: Option<SocketSeat>,
+    state: AppState,
+) {
+    let _seat = seat;
+    let caller = verified.map(|(caller, _)| caller);
+    let expires_at = verified.map_or_else(tokio::time::Instant::now, |(_, exp)| {
+        let now = jsonwebtoken::get_current_timestamp();
+        tokio::time::Instant::now() + Duration::from_secs(exp.saturating_sub(now))
+    });
     // A task's future is as large as its largest await and lives as long
     // as the connection. Opening (actor spawns, close frames) is the
     // largest part, so it runs boxed and its memory is freed once done.
@@ -92,6 +148,7 @@ async fn run(socket: Box<WebSocket>, caller: Option<Caller>, state: AppState) {
         &open.done,
         &state.shutdown,
         &open.settings,
+        expires_at,
     )
     .await;
     // The client left (or the writer closed): stop the writer if it is not done.
@@ -198,6 +255,7 @@ async fn read(
     done: &CancellationToken,
     shutdown: &CancellationToken,
     settings: &crate::settings::WsSettings,
+    expires_at: tokio::time::Instant,
 ) {
     let per_second = NonZeroU32::new(settings.messages_per_sec).unwrap_or(NonZeroU32::MIN);
     let burst = per_second.saturating_mul(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN));
@@ -209,6 +267,12 @@ async fn read(
             _ = shutdown.cancelled() => {
                 outbox.close(CloseReason::Shutdown);
                 // Wait for the writer to send 1001, then finish the handshake.
+                done.cancelled().await;
+                return drain(stream).await;
+            }
+            // A socket lives no longer than the token that opened it.
+            _ = tokio::time::sleep_until(expires_at) => {
+                outbox.close(CloseReason::TokenExpired);
                 done.cancelled().await;
                 return drain(stream).await;
             }

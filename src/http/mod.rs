@@ -50,6 +50,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub login_limits: Arc<LoginLimits>,
     pub location_limiter: Arc<DefaultKeyedRateLimiter<i64>>,
+    /// Open WebSockets per user (`ws.max_sockets_per_user`).
+    pub sockets_per_user: Arc<dashmap::DashMap<i64, usize>>,
     /// New orders per customer (`orders.per_customer_per_minute`).
     pub order_limiter: Arc<DefaultKeyedRateLimiter<i64>>,
     pub metrics: PrometheusHandle,
@@ -75,6 +77,7 @@ impl AppState {
             engine,
             tokens: Arc::new(tokens),
             login_limits: Arc::new(LoginLimits::new(&settings.auth)),
+            sockets_per_user: Arc::new(dashmap::DashMap::new()),
             location_limiter: Arc::new(RateLimiter::keyed(Quota::per_second(per_second))),
             order_limiter: Arc::new(RateLimiter::keyed(Quota::per_minute(
                 NonZeroU32::new(settings.orders.per_customer_per_minute).unwrap_or(NonZeroU32::MIN),

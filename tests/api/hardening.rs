@@ -364,3 +364,56 @@ async fn orders_left_placed_expire_and_confirmed_ones_do_not() {
     assert_eq!(kept["order"]["status"], "CONFIRMED");
     assert_eq!(app.metric("dispatch_orders_expired_total").await, 1.0);
 }
+
+#[tokio::test]
+async fn a_socket_is_closed_with_4001_when_its_token_expires() {
+    let app = TestApp::spawn().await;
+    let now = jsonwebtoken::get_current_timestamp();
+    let admin = app.token("admin").await;
+    let admin_id = app.get("/api/me", Some(&admin)).await.expect(200)["user"]["id"].clone();
+    let short =
+        forge(json!({ "sub": admin_id.to_string(), "role": "admin", "iat": now, "exp": now + 2 }));
+    let mut ws = WsClient::connect(&app, &short).await;
+    ws.send(json!({ "type": "ping", "id": 1 })).await;
+    assert_eq!(ws.next_of("pong", 2).await["id"], 1);
+    assert_eq!(ws.ended(8).await, Ended::Closed(4001));
+}
+
+#[tokio::test]
+async fn one_user_may_open_only_so_many_sockets() {
+    let app = TestApp::spawn_with(true, &[("DISPATCH__WS__MAX_SOCKETS_PER_USER", "3")]).await;
+    let customer = app.token("customer8").await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(WsClient::connect(&app, &customer).await);
+    }
+    let url = format!(
+        "{}/ws?token={customer}",
+        app.address.replacen("http", "ws", 1)
+    );
+    match tokio_tungstenite::connect_async(&url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 429)
+        }
+        other => panic!("a fourth socket was not refused: {:?}", other.map(|_| ())),
+    }
+    // Another user is not affected, and a closed socket frees its seat.
+    let other = app.token("customer9").await;
+    WsClient::connect(&app, &other).await;
+    let mut first = open.remove(0);
+    use futures::SinkExt;
+    first.socket.close(None).await.unwrap();
+    drop(first);
+    let mut reopened = None;
+    for _ in 0..50 {
+        if let Ok((socket, _)) = tokio_tungstenite::connect_async(&url).await {
+            reopened = Some(socket);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        reopened.is_some(),
+        "the seat of a closed socket was not freed"
+    );
+}
