@@ -401,7 +401,6 @@ async fn one_user_may_open_only_so_many_sockets() {
     let other = app.token("customer9").await;
     WsClient::connect(&app, &other).await;
     let mut first = open.remove(0);
-    use futures::SinkExt;
     first.socket.close(None).await.unwrap();
     drop(first);
     let mut reopened = None;
