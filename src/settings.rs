@@ -136,6 +136,7 @@ pub struct BreadcrumbSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct DriverSettings {
     pub location_updates_per_sec: u32,
+    pub proximity_km: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -214,6 +215,9 @@ impl Settings {
         }
         if self.ws.max_frame_bytes < 256 || self.ws.outbound_queue == 0 {
             problems.push("ws.max_frame_bytes must be at least 256 and ws.outbound_queue positive");
+        }
+        if !(self.drivers.proximity_km > 0.0) {
+            problems.push("drivers.proximity_km must be positive");
         }
         if self.ws.max_sockets_per_user == 0 {
             problems.push("ws.max_sockets_per_user must be at least 1");

@@ -29,6 +29,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Close code for a missing, malformed or expired token (CONTRACT.md).
 const UNAUTHORIZED: u16 = 4001;
+/// A driver no admin approved yet: no socket (and so no offers) until then.
+const PENDING_APPROVAL: u16 = 4003;
 /// Ten rejected messages in a row close the connection.
 const MAX_BAD_IN_A_ROW: u32 = 10;
 /// How long a closing peer gets to answer our close frame.
@@ -196,6 +198,20 @@ async fn open(socket: Box<WebSocket>, caller: Option<Caller>, state: &AppState) 
             .await
         {
             Ok(driver) => Some(driver),
+            Err(actors::engine::driver::DriverError::Pending) => {
+                metrics::counter!(m::WS_CLOSES_TOTAL, "code" => "4003").increment(1);
+                let _ = socket
+                    .send(close_message(PENDING_APPROVAL, "driver not approved yet"))
+                    .await;
+                return None;
+            }
+            Err(actors::engine::driver::DriverError::NotFound) => {
+                metrics::counter!(m::WS_CLOSES_TOTAL, "code" => "4001").increment(1);
+                let _ = socket
+                    .send(close_message(UNAUTHORIZED, "unauthorized"))
+                    .await;
+                return None;
+            }
             Err(error) => {
                 tracing::warn!(driver_id = caller.user_id, %error, "Driver actor unavailable");
                 let _ = socket.send(close_message(1011, "driver unavailable")).await;

@@ -15,6 +15,8 @@ pub const STORE_ERRORS_TOTAL: &str = "dispatch_store_errors_total";
 pub const LOGIN_FAILURES_TOTAL: &str = "dispatch_login_failures_total";
 pub const RATE_LIMITED_TOTAL: &str = "dispatch_rate_limited_total";
 pub const IDEMPOTENCY_KEYS_PURGED_TOTAL: &str = "dispatch_idempotency_keys_purged_total";
+pub const DRIVER_EVENTS_FLAGGED_TOTAL: &str = "dispatch_driver_events_flagged_total";
+pub const DRIVERS_APPROVED_TOTAL: &str = "dispatch_drivers_approved_total";
 pub const ORDERS_EXPIRED_TOTAL: &str = "dispatch_orders_expired_total";
 pub const HTTP_CONNECTIONS: &str = "dispatch_http_connections";
 pub const HTTP_CONNECTIONS_REFUSED_TOTAL: &str = "dispatch_http_connections_refused_total";
@@ -26,6 +28,14 @@ pub fn describe() {
     describe_counter!(
         HTTP_REQUESTS_TOTAL,
         "HTTP requests answered, by route and status."
+    );
+    describe_counter!(
+        DRIVER_EVENTS_FLAGGED_TOTAL,
+        "Pick-ups and deliveries by a driver farther than drivers.proximity_km from the place, or with no fix."
+    );
+    describe_counter!(
+        DRIVERS_APPROVED_TOTAL,
+        "Self-registered drivers an admin approved."
     );
     describe_counter!(
         ORDERS_EXPIRED_TOTAL,

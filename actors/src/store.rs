@@ -163,6 +163,12 @@ pub trait Store: Send + Sync + 'static {
     async fn account_by_email(&self, email: &str) -> StoreResult<Option<Account>>;
     async fn account_by_id(&self, id: UserId) -> StoreResult<Option<Account>>;
     async fn driver(&self, id: DriverId) -> StoreResult<Option<Driver>>;
+    /// Whether an admin approved this driver (`None`: no such driver).
+    async fn driver_approved(&self, id: DriverId) -> StoreResult<Option<bool>>;
+    /// Approves a driver; false if there is no such driver.
+    async fn approve_driver(&self, id: DriverId, at: DateTime<Utc>) -> StoreResult<bool>;
+    /// Drivers waiting for approval, oldest first.
+    async fn pending_drivers(&self, limit: i64) -> StoreResult<Vec<Driver>>;
 
     async fn list_restaurants(&self, filter: &RestaurantFilter) -> StoreResult<Vec<Restaurant>>;
     async fn restaurant(&self, id: RestaurantId) -> StoreResult<Option<Restaurant>>;

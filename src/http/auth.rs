@@ -151,6 +151,9 @@ struct MeResponse {
     driver: Option<Driver>,
     #[serde(skip_serializing_if = "Option::is_none")]
     restaurant_id: Option<i64>,
+    /// Drivers only: false until an admin approves the driver.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    approved: Option<bool>,
 }
 
 async fn me(
@@ -163,13 +166,17 @@ async fn me(
         .account_by_id(who.0.user_id)
         .await?
         .ok_or(ApiError::Unauthorized)?;
-    let driver = match account.user.role {
-        Role::Driver => state.store.driver(account.user.id).await?,
-        _ => None,
+    let (driver, approved) = match account.user.role {
+        Role::Driver => (
+            state.store.driver(account.user.id).await?,
+            state.store.driver_approved(account.user.id).await?,
+        ),
+        _ => (None, None),
     };
     Ok(Json(MeResponse {
         user: account.user,
         driver,
         restaurant_id: account.restaurant_id,
+        approved,
     }))
 }

@@ -249,6 +249,7 @@ async fn run_city(ctx: Arc<Ctx>) -> anyhow::Result<()> {
     let staff: Vec<Option<Session>> = sessions.by_ref().take(listed.len()).collect();
     let drivers: Vec<Session> = sessions.by_ref().take(args.drivers).flatten().collect();
     let customers: Vec<Session> = sessions.flatten().collect();
+    approve_registered_drivers(&ctx, &drivers).await;
 
     let kitchens: Vec<(Kitchen, Session)> = futures::stream::iter(listed.into_iter().zip(staff))
         .filter_map(|(restaurant, staff)| async move { staff.map(|staff| (restaurant, staff)) })
@@ -550,4 +551,37 @@ fn print_errors(stats: &Stats) {
     for (code, count, example) in errors {
         println!("    {code:<26}{count:>10}  first: {example}");
     }
+}
+
+/// Registered drivers wait for an admin's approval before they get
+/// offers: past the demo's own drivers, the simulator approves its own as
+/// the demo admin.
+async fn approve_registered_drivers(ctx: &Ctx, drivers: &[Session]) {
+    if drivers.len() <= crate::demo::DRIVERS {
+        return;
+    }
+    let admin = match ctx
+        .api
+        .login("admin@demo.local", crate::demo::PASSWORD)
+        .await
+    {
+        Ok(admin) => admin,
+        Err(failure) => {
+            ctx.stats
+                .error(&failure.code, || format!("signing in the admin: {failure}"));
+            return;
+        }
+    };
+    futures::stream::iter(&drivers[crate::demo::DRIVERS..])
+        .for_each_concurrent(16, |driver| {
+            let admin = &admin.token;
+            async move {
+                if let Err(failure) = ctx.api.approve_driver(admin, driver.user_id).await {
+                    ctx.stats.error(&failure.code, || {
+                        format!("approving driver {}: {failure}", driver.user_id)
+                    });
+                }
+            }
+        })
+        .await;
 }

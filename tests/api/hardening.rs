@@ -416,3 +416,118 @@ async fn one_user_may_open_only_so_many_sockets() {
         "the seat of a closed socket was not freed"
     );
 }
+
+#[tokio::test]
+async fn a_self_registered_driver_gets_no_orders_until_an_admin_approves_it() {
+    let app = TestApp::spawn().await;
+    let registered = app
+        .post(
+            "/api/auth/register",
+            None,
+            json!({ "email": "new.driver@example.com", "password": "password123", "name": "Newt", "role": "driver" }),
+        )
+        .await
+        .expect(201);
+    let token = registered["token"].as_str().unwrap().to_string();
+    let id = registered["user"]["id"].as_i64().unwrap();
+    let me = app.get("/api/me", Some(&token)).await.expect(200);
+    assert_eq!(me["approved"], false);
+
+    // Pending: no position taken, no socket, never in the index.
+    app.post(
+        "/api/drivers/location",
+        Some(&token),
+        json!({ "lat": RESTAURANT_1_AT.0, "lon": RESTAURANT_1_AT.1 }),
+    )
+    .await
+    .expect_error(403, "FORBIDDEN");
+    let mut ws = WsClient::connect(&app, &token).await;
+    assert_eq!(ws.ended(5).await, Ended::Closed(4003));
+    let customer = app.token("customer10").await;
+    let order = confirmed_order(&app, &customer).await;
+
+    let admin = app.token("admin").await;
+    let pending = app
+        .get("/api/drivers/pending", Some(&admin))
+        .await
+        .expect(200);
+    assert!(
+        pending["drivers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["id"] == id)
+    );
+    app.post(
+        &format!("/api/drivers/{id}/approve"),
+        Some(&customer),
+        json!({}),
+    )
+    .await
+    .expect_error(403, "FORBIDDEN");
+    app.post("/api/drivers/999999/approve", Some(&admin), json!({}))
+        .await
+        .expect_error(404, "NOT_FOUND");
+    app.post(
+        &format!("/api/drivers/{id}/approve"),
+        Some(&admin),
+        json!({}),
+    )
+    .await
+    .expect(200);
+    let pending = app
+        .get("/api/drivers/pending", Some(&admin))
+        .await
+        .expect(200);
+    assert!(
+        !pending["drivers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["id"] == id)
+    );
+    assert_eq!(
+        app.get("/api/me", Some(&token)).await.expect(200)["approved"],
+        true
+    );
+
+    // Approved: the same token goes online and is offered the order.
+    let mut ws = WsClient::connect(&app, &token).await;
+    ws.send(json!({ "type": "location", "lat": RESTAURANT_1_AT.0, "lon": RESTAURANT_1_AT.1 }))
+        .await;
+    let offer = ws.next_of("offer", 15).await;
+    assert_eq!(offer["orderId"], order);
+}
+
+#[tokio::test]
+async fn a_pick_up_far_from_the_restaurant_is_flagged_and_a_delivery_at_the_door_is_not() {
+    let app = TestApp::spawn().await;
+    let customer = app.token("customer11").await;
+    let staff = app.token("restaurant1").await;
+    let mut driver = TestDriver::online(&app, "driver7", RESTAURANT_1_AT).await;
+    let order = confirmed_order(&app, &customer).await;
+    driver.answer_offer(true, 15).await;
+    driver.ws.next_of("offer_result", 5).await;
+    app.act(&staff, order, "start_preparing").await.expect(200);
+    app.act(&staff, order, "mark_ready").await.expect(200);
+
+    let far = (30.50, -97.90);
+    driver.move_to(far).await;
+    driver.wait_until_indexed(&app, far).await;
+    app.act(&driver.token, order, "pick_up").await.expect(200);
+    let door = (NEAR_LAT, NEAR_LON);
+    driver.move_to(door).await;
+    driver.wait_until_indexed(&app, door).await;
+    app.act(&driver.token, order, "deliver").await.expect(200);
+
+    assert_eq!(
+        app.metric("dispatch_driver_events_flagged_total{action=\"pick_up\",reason=\"far\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        app.metric("dispatch_driver_events_flagged_total{action=\"deliver\"")
+            .await,
+        0.0
+    );
+}
