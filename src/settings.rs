@@ -216,7 +216,7 @@ impl Settings {
         if self.ws.max_frame_bytes < 256 || self.ws.outbound_queue == 0 {
             problems.push("ws.max_frame_bytes must be at least 256 and ws.outbound_queue positive");
         }
-        if !(self.drivers.proximity_km > 0.0) {
+        if self.drivers.proximity_km.is_nan() || self.drivers.proximity_km <= 0.0 {
             problems.push("drivers.proximity_km must be positive");
         }
         if self.ws.max_sockets_per_user == 0 {
