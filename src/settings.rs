@@ -21,7 +21,14 @@ pub struct Settings {
     pub drivers: DriverSettings,
     pub supervision: SupervisionSettings,
     pub metrics: MetricsSettings,
+    pub restaurants: RestaurantSettings,
     pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RestaurantSettings {
+    /// Menu items per restaurant: the menu is served whole, to anyone.
+    pub max_menu_items: usize,
 }
 
 /// `GET /metrics` answers an admin's token or this one (for the scraper).
@@ -218,6 +225,9 @@ impl Settings {
         }
         if self.drivers.proximity_km.is_nan() || self.drivers.proximity_km <= 0.0 {
             problems.push("drivers.proximity_km must be positive");
+        }
+        if self.restaurants.max_menu_items == 0 {
+            problems.push("restaurants.max_menu_items must be at least 1");
         }
         if self.ws.max_sockets_per_user == 0 {
             problems.push("ws.max_sockets_per_user must be at least 1");

@@ -52,6 +52,8 @@ pub enum ApiError {
     RateLimited,
     #[error("the request took too long")]
     RequestTimeout,
+    #[error("{0}")]
+    LimitReached(String),
     #[error("the store is unavailable; nothing was changed")]
     StoreUnavailable,
     /// Core actors are down (restarting) or live orders are being read
@@ -80,7 +82,8 @@ impl ApiError {
             ApiError::InvalidTransition(_)
             | ApiError::VersionConflict(_)
             | ApiError::EmailTaken
-            | ApiError::IdempotencyInProgress => StatusCode::CONFLICT,
+            | ApiError::IdempotencyInProgress
+            | ApiError::LimitReached(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RestaurantClosed
             | ApiError::ItemUnavailable(_)
@@ -114,6 +117,7 @@ impl ApiError {
             ApiError::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             ApiError::RateLimited => "RATE_LIMITED",
             ApiError::RequestTimeout => "REQUEST_TIMEOUT",
+            ApiError::LimitReached(_) => "LIMIT_REACHED",
             ApiError::StoreUnavailable => "STORE_UNAVAILABLE",
             ApiError::EngineUnavailable(_) => "ENGINE_UNAVAILABLE",
             ApiError::Internal(_) => "INTERNAL_ERROR",

@@ -531,3 +531,55 @@ async fn a_pick_up_far_from_the_restaurant_is_flagged_and_a_delivery_at_the_door
         0.0
     );
 }
+
+#[tokio::test]
+async fn a_menu_cannot_grow_past_its_cap() {
+    // The demo menu's size, from a first server; the second caps it two higher.
+    let items = TestApp::spawn()
+        .await
+        .get("/api/restaurants/2", None)
+        .await
+        .expect(200)["menu"]
+        .as_array()
+        .unwrap()
+        .len();
+    let cap = (items + 2).to_string();
+    let app = TestApp::spawn_with(true, &[("DISPATCH__RESTAURANTS__MAX_MENU_ITEMS", &cap)]).await;
+    let staff_again = app.token("restaurant2").await;
+    let item =
+        json!({ "name": "Extra", "description": "", "priceCents": 100, "category": "Sides" });
+    for _ in 0..2 {
+        app.post("/api/restaurants/2/menu", Some(&staff_again), item.clone())
+            .await
+            .expect(201);
+    }
+    app.post("/api/restaurants/2/menu", Some(&staff_again), item)
+        .await
+        .expect_error(409, "LIMIT_REACHED");
+}
+
+#[tokio::test]
+async fn subscribing_to_made_up_orders_is_rate_limited() {
+    let app = TestApp::spawn().await;
+    let customer = app.token("customer12").await;
+    let mut ws = WsClient::connect(&app, &customer).await;
+    for id in 0..20 {
+        ws.send(json!({ "type": "subscribe", "orderId": 900_000 + id }))
+            .await;
+    }
+    let mut not_found = 0;
+    let mut limited = 0;
+    for _ in 0..20 {
+        let reply = ws.next_of("error", 5).await;
+        match reply["code"].as_str().unwrap() {
+            "NOT_FOUND" => not_found += 1,
+            "RATE_LIMITED" => limited += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(not_found <= 10, "{not_found} store reads in a burst");
+    assert!(limited >= 10, "only {limited} refused");
+    // Still usable: a ping is answered.
+    ws.send(json!({ "type": "ping", "id": 7 })).await;
+    assert_eq!(ws.next_of("pong", 5).await["id"], 7);
+}
