@@ -28,6 +28,7 @@ pub fn store_options(settings: &Settings, database_url: Option<&str>) -> StoreOp
         url: settings.database_url(database_url),
         max_connections: settings.database.max_connections,
         acquire_timeout: Duration::from_millis(settings.database.acquire_timeout_ms),
+        statement_timeout: Duration::from_millis(settings.database.statement_timeout_ms),
     }
 }
 

@@ -49,6 +49,9 @@ impl std::fmt::Debug for MetricsSettings {
 /// lets anyone mint an admin token.
 pub const MIN_SECRET_BYTES: usize = 32;
 
+/// The largest breadcrumb batch one INSERT can carry on Postgres, with room.
+const MAX_BREADCRUMB_BATCH: usize = 5000;
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct ServerSettings {
     pub listen: String,
@@ -66,6 +69,7 @@ pub struct DatabaseSettings {
     pub sqlite_path: String,
     pub max_connections: u32,
     pub acquire_timeout_ms: u64,
+    pub statement_timeout_ms: u64,
 }
 
 #[derive(Clone, Deserialize)]
@@ -200,8 +204,10 @@ impl Settings {
         if self.database.max_connections == 0 {
             problems.push("database.max_connections must be at least 1");
         }
-        if self.database.acquire_timeout_ms == 0 {
-            problems.push("database.acquire_timeout_ms must be positive");
+        if self.database.acquire_timeout_ms == 0 || self.database.statement_timeout_ms == 0 {
+            problems.push(
+                "database.acquire_timeout_ms and database.statement_timeout_ms must be positive",
+            );
         }
         if self.auth.token_ttl_secs == 0 {
             problems.push("auth.token_ttl_secs must be positive");
@@ -247,6 +253,10 @@ impl Settings {
             problems.push(
                 "ws.read_buffer_bytes must be at least 1024 and ws.send_timeout_secs positive",
             );
+        }
+        // Seven parameters a row; Postgres takes at most 65,535 per statement.
+        if self.breadcrumbs.batch > MAX_BREADCRUMB_BATCH {
+            problems.push("breadcrumbs.batch must be at most 5000");
         }
         if self.breadcrumbs.queue == 0
             || self.breadcrumbs.batch == 0
@@ -415,6 +425,17 @@ mod tests {
                 "ws.read_buffer_bytes",
             ),
             ("DISPATCH__BREADCRUMBS__QUEUE", "0", "breadcrumbs.queue"),
+            ("DISPATCH__BREADCRUMBS__BATCH", "9000", "breadcrumbs.batch"),
+            (
+                "DISPATCH__SERVER__MAX_HEADER_BYTES",
+                "1000",
+                "server.max_header_bytes",
+            ),
+            (
+                "DISPATCH__WS__MAX_SOCKETS_PER_USER",
+                "0",
+                "ws.max_sockets_per_user",
+            ),
             ("DISPATCH__PRESENCE__TTL_SECS", "0", "presence.ttl_secs"),
             (
                 "DISPATCH__DISPATCH__MAX_ACTIVE_ORDERS",

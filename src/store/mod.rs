@@ -19,6 +19,8 @@ pub struct StoreOptions {
     /// How long a caller waits for a pooled connection before the store is
     /// declared unavailable (503).
     pub acquire_timeout: Duration,
+    /// Postgres aborts statements (and idle transactions) older than this.
+    pub statement_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
