@@ -583,3 +583,23 @@ async fn subscribing_to_made_up_orders_is_rate_limited() {
     ws.send(json!({ "type": "ping", "id": 7 })).await;
     assert_eq!(ws.next_of("pong", 5).await["id"], 7);
 }
+
+#[tokio::test]
+async fn nul_characters_are_refused_on_every_backend() {
+    let app = TestApp::spawn().await;
+    let r = app
+        .post(
+            "/api/auth/register",
+            None,
+            json!({ "email": "nul@example.com", "password": "password123", "name": "a\u{0}b", "role": "customer" }),
+        )
+        .await;
+    r.expect_error(400, "VALIDATION_ERROR");
+    assert_eq!(r.fields(), ["name"]);
+    let customer = app.token("customer13").await;
+    let mut body = order_body(RESTAURANT_1, 1, 1);
+    body["deliveryAddress"]["street"] = json!("1100 Congress\u{0} Ave");
+    let r = app.post("/api/orders", Some(&customer), body).await;
+    r.expect_error(400, "VALIDATION_ERROR");
+    assert_eq!(r.fields(), ["deliveryAddress.street"]);
+}
