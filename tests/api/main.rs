@@ -5,6 +5,7 @@
 mod helpers;
 
 mod auth;
+mod crash;
 mod dispatch;
 mod durability;
 mod hardening;
