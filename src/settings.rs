@@ -172,6 +172,18 @@ impl Settings {
         Self::load_from(file, config::Environment::with_prefix("DISPATCH"))
     }
 
+    /// The defaults with `text` (a `--config` file's TOML) over them, checked;
+    /// no environment. For the config fuzz target and tests.
+    pub fn from_toml(text: &str) -> anyhow::Result<Settings> {
+        let settings: Settings = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()?
+            .try_deserialize()?;
+        settings.check()?;
+        Ok(settings)
+    }
+
     fn load_from(file: Option<&Path>, env: config::Environment) -> anyhow::Result<Settings> {
         let mut builder = config::Config::builder()
             .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
@@ -480,6 +492,16 @@ mod tests {
         let err = Settings::load_from(None, env(&[("DISPATCH__SUPERVISION__MAX_RESTARTS", "-1")]))
             .unwrap_err();
         assert!(err.to_string().contains("max_restarts"), "{err}");
+    }
+
+    #[test]
+    fn a_config_file_layers_over_the_defaults_and_is_checked() {
+        let s = Settings::from_toml("[server]\nlisten = \"0.0.0.0:9\"").unwrap();
+        assert_eq!(s.server.listen, "0.0.0.0:9");
+        assert_eq!(s.ws.outbound_queue, 256);
+        let err = Settings::from_toml("[ws]\nmax_frame_bytes = 1").unwrap_err();
+        assert!(err.to_string().contains("max_frame_bytes"), "{err}");
+        assert!(Settings::from_toml("[[[").is_err());
     }
 
     #[test]

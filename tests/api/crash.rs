@@ -7,7 +7,8 @@
 //! order must take its next step.
 //!
 //! CI runs a few kills; the long run (benches/README.md) sets
-//! `DISPATCHD_CRASH_KILLS` and `DISPATCHD_CRASH_WORKERS`.
+//! `DISPATCHD_CRASH_KILLS`, `DISPATCHD_CRASH_WORKERS` and
+//! `DISPATCHD_CRASH_UP_MS` (the mean time the server is up between kills).
 
 use crate::helpers::*;
 use serde_json::{Value, json};
@@ -219,6 +220,7 @@ fn env_number(name: &str, default: usize) -> usize {
 async fn every_acknowledged_change_survives_sigkills_at_load() {
     let kills = env_number("DISPATCHD_CRASH_KILLS", 4);
     let workers = env_number("DISPATCHD_CRASH_WORKERS", 12);
+    let up_ms = env_number("DISPATCHD_CRASH_UP_MS", 750) as u64;
     let mut app = TestApp::spawn_with(
         true,
         &[("DISPATCH__ORDERS__PER_CUSTOMER_PER_MINUTE", "1000000")],
@@ -257,7 +259,9 @@ async fn every_acknowledged_change_survives_sigkills_at_load() {
 
     let started = Instant::now();
     for kill in 0..kills {
-        let pause = 300 + (kill * 7919 % 900) as u64;
+        // Up for half to one and a half times `up_ms`, spread by a fixed
+        // sequence so that kills land in every phase of a request.
+        let pause = up_ms / 2 + (kill as u64 * 7919) % up_ms.max(1);
         tokio::time::sleep(Duration::from_millis(pause)).await;
         app = app.crash_and_restart().await;
         *server.address.write().unwrap() = app.address.clone();
