@@ -29,11 +29,13 @@ pub fn store_options(settings: &Settings, database_url: Option<&str>) -> StoreOp
         url: settings.database_url(database_url),
         max_connections: settings.database.max_connections,
         acquire_timeout: Duration::from_millis(settings.database.acquire_timeout_ms),
+        statement_timeout: Duration::from_millis(settings.database.statement_timeout_ms),
     }
 }
 
 /// Runs the engine until a shutdown signal.
 pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<()> {
+    settings.check_secrets(options.demo)?;
     let listen = options
         .listen
         .clone()
@@ -129,15 +131,17 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
     }
     tracing::info!(console = %format!("http://{addr}/"), api = %format!("http://{addr}/api"), "Ready");
 
-    // Small frames must not wait for Nagle and delayed ACKs (up to 40 ms):
-    // fan-out latency is the product.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
-    let server = tokio::spawn(server);
+    let limits = http::serve::Limits {
+        max_connections: settings.server.max_connections,
+        header_read_timeout: Duration::from_secs(settings.server.header_read_timeout_secs),
+        max_header_bytes: settings.server.max_header_bytes,
+    };
+    let server = tokio::spawn(http::serve::serve(
+        listener,
+        http::router(state),
+        limits,
+        shutdown.clone(),
+    ));
     let gave_up = tokio::select! {
         _ = shutdown.cancelled() => false,
         _ = engine.gave_up() => {
@@ -154,8 +158,7 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
     // One budget for the whole stop: requests, then the queued writes.
     let deadline = tokio::time::Instant::now() + grace;
     match tokio::time::timeout_at(deadline, server).await {
-        Ok(Ok(Ok(()))) => tracing::info!("In-flight requests finished"),
-        Ok(Ok(Err(error))) => tracing::error!(%error, "Server error during shutdown"),
+        Ok(Ok(())) => tracing::info!("In-flight requests finished"),
         Ok(Err(error)) => tracing::error!(%error, "Server task failed"),
         Err(_) => tracing::warn!("Grace period over; dropping the remaining connections"),
     }
@@ -193,21 +196,30 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
     Ok(())
 }
 
-/// Periodic chores: drain histogram buffers for the exporter, and drop
+/// Periodic chores: drain histogram buffers for the exporter, forget rate
+/// limit keys of the past, cancel orders left PLACED too long, and drop
 /// idempotency records past their retention.
 fn spawn_housekeeping(store: Arc<dyn Store>, state: AppState, shutdown: CancellationToken) {
     let retention =
         chrono::Duration::hours(state.settings.orders.idempotency_retention_hours as i64);
+    let expiry = Duration::from_secs(state.settings.orders.placed_expiry_secs);
     tokio::spawn(async move {
         let mut upkeep = tokio::time::interval(Duration::from_secs(5));
         let mut purge = tokio::time::interval(Duration::from_secs(3600));
+        let mut sweep = tokio::time::interval(
+            (expiry / 4).clamp(Duration::from_millis(500), Duration::from_secs(30)),
+        );
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = upkeep.tick() => {
                     state.metrics.run_upkeep();
+                    state.login_limits.trim();
+                    state.location_limiter.retain_recent();
+                    state.order_limiter.retain_recent();
                     crate::telemetry::record_process_memory();
                 }
+                _ = sweep.tick() => expire_placed_orders(&state, expiry).await,
                 _ = purge.tick() => {
                     match store.purge_idempotency_keys(chrono::Utc::now() - retention).await {
                         Ok(n) => metrics::counter!(actors::metrics::IDEMPOTENCY_KEYS_PURGED_TOTAL).increment(n),
@@ -217,6 +229,48 @@ fn spawn_housekeeping(store: Arc<dyn Store>, state: AppState, shutdown: Cancella
             }
         }
     });
+}
+
+/// Orders no restaurant confirmed within `orders.placed_expiry_secs` are
+/// cancelled by the engine itself (an admin caller with user id 0, so the
+/// event says who), at their version: a confirm that lands first wins.
+async fn expire_placed_orders(state: &AppState, expiry: Duration) {
+    const PER_SWEEP: i64 = 500;
+    let Ok(expiry) = chrono::Duration::from_std(expiry) else {
+        return;
+    };
+    let stale = match state
+        .store
+        .stale_placed_orders(chrono::Utc::now() - expiry, PER_SWEEP)
+        .await
+    {
+        Ok(stale) => stale,
+        Err(error) => {
+            tracing::warn!(%error, "Could not look for expired orders");
+            return;
+        }
+    };
+    let engine = actors::domain::model::Caller {
+        user_id: 0,
+        role: actors::domain::model::Role::Admin,
+        restaurant_id: None,
+        driver_id: None,
+    };
+    for (order_id, version) in stale {
+        let command = actors::engine::order::TransitionCommand {
+            caller: engine,
+            action: actors::domain::lifecycle::Action::Cancel,
+            expected_version: Some(version),
+            reason: Some("expired: not confirmed in time".into()),
+        };
+        match state.engine.orders().transition(order_id, command).await {
+            Ok(_) => {
+                metrics::counter!(actors::metrics::ORDERS_EXPIRED_TOTAL).increment(1);
+                tracing::info!(order_id, "Order expired unconfirmed");
+            }
+            Err(error) => tracing::debug!(order_id, %error, "Order not expired"),
+        }
+    }
 }
 
 async fn wait_for_signal(shutdown: CancellationToken) {

@@ -33,6 +33,9 @@ impl Tokens {
     pub fn new(secret: &[u8], ttl_secs: u64) -> Tokens {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 5;
+        // A token dated for later is not valid yet (jsonwebtoken skips
+        // `nbf` unless asked).
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Tokens {
             encoding: EncodingKey::from_secret(secret),
@@ -60,6 +63,12 @@ impl Tokens {
 
     /// The caller a token names, if it is ours, well formed and unexpired.
     pub fn verify(&self, token: &str) -> Option<Caller> {
+        self.verify_until(token).map(|(caller, _)| caller)
+    }
+
+    /// The caller and the token's expiry (seconds since the epoch), for a
+    /// socket that must close when its token does.
+    pub fn verify_until(&self, token: &str) -> Option<(Caller, u64)> {
         let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .ok()?
             .claims;
@@ -67,7 +76,7 @@ impl Tokens {
         if claims.role == Role::Restaurant && claims.rid.is_none() {
             return None;
         }
-        Some(caller(user_id, claims.role, claims.rid))
+        Some((caller(user_id, claims.role, claims.rid), claims.exp))
     }
 }
 

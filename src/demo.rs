@@ -498,7 +498,7 @@ pub async fn load(store: &dyn Store) -> anyhow::Result<bool> {
         VehicleType::Car,
     ];
     for number in 1..=DRIVERS {
-        store
+        let driver = store
             .create_user(NewUser {
                 email: format!("driver{number}@demo.local"),
                 password_hash: hash.clone(),
@@ -508,6 +508,8 @@ pub async fn load(store: &dyn Store) -> anyhow::Result<bool> {
                 restaurant_id: None,
             })
             .await?;
+        // The demo's drivers are on duty from the start.
+        store.approve_driver(driver.id, chrono::Utc::now()).await?;
     }
     Ok(true)
 }

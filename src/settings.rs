@@ -23,14 +23,47 @@ pub struct Settings {
     pub arrivals: ArrivalSettings,
     pub events: EventSettings,
     pub webhooks: WebhookSettings,
+    pub metrics: MetricsSettings,
+    pub restaurants: RestaurantSettings,
     pub log: LogSettings,
 }
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RestaurantSettings {
+    /// Menu items per restaurant: the menu is served whole, to anyone.
+    pub max_menu_items: usize,
+}
+
+/// `GET /metrics` answers an admin's token or this one (for the scraper).
+#[derive(Clone, Deserialize)]
+pub struct MetricsSettings {
+    pub token: String,
+}
+
+impl std::fmt::Debug for MetricsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsSettings")
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Shorter secrets are refused outside `--demo`: a guessable HS256 key
+/// lets anyone mint an admin token.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// The largest breadcrumb batch one INSERT can carry on Postgres, with room.
+const MAX_BREADCRUMB_BATCH: usize = 5000;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ServerSettings {
     pub listen: String,
     pub body_limit_bytes: usize,
     pub shutdown_grace_secs: u64,
+    pub max_connections: usize,
+    pub header_read_timeout_secs: u64,
+    pub request_timeout_secs: u64,
+    pub max_header_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -39,13 +72,16 @@ pub struct DatabaseSettings {
     pub sqlite_path: String,
     pub max_connections: u32,
     pub acquire_timeout_ms: u64,
+    pub statement_timeout_ms: u64,
 }
 
 #[derive(Clone, Deserialize)]
 pub struct AuthSettings {
     pub jwt_secret: String,
     pub token_ttl_secs: u64,
-    pub login_attempts_per_minute: u32,
+    pub login_failures_per_minute: u32,
+    pub login_failures_per_client_per_minute: u32,
+    pub login_failures_per_email_per_minute: u32,
 }
 
 impl std::fmt::Debug for AuthSettings {
@@ -53,7 +89,15 @@ impl std::fmt::Debug for AuthSettings {
         f.debug_struct("AuthSettings")
             .field("jwt_secret", &"<redacted>")
             .field("token_ttl_secs", &self.token_ttl_secs)
-            .field("login_attempts_per_minute", &self.login_attempts_per_minute)
+            .field("login_failures_per_minute", &self.login_failures_per_minute)
+            .field(
+                "login_failures_per_client_per_minute",
+                &self.login_failures_per_client_per_minute,
+            )
+            .field(
+                "login_failures_per_email_per_minute",
+                &self.login_failures_per_email_per_minute,
+            )
             .finish()
     }
 }
@@ -61,6 +105,8 @@ impl std::fmt::Debug for AuthSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct OrderSettings {
     pub idempotency_retention_hours: u64,
+    pub per_customer_per_minute: u32,
+    pub placed_expiry_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -99,6 +145,7 @@ pub struct WsSettings {
     pub ping_interval_secs: u64,
     pub idle_timeout_secs: u64,
     pub send_timeout_secs: u64,
+    pub max_sockets_per_user: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -112,6 +159,7 @@ pub struct BreadcrumbSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct DriverSettings {
     pub location_updates_per_sec: u32,
+    pub proximity_km: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -171,6 +219,18 @@ impl Settings {
         Self::load_from(file, config::Environment::with_prefix("DISPATCH"))
     }
 
+    /// The defaults with `text` (a `--config` file's TOML) over them, checked;
+    /// no environment. For the config fuzz target and tests.
+    pub fn from_toml(text: &str) -> anyhow::Result<Settings> {
+        let settings: Settings = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()?
+            .try_deserialize()?;
+        settings.check()?;
+        Ok(settings)
+    }
+
     fn load_from(file: Option<&Path>, env: config::Environment) -> anyhow::Result<Settings> {
         let mut builder = config::Config::builder()
             .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
@@ -191,23 +251,51 @@ impl Settings {
         if self.server.body_limit_bytes < 1024 {
             problems.push("server.body_limit_bytes must be at least 1024");
         }
+        if self.server.max_connections == 0
+            || self.server.header_read_timeout_secs == 0
+            || self.server.request_timeout_secs == 0
+        {
+            problems.push("server.max_connections, header_read_timeout_secs and request_timeout_secs must be positive");
+        }
+        if self.server.max_header_bytes < 8192 {
+            problems.push("server.max_header_bytes must be at least 8192");
+        }
         if self.database.max_connections == 0 {
             problems.push("database.max_connections must be at least 1");
         }
-        if self.database.acquire_timeout_ms == 0 {
-            problems.push("database.acquire_timeout_ms must be positive");
+        if self.database.acquire_timeout_ms == 0 || self.database.statement_timeout_ms == 0 {
+            problems.push(
+                "database.acquire_timeout_ms and database.statement_timeout_ms must be positive",
+            );
         }
         if self.auth.token_ttl_secs == 0 {
             problems.push("auth.token_ttl_secs must be positive");
         }
-        if self.auth.login_attempts_per_minute == 0 {
-            problems.push("auth.login_attempts_per_minute must be at least 1");
+        if self.auth.login_failures_per_minute == 0
+            || self.auth.login_failures_per_client_per_minute == 0
+            || self.auth.login_failures_per_email_per_minute == 0
+        {
+            problems.push("auth.login_failures_per_minute, login_failures_per_client_per_minute and login_failures_per_email_per_minute must be at least 1");
+        }
+        if self.orders.per_customer_per_minute == 0 || self.orders.placed_expiry_secs == 0 {
+            problems.push(
+                "orders.per_customer_per_minute and orders.placed_expiry_secs must be positive",
+            );
         }
         if self.orders.idempotency_retention_hours < 24 {
             problems.push("orders.idempotency_retention_hours must be at least 24 (CONTRACT.md)");
         }
         if self.ws.max_frame_bytes < 256 || self.ws.outbound_queue == 0 {
             problems.push("ws.max_frame_bytes must be at least 256 and ws.outbound_queue positive");
+        }
+        if self.drivers.proximity_km.is_nan() || self.drivers.proximity_km <= 0.0 {
+            problems.push("drivers.proximity_km must be positive");
+        }
+        if self.restaurants.max_menu_items == 0 {
+            problems.push("restaurants.max_menu_items must be at least 1");
+        }
+        if self.ws.max_sockets_per_user == 0 {
+            problems.push("ws.max_sockets_per_user must be at least 1");
         }
         if self.ws.messages_per_sec == 0 || self.drivers.location_updates_per_sec == 0 {
             problems
@@ -224,6 +312,10 @@ impl Settings {
             problems.push(
                 "ws.read_buffer_bytes must be at least 1024 and ws.send_timeout_secs positive",
             );
+        }
+        // Seven parameters a row; Postgres takes at most 65,535 per statement.
+        if self.breadcrumbs.batch > MAX_BREADCRUMB_BATCH {
+            problems.push("breadcrumbs.batch must be at most 5000");
         }
         if self.breadcrumbs.queue == 0
             || self.breadcrumbs.batch == 0
@@ -315,6 +407,27 @@ impl Settings {
         } else {
             anyhow::bail!("invalid settings: {}", problems.join("; "))
         }
+    }
+
+    /// Refuses secrets an attacker could guess, unless this is a demo on
+    /// a laptop. An empty JWT secret means a random key per process, and an
+    /// empty metrics token means admins only: both are safe.
+    pub fn check_secrets(&self, demo: bool) -> anyhow::Result<()> {
+        if demo {
+            return Ok(());
+        }
+        for (key, value) in [
+            ("auth.jwt_secret", &self.auth.jwt_secret),
+            ("metrics.token", &self.metrics.token),
+        ] {
+            if !value.is_empty() && value.len() < MIN_SECRET_BYTES {
+                anyhow::bail!(
+                    "{key} must be at least {MIN_SECRET_BYTES} bytes (it is {}); generate one with `openssl rand -hex 32`",
+                    value.len()
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The engine's view of these settings.
@@ -443,6 +556,17 @@ mod tests {
                 "ws.read_buffer_bytes",
             ),
             ("DISPATCH__BREADCRUMBS__QUEUE", "0", "breadcrumbs.queue"),
+            ("DISPATCH__BREADCRUMBS__BATCH", "9000", "breadcrumbs.batch"),
+            (
+                "DISPATCH__SERVER__MAX_HEADER_BYTES",
+                "1000",
+                "server.max_header_bytes",
+            ),
+            (
+                "DISPATCH__WS__MAX_SOCKETS_PER_USER",
+                "0",
+                "ws.max_sockets_per_user",
+            ),
             ("DISPATCH__PRESENCE__TTL_SECS", "0", "presence.ttl_secs"),
             (
                 "DISPATCH__DISPATCH__MAX_ACTIVE_ORDERS",
@@ -500,6 +624,16 @@ mod tests {
         let err = Settings::load_from(None, env(&[("DISPATCH__SUPERVISION__MAX_RESTARTS", "-1")]))
             .unwrap_err();
         assert!(err.to_string().contains("max_restarts"), "{err}");
+    }
+
+    #[test]
+    fn a_config_file_layers_over_the_defaults_and_is_checked() {
+        let s = Settings::from_toml("[server]\nlisten = \"0.0.0.0:9\"").unwrap();
+        assert_eq!(s.server.listen, "0.0.0.0:9");
+        assert_eq!(s.ws.outbound_queue, 256);
+        let err = Settings::from_toml("[ws]\nmax_frame_bytes = 1").unwrap_err();
+        assert!(err.to_string().contains("max_frame_bytes"), "{err}");
+        assert!(Settings::from_toml("[[[").is_err());
     }
 
     #[test]

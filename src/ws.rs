@@ -30,6 +30,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Close code for a missing, malformed or expired token (CONTRACT.md).
 const UNAUTHORIZED: u16 = 4001;
+/// A driver no admin approved yet: no socket (and so no offers) until then.
+const PENDING_APPROVAL: u16 = 4003;
 /// Ten rejected messages in a row close the connection.
 const MAX_BAD_IN_A_ROW: u32 = 10;
 /// How long a closing peer gets to answer our close frame.
@@ -49,8 +51,24 @@ pub async fn upgrade(
         Ok(ws) => ws,
         Err(rejection) => return not_an_upgrade(rejection),
     };
-    let token = bearer(&headers).or_else(|| query_token(query.as_deref()));
-    let caller = token.and_then(|token| state.tokens.verify(&token));
+    let token = crate::http::bearer(&headers)
+        .map(str::to_string)
+        .or_else(|| query_token(query.as_deref()));
+    let verified = token.and_then(|token| state.tokens.verify_until(&token));
+    // Counted from before the upgrade, so the cap holds against a burst of
+    // handshakes; the count goes with the closure if the upgrade fails.
+    let seat = match &verified {
+        Some((caller, _)) => match SocketSeat::take(&state, caller.user_id) {
+            Some(seat) => Some(seat),
+            None => {
+                metrics::counter!(m::RATE_LIMITED_TOTAL, "limit" => "sockets").increment(1);
+                return axum::response::IntoResponse::into_response(
+                    crate::http::ApiError::RateLimited,
+                );
+            }
+        },
+        None => None,
+    };
     let settings = &state.settings.ws;
     ws.read_buffer_size(settings.read_buffer_bytes)
         .write_buffer_size(settings.write_buffer_bytes)
@@ -60,7 +78,7 @@ pub async fn upgrade(
         .max_frame_size(settings.max_frame_bytes)
         .max_message_size(settings.max_frame_bytes)
         .on_failed_upgrade(|error| tracing::debug!(%error, "WebSocket upgrade failed"))
-        .on_upgrade(move |socket| run(Box::new(socket), caller, state))
+        .on_upgrade(move |socket| run(Box::new(socket), verified, seat, state))
 }
 
 fn not_an_upgrade(rejection: WebSocketUpgradeRejection) -> Response {
@@ -74,15 +92,35 @@ fn not_an_upgrade(rejection: WebSocketUpgradeRejection) -> Response {
     .into_response()
 }
 
-fn bearer(headers: &HeaderMap) -> Option<String> {
-    let value = headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .map(|t| t.trim().to_string())
+/// One of a user's `ws.max_sockets_per_user` sockets, given back on drop.
+pub struct SocketSeat {
+    user_id: i64,
+    counts: Arc<dashmap::DashMap<i64, usize>>,
+}
+
+impl SocketSeat {
+    fn take(state: &AppState, user_id: i64) -> Option<SocketSeat> {
+        let mut open = state.sockets_per_user.entry(user_id).or_insert(0);
+        if *open >= state.settings.ws.max_sockets_per_user {
+            return None;
+        }
+        *open += 1;
+        Some(SocketSeat {
+            user_id,
+            counts: state.sockets_per_user.clone(),
+        })
+    }
+}
+
+impl Drop for SocketSeat {
+    fn drop(&mut self) {
+        // The last socket of a user removes its entry: the map holds only
+        // users with open sockets.
+        self.counts.remove_if_mut(&self.user_id, |_, open| {
+            *open = open.saturating_sub(1);
+            *open == 0
+        });
+    }
 }
 
 fn query_token(query: Option<&str>) -> Option<String> {
@@ -99,7 +137,18 @@ fn close_message(code: u16, reason: &'static str) -> Message {
 }
 
 /// One connection, from upgrade to close.
-async fn run(socket: Box<WebSocket>, caller: Option<Caller>, state: AppState) {
+async fn run(
+    socket: Box<WebSocket>,
+    verified: Option<(Caller, u64)>,
+    seat: Option<SocketSeat>,
+    state: AppState,
+) {
+    let _seat = seat;
+    let caller = verified.map(|(caller, _)| caller);
+    let expires_at = verified.map_or_else(tokio::time::Instant::now, |(_, exp)| {
+        let now = jsonwebtoken::get_current_timestamp();
+        tokio::time::Instant::now() + Duration::from_secs(exp.saturating_sub(now))
+    });
     // A task's future is as large as its largest await and lives as long
     // as the connection. Opening (actor spawns, close frames) is the
     // largest part, so it runs boxed and its memory is freed once done.
@@ -120,6 +169,7 @@ async fn run(socket: Box<WebSocket>, caller: Option<Caller>, state: AppState) {
         &open.done,
         &state.shutdown,
         &open.settings,
+        expires_at,
     )
     .await;
     // The client left (or the writer closed): stop the writer if it is not done.
@@ -167,6 +217,20 @@ async fn open(socket: Box<WebSocket>, caller: Option<Caller>, state: &AppState) 
             .await
         {
             Ok(driver) => Some(driver),
+            Err(actors::engine::driver::DriverError::Pending) => {
+                metrics::counter!(m::WS_CLOSES_TOTAL, "code" => "4003").increment(1);
+                let _ = socket
+                    .send(close_message(PENDING_APPROVAL, "driver not approved yet"))
+                    .await;
+                return None;
+            }
+            Err(actors::engine::driver::DriverError::NotFound) => {
+                metrics::counter!(m::WS_CLOSES_TOTAL, "code" => "4001").increment(1);
+                let _ = socket
+                    .send(close_message(UNAUTHORIZED, "unauthorized"))
+                    .await;
+                return None;
+            }
             Err(error) => {
                 tracing::warn!(driver_id = caller.user_id, %error, "Driver actor unavailable");
                 let _ = socket.send(close_message(1011, "driver unavailable")).await;
@@ -227,6 +291,7 @@ async fn read(
     done: &CancellationToken,
     shutdown: &CancellationToken,
     settings: &crate::settings::WsSettings,
+    expires_at: tokio::time::Instant,
 ) {
     let per_second = NonZeroU32::new(settings.messages_per_sec).unwrap_or(NonZeroU32::MIN);
     let burst = per_second.saturating_mul(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN));
@@ -238,6 +303,12 @@ async fn read(
             _ = shutdown.cancelled() => {
                 outbox.close(CloseReason::Shutdown);
                 // Wait for the writer to send 1001, then finish the handshake.
+                done.cancelled().await;
+                return drain(stream).await;
+            }
+            // A socket lives no longer than the token that opened it.
+            _ = tokio::time::sleep_until(expires_at) => {
+                outbox.close(CloseReason::TokenExpired);
                 done.cancelled().await;
                 return drain(stream).await;
             }

@@ -18,6 +18,12 @@ pub const RATE_LIMITED_TOTAL: &str = "dispatch_rate_limited_total";
 pub const ETA_WRITES_TOTAL: &str = "dispatch_eta_writes_total";
 pub const ETA_WRITES_COALESCED_TOTAL: &str = "dispatch_eta_writes_coalesced_total";
 pub const IDEMPOTENCY_KEYS_PURGED_TOTAL: &str = "dispatch_idempotency_keys_purged_total";
+pub const DRIVER_EVENTS_FLAGGED_TOTAL: &str = "dispatch_driver_events_flagged_total";
+pub const DRIVERS_APPROVED_TOTAL: &str = "dispatch_drivers_approved_total";
+pub const ORDERS_EXPIRED_TOTAL: &str = "dispatch_orders_expired_total";
+pub const HTTP_CONNECTIONS: &str = "dispatch_http_connections";
+pub const HTTP_CONNECTIONS_REFUSED_TOTAL: &str = "dispatch_http_connections_refused_total";
+pub const HTTP_REQUEST_TIMEOUTS_TOTAL: &str = "dispatch_http_request_timeouts_total";
 
 // Events out (the outbox, JetStream, webhooks).
 pub const OUTBOX_BACKLOG_EVENTS: &str = "dispatch_outbox_backlog_events";
@@ -40,6 +46,30 @@ pub fn describe() {
     describe_counter!(
         HTTP_REQUESTS_TOTAL,
         "HTTP requests answered, by route and status."
+    );
+    describe_counter!(
+        DRIVER_EVENTS_FLAGGED_TOTAL,
+        "Pick-ups and deliveries by a driver farther than drivers.proximity_km from the place, or with no fix."
+    );
+    describe_counter!(
+        DRIVERS_APPROVED_TOTAL,
+        "Self-registered drivers an admin approved."
+    );
+    describe_counter!(
+        ORDERS_EXPIRED_TOTAL,
+        "Orders the engine cancelled because no restaurant confirmed them in time."
+    );
+    describe_gauge!(
+        HTTP_CONNECTIONS,
+        "Open client connections (HTTP and WebSocket)."
+    );
+    describe_counter!(
+        HTTP_CONNECTIONS_REFUSED_TOTAL,
+        "Connections closed at accept because server.max_connections were open."
+    );
+    describe_counter!(
+        HTTP_REQUEST_TIMEOUTS_TOTAL,
+        "Requests answered 408 after server.request_timeout_secs."
     );
     describe_histogram!(
         HTTP_REQUEST_DURATION_SECONDS,

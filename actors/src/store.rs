@@ -20,6 +20,10 @@ pub enum StoreError {
     Conflict,
     #[error("email already registered")]
     EmailTaken,
+    /// A row the write names is not there: in practice the caller's own
+    /// account, deleted while its token is still valid (401, not 500).
+    #[error("a referenced row does not exist")]
+    UnknownReference,
     /// Anything else (a bug or a schema mismatch). Logged, answered as 500.
     #[error("store error: {0}")]
     Internal(String),
@@ -159,6 +163,12 @@ pub trait Store: Send + Sync + 'static {
     async fn account_by_email(&self, email: &str) -> StoreResult<Option<Account>>;
     async fn account_by_id(&self, id: UserId) -> StoreResult<Option<Account>>;
     async fn driver(&self, id: DriverId) -> StoreResult<Option<Driver>>;
+    /// Whether an admin approved this driver (`None`: no such driver).
+    async fn driver_approved(&self, id: DriverId) -> StoreResult<Option<bool>>;
+    /// Approves a driver; false if there is no such driver.
+    async fn approve_driver(&self, id: DriverId, at: DateTime<Utc>) -> StoreResult<bool>;
+    /// Drivers waiting for approval, oldest first.
+    async fn pending_drivers(&self, limit: i64) -> StoreResult<Vec<Driver>>;
 
     async fn list_restaurants(&self, filter: &RestaurantFilter) -> StoreResult<Vec<Restaurant>>;
     async fn restaurant(&self, id: RestaurantId) -> StoreResult<Option<Restaurant>>;
@@ -247,6 +257,14 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_breadcrumbs(&self, crumbs: &[Breadcrumb]) -> StoreResult<u64>;
     /// Drops idempotency records older than `cutoff`; returns how many.
     async fn purge_idempotency_keys(&self, cutoff: DateTime<Utc>) -> StoreResult<u64>;
+
+    /// Orders still PLACED that were placed before `cutoff`, oldest first,
+    /// with their version: (id, version).
+    async fn stale_placed_orders(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<(OrderId, i64)>>;
 }
 
 /// Why a driver is not offered an order again.

@@ -17,7 +17,7 @@ PG=postgres://postgres@127.0.0.1:5432
 cargo build --release --quiet
 psql "$PG/postgres" -qc "CREATE DATABASE $DB"
 LOG=$(mktemp)
-DISPATCH__AUTH__LOGIN_ATTEMPTS_PER_MINUTE=1000 DISPATCH__LOG__LEVEL=warn DISPATCH__AUTH__JWT_SECRET=load-test-secret-0123456789 \
+DISPATCH__LOG__LEVEL=warn DISPATCH__AUTH__JWT_SECRET=load-test-secret-0123456789 \
   target/release/dispatchd serve --demo --listen 127.0.0.1:0 --database-url "$PG/$DB" >"$LOG" 2>&1 &
 SERVER=$!
 cleanup() {

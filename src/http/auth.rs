@@ -29,21 +29,25 @@ impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or(ApiError::Unauthorized)?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .ok_or(ApiError::Unauthorized)?;
+        let token = bearer(&parts.headers).ok_or(ApiError::Unauthorized)?;
         state
             .tokens
-            .verify(token.trim())
+            .verify(token)
             .map(Authenticated)
             .ok_or(ApiError::Unauthorized)
     }
+}
+
+/// The token of an `Authorization: Bearer ...` header.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
 }
 
 impl Authenticated {
@@ -103,6 +107,7 @@ struct LoginInput {
 
 async fn login(
     State(state): State<AppState>,
+    super::serve::ClientAddr(client): super::serve::ClientAddr,
     JsonBody { value: input, .. }: JsonBody<LoginInput>,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let mut problems = actors::domain::input::Problems::default();
@@ -113,14 +118,18 @@ async fn login(
     let password = problems.text("password", &input.password, 1, 128);
     problems.finish(|| ())?;
 
-    if state.login_limiter.check_key(&email).is_err() {
-        metrics::counter!(m::RATE_LIMITED_TOTAL, "limit" => "login").increment(1);
+    // Checked before the password, so a blocked guesser learns nothing;
+    // only failures count, so a user who knows the password is never
+    // limited by their own logins.
+    if let Some(limit) = state.login_limits.blocked(&email, client) {
+        metrics::counter!(m::RATE_LIMITED_TOTAL, "limit" => limit).increment(1);
         return Err(ApiError::RateLimited);
     }
     let account = state.store.account_by_email(&email).await?;
     let stored_hash = account.as_ref().map(|a| a.password_hash.clone());
     if !auth::verify_password(password, stored_hash).await? {
         metrics::counter!(m::LOGIN_FAILURES_TOTAL).increment(1);
+        state.login_limits.failed(&email, client);
         return Err(ApiError::InvalidCredentials);
     }
     let account = account.ok_or(ApiError::InvalidCredentials)?;
@@ -142,6 +151,9 @@ struct MeResponse {
     driver: Option<Driver>,
     #[serde(skip_serializing_if = "Option::is_none")]
     restaurant_id: Option<i64>,
+    /// Drivers only: false until an admin approves the driver.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    approved: Option<bool>,
 }
 
 async fn me(
@@ -154,13 +166,17 @@ async fn me(
         .account_by_id(who.0.user_id)
         .await?
         .ok_or(ApiError::Unauthorized)?;
-    let driver = match account.user.role {
-        Role::Driver => state.store.driver(account.user.id).await?,
-        _ => None,
+    let (driver, approved) = match account.user.role {
+        Role::Driver => (
+            state.store.driver(account.user.id).await?,
+            state.store.driver_approved(account.user.id).await?,
+        ),
+        _ => (None, None),
     };
     Ok(Json(MeResponse {
         user: account.user,
         driver,
         restaurant_id: account.restaurant_id,
+        approved,
     }))
 }

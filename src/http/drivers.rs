@@ -21,6 +21,8 @@ pub fn router() -> Router<AppState> {
         .route("/drivers/location", post(location))
         .route("/drivers/me/availability", put(availability))
         .route("/drivers/nearby", get(nearby))
+        .route("/drivers/pending", get(pending))
+        .route("/drivers/{id}/approve", post(approve))
         .route("/offers/{id}/accept", post(accept))
         .route("/offers/{id}/decline", post(decline))
 }
@@ -28,11 +30,51 @@ pub fn router() -> Router<AppState> {
 impl From<DriverError> for ApiError {
     fn from(error: DriverError) -> ApiError {
         match error {
-            DriverError::NotFound => ApiError::NotFound("driver"),
+            // Only ever the caller's own driver row: its account is gone.
+            DriverError::NotFound => ApiError::Unauthorized,
+            DriverError::Pending => {
+                ApiError::Forbidden("this driver is waiting for an admin's approval".into())
+            }
             DriverError::Store(error) => error.into(),
             DriverError::Unavailable => ApiError::Internal("driver actor did not start".into()),
         }
     }
+}
+
+#[derive(Serialize)]
+struct PendingList {
+    drivers: Vec<actors::domain::model::Driver>,
+}
+
+/// Self-registered drivers waiting for approval, oldest first (admins).
+async fn pending(
+    State(state): State<AppState>,
+    who: Authenticated,
+) -> Result<Json<PendingList>, ApiError> {
+    who.require(&[Role::Admin])?;
+    let drivers = state.store.pending_drivers(200).await?;
+    Ok(Json(PendingList { drivers }))
+}
+
+/// An admin puts a driver on duty: from now on it may go online and be
+/// offered orders. Approving twice is harmless.
+async fn approve(
+    State(state): State<AppState>,
+    who: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let admin = who.require(&[Role::Admin])?.user_id;
+    let driver_id = path_id(&id, "driver")?;
+    if !state
+        .store
+        .approve_driver(driver_id, chrono::Utc::now())
+        .await?
+    {
+        return Err(ApiError::NotFound("driver"));
+    }
+    metrics::counter!(m::DRIVERS_APPROVED_TOTAL).increment(1);
+    tracing::info!(driver_id, admin, "Driver approved");
+    Ok(Json(json!({ "driverId": driver_id, "approved": true })))
 }
 
 async fn location(
@@ -81,6 +123,9 @@ async fn availability(
         .map_err(|error| match error {
             DriverError::Store(error) => error.into(),
             DriverError::NotFound => ApiError::NotFound("driver"),
+            DriverError::Pending => {
+                ApiError::Forbidden("this driver is waiting for an admin's approval".into())
+            }
             DriverError::Unavailable => ApiError::Internal("driver actor did not answer".into()),
         })?;
     Ok(Json(json!({ "available": setting })))

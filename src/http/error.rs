@@ -53,6 +53,10 @@ pub enum ApiError {
     IdempotencyKeyReused,
     #[error("too many requests, slow down")]
     RateLimited,
+    #[error("the request took too long")]
+    RequestTimeout,
+    #[error("{0}")]
+    LimitReached(String),
     #[error("the store is unavailable; nothing was changed")]
     StoreUnavailable,
     /// Core actors are down (restarting) or live orders are being read
@@ -81,7 +85,8 @@ impl ApiError {
             ApiError::InvalidTransition(_)
             | ApiError::VersionConflict(_)
             | ApiError::EmailTaken
-            | ApiError::IdempotencyInProgress => StatusCode::CONFLICT,
+            | ApiError::IdempotencyInProgress
+            | ApiError::LimitReached(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RestaurantClosed
             | ApiError::ItemUnavailable(_)
@@ -89,6 +94,7 @@ impl ApiError {
             | ApiError::OutOfZone(_)
             | ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::StoreUnavailable | ApiError::EngineUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -115,6 +121,8 @@ impl ApiError {
             ApiError::OutOfZone(_) => "OUT_OF_ZONE",
             ApiError::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             ApiError::RateLimited => "RATE_LIMITED",
+            ApiError::RequestTimeout => "REQUEST_TIMEOUT",
+            ApiError::LimitReached(_) => "LIMIT_REACHED",
             ApiError::StoreUnavailable => "STORE_UNAVAILABLE",
             ApiError::EngineUnavailable(_) => "ENGINE_UNAVAILABLE",
             ApiError::Internal(_) => "INTERNAL_ERROR",
@@ -178,6 +186,7 @@ impl From<StoreError> for ApiError {
                 ApiError::VersionConflict("the order changed meanwhile; reload it".into())
             }
             StoreError::EmailTaken => ApiError::EmailTaken,
+            StoreError::UnknownReference => ApiError::Unauthorized,
             StoreError::Internal(detail) => ApiError::Internal(detail),
         }
     }

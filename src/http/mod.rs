@@ -16,9 +16,12 @@ use axum::middleware::Next;
 use axum::response::Response;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use metrics_exporter_prometheus::PrometheusHandle;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 use std::time::Instant;
+use throttle::FailureLimiter;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceBuilder;
@@ -32,9 +35,12 @@ pub mod error;
 mod health;
 mod orders;
 mod restaurants;
+pub mod serve;
+pub mod throttle;
 mod webhooks;
 mod zones;
 
+pub use auth::bearer;
 pub use error::ApiError;
 
 /// What every handler can reach. Cheap to clone.
@@ -44,8 +50,12 @@ pub struct AppState {
     pub engine: Engine,
     pub tokens: Arc<Tokens>,
     pub settings: Arc<Settings>,
-    pub login_limiter: Arc<DefaultKeyedRateLimiter<String>>,
+    pub login_limits: Arc<LoginLimits>,
     pub location_limiter: Arc<DefaultKeyedRateLimiter<i64>>,
+    /// Open WebSockets per user (`ws.max_sockets_per_user`).
+    pub sockets_per_user: Arc<dashmap::DashMap<i64, usize>>,
+    /// New orders per customer (`orders.per_customer_per_minute`).
+    pub order_limiter: Arc<DefaultKeyedRateLimiter<i64>>,
     pub metrics: PrometheusHandle,
     /// Cancelled on SIGTERM / Ctrl-C: sockets close with 1001.
     pub shutdown: CancellationToken,
@@ -68,16 +78,18 @@ impl AppState {
         metrics: PrometheusHandle,
         shutdown: CancellationToken,
     ) -> AppState {
-        let per_minute =
-            NonZeroU32::new(settings.auth.login_attempts_per_minute).unwrap_or(NonZeroU32::MIN);
         let per_second =
             NonZeroU32::new(settings.drivers.location_updates_per_sec).unwrap_or(NonZeroU32::MIN);
         AppState {
             store,
             engine,
             tokens: Arc::new(tokens),
-            login_limiter: Arc::new(RateLimiter::keyed(Quota::per_minute(per_minute))),
+            login_limits: Arc::new(LoginLimits::new(&settings.auth)),
+            sockets_per_user: Arc::new(dashmap::DashMap::new()),
             location_limiter: Arc::new(RateLimiter::keyed(Quota::per_second(per_second))),
+            order_limiter: Arc::new(RateLimiter::keyed(Quota::per_minute(
+                NonZeroU32::new(settings.orders.per_customer_per_minute).unwrap_or(NonZeroU32::MIN),
+            ))),
             settings: Arc::new(settings),
             metrics,
             shutdown,
@@ -99,10 +111,63 @@ impl AppState {
     }
 }
 
+/// Failed logins, counted three ways (each per minute): per email from one
+/// client address, so a guesser locks only itself out of an account; per
+/// client address over all emails, so one client cannot spray accounts;
+/// and per email from anywhere, a higher ceiling against guessing from
+/// many addresses.
+pub struct LoginLimits {
+    pub per_email_and_client: FailureLimiter<(String, IpAddr)>,
+    pub per_client: FailureLimiter<IpAddr>,
+    pub per_email: FailureLimiter<String>,
+}
+
+impl LoginLimits {
+    fn new(auth: &crate::settings::AuthSettings) -> LoginLimits {
+        let minute = Duration::from_secs(60);
+        LoginLimits {
+            per_email_and_client: FailureLimiter::new(auth.login_failures_per_minute, minute),
+            per_client: FailureLimiter::new(auth.login_failures_per_client_per_minute, minute),
+            per_email: FailureLimiter::new(auth.login_failures_per_email_per_minute, minute),
+        }
+    }
+
+    /// Which limit, if any, refuses another try of `email` from `client`.
+    pub fn blocked(&self, email: &str, client: IpAddr) -> Option<&'static str> {
+        if self.per_client.is_blocked(&client) {
+            Some("login_client")
+        } else if self.per_email.is_blocked(&email.to_owned()) {
+            Some("login_email")
+        } else if self
+            .per_email_and_client
+            .is_blocked(&(email.to_owned(), client))
+        {
+            Some("login")
+        } else {
+            None
+        }
+    }
+
+    pub fn failed(&self, email: &str, client: IpAddr) {
+        self.per_client.failed(client);
+        self.per_email.failed(email.to_owned());
+        self.per_email_and_client.failed((email.to_owned(), client));
+    }
+
+    /// Forgets windows that are over (from the housekeeping task).
+    pub fn trim(&self) {
+        self.per_client.trim();
+        self.per_email.trim();
+        self.per_email_and_client.trim();
+    }
+}
+
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.server.body_limit_bytes;
+    let request_timeout =
+        std::time::Duration::from_secs(state.settings.server.request_timeout_secs);
     let api = Router::new()
         .merge(auth::router())
         .merge(restaurants::router())
@@ -133,9 +198,47 @@ pub fn router(state: AppState) -> Router {
                         .unwrap_or("-");
                     tracing::info_span!("request", request_id, method = %req.method(), path = %req.uri().path())
                 }))
-                .layer(axum::middleware::from_fn(record_metrics)),
+                .layer(axum::middleware::from_fn(record_metrics))
+                .layer(axum::middleware::from_fn(security_headers))
+                .layer(axum::middleware::from_fn_with_state(
+                    request_timeout,
+                    bound_request_time,
+                )),
         )
         .with_state(state)
+}
+
+/// A request (its body included) that is not answered in time is 408:
+/// a client trickling its body holds no handler for long.
+async fn bound_request_time(
+    axum::extract::State(limit): axum::extract::State<std::time::Duration>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            metrics::counter!(actors::metrics::HTTP_REQUEST_TIMEOUTS_TOTAL).increment(1);
+            axum::response::IntoResponse::into_response(ApiError::RequestTimeout)
+        }
+    }
+}
+
+/// Headers every response carries: no MIME sniffing, no referrer leaking
+/// order ids to other sites. Pages add their CSP (`web`).
+async fn security_headers(req: Request, next: Next) -> Response {
+    use axum::http::{HeaderValue, header};
+    let mut response = next.run(req).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
 }
 
 /// Counts every request and its latency by route template and status.
@@ -145,15 +248,36 @@ async fn record_metrics(req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let started = Instant::now();
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();
-    let labels = [("method", method), ("route", route), ("status", status)];
+    let labels = [
+        ("method", method.to_owned()),
+        ("route", route),
+        ("status", status),
+    ];
     metrics::counter!(actors::metrics::HTTP_REQUESTS_TOTAL, &labels).increment(1);
     metrics::histogram!(actors::metrics::HTTP_REQUEST_DURATION_SECONDS, &labels)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The method as a metrics label: the standard ones by name, anything a
+/// client invented as `other`, so no client can grow the label set.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        "TRACE" => "TRACE",
+        "CONNECT" => "CONNECT",
+        _ => "other",
+    }
 }
 
 async fn not_found() -> ApiError {

@@ -185,6 +185,12 @@ async fn create(
     {
         return replay_or_refuse(record.outcome_for(&idem.request_hash));
     }
+    // Each new order is an actor and a frame on the restaurant's tablets:
+    // a customer places a few an hour, not hundreds a second.
+    if state.order_limiter.check_key(&customer.user_id).is_err() {
+        metrics::counter!(m::RATE_LIMITED_TOTAL, "limit" => "orders").increment(1);
+        return Err(ApiError::RateLimited);
+    }
 
     let restaurant = state
         .store
@@ -391,13 +397,61 @@ async fn transition(
         .finish(|| action)?
         .ok_or_else(|| ApiError::field("action", "is required"))?;
 
+    let caller = who.0;
     let command = TransitionCommand {
-        caller: who.0,
+        caller,
         action,
         expected_version,
         reason,
     };
     let order = state.engine.orders().transition(order_id, command).await?;
     tracing::info!(order_id, status = %order.status, version = order.version, "Order transitioned");
+    if let (Some(driver_id), Action::PickUp | Action::Deliver) = (caller.driver_id, action) {
+        check_proximity(&state, driver_id, action, &order).await;
+    }
     Ok(Json(OrderBody { order }))
+}
+
+/// A driver's pick-up or delivery far from the restaurant or the address
+/// (or with no recent fix) is flagged: counted by action and logged with
+/// the distance, for operators to follow up. Not refused: a GPS fix
+/// downtown drifts by hundreds of metres and a phone loses its fix
+/// indoors, and refusing would leave the food in the customer's hands
+/// while the app says it is not delivered (README "Driver onboarding").
+async fn check_proximity(state: &AppState, driver_id: i64, action: Action, order: &Order) {
+    let target = match action {
+        Action::PickUp => match state.store.restaurant(order.restaurant_id).await {
+            Ok(Some(restaurant)) => restaurant.location,
+            _ => return,
+        },
+        _ => LatLon {
+            lat: order.delivery_address.lat,
+            lon: order.delivery_address.lon,
+        },
+    };
+    let limit_km = state.settings.drivers.proximity_km;
+    let distance_km = state.engine.drivers().location(driver_id).await.map(|fix| {
+        actors::domain::geo::distance_km(
+            LatLon {
+                lat: fix.lat,
+                lon: fix.lon,
+            },
+            target,
+        )
+    });
+    let flag = match distance_km {
+        Some(km) if km <= limit_km => return,
+        Some(_) => "far",
+        None => "no_fix",
+    };
+    metrics::counter!(m::DRIVER_EVENTS_FLAGGED_TOTAL, "action" => action.as_str(), "reason" => flag)
+        .increment(1);
+    tracing::warn!(
+        order_id = order.id,
+        driver_id,
+        action = action.as_str(),
+        distance_km,
+        limit_km,
+        "Driver event flagged: not near the place"
+    );
 }

@@ -206,6 +206,12 @@ async fn add_menu_item(
     let id = path_id(&id, "restaurant")?;
     let new = parsed?;
     require_staff_of_existing(&state, &who, id).await?;
+    let max = state.settings.restaurants.max_menu_items;
+    if state.store.menu(id).await?.len() >= max {
+        return Err(ApiError::LimitReached(format!(
+            "a menu holds at most {max} items"
+        )));
+    }
     let item = state.store.create_menu_item(id, &new).await?;
     Ok((StatusCode::CREATED, Json(ItemBody { item })))
 }

@@ -234,11 +234,22 @@ impl Api {
         Ok(body.order)
     }
 
+    /// Puts a registered driver on duty (as an admin).
+    pub async fn approve_driver(&self, admin: &str, driver_id: i64) -> Result<(), Failure> {
+        let request = self.request(
+            Method::POST,
+            &format!("/api/drivers/{driver_id}/approve"),
+            Some(admin),
+        );
+        let _: serde_json::Value = Self::send(request).await?;
+        Ok(())
+    }
+
     /// One unlabelled gauge or counter from `/metrics`, if the server
     /// exports it.
-    pub async fn metric(&self, name: &str) -> Result<Option<f64>, Failure> {
+    pub async fn metric(&self, name: &str, token: Option<&str>) -> Result<Option<f64>, Failure> {
         let response = self
-            .request(Method::GET, "/metrics", None)
+            .request(Method::GET, "/metrics", token)
             .send()
             .await
             .map_err(transport)?;

@@ -173,7 +173,11 @@ fn source_address(i: usize) -> Option<IpAddr> {
 }
 
 async fn rss(ctx: &Ctx) -> Option<u64> {
-    match ctx.api.metric(RSS_METRIC).await {
+    match ctx
+        .api
+        .metric(RSS_METRIC, ctx.args.metrics_token.as_deref())
+        .await
+    {
         Ok(Some(bytes)) => Some(bytes as u64),
         Ok(None) => {
             eprintln!("sim: the server does not export {RSS_METRIC}");

@@ -90,6 +90,10 @@ pub struct SimArgs {
     /// simulating the city, and report the server's memory per connection.
     #[arg(long, default_value_t = 0)]
     pub idle_connections: usize,
+    /// The server's `metrics.token`, for reading its memory from
+    /// `/metrics` (same variable as the server's, so one shell serves both).
+    #[arg(long, env = "DISPATCH__METRICS__TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// Mean seconds a kitchen takes before each of confirm, start_preparing
     /// and mark_ready (each delay is uniform in 0.5x..1.5x).
     #[arg(long, default_value_t = 2.0)]
@@ -245,6 +249,7 @@ async fn run_city(ctx: Arc<Ctx>) -> anyhow::Result<()> {
     let staff: Vec<Option<Session>> = sessions.by_ref().take(listed.len()).collect();
     let drivers: Vec<Session> = sessions.by_ref().take(args.drivers).flatten().collect();
     let customers: Vec<Session> = sessions.flatten().collect();
+    approve_registered_drivers(&ctx, &drivers).await;
 
     let kitchens: Vec<(Kitchen, Session)> = futures::stream::iter(listed.into_iter().zip(staff))
         .filter_map(|(restaurant, staff)| async move { staff.map(|staff| (restaurant, staff)) })
@@ -547,4 +552,37 @@ fn print_errors(stats: &Stats) {
     for (code, count, example) in errors {
         println!("    {code:<26}{count:>10}  first: {example}");
     }
+}
+
+/// Registered drivers wait for an admin's approval before they get
+/// offers: past the demo's own drivers, the simulator approves its own as
+/// the demo admin.
+async fn approve_registered_drivers(ctx: &Ctx, drivers: &[Session]) {
+    if drivers.len() <= crate::demo::DRIVERS {
+        return;
+    }
+    let admin = match ctx
+        .api
+        .login("admin@demo.local", crate::demo::PASSWORD)
+        .await
+    {
+        Ok(admin) => admin,
+        Err(failure) => {
+            ctx.stats
+                .error(&failure.code, || format!("signing in the admin: {failure}"));
+            return;
+        }
+    };
+    futures::stream::iter(&drivers[crate::demo::DRIVERS..])
+        .for_each_concurrent(16, |driver| {
+            let admin = &admin.token;
+            async move {
+                if let Err(failure) = ctx.api.approve_driver(admin, driver.user_id).await {
+                    ctx.stats.error(&failure.code, || {
+                        format!("approving driver {}: {failure}", driver.user_id)
+                    });
+                }
+            }
+        })
+        .await;
 }

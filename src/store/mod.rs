@@ -21,6 +21,8 @@ pub struct StoreOptions {
     /// How long a caller waits for a pooled connection before the store is
     /// declared unavailable (503).
     pub acquire_timeout: Duration,
+    /// Postgres aborts statements (and idle transactions) older than this.
+    pub statement_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +97,7 @@ pub(crate) fn map_error(error: sqlx::Error) -> StoreError {
         E::Database(db) if db.code().is_some_and(|c| is_transient(&c)) => {
             StoreError::Unavailable(error.to_string())
         }
+        E::Database(db) if db.is_foreign_key_violation() => StoreError::UnknownReference,
         _ => StoreError::Internal(error.to_string()),
     }
 }

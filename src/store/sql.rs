@@ -69,6 +69,17 @@ macro_rules! account_columns {
     };
 }
 
+fn driver_from(row: &DbRow) -> StoreResult<Driver> {
+    let vehicle: String = row.try_get("vehicle_type").map_err(map_error)?;
+    Ok(Driver {
+        id: row.try_get("id").map_err(map_error)?,
+        name: row.try_get("name").map_err(map_error)?,
+        vehicle_type: vehicle.parse().map_err(|()| corrupt("vehicle type", &vehicle))?,
+        rating: row.try_get("rating").map_err(map_error)?,
+        photo_url: row.try_get("photo_url").map_err(map_error)?,
+    })
+}
+
 fn corrupt(what: &str, value: &str) -> StoreError {
     StoreError::Internal(format!("unexpected {what} in store: {value:?}"))
 }
@@ -311,15 +322,41 @@ impl Store for SqlStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(map_error)?;
-        let Some(row) = row else { return Ok(None) };
-        let vehicle: String = row.try_get("vehicle_type").map_err(map_error)?;
-        Ok(Some(Driver {
-            id: row.try_get("id").map_err(map_error)?,
-            name: row.try_get("name").map_err(map_error)?,
-            vehicle_type: vehicle.parse().map_err(|()| corrupt("vehicle type", &vehicle))?,
-            rating: row.try_get("rating").map_err(map_error)?,
-            photo_url: row.try_get("photo_url").map_err(map_error)?,
-        }))
+        row.as_ref().map(driver_from).transpose()
+    }
+
+    async fn driver_approved(&self, id: DriverId) -> StoreResult<Option<bool>> {
+        let row = sqlx::query("SELECT approved_at IS NOT NULL AS approved FROM drivers WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_error)?;
+        row.map(|row| row.try_get("approved")).transpose().map_err(map_error)
+    }
+
+    async fn approve_driver(&self, id: DriverId, at: DateTime<Utc>) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE drivers SET approved_at = COALESCE(approved_at, $2) WHERE id = $1",
+        )
+        .bind(id)
+        .bind(at)
+        .execute(&self.pool)
+        .await
+        .map_err(map_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn pending_drivers(&self, limit: i64) -> StoreResult<Vec<Driver>> {
+        let rows = sqlx::query(
+            "SELECT d.id, u.name, d.vehicle_type, d.rating, d.photo_url \
+             FROM drivers d JOIN users u ON u.id = d.id WHERE d.approved_at IS NULL \
+             ORDER BY d.id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_error)?;
+        rows.iter().map(driver_from).collect()
     }
 
     async fn list_restaurants(&self, filter: &RestaurantFilter) -> StoreResult<Vec<Restaurant>> {
@@ -836,6 +873,25 @@ impl Store for SqlStore {
         });
         let done = builder.build().execute(&self.pool).await.map_err(map_error)?;
         Ok(done.rows_affected())
+    }
+
+    async fn stale_placed_orders(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<(OrderId, i64)>> {
+        let rows = sqlx::query(
+            "SELECT id, version FROM orders WHERE status = 'PLACED' AND placed_at < $1 ORDER BY id LIMIT $2",
+        )
+        .bind(cutoff)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_error)?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("id")?, row.try_get("version")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(map_error)
     }
 
     async fn purge_idempotency_keys(&self, cutoff: DateTime<Utc>) -> StoreResult<u64> {

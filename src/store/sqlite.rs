@@ -18,7 +18,10 @@ pub async fn open(options: &StoreOptions) -> anyhow::Result<SqlStore> {
     let connect = SqliteConnectOptions::from_str(&options.url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
+        // FULL: a commit is on disk (the WAL synced) before it is
+        // acknowledged, so "acknowledged = durable" holds across a power
+        // failure too; NORMAL could lose the last commits.
+        .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
         .busy_timeout(options.acquire_timeout);
     if let Some(dir) = std::path::Path::new(connect.get_filename()).parent()

@@ -47,8 +47,21 @@ pub fn router() -> Router<AppState> {
         .route("/assets/{file}", get(asset))
 }
 
+/// Pages load only their own scripts, styles and sockets, and may not be
+/// framed by another site (clickjacking the console's buttons).
+const PAGE_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+     form-action 'self'; frame-ancestors 'none'";
+
 fn page(body: &'static str) -> Response {
-    embedded(HTML, body)
+    let mut response = embedded(HTML, body);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PAGE_POLICY),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
 }
 
 async fn asset(Path(file): Path<String>) -> Result<Response, ApiError> {

@@ -99,22 +99,114 @@ async fn login_accepts_the_right_password_only() {
     assert_eq!(r.fields(), ["email", "password"]);
 }
 
+/// A client bound to another loopback address: another client, as the
+/// server's per-address limits see it.
+fn client_from(ip: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(ip))
+        .build()
+        .unwrap()
+}
+
+async fn login_from(
+    app: &TestApp,
+    client: &reqwest::Client,
+    email: &str,
+    password: &str,
+) -> Response {
+    let request = client
+        .post(format!("{}/api/auth/login", app.address))
+        .json(&json!({ "email": email, "password": password }));
+    TestApp::read(request.send().await.unwrap()).await
+}
+
 #[tokio::test]
-async fn repeated_logins_are_rate_limited() {
+async fn failed_logins_lock_the_guesser_out_but_not_the_user() {
     let app =
-        TestApp::spawn_with(true, &[("DISPATCH__AUTH__LOGIN_ATTEMPTS_PER_MINUTE", "3")]).await;
-    for _ in 0..3 {
-        app.login("customer2@demo.local", "wrong-pass")
+        TestApp::spawn_with(true, &[("DISPATCH__AUTH__LOGIN_FAILURES_PER_MINUTE", "3")]).await;
+    // Successes never count.
+    for _ in 0..5 {
+        app.login("customer2@demo.local", DEMO_PASSWORD)
+            .await
+            .expect(200);
+    }
+    // The same email in other spellings shares one counter.
+    for email in [
+        "customer2@demo.local",
+        " CUSTOMER2@demo.local ",
+        "Customer2@Demo.Local",
+    ] {
+        app.login(email, "wrong-pass")
             .await
             .expect_error(401, "INVALID_CREDENTIALS");
     }
+    // The guesser's client is refused, even with the right password...
     app.login("customer2@demo.local", DEMO_PASSWORD)
         .await
         .expect_error(429, "RATE_LIMITED");
-    // Another account is not affected.
+    // ...while the user, on another address, signs in.
+    let user = client_from([127, 0, 0, 2]);
+    login_from(&app, &user, "customer2@demo.local", DEMO_PASSWORD)
+        .await
+        .expect(200);
+    // Another account is not affected for the guesser either.
     app.login("customer3@demo.local", DEMO_PASSWORD)
         .await
         .expect(200);
+    assert_eq!(
+        app.metric("dispatch_rate_limited_total{limit=\"login\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn one_client_cannot_try_many_accounts() {
+    let app = TestApp::spawn_with(
+        true,
+        &[("DISPATCH__AUTH__LOGIN_FAILURES_PER_CLIENT_PER_MINUTE", "5")],
+    )
+    .await;
+    let sprayer = client_from([127, 0, 0, 3]);
+    for i in 1..=5 {
+        login_from(
+            &app,
+            &sprayer,
+            &format!("customer{i}@demo.local"),
+            "guess-1",
+        )
+        .await
+        .expect_error(401, "INVALID_CREDENTIALS");
+    }
+    login_from(&app, &sprayer, "customer6@demo.local", "guess-1")
+        .await
+        .expect_error(429, "RATE_LIMITED");
+    // Other clients go on.
+    app.login("customer6@demo.local", "guess-1")
+        .await
+        .expect_error(401, "INVALID_CREDENTIALS");
+    app.login("customer6@demo.local", DEMO_PASSWORD)
+        .await
+        .expect(200);
+}
+
+#[tokio::test]
+async fn an_email_guessed_from_many_addresses_hits_its_ceiling() {
+    let app = TestApp::spawn_with(
+        true,
+        &[("DISPATCH__AUTH__LOGIN_FAILURES_PER_EMAIL_PER_MINUTE", "4")],
+    )
+    .await;
+    for i in 0..4u8 {
+        let guesser = client_from([127, 0, 1, 10 + i]);
+        login_from(&app, &guesser, "customer4@demo.local", "guess-2")
+            .await
+            .expect_error(401, "INVALID_CREDENTIALS");
+    }
+    let another = client_from([127, 0, 1, 99]);
+    login_from(&app, &another, "customer4@demo.local", "guess-2")
+        .await
+        .expect_error(429, "RATE_LIMITED");
 }
 
 #[tokio::test]

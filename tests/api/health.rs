@@ -63,15 +63,7 @@ async fn metrics_count_requests_orders_and_transitions() {
             .await,
         0.0
     );
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     assert!(
         text.contains("dispatch_http_requests_total{method=\"GET\",route=\"/api/orders/{id}\",status=\"200\"} 1"),
         "{text}"

@@ -13,6 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 pub const JWT_SECRET: &str = "integration-tests-secret-0123456789";
+/// The bearer token `/metrics` takes from a scraper (`metrics.token`).
+pub const METRICS_TOKEN: &str = "integration-tests-metrics-token-0123456789";
 pub const DEMO_PASSWORD: &str = "demo-pass";
 /// Demo restaurant 1 ("Congress Avenue Tacos") and a customer address 1 km away.
 pub const RESTAURANT_1: i64 = 1;
@@ -175,6 +177,7 @@ impl TestApp {
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--database-url", &url])
             .env("DISPATCH__AUTH__JWT_SECRET", JWT_SECRET)
+            .env("DISPATCH__METRICS__TOKEN", METRICS_TOKEN)
             .env("DISPATCH__LOG__LEVEL", "warn,dispatchd=info")
             .env_remove("DATABASE_URL")
             .stdin(Stdio::null())
@@ -378,16 +381,21 @@ impl TestApp {
         .await
     }
 
-    pub async fn metric(&self, line_prefix: &str) -> f64 {
-        let text = self
+    /// The Prometheus text, fetched as a scraper would (with the metrics token).
+    pub async fn metrics_text(&self) -> String {
+        let response = self
             .client
             .get(format!("{}/metrics", self.address))
+            .bearer_auth(METRICS_TOKEN)
             .send()
             .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics body");
+            .expect("metrics");
+        assert_eq!(response.status(), StatusCode::OK, "GET /metrics");
+        response.text().await.expect("metrics body")
+    }
+
+    pub async fn metric(&self, line_prefix: &str) -> f64 {
+        let text = self.metrics_text().await;
         text.lines()
             .filter(|l| l.starts_with(line_prefix))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

@@ -5,9 +5,11 @@
 mod helpers;
 
 mod auth;
+mod crash;
 mod dispatch;
 mod durability;
 mod events;
+mod hardening;
 mod health;
 mod idempotency;
 mod orders;

@@ -493,6 +493,7 @@ fn store_options(app: &TestApp) -> dispatchd::store::StoreOptions {
         url: app.db.url(),
         max_connections: 2,
         acquire_timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(30),
     }
 }
 

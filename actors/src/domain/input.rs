@@ -100,6 +100,11 @@ impl Problems {
                     };
                     self.add(field, message);
                 }
+                // Postgres text cannot hold NUL (SQLite can): refuse it
+                // here, the same on both, rather than as a 500 on one.
+                if text.contains('\0') {
+                    self.add(field, "must not contain NUL characters");
+                }
                 text.clone()
             }
         }

@@ -423,10 +423,13 @@ impl DispatcherState {
         };
         for id in &offer.order_ids {
             self.offer_of.remove(id);
-            self.board.offer_ended(*id, offer.driver_id, reason.is_some());
+            self.board
+                .offer_ended(*id, offer.driver_id, reason.is_some());
             if let Some(reason) = reason {
                 // Remembered across a restart; written off the dispatcher.
-                self.args.orders.exclude_driver(*id, offer.driver_id, reason);
+                self.args
+                    .orders
+                    .exclude_driver(*id, offer.driver_id, reason);
             }
         }
         self.tell(offer_id, &offer, outcome);

@@ -48,6 +48,9 @@ pub enum CloseReason {
     /// An actor behind this socket failed and was started again: the app
     /// reconnects to the new one (1012, "service restart").
     Restarting,
+    /// The token the socket was opened with expired (4001, as a bad
+    /// token at the opening): the app signs in again and reconnects.
+    TokenExpired,
 }
 
 impl CloseReason {
@@ -61,6 +64,7 @@ impl CloseReason {
             CloseReason::Dead => 1001,
             CloseReason::PeerClosed => 1000,
             CloseReason::Restarting => 1012,
+            CloseReason::TokenExpired => 4001,
         }
     }
 
@@ -74,6 +78,7 @@ impl CloseReason {
             CloseReason::Dead => "keepalive timeout",
             CloseReason::PeerClosed => "bye",
             CloseReason::Restarting => "restarted; reconnect",
+            CloseReason::TokenExpired => "token expired",
         }
     }
 }

@@ -55,7 +55,15 @@ pub(crate) struct SessionState {
     driver: Option<DriverHandle>,
     orders: HashSet<OrderId>,
     restaurants: HashSet<RestaurantId>,
+    /// Subscriptions answered from the store (terminal or unknown orders)
+    /// in this second: each costs a read, so a client may not ask for
+    /// thousands of made-up ids.
+    store_reads: (Instant, u32),
 }
+
+/// Store-answered subscriptions per session per second; more are refused
+/// with RATE_LIMITED.
+const STORE_READS_PER_SEC: u32 = 5;
 
 impl SessionState {
     fn error(&self, code: &str, message: &str, reference: Option<Value>) {
@@ -91,6 +99,7 @@ impl Actor for SessionActor {
             driver: args.driver,
             orders: HashSet::new(),
             restaurants: HashSet::new(),
+            store_reads: (Instant::now(), 0),
         })
     }
 
@@ -194,6 +203,16 @@ impl SessionState {
                 self.error("NOT_FOUND", "order not found", reference)
             }
             Err(SubscribeRefused::NotLive) => {
+                if !self.may_read_store() {
+                    metrics::counter!(m::RATE_LIMITED_TOTAL, "limit" => "ws_store_reads")
+                        .increment(1);
+                    self.error(
+                        "RATE_LIMITED",
+                        "too many subscriptions to past or unknown orders; slow down",
+                        reference,
+                    );
+                    return;
+                }
                 // Terminal (or not yet recovered): answer from the store,
                 // off this actor. Nothing more will happen to a terminal order.
                 let engine = self.engine.clone();
@@ -226,6 +245,17 @@ impl SessionState {
                 });
             }
         }
+    }
+
+    /// Counts a store read against this second's allowance.
+    fn may_read_store(&mut self) -> bool {
+        let (started, used) = &mut self.store_reads;
+        if started.elapsed() >= std::time::Duration::from_secs(1) {
+            *started = Instant::now();
+            *used = 0;
+        }
+        *used += 1;
+        *used <= STORE_READS_PER_SEC
     }
 
     fn watch_restaurant(&mut self, restaurant_id: RestaurantId, reference: Option<Value>) {

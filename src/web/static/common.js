@@ -75,6 +75,10 @@ export class Client {
   patch(path, body) {
     return this.call(path, { method: 'PATCH', body });
   }
+
+  post(path, body = {}) {
+    return this.call(path, { method: 'POST', body });
+  }
 }
 
 function loadSession() {

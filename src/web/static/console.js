@@ -57,6 +57,8 @@ async function start(session) {
   });
   refreshOrders();
   setInterval(refreshOrders, ORDERS_EVERY_MS);
+  refreshPendingDrivers();
+  setInterval(refreshPendingDrivers, ORDERS_EVERY_MS);
   refreshMetrics();
   setInterval(refreshMetrics, METRICS_EVERY_MS);
   requestAnimationFrame(animate);
@@ -311,7 +313,7 @@ function renderOrder({ order, items, driver, eta }, events) {
       eta && ['ETA', `${clock(eta.estimatedDeliveryAt)} (in ${duration(eta.secondsRemaining)})`],
       ['Items', items.map((i) => `${i.quantity} × ${i.name}`).join(', ')],
     ]),
-    h('h3', { style: 'margin-top: 12px' }, 'History'),
+    h('h3', { class: 'history-title' }, 'History'),
     h('ol', { class: 'history', 'data-testid': 'history' }, events.map(eventLine)),
   );
 }
@@ -363,6 +365,44 @@ function renderWaiting() {
           'span',
           { class: 'muted num' },
           `${duration(w.waitingSecs)} · ${w.radiusKm} km${w.offeredTo ? ` · offered to #${w.offeredTo}` : ''}`,
+        ),
+      ),
+    ),
+  );
+}
+
+// Self-registered drivers get no orders until an admin approves them here.
+async function refreshPendingDrivers() {
+  let drivers;
+  try {
+    ({ drivers } = await state.client.get('/api/drivers/pending'));
+  } catch (error) {
+    console.warn('Pending drivers unavailable', error);
+    return;
+  }
+  document.getElementById('pending-empty').hidden = drivers.length > 0;
+  document.getElementById('pending-drivers').replaceChildren(
+    ...drivers.map((d) =>
+      h(
+        'li',
+        { dataset: { driverId: d.id } },
+        h('span', {}, `#${d.id} ${d.name} (${d.vehicleType})`),
+        h(
+          'button',
+          {
+            type: 'button',
+            'data-testid': `approve-${d.id}`,
+            onclick: async (event) => {
+              event.target.disabled = true;
+              try {
+                await state.client.post(`/api/drivers/${d.id}/approve`);
+              } catch (error) {
+                console.warn('Approval failed', error);
+              }
+              refreshPendingDrivers();
+            },
+          },
+          'Approve',
         ),
       ),
     ),

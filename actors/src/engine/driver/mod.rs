@@ -33,6 +33,10 @@ const DRIVER_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum DriverError {
     #[error("no such driver")]
     NotFound,
+    /// Registered, but no admin approved the driver yet: no actor, so no
+    /// position in the index and no offers.
+    #[error("driver not approved yet")]
+    Pending,
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The driver supervisor is down or did not answer.
@@ -157,15 +161,21 @@ impl Drivers {
     }
 
     /// The driver's actor, started on first use (its profile read from the
-    /// store the first time).
+    /// store the first time, and only for an approved driver).
     pub async fn open(&self, driver_id: DriverId) -> Result<DriverHandle, DriverError> {
         let profile = match self.profile(driver_id) {
             Some(profile) => profile,
-            None => self
-                .store
-                .driver(driver_id)
-                .await?
-                .ok_or(DriverError::NotFound)?,
+            None => {
+                match self.store.driver_approved(driver_id).await? {
+                    None => return Err(DriverError::NotFound),
+                    Some(false) => return Err(DriverError::Pending),
+                    Some(true) => {}
+                }
+                self.store
+                    .driver(driver_id)
+                    .await?
+                    .ok_or(DriverError::NotFound)?
+            }
         };
         let actor = self.ensure(profile).await.ok_or(DriverError::Unavailable)?;
         Ok(DriverHandle {

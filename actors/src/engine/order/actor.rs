@@ -620,6 +620,7 @@ pub(crate) fn store_error_kind(error: &StoreError) -> &'static str {
         StoreError::Unavailable(_) => "unavailable",
         StoreError::Conflict => "conflict",
         StoreError::EmailTaken => "email_taken",
+        StoreError::UnknownReference => "unknown_reference",
         StoreError::Internal(_) => "internal",
     }
 }
