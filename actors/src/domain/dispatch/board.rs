@@ -418,10 +418,6 @@ impl Board {
     pub fn decide(&mut self, plan: Plan, answers: Vec<Vec<Candidate>>) -> Decision {
         let mut widened = 0;
         let base_k = self.rules.candidates_per_order.max(1);
-        let patient = PolicyParams {
-            commit_ahead_secs: f64::INFINITY,
-            ..self.params.clone()
-        };
         let mut candidates: Vec<Vec<Candidate>> = vec![Vec::new(); plan.jobs.len()];
         for (g, (members, answer)) in plan.groups.iter().zip(&answers).enumerate() {
             let k = base_k + plan.extra.get(g).copied().unwrap_or(0);
@@ -453,12 +449,9 @@ impl Board {
                     })
                     .copied()
                     .collect();
-                // Only early (the commitment window) is no reason to look
-                // further: time cures it, and a wider search would only
-                // grow the round.
                 let usable = candidates[j]
                     .iter()
-                    .any(|c| pairing_cost(&plan.jobs[j].row, c, &patient).is_finite());
+                    .any(|c| pairing_cost(&plan.jobs[j].row, c, &self.params).is_finite());
                 if !usable {
                     let searched_all = answer.len() < plan.queries[g].k;
                     for id in &plan.jobs[j].orders {
