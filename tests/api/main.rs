@@ -12,6 +12,7 @@ mod events;
 mod hardening;
 mod health;
 mod idempotency;
+mod observability;
 mod orders;
 mod outage;
 mod replay;
