@@ -585,6 +585,33 @@ mod tests {
             ),
             ("DISPATCH__LOG__FORMAT", "xml", "log.format"),
             (
+                "DISPATCH__DISPATCH__ETA_REFRESH_MS",
+                "50",
+                "dispatch.eta_refresh_ms",
+            ),
+            ("DISPATCH__DISPATCH__MAX_BUNDLE", "0", "max_bundle"),
+            (
+                "DISPATCH__DISPATCH__MAX_CLICK_TO_DOOR_MINS",
+                "0",
+                "max_click_to_door_mins",
+            ),
+            (
+                "DISPATCH__DISPATCH__SLACK_WEIGHT",
+                "-1",
+                "dispatch.slack_weight",
+            ),
+            (
+                "DISPATCH__DRIVERS__PROXIMITY_KM",
+                "0",
+                "drivers.proximity_km",
+            ),
+            (
+                "DISPATCH__RESTAURANTS__MAX_MENU_ITEMS",
+                "0",
+                "restaurants.max_menu_items",
+            ),
+            ("DISPATCH__WEBHOOKS__TIMEOUT_MS", "0", "webhooks.timeout_ms"),
+            (
                 "DISPATCH__EVENTS__SUBJECT_PREFIX",
                 "a..b",
                 "events.subject_prefix",
