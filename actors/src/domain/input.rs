@@ -153,8 +153,17 @@ impl Problems {
     /// A latitude/longitude pair under `prefix` (`deliveryAddress.` or ``).
     pub fn lat_lon(&mut self, prefix: &str, lat: Option<f64>, lon: Option<f64>) -> LatLon {
         LatLon {
-            lat: self.number(&format!("{prefix}lat"), lat, -90.0, 90.0),
-            lon: self.number(&format!("{prefix}lon"), lon, -180.0, 180.0),
+            lat: self.coordinate(prefix, "lat", lat, 90.0),
+            lon: self.coordinate(prefix, "lon", lon, 180.0),
+        }
+    }
+
+    /// One coordinate within `±limit`. Every driver position comes through
+    /// here, so the field's name is only built when it is reported.
+    fn coordinate(&mut self, prefix: &str, name: &str, value: Option<f64>, limit: f64) -> f64 {
+        match value {
+            Some(v) if v.is_finite() && (-limit..=limit).contains(&v) => v,
+            _ => self.number(&format!("{prefix}{name}"), value, -limit, limit),
         }
     }
 
