@@ -37,6 +37,7 @@ pub const WEBHOOK_ATTEMPTS_TOTAL: &str = "dispatch_webhook_attempts_total";
 pub const WEBHOOK_ATTEMPT_DURATION_SECONDS: &str = "dispatch_webhook_attempt_duration_seconds";
 pub const WEBHOOKS_DISABLED_TOTAL: &str = "dispatch_webhooks_disabled_total";
 pub const ARRIVAL_EVENTS_TOTAL: &str = "dispatch_arrival_events_total";
+pub const ARRIVAL_REPEATS_SKIPPED_TOTAL: &str = "dispatch_arrival_repeats_skipped_total";
 pub const ZONE_CROSSINGS_TOTAL: &str = "dispatch_zone_crossings_total";
 pub const ZONE_CROSSINGS_DROPPED_TOTAL: &str = "dispatch_zone_crossings_dropped_total";
 
@@ -307,6 +308,10 @@ pub fn describe_realtime() {
     describe_counter!(
         ARRIVAL_EVENTS_TOTAL,
         "Arrival events recorded, by kind (driver_approaching, driver_arrived) and stop (restaurant, dropoff)."
+    );
+    describe_counter!(
+        ARRIVAL_REPEATS_SKIPPED_TOTAL,
+        "Arrival events not recorded again because the order's history already holds them (a geofence that started afresh after a restart)."
     );
     describe_counter!(
         WEBHOOKS_DISABLED_TOTAL,
