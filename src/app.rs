@@ -36,6 +36,7 @@ pub fn store_options(settings: &Settings, database_url: Option<&str>) -> StoreOp
 /// Runs the engine until a shutdown signal.
 pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<()> {
     settings.check_secrets(options.demo)?;
+    settings.check_cluster_store(&settings.database_url(options.database_url.as_deref()))?;
     let listen = options
         .listen
         .clone()
@@ -90,7 +91,18 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
     let shutdown = CancellationToken::new();
     // Events out: the outbox's sinks. They only read what committed, so
     // they may start after recovery without missing anything.
-    crate::events::start(event_store.clone(), &settings.events, shutdown.clone()).await?;
+    // The process's one NATS connection, for the events stream and the cluster.
+    let nats = match settings.nats_url() {
+        Some(url) => Some(crate::nats::connect(url).await?),
+        None => None,
+    };
+    crate::events::start(
+        event_store.clone(),
+        &settings.events,
+        nats.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     let event_store_for_zones = event_store.clone();
     let webhooks = crate::events::webhooks::Webhooks::start(
         event_store,
