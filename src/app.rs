@@ -127,6 +127,19 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
             .with_driver_events(event_store_for_zones, shutdown.clone()),
     );
 
+    // Cluster mode: join, claim regions, renew; hand them over at shutdown.
+    let (state, cluster_task) = match (&nats, settings.cluster.enabled()) {
+        (Some(client), true) => {
+            let (cluster, task) = crate::cluster::Cluster::start(
+                client.clone(),
+                crate::cluster::ClusterOptions::from_settings(&settings.cluster),
+                store.clone(),
+                shutdown.clone(),
+            );
+            (state.with_cluster(cluster), Some(task))
+        }
+        _ => (state, None),
+    };
     let sessions = state.live_sessions.clone();
     spawn_housekeeping(store, state.clone(), shutdown.clone());
     tokio::spawn(wait_for_signal(shutdown.clone()));
@@ -173,6 +186,14 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
         Ok(Ok(())) => tracing::info!("In-flight requests finished"),
         Ok(Err(error)) => tracing::error!(%error, "Server task failed"),
         Err(_) => tracing::warn!("Grace period over; dropping the remaining connections"),
+    }
+    // The leases were handed over on the same signal; wait for the deletes.
+    if let Some(task) = cluster_task
+        && tokio::time::timeout(Duration::from_secs(3), task)
+            .await
+            .is_err()
+    {
+        tracing::warn!("Cluster leases not all handed over in time; they will lapse");
     }
     // Sockets were told to close with 1001 by the same signal; give their
     // writers a moment to get the frame out.
