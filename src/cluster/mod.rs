@@ -612,12 +612,15 @@ impl Cluster {
             mine: &mine,
             free: &free,
         });
-        for region in plan.release {
-            self.hand_over(kv, region).await;
-        }
-        for region in plan.claim {
-            self.claim(kv, region, lapsed_owner.contains(&region)).await;
-        }
+        // At once, not one after another: each call is bounded by a renewal
+        // interval, and the renewals wait for this.
+        futures::future::join_all(plan.release.iter().map(|r| self.hand_over(kv, *r))).await;
+        futures::future::join_all(
+            plan.claim
+                .iter()
+                .map(|r| self.claim(kv, *r, lapsed_owner.contains(r))),
+        )
+        .await;
         self.report();
     }
 

@@ -295,3 +295,50 @@ async fn a_paused_owner_stops_serving_and_never_uses_its_lapsed_leases_again() {
     settled(&[&a, &b], &admin, Duration::from_secs(10)).await;
     cluster.drop_bucket().await;
 }
+
+#[tokio::test]
+async fn a_node_that_cannot_reach_nats_serves_liveness_but_is_not_ready() {
+    if std::env::var("DISPATCHD_TEST_POSTGRES").map_or(true, |url| url.is_empty()) {
+        eprintln!("skipped: cluster mode needs Postgres (set DISPATCHD_TEST_POSTGRES)");
+        return;
+    }
+    // Nothing listens on port 9: the node starts, holds no lease, and says so.
+    let app = TestApp::spawn_with(
+        true,
+        &[("DISPATCH__CLUSTER__NATS_URL", "nats://127.0.0.1:9")],
+    )
+    .await;
+    app.get("/healthz", None).await.expect(200);
+    for _ in 0..10 {
+        let ready = app.get("/readyz", None).await;
+        ready.expect_error(503, "ENGINE_UNAVAILABLE");
+        assert_eq!(ready.fields(), vec!["cluster".to_string()]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let admin = app.token("admin").await;
+    let status = app
+        .get("/api/admin/cluster", Some(&admin))
+        .await
+        .expect(200);
+    assert_eq!(status["enabled"], true);
+    assert!(
+        status["regions"]
+            .as_array()
+            .is_some_and(|r| r.iter().all(|r| r["node"].is_null()))
+    );
+    let customer = app.token("customer1").await;
+    app.get("/api/admin/cluster", Some(&customer))
+        .await
+        .expect_error(403, "FORBIDDEN");
+}
+
+#[tokio::test]
+async fn a_single_node_says_cluster_mode_is_off() {
+    let app = TestApp::spawn().await;
+    let admin = app.token("admin").await;
+    let status = app
+        .get("/api/admin/cluster", Some(&admin))
+        .await
+        .expect(200);
+    assert_eq!(status, serde_json::json!({ "enabled": false }));
+}
