@@ -174,6 +174,9 @@ impl Cluster {
             }),
         };
         tracing::info!(node = %cluster.node_id(), bucket = %cluster.inner.options.bucket, "Joining the cluster");
+        tracing::warn!(
+            "Cluster mode is a first part: regions are leased, but orders are not yet partitioned by region (README \"Cluster mode\"); serve traffic from one node"
+        );
         let task = tokio::spawn(cluster.clone().run(client, store, shutdown));
         (cluster, task)
     }
