@@ -570,7 +570,9 @@ impl Cluster {
         let regions = lock(&self.inner.regions).clone();
         let mine: BTreeSet<Region> = lock(&self.inner.held).keys().copied().collect();
         let (counts, free, lapsed_owner) = {
-            let watched = lock(&self.inner.watched);
+            let mut watched = lock(&self.inner.watched);
+            // Nodes killed long ago (a fresh id per process) are forgotten.
+            watched.nodes.retain(|_, at| *at + ttl * 10 > now);
             let mut counts: BTreeMap<String, usize> = watched
                 .nodes
                 .iter()
