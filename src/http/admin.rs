@@ -1,6 +1,8 @@
 //! Operator drills: `POST /api/admin/faults` kills a core actor as a crash
 //! would, so an operator (or a test) can watch the supervision tree start it
 //! again. Off unless `supervision.fault_injection` is set; admins only.
+//! `GET /api/admin/cluster`: which node holds which region, as this node
+//! sees it (cluster mode).
 
 use super::auth::Authenticated;
 use super::error::JsonBody;
@@ -15,7 +17,25 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/admin/faults", post(inject))
+    Router::new()
+        .route("/admin/faults", post(inject))
+        .route("/admin/cluster", axum::routing::get(cluster))
+}
+
+async fn cluster(
+    State(state): State<AppState>,
+    who: Authenticated,
+) -> Result<Json<Value>, ApiError> {
+    who.require(&[Role::Admin])?;
+    Ok(Json(match &state.cluster {
+        Some(cluster) => {
+            let mut status = serde_json::to_value(cluster.status())
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            status["enabled"] = json!(true);
+            status
+        }
+        None => json!({ "enabled": false }),
+    }))
 }
 
 #[derive(Deserialize)]

@@ -147,6 +147,34 @@ impl TestApp {
         Self::launch(TestDb::fresh().await, owned(env), demo).await
     }
 
+    /// Another node on an existing database (cluster tests).
+    pub async fn spawn_on(db: TestDb, demo: bool, env: &[(&str, &str)]) -> TestApp {
+        Self::launch(db, owned(env), demo).await
+    }
+
+    /// Sends `signal` (`KILL`, `STOP`, `CONT`) to the server process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self
+            .child
+            .as_ref()
+            .expect("server running")
+            .id()
+            .to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
+    /// SIGKILL, and waits for the process to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Starts the server on `db` and waits until it is ready.
     async fn launch(db: TestDb, env: Vec<(String, String)>, demo: bool) -> TestApp {
         let mut app = TestApp {

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod auth;
+mod cluster;
 mod crash;
 mod dispatch;
 mod durability;
