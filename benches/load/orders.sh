@@ -8,9 +8,10 @@
 #   bash benches/load/orders.sh [seconds per phase, default 20]
 #
 # BIN=path runs that binary instead of building (to compare commits with
-# this same script). BLACKHOLE_WEBHOOK=1 registers a webhook for every
-# event at a receiver that accepts connections and never answers, to show
-# it does not slow the orders (issue 13).
+# this same script). WEBHOOK=answering registers a webhook for every event
+# at a receiver that answers 200 at once; WEBHOOK=blackhole at one that
+# accepts connections and never answers. The two together show what a dead
+# receiver costs the orders beyond what any webhook does (issue 13).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS=${1:-20}
@@ -49,10 +50,11 @@ token() {
 CUSTOMER=$(token customer1@demo.local)
 STAFF=$(token restaurant1@demo.local)
 
-if [ "${BLACKHOLE_WEBHOOK:-}" = 1 ]; then
+if [ -n "${WEBHOOK:-}" ]; then
   HOLE_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  # Accepts every connection and reads, never answers.
-  python3 -c '
+  if [ "$WEBHOOK" = blackhole ]; then
+    # Accepts every connection and reads, never answers.
+    python3 -c '
 import socket, sys, threading
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(1024); held = []
@@ -61,11 +63,25 @@ def drain(c):
 while True:
     c, _ = s.accept(); held.append(c); threading.Thread(target=drain, args=(c,), daemon=True).start()
 ' "$HOLE_PORT" &
+  else
+    # Answers every request 200 at once.
+    python3 -c '
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class Ok(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200); self.send_header("content-length", "0"); self.end_headers()
+    def log_message(self, *args): pass
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Ok).serve_forever()
+' "$HOLE_PORT" &
+  fi
   HOLE=$!
   ADMIN=$(token admin@demo.local)
   curl -sf -XPOST "$URL/api/webhooks" -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
     -d "{\"url\":\"http://127.0.0.1:$HOLE_PORT/hook\"}" >/dev/null
-  echo "== a webhook for every event at a receiver that never answers (127.0.0.1:$HOLE_PORT)"
+  echo "== a webhook for every event at a receiver that is $WEBHOOK (127.0.0.1:$HOLE_PORT)"
 fi
 
 echo "== order creation: $CONNS connections, $THREADS threads, ${SECS}s"
