@@ -15,6 +15,7 @@ mod idempotency;
 mod observability;
 mod orders;
 mod outage;
+mod readers;
 mod replay;
 mod restaurants;
 mod sim;
