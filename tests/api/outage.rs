@@ -183,3 +183,48 @@ async fn positions_reach_watchers_during_a_store_outage_while_writes_are_refused
     let picked = app.act(&driver.token, id, "pick_up").await.expect(200);
     assert_eq!(picked["order"]["status"], "PICKED_UP");
 }
+
+/// A write stuck behind a lock is aborted by Postgres's statement_timeout,
+/// answered 503 STORE_UNAVAILABLE (a canceled statement is the store being
+/// unable, not a bug: it was a 500), and does not commit when the lock goes.
+/// SQLite's writes behind its lock are the outage test's.
+#[tokio::test]
+async fn a_write_stuck_behind_a_lock_is_aborted_answered_503_and_never_commits() {
+    if std::env::var("DISPATCHD_TEST_POSTGRES").map_or(true, |v| v.is_empty()) {
+        println!("skipped: Postgres only");
+        return;
+    }
+    let app =
+        TestApp::spawn_with(true, &[("DISPATCH__DATABASE__STATEMENT_TIMEOUT_MS", "500")]).await;
+    let customer = app.token("customer1").await;
+    let staff = app.token("restaurant1").await;
+    let id = app.place_order(&customer).await["id"].as_i64().unwrap();
+    let lock = StoreWriteLock::take(&app).await;
+    let started = std::time::Instant::now();
+    let (refused, ()) = tokio::join!(
+        async {
+            let refused = app.act(&staff, id, "confirm").await;
+            (refused, started.elapsed())
+        },
+        async {
+            // Without a statement timeout the write waits for this, and
+            // commits.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            lock.release().await;
+        }
+    );
+    let (refused, took) = refused;
+    refused.expect_error(503, "STORE_UNAVAILABLE");
+    assert!(
+        took < Duration::from_millis(2500),
+        "answered after {took:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let order = app
+        .get(&format!("/api/orders/{id}"), Some(&customer))
+        .await
+        .expect(200);
+    assert_eq!(order["order"]["version"], 1, "{order}");
+    assert_eq!(order["order"]["status"], "PLACED");
+    app.act(&staff, id, "confirm").await.expect(200);
+}
