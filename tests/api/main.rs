@@ -16,6 +16,7 @@ mod idempotency;
 mod observability;
 mod orders;
 mod outage;
+mod readers;
 mod replay;
 mod restaurants;
 mod sim;
