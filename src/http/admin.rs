@@ -7,27 +7,45 @@ use super::error::JsonBody;
 use super::{ApiError, AppState};
 use actors::domain::model::Role;
 use actors::engine::supervisor::CoreActor;
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/admin/faults", post(inject))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(inject))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct FaultInput {
+    /// A core actor's name (`CoreActor::ALL`).
+    #[schema(value_type = String, required = true)]
     actor: Option<String>,
 }
 
+#[derive(Serialize, utoipa::ToSchema)]
+struct Killed {
+    killed: &'static str,
+}
+
+/// Kills a core actor, for drills (admins; 404 unless
+/// `supervision.fault_injection` is on).
+#[utoipa::path(post, path = "/admin/faults", tag = "admin",
+    security(("bearer" = [])),
+    request_body = FaultInput,
+    responses(
+        (status = 202, body = Killed),
+        (status = 403, description = "FORBIDDEN: admins only"),
+        (status = 404, description = "NOT_FOUND: fault injection is off"),
+        (status = 409, description = "INVALID_TRANSITION: the actor is not running"),
+    ))]
 async fn inject(
     State(state): State<AppState>,
     who: Authenticated,
     JsonBody { value: input, .. }: JsonBody<FaultInput>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Killed>), ApiError> {
     if !state.settings.supervision.fault_injection {
         return Err(ApiError::NotFound("route"));
     }
@@ -46,6 +64,8 @@ async fn inject(
     }
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "killed": actor.as_str() })),
+        Json(Killed {
+            killed: actor.as_str(),
+        }),
     ))
 }

@@ -13,6 +13,7 @@ mod hardening;
 mod health;
 mod idempotency;
 mod observability;
+mod openapi;
 mod orders;
 mod outage;
 mod replay;

@@ -1,0 +1,112 @@
+//! The OpenAPI document (`GET /api/openapi.json`): it lists every route the
+//! server has, and every route it lists is one the server answers.
+
+use crate::helpers::TestApp;
+use reqwest::Method;
+use serde_json::Value;
+
+const FAULTS: (&str, &str) = ("DISPATCH__SUPERVISION__FAULT_INJECTION", "true");
+
+fn operations(doc: &Value) -> Vec<(Method, String, Value)> {
+    let mut found = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("path item") {
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+            found.push((method, path.clone(), operation.clone()));
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn every_documented_operation_is_a_route_the_server_answers() {
+    let app = TestApp::spawn_with(true, &[FAULTS]).await;
+    let doc = app.get("/api/openapi.json", None).await.expect(200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let operations = operations(&doc);
+    assert!(
+        operations.len() >= 38,
+        "only {} operations",
+        operations.len()
+    );
+    for (method, path, operation) in operations {
+        let concrete = path.replace("{id}", "1").replace("{delivery_id}", "1");
+        let body = operation.get("requestBody").map(|_| serde_json::json!({}));
+        let response = app.request(method.clone(), &concrete, None, body).await;
+        // An unknown route is 404 NOT_FOUND "route not found"; a known path
+        // with the wrong method 405.
+        assert_ne!(response.status, 405, "{method} {path} is not routed");
+        assert_ne!(
+            response.body["error"], "route not found",
+            "{method} {path} is not routed"
+        );
+        // What it answered is among the statuses the document gives it.
+        let status = response.status.as_u16().to_string();
+        assert!(
+            operation["responses"].get(&status).is_some(),
+            "{method} {path} answered {status}, which its operation does not list: {}",
+            response.body
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_operation_has_a_unique_id_and_bearer_operations_document_401() {
+    let app = TestApp::spawn().await;
+    let doc = app.get("/api/openapi.json", None).await.expect(200);
+    let mut ids = Vec::new();
+    for (method, path, operation) in operations(&doc) {
+        let id = operation["operationId"]
+            .as_str()
+            .expect("operationId")
+            .to_owned();
+        assert!(!ids.contains(&id), "{id} twice");
+        ids.push(id);
+        if operation.get("security").is_some() {
+            let unauthorized = &operation["responses"]["401"];
+            assert_eq!(
+                unauthorized["content"]["application/json"]["schema"]["$ref"],
+                "#/components/schemas/Error",
+                "{method} {path}"
+            );
+        }
+    }
+    let codes = doc["components"]["schemas"]["ErrorCode"]["enum"]
+        .as_array()
+        .expect("codes");
+    for code in [
+        "VALIDATION_ERROR",
+        "IDEMPOTENCY_KEY_REUSED",
+        "STORE_UNAVAILABLE",
+    ] {
+        assert!(codes.contains(&Value::from(code)), "{code}");
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+}
+
+/// The other direction: a REST route can only be added with its
+/// documentation (`OpenApiRouter::routes(routes!(handler))`); a plain
+/// `.route(` in a resource file would escape the document.
+#[test]
+fn resource_routers_add_routes_only_with_their_documentation() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/http");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).expect("src/http") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        // mod.rs adds /ws and the pages; openapi.rs the document itself.
+        if name == "mod.rs" || name == "openapi.rs" {
+            continue;
+        }
+        let source = std::fs::read_to_string(&path).expect("source");
+        assert!(
+            !source.contains(".route("),
+            "{name} adds a route without documenting it; use .routes(routes!(handler))"
+        );
+        checked += usize::from(source.contains("routes!("));
+    }
+    assert!(checked >= 8, "only {checked} resource routers found");
+}
