@@ -92,6 +92,127 @@ pub fn router(document: utoipa::openapi::OpenApi) -> Router<AppState> {
     )
 }
 
+/// OpenAPI links: what a client (and schemathesis's stateful phase) can
+/// do next with what a creation returned. (operation, status, link name,
+/// target operation, target's `id` from the response body.)
+const LINKS: &[(&str, &str, &str, &str, &str)] = &[
+    (
+        "orders_create",
+        "201",
+        "ReadOrder",
+        "orders_show",
+        "/order/id",
+    ),
+    (
+        "orders_create",
+        "201",
+        "OrderHistory",
+        "orders_events",
+        "/order/id",
+    ),
+    (
+        "orders_create",
+        "201",
+        "MoveOrder",
+        "orders_transition",
+        "/order/id",
+    ),
+    (
+        "restaurants_create",
+        "201",
+        "ReadRestaurant",
+        "restaurants_show",
+        "/restaurant/id",
+    ),
+    (
+        "restaurants_create",
+        "201",
+        "ChangeRestaurant",
+        "restaurants_update",
+        "/restaurant/id",
+    ),
+    (
+        "restaurants_create",
+        "201",
+        "AddMenuItem",
+        "restaurants_add_menu_item",
+        "/restaurant/id",
+    ),
+    (
+        "restaurants_add_menu_item",
+        "201",
+        "ChangeMenuItem",
+        "restaurants_update_menu_item",
+        "/item/id",
+    ),
+    ("zones_create", "201", "ReadZone", "zones_show", "/zone/id"),
+    (
+        "zones_create",
+        "201",
+        "TestPoint",
+        "zones_contains",
+        "/zone/id",
+    ),
+    (
+        "zones_create",
+        "201",
+        "DeleteZone",
+        "zones_remove",
+        "/zone/id",
+    ),
+    (
+        "webhooks_create",
+        "201",
+        "ReadWebhook",
+        "webhooks_show",
+        "/webhook/id",
+    ),
+    (
+        "webhooks_create",
+        "201",
+        "ChangeWebhook",
+        "webhooks_update",
+        "/webhook/id",
+    ),
+    (
+        "webhooks_create",
+        "201",
+        "WebhookDeliveries",
+        "webhooks_deliveries",
+        "/webhook/id",
+    ),
+    (
+        "webhooks_create",
+        "201",
+        "DeleteWebhook",
+        "webhooks_remove",
+        "/webhook/id",
+    ),
+];
+
+fn add_links(doc: &mut Value) {
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for operation in paths
+        .values_mut()
+        .filter_map(Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+    {
+        let id = operation["operationId"].as_str().unwrap_or("").to_owned();
+        for (from, status, name, to, pointer) in LINKS.iter().filter(|l| l.0 == id) {
+            debug_assert_eq!(*from, id);
+            let response = &mut operation["responses"][*status];
+            if response.is_object() {
+                response["links"][*name] = json!({
+                    "operationId": to,
+                    "parameters": { "id": format!("$response.body#{pointer}") },
+                });
+            }
+        }
+    }
+}
+
 /// Type aliases (`UserId = i64`) come out as schemas named after the
 /// primitive (`i64`) and references to them; a client wants the integer.
 fn inline_aliases(doc: &mut Value) {
@@ -224,6 +345,7 @@ pub fn complete(doc: utoipa::openapi::OpenApi) -> Value {
             }
         }
     }
+    add_links(&mut doc);
     doc
 }
 

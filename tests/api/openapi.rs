@@ -85,6 +85,56 @@ async fn every_operation_has_a_unique_id_and_bearer_operations_document_401() {
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
     );
+    // Each link leads to an operation that exists and takes an `id`.
+    let mut links = 0;
+    for (_, _, operation) in operations(&doc) {
+        for response in operation["responses"]
+            .as_object()
+            .expect("responses")
+            .values()
+        {
+            for link in response["links"]
+                .as_object()
+                .into_iter()
+                .flat_map(|l| l.values())
+            {
+                let target = link["operationId"].as_str().expect("operationId");
+                assert!(ids.iter().any(|id| id == target), "link to {target}");
+                assert!(link["parameters"]["id"].is_string(), "{link}");
+                links += 1;
+            }
+        }
+    }
+    assert!(links >= 10, "{links} links");
+}
+
+/// The link schemathesis follows most: the id in a created order's body
+/// reads that order back.
+#[tokio::test]
+async fn a_created_orders_link_reads_it_back() {
+    let app = TestApp::spawn().await;
+    let doc = app.get("/api/openapi.json", None).await.expect(200);
+    let link = &doc["paths"]["/api/orders"]["post"]["responses"]["201"]["links"]["ReadOrder"];
+    assert_eq!(link["operationId"], "orders_show");
+    let pointer = link["parameters"]["id"]
+        .as_str()
+        .and_then(|p| p.strip_prefix("$response.body#"))
+        .expect("a body pointer");
+    let token = app.token("customer1").await;
+    let placed = app
+        .post(
+            "/api/orders",
+            Some(&token),
+            crate::helpers::order_body(crate::helpers::RESTAURANT_1, 1, 2),
+        )
+        .await
+        .expect(201);
+    let id = placed.pointer(pointer).and_then(Value::as_i64).expect("id");
+    let read = app
+        .get(&format!("/api/orders/{id}"), Some(&token))
+        .await
+        .expect(200);
+    assert_eq!(read["order"]["id"], id);
 }
 
 /// The other direction: a REST route can only be added with its
