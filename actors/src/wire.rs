@@ -17,36 +17,44 @@ pub type Frame = Bytes;
 
 /// What clients send. Serialize too, so Rust clients (the simulator) speak
 /// exactly this shape.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(
     tag = "type",
     rename_all = "snake_case",
     rename_all_fields = "camelCase"
 )]
 pub enum ClientMessage {
+    #[serde(rename_all = "camelCase")]
     Subscribe {
         order_id: i64,
     },
+    #[serde(rename_all = "camelCase")]
     Unsubscribe {
         order_id: i64,
     },
+    #[serde(rename_all = "camelCase")]
     SubscribeRestaurant {
         restaurant_id: i64,
     },
     Location(LocationInput),
+    #[serde(rename_all = "camelCase")]
     SetAvailability {
         available: bool,
     },
+    #[serde(rename_all = "camelCase")]
     OfferResponse {
         offer_id: i64,
         accept: bool,
     },
+    #[serde(rename_all = "camelCase")]
     Ping {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<serde_json::Value>,
     },
     /// Admins: the whole city, once a second (an extension of the contract).
+    #[serde(rename_all = "camelCase")]
     SubscribeOps {},
+    #[serde(rename_all = "camelCase")]
     UnsubscribeOps {},
 }
 
@@ -133,7 +141,7 @@ pub fn decode(text: &str) -> Decoded {
     Decoded { message, reference }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Pickup {
     pub restaurant_id: RestaurantId,
@@ -142,7 +150,7 @@ pub struct Pickup {
     pub lon: f64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OfferOutcome {
     Assigned,
@@ -162,13 +170,14 @@ impl OfferOutcome {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(
     tag = "type",
     rename_all = "snake_case",
     rename_all_fields = "camelCase"
 )]
 pub enum ServerMessage<'a> {
+    #[serde(rename_all = "camelCase")]
     Snapshot {
         order_id: OrderId,
         order: &'a Order,
@@ -176,6 +185,7 @@ pub enum ServerMessage<'a> {
         driver_location: Option<&'a DriverLocation>,
         eta: Option<Eta>,
     },
+    #[serde(rename_all = "camelCase")]
     OrderUpdate {
         order_id: OrderId,
         status: OrderStatus,
@@ -183,6 +193,7 @@ pub enum ServerMessage<'a> {
         eta: Option<Eta>,
         order: &'a Order,
     },
+    #[serde(rename_all = "camelCase")]
     DriverLocation {
         order_id: OrderId,
         location: &'a DriverLocation,
@@ -190,6 +201,7 @@ pub enum ServerMessage<'a> {
     },
     /// One order, or a bundle of one restaurant: `orderId` and `dropoff`
     /// are the first of `orderIds` / `dropoffs` (in drop-off sequence).
+    #[serde(rename_all = "camelCase")]
     Offer {
         offer_id: OfferId,
         order_id: OrderId,
@@ -200,16 +212,19 @@ pub enum ServerMessage<'a> {
         distance_km: f64,
         expires_at: DateTime<Utc>,
     },
+    #[serde(rename_all = "camelCase")]
     OfferResult {
         offer_id: OfferId,
         order_id: OrderId,
         order_ids: &'a [OrderId],
         result: OfferOutcome,
     },
+    #[serde(rename_all = "camelCase")]
     Pong {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<serde_json::Value>,
     },
+    #[serde(rename_all = "camelCase")]
     Error {
         code: &'a str,
         message: &'a str,
@@ -218,6 +233,7 @@ pub enum ServerMessage<'a> {
     },
     /// The carrying driver came near the order's next stop (an extension:
     /// README "Arrival events").
+    #[serde(rename_all = "camelCase")]
     DriverApproaching {
         order_id: OrderId,
         stop: &'a str,
@@ -225,6 +241,7 @@ pub enum ServerMessage<'a> {
         at: DateTime<Utc>,
     },
     /// The carrying driver stayed within the arrival radius of the next stop.
+    #[serde(rename_all = "camelCase")]
     DriverArrived {
         order_id: OrderId,
         stop: &'a str,
@@ -232,6 +249,7 @@ pub enum ServerMessage<'a> {
         at: DateTime<Utc>,
     },
     /// The operator's view of the city (after `subscribe_ops`).
+    #[serde(rename_all = "camelCase")]
     Ops {
         at: DateTime<Utc>,
         drivers: &'a [OpsDriver],
@@ -242,7 +260,7 @@ pub enum ServerMessage<'a> {
 }
 
 /// One drop-off of an offer, in sequence.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OfferDropoff {
     pub order_id: OrderId,
@@ -251,7 +269,7 @@ pub struct OfferDropoff {
 }
 
 /// A driver on the operator's map.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OpsDriver {
     pub id: DriverId,
@@ -264,7 +282,7 @@ pub struct OpsDriver {
 }
 
 /// A confirmed order still waiting for a driver.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OpsOrder {
     pub order_id: OrderId,

@@ -29,6 +29,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 mod admin;
+pub mod asyncapi;
 mod auth;
 mod drivers;
 pub mod error;
@@ -190,6 +191,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(documented)
         .merge(openapi::router(document))
+        .merge(asyncapi::router())
         .route("/ws", axum::routing::get(crate::ws::upgrade))
         .merge(crate::web::router())
         .fallback(not_found)

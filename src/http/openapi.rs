@@ -215,7 +215,7 @@ fn add_links(doc: &mut Value) {
 
 /// Type aliases (`UserId = i64`) come out as schemas named after the
 /// primitive (`i64`) and references to them; a client wants the integer.
-fn inline_aliases(doc: &mut Value) {
+pub(super) fn inline_aliases(doc: &mut Value) {
     let Some(schemas) = doc["components"]["schemas"].as_object_mut() else {
         return;
     };

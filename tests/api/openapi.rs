@@ -160,3 +160,20 @@ fn resource_routers_add_routes_only_with_their_documentation() {
     }
     assert!(checked >= 8, "only {checked} resource routers found");
 }
+
+#[tokio::test]
+async fn the_asyncapi_document_is_served_with_every_socket_message() {
+    let app = TestApp::spawn().await;
+    let doc = app.get("/api/asyncapi.json", None).await.expect(200);
+    assert_eq!(doc["asyncapi"], "3.0.0");
+    assert_eq!(doc["channels"]["socket"]["address"], "/ws");
+    let received = doc["operations"]["clientMessages"]["messages"]
+        .as_array()
+        .expect("client messages");
+    let sent = doc["operations"]["serverMessages"]["messages"]
+        .as_array()
+        .expect("server messages");
+    assert_eq!((received.len(), sent.len()), (9, 10));
+    let offer = &doc["components"]["messages"]["server_offer"]["payload"];
+    assert!(offer["properties"]["expiresAt"].is_object(), "{offer}");
+}
