@@ -177,3 +177,24 @@ async fn the_asyncapi_document_is_served_with_every_socket_message() {
     let offer = &doc["components"]["messages"]["server_offer"]["payload"];
     assert!(offer["properties"]["expiresAt"].is_object(), "{offer}");
 }
+
+/// The reference page works offline: it and its script come from the
+/// engine, and the script reads only the engine's documents.
+#[tokio::test]
+async fn the_api_reference_page_is_served_from_the_engine_alone() {
+    let app = TestApp::spawn().await;
+    let page = app.get("/api/reference", None).await;
+    assert_eq!(page.status, 200);
+    let html = page.body.as_str().expect("html");
+    assert!(html.contains("/assets/api.js"), "{html}");
+    let script = app.get("/assets/api.js", None).await;
+    assert_eq!(script.status, 200);
+    let js = script.body.as_str().expect("js");
+    assert!(js.contains("/api/openapi.json") && js.contains("/api/asyncapi.json"));
+    for text in [html, js] {
+        assert!(
+            !text.contains("https://") && !text.contains("http://"),
+            "loads nothing from outside"
+        );
+    }
+}
