@@ -58,6 +58,12 @@ fn admin(state: &AppState, who: &Authenticated) -> Result<Zones, ApiError> {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "name": "Downtown",
+    "geometry": { "type": "Polygon", "coordinates": [[
+        [-97.76, 30.25], [-97.72, 30.25], [-97.72, 30.29], [-97.76, 30.29], [-97.76, 30.25]
+    ]] }
+}))]
 struct CreateInput {
     #[schema(value_type = String, required = true, min_length = 1, max_length = 100)]
     name: Option<String>,

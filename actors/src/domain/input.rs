@@ -271,8 +271,18 @@ pub struct OrderLineInput {
     pub special_instructions: Option<String>,
 }
 
+/// The example is an order the demo city accepts (`serve --demo`), so a
+/// client trying the document gets a 201.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "restaurantId": 1,
+    "items": [{ "menuItemId": 1, "quantity": 2 }],
+    "deliveryAddress": {
+        "street": "1100 Congress Ave", "city": "Austin", "state": "TX", "zip": "78701",
+        "lat": 30.2747, "lon": -97.7404
+    }
+}))]
 pub struct NewOrderInput {
     #[schema(value_type = i64, required = true, minimum = 1)]
     pub restaurant_id: Option<i64>,
