@@ -17,36 +17,44 @@ pub type Frame = Bytes;
 
 /// What clients send. Serialize too, so Rust clients (the simulator) speak
 /// exactly this shape.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(
     tag = "type",
     rename_all = "snake_case",
     rename_all_fields = "camelCase"
 )]
 pub enum ClientMessage {
+    #[serde(rename_all = "camelCase")]
     Subscribe {
         order_id: i64,
     },
+    #[serde(rename_all = "camelCase")]
     Unsubscribe {
         order_id: i64,
     },
+    #[serde(rename_all = "camelCase")]
     SubscribeRestaurant {
         restaurant_id: i64,
     },
     Location(LocationInput),
+    #[serde(rename_all = "camelCase")]
     SetAvailability {
         available: bool,
     },
+    #[serde(rename_all = "camelCase")]
     OfferResponse {
         offer_id: i64,
         accept: bool,
     },
+    #[serde(rename_all = "camelCase")]
     Ping {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<serde_json::Value>,
     },
     /// Admins: the whole city, once a second (an extension of the contract).
+    #[serde(rename_all = "camelCase")]
     SubscribeOps {},
+    #[serde(rename_all = "camelCase")]
     UnsubscribeOps {},
 }
 
@@ -185,7 +193,7 @@ fn decode_location(text: &str) -> Option<Decoded> {
     })
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Pickup {
     pub restaurant_id: RestaurantId,
@@ -194,7 +202,7 @@ pub struct Pickup {
     pub lon: f64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OfferOutcome {
     Assigned,
@@ -214,13 +222,14 @@ impl OfferOutcome {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(
     tag = "type",
     rename_all = "snake_case",
     rename_all_fields = "camelCase"
 )]
 pub enum ServerMessage<'a> {
+    #[serde(rename_all = "camelCase")]
     Snapshot {
         order_id: OrderId,
         order: &'a Order,
@@ -228,6 +237,7 @@ pub enum ServerMessage<'a> {
         driver_location: Option<&'a DriverLocation>,
         eta: Option<Eta>,
     },
+    #[serde(rename_all = "camelCase")]
     OrderUpdate {
         order_id: OrderId,
         status: OrderStatus,
@@ -235,6 +245,7 @@ pub enum ServerMessage<'a> {
         eta: Option<Eta>,
         order: &'a Order,
     },
+    #[serde(rename_all = "camelCase")]
     DriverLocation {
         order_id: OrderId,
         location: &'a DriverLocation,
@@ -242,6 +253,7 @@ pub enum ServerMessage<'a> {
     },
     /// One order, or a bundle of one restaurant: `orderId` and `dropoff`
     /// are the first of `orderIds` / `dropoffs` (in drop-off sequence).
+    #[serde(rename_all = "camelCase")]
     Offer {
         offer_id: OfferId,
         order_id: OrderId,
@@ -252,16 +264,19 @@ pub enum ServerMessage<'a> {
         distance_km: f64,
         expires_at: DateTime<Utc>,
     },
+    #[serde(rename_all = "camelCase")]
     OfferResult {
         offer_id: OfferId,
         order_id: OrderId,
         order_ids: &'a [OrderId],
         result: OfferOutcome,
     },
+    #[serde(rename_all = "camelCase")]
     Pong {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<serde_json::Value>,
     },
+    #[serde(rename_all = "camelCase")]
     Error {
         code: &'a str,
         message: &'a str,
@@ -270,6 +285,7 @@ pub enum ServerMessage<'a> {
     },
     /// The carrying driver came near the order's next stop (an extension:
     /// README "Arrival events").
+    #[serde(rename_all = "camelCase")]
     DriverApproaching {
         order_id: OrderId,
         stop: &'a str,
@@ -277,6 +293,7 @@ pub enum ServerMessage<'a> {
         at: DateTime<Utc>,
     },
     /// The carrying driver stayed within the arrival radius of the next stop.
+    #[serde(rename_all = "camelCase")]
     DriverArrived {
         order_id: OrderId,
         stop: &'a str,
@@ -284,6 +301,7 @@ pub enum ServerMessage<'a> {
         at: DateTime<Utc>,
     },
     /// The operator's view of the city (after `subscribe_ops`).
+    #[serde(rename_all = "camelCase")]
     Ops {
         at: DateTime<Utc>,
         drivers: &'a [OpsDriver],
@@ -294,7 +312,7 @@ pub enum ServerMessage<'a> {
 }
 
 /// One drop-off of an offer, in sequence.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OfferDropoff {
     pub order_id: OrderId,
@@ -303,7 +321,7 @@ pub struct OfferDropoff {
 }
 
 /// A driver on the operator's map.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OpsDriver {
     pub id: DriverId,
@@ -316,7 +334,7 @@ pub struct OpsDriver {
 }
 
 /// A confirmed order still waiting for a driver.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OpsOrder {
     pub order_id: OrderId,

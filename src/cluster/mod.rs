@@ -112,7 +112,7 @@ struct Watched {
 }
 
 /// One region as `GET /api/admin/cluster` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RegionStatus {
     pub region: String,
@@ -122,7 +122,7 @@ pub struct RegionStatus {
     pub epoch: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterStatus {
     pub node_id: String,

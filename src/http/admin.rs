@@ -9,45 +9,76 @@ use super::error::JsonBody;
 use super::{ApiError, AppState};
 use actors::domain::model::Role;
 use actors::engine::supervisor::CoreActor;
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/admin/faults", post(inject))
-        .route("/admin/cluster", axum::routing::get(cluster))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(inject))
+        .routes(routes!(cluster))
 }
 
+/// Whether cluster mode is on and, when it is, who holds each region.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ClusterView {
+    enabled: bool,
+    #[serde(flatten)]
+    status: Option<crate::cluster::ClusterStatus>,
+}
+
+/// The cluster as this node sees it: its id, the live nodes, and each
+/// region's holder (admins).
+#[utoipa::path(get, path = "/admin/cluster", tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = ClusterView),
+        (status = 401, description = "UNAUTHORIZED: no or bad token"),
+        (status = 403, description = "FORBIDDEN: admins only"),
+    ))]
 async fn cluster(
     State(state): State<AppState>,
     who: Authenticated,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ClusterView>, ApiError> {
     who.require(&[Role::Admin])?;
-    Ok(Json(match &state.cluster {
-        Some(cluster) => {
-            let mut status = serde_json::to_value(cluster.status())
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
-            status["enabled"] = json!(true);
-            status
-        }
-        None => json!({ "enabled": false }),
+    Ok(Json(ClusterView {
+        enabled: state.cluster.is_some(),
+        status: state.cluster.as_ref().map(|cluster| cluster.status()),
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct FaultInput {
+    /// A core actor's name (`CoreActor::ALL`).
+    #[schema(value_type = String, required = true)]
     actor: Option<String>,
 }
 
+#[derive(Serialize, utoipa::ToSchema)]
+struct Killed {
+    killed: &'static str,
+}
+
+/// Kills a core actor, for drills (admins; 404 unless
+/// `supervision.fault_injection` is on).
+#[utoipa::path(post, path = "/admin/faults", tag = "admin",
+    security(("bearer" = [])),
+    request_body = FaultInput,
+    responses(
+        (status = 202, body = Killed),
+        (status = 403, description = "FORBIDDEN: admins only"),
+        (status = 404, description = "NOT_FOUND: fault injection is off"),
+        (status = 409, description = "INVALID_TRANSITION: the actor is not running"),
+    ))]
 async fn inject(
     State(state): State<AppState>,
     who: Authenticated,
     JsonBody { value: input, .. }: JsonBody<FaultInput>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Killed>), ApiError> {
     if !state.settings.supervision.fault_injection {
         return Err(ApiError::NotFound("route"));
     }
@@ -66,6 +97,8 @@ async fn inject(
     }
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "killed": actor.as_str() })),
+        Json(Killed {
+            killed: actor.as_str(),
+        }),
     ))
 }

@@ -8,18 +8,19 @@ use actors::domain::input::RegistrationInput;
 use actors::domain::model::{Caller, Driver, Role, User};
 use actors::metrics as m;
 use actors::store::NewUser;
+use axum::Json;
 use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/auth/register", post(register))
-        .route("/auth/login", post(login))
-        .route("/me", get(me))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(login))
+        .routes(routes!(me))
 }
 
 /// The caller behind a valid bearer token. Rejects with 401 UNAUTHORIZED.
@@ -64,12 +65,21 @@ impl Authenticated {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct TokenResponse {
     token: String,
     user: User,
 }
 
+/// Creates a customer or driver account and logs it in. Drivers wait for
+/// an admin's approval before they can go online.
+#[utoipa::path(post, path = "/auth/register", tag = "auth",
+    request_body = RegistrationInput,
+    responses(
+        (status = 201, body = TokenResponse),
+        (status = 409, description = "EMAIL_TAKEN"),
+        (status = 429, description = "RATE_LIMITED: the password hashers are busy"),
+    ))]
 async fn register(
     State(state): State<AppState>,
     ValidBody { parsed, .. }: ValidBody<RegistrationInput>,
@@ -99,12 +109,22 @@ fn issue(state: &AppState, caller: Caller) -> Result<String, ApiError> {
         .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct LoginInput {
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 254)]
     email: Option<String>,
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 128)]
     password: Option<String>,
 }
 
+/// Exchanges an email and password for a token.
+#[utoipa::path(post, path = "/auth/login", tag = "auth",
+    request_body = LoginInput,
+    responses(
+        (status = 200, body = TokenResponse),
+        (status = 401, description = "INVALID_CREDENTIALS"),
+        (status = 429, description = "RATE_LIMITED: too many failed logins"),
+    ))]
 async fn login(
     State(state): State<AppState>,
     super::serve::ClientAddr(client): super::serve::ClientAddr,
@@ -143,7 +163,7 @@ async fn login(
     }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct MeResponse {
     user: User,
@@ -156,6 +176,10 @@ struct MeResponse {
     approved: Option<bool>,
 }
 
+/// The caller's account; for drivers their profile and approval too.
+#[utoipa::path(get, path = "/me", tag = "auth",
+    security(("bearer" = [])),
+    responses((status = 200, body = MeResponse)))]
 async fn me(
     State(state): State<AppState>,
     who: Authenticated,

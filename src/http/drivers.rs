@@ -9,22 +9,28 @@ use actors::domain::model::{Order, Role};
 use actors::engine::dispatcher::OfferError;
 use actors::engine::driver::DriverError;
 use actors::metrics as m;
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use std::time::Instant;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/drivers/location", post(location))
-        .route("/drivers/me/availability", put(availability))
-        .route("/drivers/nearby", get(nearby))
-        .route("/drivers/pending", get(pending))
-        .route("/drivers/{id}/approve", post(approve))
-        .route("/offers/{id}/accept", post(accept))
-        .route("/offers/{id}/decline", post(decline))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(location))
+        .routes(routes!(availability))
+        .routes(routes!(nearby))
+        .routes(routes!(pending))
+        .routes(routes!(approve))
+        .routes(routes!(accept))
+        .routes(routes!(decline))
+}
+
+/// `{"ok": true}`: done, nothing else to say.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Done {
+    ok: bool,
 }
 
 impl From<DriverError> for ApiError {
@@ -41,12 +47,18 @@ impl From<DriverError> for ApiError {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct PendingList {
     drivers: Vec<actors::domain::model::Driver>,
 }
 
 /// Self-registered drivers waiting for approval, oldest first (admins).
+#[utoipa::path(get, path = "/drivers/pending", tag = "drivers",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = PendingList),
+        (status = 403, description = "FORBIDDEN: admins only"),
+    ))]
 async fn pending(
     State(state): State<AppState>,
     who: Authenticated,
@@ -56,13 +68,27 @@ async fn pending(
     Ok(Json(PendingList { drivers }))
 }
 
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Approved {
+    driver_id: i64,
+    approved: bool,
+}
+
 /// An admin puts a driver on duty: from now on it may go online and be
 /// offered orders. Approving twice is harmless.
+#[utoipa::path(post, path = "/drivers/{id}/approve", tag = "drivers",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1)),
+    responses(
+        (status = 200, body = Approved),
+        (status = 403, description = "FORBIDDEN: admins only"),
+    ))]
 async fn approve(
     State(state): State<AppState>,
     who: Authenticated,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Approved>, ApiError> {
     let admin = who.require(&[Role::Admin])?.user_id;
     let driver_id = path_id(&id, "driver")?;
     if !state
@@ -74,14 +100,26 @@ async fn approve(
     }
     metrics::counter!(m::DRIVERS_APPROVED_TOTAL).increment(1);
     tracing::info!(driver_id, admin, "Driver approved");
-    Ok(Json(json!({ "driverId": driver_id, "approved": true })))
+    Ok(Json(Approved {
+        driver_id,
+        approved: true,
+    }))
 }
 
+/// The driver's position, when the WebSocket is not open (drivers).
+#[utoipa::path(post, path = "/drivers/location", tag = "drivers",
+    security(("bearer" = [])),
+    request_body = LocationInput,
+    responses(
+        (status = 200, body = Done),
+        (status = 403, description = "FORBIDDEN: drivers only, and approved ones"),
+        (status = 429, description = "RATE_LIMITED: `drivers.location_updates_per_sec`"),
+    ))]
 async fn location(
     State(state): State<AppState>,
     who: Authenticated,
     ValidBody { parsed, .. }: ValidBody<LocationInput>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Done>, ApiError> {
     let driver_id = who.require(&[Role::Driver])?.user_id;
     let fix = parsed?;
     if state.location_limiter.check_key(&driver_id).is_err() {
@@ -97,19 +135,28 @@ async fn location(
     if !driver.located(fix, received_at) {
         return Err(DriverError::Unavailable.into());
     }
-    Ok(Json(json!({ "ok": true })))
+    Ok(Json(Done { ok: true }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize, utoipa::ToSchema)]
 struct AvailabilityInput {
+    #[schema(value_type = bool, required = true)]
     available: Option<bool>,
 }
 
+/// Goes online or offline (drivers).
+#[utoipa::path(put, path = "/drivers/me/availability", tag = "drivers",
+    security(("bearer" = [])),
+    request_body = AvailabilityInput,
+    responses(
+        (status = 200, body = AvailabilityInput),
+        (status = 403, description = "FORBIDDEN: drivers only, and approved ones"),
+    ))]
 async fn availability(
     State(state): State<AppState>,
     who: Authenticated,
     JsonBody { value: input, .. }: JsonBody<AvailabilityInput>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AvailabilityInput>, ApiError> {
     let driver_id = who.require(&[Role::Driver])?.user_id;
     let available = input
         .available
@@ -128,19 +175,31 @@ async fn availability(
             }
             DriverError::Unavailable => ApiError::Internal("driver actor did not answer".into()),
         })?;
-    Ok(Json(json!({ "available": setting })))
+    Ok(Json(AvailabilityInput {
+        available: Some(setting),
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 struct NearbyQuery {
+    #[param(value_type = f64, required = true, minimum = -90, maximum = 90)]
     lat: Option<f64>,
+    #[param(value_type = f64, required = true, minimum = -180, maximum = 180)]
     lon: Option<f64>,
+    #[param(minimum = 0.01, maximum = 100, default = 5)]
     radius_km: Option<f64>,
+    #[param(minimum = 1, maximum = 500, default = 20)]
     limit: Option<i64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+struct NearbyList {
+    drivers: Vec<NearbyDriver>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct NearbyDriver {
     id: i64,
@@ -151,11 +210,19 @@ struct NearbyDriver {
     available: bool,
 }
 
+/// Drivers near a point, nearest first, from the live index (admins).
+#[utoipa::path(get, path = "/drivers/nearby", tag = "drivers",
+    security(("bearer" = [])),
+    params(NearbyQuery),
+    responses(
+        (status = 200, body = NearbyList),
+        (status = 403, description = "FORBIDDEN: admins only"),
+    ))]
 async fn nearby(
     State(state): State<AppState>,
     who: Authenticated,
     QueryParams(q, mut p): QueryParams<NearbyQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<NearbyList>, ApiError> {
     who.require(&[Role::Admin])?;
     let at = p.lat_lon("", q.lat, q.lon);
     let radius_km = p.number("radiusKm", q.radius_km.or(Some(5.0)), 0.01, 100.0);
@@ -178,7 +245,7 @@ async fn nearby(
             available: n.entry.available,
         })
         .collect();
-    Ok(Json(json!({ "drivers": drivers })))
+    Ok(Json(NearbyList { drivers }))
 }
 
 fn offer_error(error: OfferError) -> ApiError {
@@ -190,11 +257,20 @@ fn offer_error(error: OfferError) -> ApiError {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct OrderBody {
     order: Order,
 }
 
+/// Takes the order offered (drivers): it is theirs from now on.
+#[utoipa::path(post, path = "/offers/{id}/accept", tag = "drivers",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1)),
+    responses(
+        (status = 200, body = OrderBody),
+        (status = 403, description = "FORBIDDEN: drivers only"),
+        (status = 409, description = "INVALID_TRANSITION: the offer expired or the order was taken"),
+    ))]
 async fn accept(
     State(state): State<AppState>,
     who: Authenticated,
@@ -216,11 +292,20 @@ async fn accept(
     }
 }
 
+/// Turns the offer down (drivers): the dispatcher offers the order to another.
+#[utoipa::path(post, path = "/offers/{id}/decline", tag = "drivers",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1)),
+    responses(
+        (status = 200, body = Done),
+        (status = 403, description = "FORBIDDEN: drivers only"),
+        (status = 409, description = "INVALID_TRANSITION: the offer expired or the order was taken"),
+    ))]
 async fn decline(
     State(state): State<AppState>,
     who: Authenticated,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Done>, ApiError> {
     let driver_id = who.require(&[Role::Driver])?.user_id;
     let offer_id = path_id(&id, "offer")?;
     state
@@ -229,5 +314,5 @@ async fn decline(
         .respond(offer_id, driver_id, false)
         .await
         .map_err(offer_error)?;
-    Ok(Json(json!({ "ok": true })))
+    Ok(Json(Done { ok: true }))
 }

@@ -129,6 +129,65 @@ impl ApiError {
         }
     }
 
+    /// One error of each kind, in the order of `code()`: what the
+    /// documents list. The match makes a new variant come here too.
+    pub fn examples() -> Vec<ApiError> {
+        let text = String::new;
+        let all = vec![
+            ApiError::Validation(Vec::new()),
+            ApiError::BadRequest(text()),
+            ApiError::Unauthorized,
+            ApiError::InvalidCredentials,
+            ApiError::Forbidden(text()),
+            ApiError::NotFound("route"),
+            ApiError::MethodNotAllowed,
+            ApiError::InvalidTransition(text()),
+            ApiError::VersionConflict(text()),
+            ApiError::EmailTaken,
+            ApiError::IdempotencyInProgress,
+            ApiError::PayloadTooLarge,
+            ApiError::RestaurantClosed,
+            ApiError::ItemUnavailable(Vec::new()),
+            ApiError::OutOfRange(text()),
+            ApiError::OutOfZone(text()),
+            ApiError::IdempotencyKeyReused,
+            ApiError::RateLimited,
+            ApiError::RequestTimeout,
+            ApiError::LimitReached(text()),
+            ApiError::StoreUnavailable,
+            ApiError::EngineUnavailable(Vec::new()),
+            ApiError::Internal(text()),
+        ];
+        for example in &all {
+            match example {
+                ApiError::Validation(_)
+                | ApiError::BadRequest(_)
+                | ApiError::Unauthorized
+                | ApiError::InvalidCredentials
+                | ApiError::Forbidden(_)
+                | ApiError::NotFound(_)
+                | ApiError::MethodNotAllowed
+                | ApiError::InvalidTransition(_)
+                | ApiError::VersionConflict(_)
+                | ApiError::EmailTaken
+                | ApiError::IdempotencyInProgress
+                | ApiError::PayloadTooLarge
+                | ApiError::RestaurantClosed
+                | ApiError::ItemUnavailable(_)
+                | ApiError::OutOfRange(_)
+                | ApiError::OutOfZone(_)
+                | ApiError::IdempotencyKeyReused
+                | ApiError::RateLimited
+                | ApiError::RequestTimeout
+                | ApiError::LimitReached(_)
+                | ApiError::StoreUnavailable
+                | ApiError::EngineUnavailable(_)
+                | ApiError::Internal(_) => {}
+            }
+        }
+        all
+    }
+
     /// A single-field validation failure.
     pub fn field(field: impl Into<String>, message: impl Into<String>) -> ApiError {
         ApiError::Validation(vec![FieldError {

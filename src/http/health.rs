@@ -3,29 +3,44 @@
 use super::{ApiError, AppState};
 use actors::domain::input::FieldError;
 use actors::domain::model::Role;
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::json;
+use serde::Serialize;
 use std::time::Duration;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+#[derive(Serialize, utoipa::ToSchema)]
+struct Status {
+    /// `ok` (alive) or `ready`.
+    status: &'static str,
+}
+
+/// Alive: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, body = Status)))]
+async fn healthz() -> Json<Status> {
+    Json(Status { status: "ok" })
 }
 
 /// Ready while the store answers and every core actor runs; bounded so a
 /// hung store reads as not ready rather than as a hung probe. Not ready is
 /// a 503 in the contract's error shape.
-async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, body = Status),
+        (status = 503, description = "ENGINE_UNAVAILABLE (details name the actors down), STORE_UNAVAILABLE"),
+    ))]
+async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
     let health = state.engine.health();
     if !health.is_ready() {
         let mut details: Vec<FieldError> = health
@@ -54,7 +69,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
     }
     let timeout = Duration::from_millis(state.settings.database.acquire_timeout_ms + 1000);
     match tokio::time::timeout(timeout, state.store.ping()).await {
-        Ok(Ok(())) => Ok(Json(json!({ "status": "ready" }))),
+        Ok(Ok(())) => Ok(Json(Status { status: "ready" })),
         Ok(Err(error)) => {
             tracing::warn!(%error, "Not ready: store unavailable");
             Err(ApiError::StoreUnavailable)
@@ -69,6 +84,13 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
 /// The scrape, for operators only: the bearer is either `metrics.token`
 /// (what Prometheus sends, `authorization: { credentials: ... }` in its
 /// scrape config) or an admin's token (the console).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, content_type = "text/plain", body = String,
+         description = "The Prometheus text exposition format"),
+        (status = 403, description = "FORBIDDEN: neither the scrape token nor an admin"),
+    ))]
 async fn metrics(
     State(state): State<AppState>,
     headers: HeaderMap,

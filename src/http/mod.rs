@@ -29,11 +29,13 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 mod admin;
+pub mod asyncapi;
 mod auth;
 mod drivers;
 pub mod error;
 mod health;
-mod orders;
+pub mod openapi;
+pub(crate) mod orders;
 mod restaurants;
 pub mod serve;
 pub mod throttle;
@@ -170,13 +172,11 @@ impl LoginLimits {
     }
 }
 
-static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-pub fn router(state: AppState) -> Router {
-    let body_limit = state.settings.server.body_limit_bytes;
-    let request_timeout =
-        std::time::Duration::from_secs(state.settings.server.request_timeout_secs);
-    let api = Router::new()
+/// Every REST route, each with its OpenAPI operation: a route can only be
+/// added here with its documentation (`routes!` takes the handler's
+/// `#[utoipa::path]`), so the document cannot miss one.
+fn documented_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    let api = utoipa_axum::router::OpenApiRouter::new()
         .merge(auth::router())
         .merge(restaurants::router())
         .merge(orders::router())
@@ -184,11 +184,24 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::router())
         .merge(webhooks::router())
         .merge(zones::router());
-    Router::new()
+    utoipa_axum::router::OpenApiRouter::with_openapi(openapi::base())
         .nest("/api", api)
+        .merge(health::router())
+}
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.settings.server.body_limit_bytes;
+    let request_timeout =
+        std::time::Duration::from_secs(state.settings.server.request_timeout_secs);
+    let (documented, document) = documented_routes().split_for_parts();
+    Router::new()
+        .merge(documented)
+        .merge(openapi::router(document))
+        .merge(asyncapi::router())
         .route("/ws", axum::routing::get(crate::ws::upgrade))
         .merge(crate::web::router())
-        .merge(health::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -12,24 +12,25 @@ use actors::domain::quote::{Rejection, quote};
 use actors::engine::order::TransitionCommand;
 use actors::metrics as m;
 use actors::store::{IdempotencyKey, OrderQuery, OrderScope, PlaceOutcome};
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/orders", get(list).post(create))
-        .route("/orders/{id}", get(show))
-        .route("/orders/{id}/events", get(events))
-        .route("/orders/{id}/status", patch(transition))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show))
+        .routes(routes!(events))
+        .routes(routes!(transition))
 }
 
-const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+pub(crate) const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 /// The idempotency key, from `Idempotency-Key` or `X-Idempotency-Key`.
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -156,6 +157,25 @@ impl From<Rejection> for ApiError {
 
 /// Parses, reads, quotes, places and announces: the rules of placing an
 /// order are `actors::domain::quote`'s.
+/// Places an order (customers). With an `Idempotency-Key`, a retry gets
+/// the first response again, marked `Idempotent-Replayed: true`.
+#[utoipa::path(post, path = "/orders", tag = "orders",
+    security(("bearer" = [])),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255,
+         description = "Makes the creation safe to retry: the same key and body answer with the first response. `X-Idempotency-Key` is read too."),
+    ),
+    request_body = NewOrderInput,
+    responses(
+        (status = 201, body = PlacedOrder, headers(
+            ("Idempotent-Replayed" = String, description = "`true` when this is the stored first response"),
+        )),
+        (status = 403, description = "FORBIDDEN: customers only"),
+        (status = 404, description = "NOT_FOUND: the restaurant"),
+        (status = 409, description = "IDEMPOTENCY_IN_PROGRESS: the first request with this key is still running"),
+        (status = 422, description = "RESTAURANT_CLOSED, ITEM_UNAVAILABLE (details name the items), OUT_OF_RANGE, OUT_OF_ZONE, IDEMPOTENCY_KEY_REUSED"),
+        (status = 429, description = "RATE_LIMITED: `orders.per_customer_per_minute`"),
+    ))]
 async fn create(
     State(state): State<AppState>,
     who: Authenticated,
@@ -239,19 +259,30 @@ async fn create(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    #[param(value_type = Option<OrderStatus>)]
     status: Option<String>,
+    #[param(minimum = 1, maximum = 100, default = 50)]
     limit: Option<i64>,
+    /// Orders with ids below this one (the next page).
+    #[param(minimum = 1)]
     before: Option<i64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct OrderList {
     orders: Vec<Order>,
 }
 
+/// The caller's orders, newest first: a customer's own, a driver's, a
+/// restaurant's, or all (admins).
+#[utoipa::path(get, path = "/orders", tag = "orders",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses((status = 200, body = OrderList)))]
 async fn list(
     State(state): State<AppState>,
     who: Authenticated,
@@ -303,7 +334,7 @@ async fn visible_order(state: &AppState, caller: &Caller, raw_id: &str) -> Resul
     Ok(order)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct OrderDetail {
     order: Order,
@@ -313,6 +344,12 @@ struct OrderDetail {
     eta: Option<Eta>,
 }
 
+/// An order with its items, driver, the driver's last position and the
+/// ETA. Orders the caller may not see are 404, as missing ones.
+#[utoipa::path(get, path = "/orders/{id}", tag = "orders",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1)),
+    responses((status = 200, body = OrderDetail)))]
 async fn show(
     State(state): State<AppState>,
     who: Authenticated,
@@ -337,11 +374,16 @@ async fn show(
     }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct EventList {
     events: Vec<OrderEvent>,
 }
 
+/// An order's history, oldest first.
+#[utoipa::path(get, path = "/orders/{id}/events", tag = "orders",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1)),
+    responses((status = 200, body = EventList)))]
 async fn events(
     State(state): State<AppState>,
     who: Authenticated,
@@ -352,19 +394,53 @@ async fn events(
     Ok(Json(EventList { events }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct TransitionInput {
+    #[schema(value_type = ActionSchema, required = true)]
     action: Option<String>,
+    /// Refused with 409 `VERSION_CONFLICT` unless the order is at this version.
+    #[schema(minimum = 1)]
     expected_version: Option<i64>,
+    #[schema(max_length = 500)]
     reason: Option<String>,
 }
 
-#[derive(Serialize)]
+/// The actions of `PATCH /api/orders/{id}/status`; who may take which is
+/// `actors::domain::lifecycle`'s.
+#[derive(utoipa::ToSchema)]
+#[schema(as = Action)]
+#[allow(dead_code)]
+enum ActionSchema {
+    #[schema(rename = "confirm")]
+    Confirm,
+    #[schema(rename = "start_preparing")]
+    StartPreparing,
+    #[schema(rename = "mark_ready")]
+    MarkReady,
+    #[schema(rename = "pick_up")]
+    PickUp,
+    #[schema(rename = "deliver")]
+    Deliver,
+    #[schema(rename = "cancel")]
+    Cancel,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
 struct OrderBody {
     order: Order,
 }
 
+/// Moves an order along its lifecycle.
+#[utoipa::path(patch, path = "/orders/{id}/status", tag = "orders",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1)),
+    request_body = TransitionInput,
+    responses(
+        (status = 200, body = OrderBody),
+        (status = 403, description = "FORBIDDEN: the caller may not take this action"),
+        (status = 409, description = "INVALID_TRANSITION, VERSION_CONFLICT"),
+    ))]
 async fn transition(
     State(state): State<AppState>,
     who: Authenticated,

@@ -11,39 +11,51 @@ use actors::domain::input::{
 };
 use actors::domain::model::{Caller, LatLon, MenuItem, Restaurant, RestaurantId, Role};
 use actors::store::RestaurantFilter;
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, patch, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/restaurants", get(list).post(create))
-        .route("/restaurants/{id}", get(show).patch(update))
-        .route("/restaurants/{id}/menu", post(add_menu_item))
-        .route("/menu-items/{id}", patch(update_menu_item))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, update))
+        .routes(routes!(add_menu_item))
+        .routes(routes!(update_menu_item))
 }
 
 const MAX_LIST_LIMIT: i64 = 100;
 const KM_PER_DEGREE_LAT: f64 = 111.0;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// With `lon`: nearest first, within `radiusKm`, each with `distanceKm`.
+    #[param(minimum = -90, maximum = 90)]
     lat: Option<f64>,
+    #[param(minimum = -180, maximum = 180)]
     lon: Option<f64>,
+    #[param(minimum = 0.1, maximum = 500, default = 10)]
     radius_km: Option<f64>,
+    #[param(max_length = 50)]
     cuisine: Option<String>,
     open_only: Option<bool>,
+    #[param(minimum = 1, maximum = 100, default = 50)]
     limit: Option<i64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct RestaurantList {
     restaurants: Vec<Restaurant>,
 }
 
+/// Restaurants, nearest first when a point is given (no token needed).
+#[utoipa::path(get, path = "/restaurants", tag = "restaurants",
+    params(ListQuery),
+    responses((status = 200, body = RestaurantList)))]
 async fn list(
     State(state): State<AppState>,
     QueryParams(q, mut p): QueryParams<ListQuery>,
@@ -104,12 +116,16 @@ fn round_to(value: f64, places: i32) -> f64 {
     (value * scale).round() / scale
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct RestaurantWithMenu {
     restaurant: Restaurant,
     menu: Vec<MenuItem>,
 }
 
+/// A restaurant and its menu (no token needed).
+#[utoipa::path(get, path = "/restaurants/{id}", tag = "restaurants",
+    params(("id" = i64, Path, minimum = 1)),
+    responses((status = 200, body = RestaurantWithMenu)))]
 async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -124,11 +140,21 @@ async fn show(
     Ok(Json(RestaurantWithMenu { restaurant, menu }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct RestaurantBody {
     restaurant: Restaurant,
 }
 
+/// Creates a restaurant with its staff account (admins).
+#[utoipa::path(post, path = "/restaurants", tag = "restaurants",
+    security(("bearer" = [])),
+    request_body = NewRestaurantInput,
+    responses(
+        (status = 201, body = RestaurantBody),
+        (status = 403, description = "FORBIDDEN: admins only"),
+        (status = 409, description = "EMAIL_TAKEN: the owner's email"),
+        (status = 429, description = "RATE_LIMITED: the password hashers are busy"),
+    ))]
 async fn create(
     State(state): State<AppState>,
     who: Authenticated,
@@ -172,6 +198,16 @@ async fn require_staff_of_existing(
     require_staff(who, id).map(|_| ())
 }
 
+/// Opens or closes a restaurant, or changes its preparation time (its
+/// staff, admins).
+#[utoipa::path(patch, path = "/restaurants/{id}", tag = "restaurants",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1)),
+    request_body = RestaurantPatchInput,
+    responses(
+        (status = 200, body = RestaurantBody),
+        (status = 403, description = "FORBIDDEN: another restaurant's staff, or not staff"),
+    ))]
 async fn update(
     State(state): State<AppState>,
     who: Authenticated,
@@ -191,11 +227,21 @@ async fn update(
     Ok(Json(RestaurantBody { restaurant }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ItemBody {
     item: MenuItem,
 }
 
+/// Adds a menu item (its staff, admins).
+#[utoipa::path(post, path = "/restaurants/{id}/menu", tag = "restaurants",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1)),
+    request_body = NewMenuItemInput,
+    responses(
+        (status = 201, body = ItemBody),
+        (status = 403, description = "FORBIDDEN: another restaurant's staff, or not staff"),
+        (status = 409, description = "LIMIT_REACHED: the menu is full (`restaurants.max_menu_items`)"),
+    ))]
 async fn add_menu_item(
     State(state): State<AppState>,
     who: Authenticated,
@@ -216,6 +262,15 @@ async fn add_menu_item(
     Ok((StatusCode::CREATED, Json(ItemBody { item })))
 }
 
+/// Changes a menu item's price or availability (its staff, admins).
+#[utoipa::path(patch, path = "/menu-items/{id}", tag = "restaurants",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1)),
+    request_body = MenuItemPatchInput,
+    responses(
+        (status = 200, body = ItemBody),
+        (status = 403, description = "FORBIDDEN: another restaurant's staff, or not staff"),
+    ))]
 async fn update_menu_item(
     State(state): State<AppState>,
     who: Authenticated,

@@ -11,24 +11,38 @@ use crate::events::webhooks::{NewWebhookInput, Refused, Webhooks};
 use actors::domain::events::EVENT_TYPES;
 use actors::domain::input::FieldError;
 use actors::domain::model::Role;
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 const MAX_URL: usize = 2048;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/webhooks", post(create).get(list))
-        .route("/webhooks/{id}", get(show).patch(update).delete(remove))
-        .route("/webhooks/{id}/deliveries", get(deliveries))
-        .route(
-            "/webhooks/{id}/deliveries/{delivery_id}/replay",
-            post(replay),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(show, update, remove))
+        .routes(routes!(deliveries))
+        .routes(routes!(replay))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct WebhookBody {
+    webhook: Webhook,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct CreatedWebhook {
+    webhook: Webhook,
+    /// The HMAC secret that signs deliveries: shown this once.
+    secret: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct DeliveryBody {
+    delivery: Delivery,
 }
 
 fn admin(state: &AppState, who: &Authenticated) -> Result<Webhooks, ApiError> {
@@ -39,19 +53,32 @@ fn admin(state: &AppState, who: &Authenticated) -> Result<Webhooks, ApiError> {
         .ok_or_else(|| ApiError::Internal("webhooks are not running".into()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateInput {
+    /// An `https` URL (or `http` to loopback when allowed), not to a
+    /// private address.
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 2048)]
     url: Option<String>,
+    /// Empty or missing: every type.
+    #[schema(max_items = 13)]
     event_types: Option<Vec<String>>,
+    /// Only this restaurant's events.
     restaurant_id: Option<i64>,
 }
 
+#[utoipa::path(post, path = "/webhooks", tag = "webhooks",
+    security(("bearer" = [])),
+    request_body = CreateInput,
+    responses(
+        (status = 201, body = CreatedWebhook),
+        (status = 403, description = "FORBIDDEN: admins only"),
+    ))]
 async fn create(
     State(state): State<AppState>,
     who: Authenticated,
     JsonBody { value: input, .. }: JsonBody<CreateInput>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<CreatedWebhook>), ApiError> {
     let webhooks = admin(&state, &who)?;
     let mut problems = Vec::new();
     let url = input.url.unwrap_or_default();
@@ -98,7 +125,7 @@ async fn create(
     match created {
         Ok((webhook, secret)) => Ok((
             StatusCode::CREATED,
-            Json(json!({ "webhook": webhook, "secret": secret })),
+            Json(CreatedWebhook { webhook, secret }),
         )),
         Err(Refused::Url(message)) => Err(ApiError::field("url", message)),
         Err(refused @ Refused::TooMany(_)) => Err(ApiError::BadRequest(refused.to_string())),
@@ -106,11 +133,17 @@ async fn create(
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct WebhookList {
     webhooks: Vec<Webhook>,
 }
 
+#[utoipa::path(get, path = "/webhooks", tag = "webhooks",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = WebhookList),
+        (status = 403, description = "FORBIDDEN: admins only"),
+    ))]
 async fn list(
     State(state): State<AppState>,
     who: Authenticated,
@@ -130,36 +163,61 @@ async fn find(webhooks: &Webhooks, raw: &str) -> Result<Webhook, ApiError> {
         .ok_or(ApiError::NotFound("webhook"))
 }
 
+#[utoipa::path(get, path = "/webhooks/{id}", tag = "webhooks",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1)),
+    responses(
+        (status = 200, body = WebhookBody),
+        (status = 403, description = "FORBIDDEN: admins only"),
+    ))]
 async fn show(
     State(state): State<AppState>,
     who: Authenticated,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WebhookBody>, ApiError> {
     let webhooks = admin(&state, &who)?;
-    Ok(Json(json!({ "webhook": find(&webhooks, &id).await? })))
+    Ok(Json(WebhookBody {
+        webhook: find(&webhooks, &id).await?,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateInput {
     enabled: bool,
 }
 
+/// Enables or disables a webhook (enabling one that failed clears its reason).
+#[utoipa::path(patch, path = "/webhooks/{id}", tag = "webhooks",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1)),
+    request_body = UpdateInput,
+    responses(
+        (status = 200, body = WebhookBody),
+        (status = 403, description = "FORBIDDEN: admins only"),
+    ))]
 async fn update(
     State(state): State<AppState>,
     who: Authenticated,
     Path(id): Path<String>,
     JsonBody { value: input, .. }: JsonBody<UpdateInput>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WebhookBody>, ApiError> {
     let webhooks = admin(&state, &who)?;
     let id = find(&webhooks, &id).await?.id;
     let webhook = webhooks
         .set_enabled(id, input.enabled)
         .await?
         .ok_or(ApiError::NotFound("webhook"))?;
-    Ok(Json(json!({ "webhook": webhook })))
+    Ok(Json(WebhookBody { webhook }))
 }
 
+#[utoipa::path(delete, path = "/webhooks/{id}", tag = "webhooks",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "FORBIDDEN: admins only"),
+    ))]
 async fn remove(
     State(state): State<AppState>,
     who: Authenticated,
@@ -174,18 +232,29 @@ async fn remove(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct DeliveryQuery {
+    #[param(minimum = 1, maximum = 200, default = 50)]
     limit: Option<i64>,
+    /// Deliveries with ids below this one (the next page).
     before: Option<i64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct DeliveryList {
     deliveries: Vec<Delivery>,
 }
 
+/// A webhook's delivery log, newest first.
+#[utoipa::path(get, path = "/webhooks/{id}/deliveries", tag = "webhooks",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1), DeliveryQuery),
+    responses(
+        (status = 200, body = DeliveryList),
+        (status = 403, description = "FORBIDDEN: admins only"),
+    ))]
 async fn deliveries(
     State(state): State<AppState>,
     who: Authenticated,
@@ -201,11 +270,19 @@ async fn deliveries(
     }))
 }
 
+/// Sends a delivery again, as a new delivery.
+#[utoipa::path(post, path = "/webhooks/{id}/deliveries/{delivery_id}/replay", tag = "webhooks",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1), ("delivery_id" = i64, Path, minimum = 1)),
+    responses(
+        (status = 202, body = DeliveryBody),
+        (status = 403, description = "FORBIDDEN: admins only"),
+    ))]
 async fn replay(
     State(state): State<AppState>,
     who: Authenticated,
     Path((id, delivery_id)): Path<(String, String)>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<DeliveryBody>), ApiError> {
     let webhooks = admin(&state, &who)?;
     let id = find(&webhooks, &id).await?.id;
     let delivery_id = path_id(&delivery_id, "delivery")?;
@@ -213,5 +290,5 @@ async fn replay(
         .replay(id, delivery_id)
         .await?
         .ok_or(ApiError::NotFound("delivery"))?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "delivery": delivery }))))
+    Ok((StatusCode::ACCEPTED, Json(DeliveryBody { delivery })))
 }

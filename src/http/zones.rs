@@ -8,21 +8,44 @@ use super::{ApiError, AppState};
 use crate::zones::{ZoneRecord, Zones};
 use actors::domain::model::Role;
 use actors::domain::zone::parse_geojson;
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 const MAX_ZONES: usize = 1000;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/zones", post(create).get(list))
-        .route("/zones/{id}", get(show).delete(remove))
-        .route("/restaurants/{id}/zone", put(set_restaurant_zone))
-        .route("/zones/{id}/contains", post(contains))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(show, remove))
+        .routes(routes!(set_restaurant_zone))
+        .routes(routes!(contains))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct ZoneBody {
+    zone: ZoneRecord,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct ZoneList {
+    zones: Vec<ZoneRecord>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct RestaurantZone {
+    restaurant_id: i64,
+    zone_id: Option<i64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct Inside {
+    inside: bool,
 }
 
 fn admin(state: &AppState, who: &Authenticated) -> Result<Zones, ApiError> {
@@ -33,18 +56,34 @@ fn admin(state: &AppState, who: &Authenticated) -> Result<Zones, ApiError> {
         .ok_or_else(|| ApiError::Internal("zones are not loaded".into()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "name": "Downtown",
+    "geometry": { "type": "Polygon", "coordinates": [[
+        [-97.76, 30.25], [-97.72, 30.25], [-97.72, 30.29], [-97.76, 30.29], [-97.76, 30.25]
+    ]] }
+}))]
 struct CreateInput {
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 100)]
     name: Option<String>,
+    /// A GeoJSON Polygon or MultiPolygon (or a Feature of one).
+    #[schema(value_type = Object, required = true)]
     geometry: Option<Value>,
 }
 
+#[utoipa::path(post, path = "/zones", tag = "zones",
+    security(("bearer" = [])),
+    request_body = CreateInput,
+    responses(
+        (status = 201, body = ZoneBody),
+        (status = 403, description = "FORBIDDEN: admins only"),
+    ))]
 async fn create(
     State(state): State<AppState>,
     who: Authenticated,
     JsonBody { value: input, .. }: JsonBody<CreateInput>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<ZoneBody>), ApiError> {
     let zones = admin(&state, &who)?;
     let mut problems = Vec::new();
     let name = input.name.unwrap_or_default().trim().to_string();
@@ -74,12 +113,23 @@ async fn create(
     }
     let zone = zones.store().create_zone(&name, &geometry).await?;
     zones.reload().await?;
-    Ok((StatusCode::CREATED, Json(json!({ "zone": zone }))))
+    Ok((StatusCode::CREATED, Json(ZoneBody { zone })))
 }
 
-async fn list(State(state): State<AppState>, who: Authenticated) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/zones", tag = "zones",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = ZoneList),
+        (status = 403, description = "FORBIDDEN: admins only"),
+    ))]
+async fn list(
+    State(state): State<AppState>,
+    who: Authenticated,
+) -> Result<Json<ZoneList>, ApiError> {
     let zones = admin(&state, &who)?;
-    Ok(Json(json!({ "zones": zones.store().zones().await? })))
+    Ok(Json(ZoneList {
+        zones: zones.store().zones().await?,
+    }))
 }
 
 async fn find(zones: &Zones, raw: &str) -> Result<ZoneRecord, ApiError> {
@@ -93,15 +143,31 @@ async fn find(zones: &Zones, raw: &str) -> Result<ZoneRecord, ApiError> {
         .ok_or(ApiError::NotFound("zone"))
 }
 
+#[utoipa::path(get, path = "/zones/{id}", tag = "zones",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1)),
+    responses(
+        (status = 200, body = ZoneBody),
+        (status = 403, description = "FORBIDDEN: admins only"),
+    ))]
 async fn show(
     State(state): State<AppState>,
     who: Authenticated,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ZoneBody>, ApiError> {
     let zones = admin(&state, &who)?;
-    Ok(Json(json!({ "zone": find(&zones, &id).await? })))
+    Ok(Json(ZoneBody {
+        zone: find(&zones, &id).await?,
+    }))
 }
 
+#[utoipa::path(delete, path = "/zones/{id}", tag = "zones",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "FORBIDDEN: admins only"),
+    ))]
 async fn remove(
     State(state): State<AppState>,
     who: Authenticated,
@@ -116,18 +182,28 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RestaurantZoneInput {
+    /// Null: the restaurant delivers within its radius only.
     zone_id: Option<i64>,
 }
 
+/// Limits a restaurant's deliveries to a zone, or lifts the limit.
+#[utoipa::path(put, path = "/restaurants/{id}/zone", tag = "zones",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1)),
+    request_body = RestaurantZoneInput,
+    responses(
+        (status = 200, body = RestaurantZone),
+        (status = 403, description = "FORBIDDEN: admins only"),
+    ))]
 async fn set_restaurant_zone(
     State(state): State<AppState>,
     who: Authenticated,
     Path(id): Path<String>,
     JsonBody { value: input, .. }: JsonBody<RestaurantZoneInput>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RestaurantZone>, ApiError> {
     let zones = admin(&state, &who)?;
     let restaurant_id = path_id(&id, "restaurant")?;
     if state.store.restaurant(restaurant_id).await?.is_none() {
@@ -143,12 +219,13 @@ async fn set_restaurant_zone(
         .set_restaurant_zone(restaurant_id, input.zone_id)
         .await?;
     zones.reload().await?;
-    Ok(Json(
-        json!({ "restaurantId": restaurant_id, "zoneId": input.zone_id }),
-    ))
+    Ok(Json(RestaurantZone {
+        restaurant_id,
+        zone_id: input.zone_id,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PointInput {
     lat: f64,
@@ -156,19 +233,27 @@ struct PointInput {
 }
 
 /// Whether a point is inside the zone (for operators drawing zones).
+#[utoipa::path(post, path = "/zones/{id}/contains", tag = "zones",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1)),
+    request_body = PointInput,
+    responses(
+        (status = 200, body = Inside),
+        (status = 403, description = "FORBIDDEN: admins only"),
+    ))]
 async fn contains(
     State(state): State<AppState>,
     who: Authenticated,
     Path(id): Path<String>,
     JsonBody { value: point, .. }: JsonBody<PointInput>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Inside>, ApiError> {
     let zones = admin(&state, &who)?;
     let zone = find(&zones, &id).await?;
     let at = actors::domain::model::LatLon {
         lat: point.lat,
         lon: point.lon,
     };
-    Ok(Json(
-        json!({ "inside": zones.containing(at).contains(&zone.id) }),
-    ))
+    Ok(Json(Inside {
+        inside: zones.containing(at).contains(&zone.id),
+    }))
 }

@@ -1,6 +1,6 @@
 //! The web pages dispatchd serves itself: the operator console (`/`), the
 //! customer tracking page (`/track/{orderId}`) and the restaurant tablet
-//! (`/restaurant`), with their CSS and JavaScript modules under `/assets/`.
+//! (`/restaurant`), the API reference (`/api/reference`), with their CSS and JavaScript modules under `/assets/`.
 //!
 //! The pages are plain HTML, CSS and ES modules embedded in the binary, so
 //! running the engine needs no build step and no Node. They talk to the
@@ -21,15 +21,17 @@ const JS: &str = "text/javascript; charset=utf-8";
 const CONSOLE_PAGE: &str = include_str!("static/console.html");
 const TRACK_PAGE: &str = include_str!("static/track.html");
 const RESTAURANT_PAGE: &str = include_str!("static/restaurant.html");
+const API_PAGE: &str = include_str!("static/api.html");
 
 /// Everything under `/assets/`: name, content type, body.
-const ASSETS: [(&str, &str, &str); 7] = [
+const ASSETS: [(&str, &str, &str); 8] = [
     ("app.css", CSS, include_str!("static/app.css")),
     ("common.js", JS, include_str!("static/common.js")),
     ("map.js", JS, include_str!("static/map.js")),
     ("console.js", JS, include_str!("static/console.js")),
     ("track.js", JS, include_str!("static/track.js")),
     ("restaurant.js", JS, include_str!("static/restaurant.js")),
+    ("api.js", JS, include_str!("static/api.js")),
     (
         "favicon.svg",
         "image/svg+xml",
@@ -44,6 +46,8 @@ pub fn router() -> Router<AppState> {
         // same page for any id and the API answers whether it exists.
         .route("/track/{order_id}", get(|| async { page(TRACK_PAGE) }))
         .route("/restaurant", get(|| async { page(RESTAURANT_PAGE) }))
+        // The API reference, from the engine's own documents (no CDN).
+        .route("/api/reference", get(|| async { page(API_PAGE) }))
         .route("/assets/{file}", get(asset))
 }
 

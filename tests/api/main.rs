@@ -14,6 +14,7 @@ mod hardening;
 mod health;
 mod idempotency;
 mod observability;
+mod openapi;
 mod orders;
 mod outage;
 mod readers;

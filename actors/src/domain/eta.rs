@@ -116,7 +116,7 @@ pub fn estimate_delivery(
 }
 
 /// The `eta` field of order responses and pushes.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Eta {
     pub estimated_delivery_at: DateTime<Utc>,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// One failing field, named by its JSON path (`deliveryAddress.zip`,
 /// `items[2].quantity`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -218,15 +218,22 @@ fn is_zip(zip: &str) -> bool {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AddressInput {
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 200)]
     pub street: Option<String>,
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 100)]
     pub city: Option<String>,
+    #[schema(value_type = String, required = true, min_length = 2, max_length = 2)]
     pub state: Option<String>,
+    #[schema(value_type = String, required = true, min_length = 5, max_length = 10, pattern = r"^\d{5}(-\d{4})?$")]
     pub zip: Option<String>,
+    #[schema(value_type = f64, required = true, minimum = -90, maximum = 90)]
     pub lat: Option<f64>,
+    #[schema(value_type = f64, required = true, minimum = -180, maximum = 180)]
     pub lon: Option<f64>,
+    #[schema(max_length = 500)]
     pub instructions: Option<String>,
 }
 
@@ -253,19 +260,35 @@ impl AddressInput {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderLineInput {
+    #[schema(value_type = i64, required = true, minimum = 1)]
     pub menu_item_id: Option<i64>,
+    #[schema(value_type = i64, required = true, minimum = 1, maximum = 20)]
     pub quantity: Option<i64>,
+    #[schema(max_length = 200)]
     pub special_instructions: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// The example is an order the demo city accepts (`serve --demo`), so a
+/// client trying the document gets a 201.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "restaurantId": 1,
+    "items": [{ "menuItemId": 1, "quantity": 2 }],
+    "deliveryAddress": {
+        "street": "1100 Congress Ave", "city": "Austin", "state": "TX", "zip": "78701",
+        "lat": 30.2747, "lon": -97.7404
+    }
+}))]
 pub struct NewOrderInput {
+    #[schema(value_type = i64, required = true, minimum = 1)]
     pub restaurant_id: Option<i64>,
+    #[schema(value_type = Vec<OrderLineInput>, required = true, min_items = 1, max_items = 50)]
     pub items: Option<Vec<OrderLineInput>>,
+    #[schema(value_type = AddressInput, required = true)]
     pub delivery_address: Option<AddressInput>,
 }
 
@@ -327,13 +350,30 @@ impl NewOrderInput {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// The roles one may register as (staff accounts come with their
+/// restaurant; admins are made by operators).
+#[derive(utoipa::ToSchema)]
+#[schema(as = RegistrationRole)]
+#[allow(dead_code)]
+enum RegistrationRole {
+    #[schema(rename = "customer")]
+    Customer,
+    #[schema(rename = "driver")]
+    Driver,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RegistrationInput {
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 254, format = Email)]
     pub email: Option<String>,
+    #[schema(value_type = String, required = true, min_length = 8, max_length = 128)]
     pub password: Option<String>,
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 100)]
     pub name: Option<String>,
+    #[schema(value_type = RegistrationRole, required = true)]
     pub role: Option<String>,
+    #[schema(value_type = Option<VehicleType>)]
     pub vehicle_type: Option<String>,
 }
 
@@ -383,33 +423,49 @@ impl RegistrationInput {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OwnerInput {
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 254, format = Email)]
     pub email: Option<String>,
+    #[schema(value_type = String, required = true, min_length = 8, max_length = 128)]
     pub password: Option<String>,
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 100)]
     pub name: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewRestaurantInput {
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 200)]
     pub name: Option<String>,
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 300)]
     pub address: Option<String>,
+    #[schema(value_type = LatLonInput, required = true)]
     pub location: Option<LatLonInput>,
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 50)]
     pub cuisine_type: Option<String>,
+    #[schema(minimum = 0, maximum = 5)]
     pub rating: Option<f64>,
+    #[schema(minimum = 1, maximum = 240, default = 20)]
     pub prep_time_minutes: Option<i64>,
+    #[schema(minimum = 0, maximum = 1000000, default = 0)]
     pub delivery_fee_cents: Option<i64>,
+    #[schema(minimum = 0.1, maximum = 100, default = 10)]
     pub delivery_radius_km: Option<f64>,
+    #[schema(default = true)]
     pub is_open: Option<bool>,
+    #[schema(max_length = 500)]
     pub image_url: Option<String>,
+    #[schema(value_type = OwnerInput, required = true)]
     pub owner: Option<OwnerInput>,
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, utoipa::ToSchema)]
 pub struct LatLonInput {
+    #[schema(value_type = f64, required = true, minimum = -90, maximum = 90)]
     pub lat: Option<f64>,
+    #[schema(value_type = f64, required = true, minimum = -180, maximum = 180)]
     pub lon: Option<f64>,
 }
 
@@ -500,10 +556,11 @@ impl NewRestaurantInput {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RestaurantPatchInput {
     pub is_open: Option<bool>,
+    #[schema(minimum = 1, maximum = 240)]
     pub prep_time_minutes: Option<i64>,
 }
 
@@ -526,14 +583,20 @@ impl RestaurantPatchInput {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewMenuItemInput {
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 200)]
     pub name: Option<String>,
+    #[schema(value_type = String, required = true, min_length = 0, max_length = 1000)]
     pub description: Option<String>,
+    #[schema(value_type = i64, required = true, minimum = 1, maximum = 1000000)]
     pub price_cents: Option<i64>,
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 100)]
     pub category: Option<String>,
+    #[schema(default = true)]
     pub is_available: Option<bool>,
+    #[schema(max_length = 500)]
     pub image_url: Option<String>,
 }
 
@@ -560,10 +623,11 @@ impl NewMenuItemInput {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MenuItemPatchInput {
     pub is_available: Option<bool>,
+    #[schema(minimum = 1, maximum = 1000000)]
     pub price_cents: Option<i64>,
 }
 
@@ -584,16 +648,21 @@ impl MenuItemPatchInput {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LocationInput {
+    #[schema(value_type = f64, required = true, minimum = -90, maximum = 90)]
     pub lat: Option<f64>,
+    #[schema(value_type = f64, required = true, minimum = -180, maximum = 180)]
     pub lon: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, exclusive_maximum = 360)]
     pub heading: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 100)]
     pub speed_mps: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub timestamp: Option<i64>,
 }
 
