@@ -1,5 +1,7 @@
 //! A WebSocket text frame as the reader hands it to `actors::wire`: decode
-//! it, and parse a location as the driver's path does. Must never panic.
+//! it, and parse a location as the driver's path does. Must never panic,
+//! and `decode` (with its one-pass path for locations) must answer exactly
+//! as the general decoder does.
 #![no_main]
 
 use actors::wire::{self, ClientMessage};
@@ -10,6 +12,12 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let decoded = wire::decode(text);
+    let general = wire::decode_general(text);
+    assert_eq!(
+        format!("{:?} {:?}", decoded.message, decoded.reference),
+        format!("{:?} {:?}", general.message, general.reference),
+        "the location fast path answered differently"
+    );
     if let Ok(ClientMessage::Location(input)) = &decoded.message {
         let _ = input.parse();
     }
