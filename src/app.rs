@@ -36,6 +36,7 @@ pub fn store_options(settings: &Settings, database_url: Option<&str>) -> StoreOp
 /// Runs the engine until a shutdown signal.
 pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<()> {
     settings.check_secrets(options.demo)?;
+    settings.check_cluster_store(&settings.database_url(options.database_url.as_deref()))?;
     let listen = options
         .listen
         .clone()
@@ -90,7 +91,18 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
     let shutdown = CancellationToken::new();
     // Events out: the outbox's sinks. They only read what committed, so
     // they may start after recovery without missing anything.
-    crate::events::start(event_store.clone(), &settings.events, shutdown.clone()).await?;
+    // The process's one NATS connection, for the events stream and the cluster.
+    let nats = match settings.nats_url() {
+        Some(url) => Some(crate::nats::connect(url).await?),
+        None => None,
+    };
+    crate::events::start(
+        event_store.clone(),
+        &settings.events,
+        nats.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     let event_store_for_zones = event_store.clone();
     let webhooks = crate::events::webhooks::Webhooks::start(
         event_store,
@@ -115,6 +127,19 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
             .with_driver_events(event_store_for_zones, shutdown.clone()),
     );
 
+    // Cluster mode: join, claim regions, renew; hand them over at shutdown.
+    let (state, cluster_task) = match (&nats, settings.cluster.enabled()) {
+        (Some(client), true) => {
+            let (cluster, task) = crate::cluster::Cluster::start(
+                client.clone(),
+                crate::cluster::ClusterOptions::from_settings(&settings.cluster),
+                store.clone(),
+                shutdown.clone(),
+            );
+            (state.with_cluster(cluster), Some(task))
+        }
+        _ => (state, None),
+    };
     let sessions = state.live_sessions.clone();
     spawn_housekeeping(store, state.clone(), shutdown.clone());
     tokio::spawn(wait_for_signal(shutdown.clone()));
@@ -161,6 +186,14 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
         Ok(Ok(())) => tracing::info!("In-flight requests finished"),
         Ok(Err(error)) => tracing::error!(%error, "Server task failed"),
         Err(_) => tracing::warn!("Grace period over; dropping the remaining connections"),
+    }
+    // The leases were handed over on the same signal; wait for the deletes.
+    if let Some(task) = cluster_task
+        && tokio::time::timeout(Duration::from_secs(3), task)
+            .await
+            .is_err()
+    {
+        tracing::warn!("Cluster leases not all handed over in time; they will lapse");
     }
     // Sockets were told to close with 1001 by the same signal; give their
     // writers a moment to get the frame out.

@@ -12,6 +12,7 @@
 //! - [`store`]: the `Store` port on sqlx, for Postgres and SQLite.
 //! - [`events`]: events out: the outbox's sinks (JetStream, signed webhooks).
 //! - [`nats`]: the process's one NATS connection.
+//! - [`cluster`]: cluster mode: node heartbeats and region leases in JetStream.
 //! - [`zones`]: service zones and the index the order check reads.
 //! - [`demo`]: the demo city and accounts.
 //! - [`telemetry`]: logs and the Prometheus recorder.
@@ -21,6 +22,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod cluster;
 pub mod demo;
 pub mod events;
 pub mod http;

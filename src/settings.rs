@@ -25,7 +25,39 @@ pub struct Settings {
     pub webhooks: WebhookSettings,
     pub metrics: MetricsSettings,
     pub restaurants: RestaurantSettings,
+    pub cluster: ClusterSettings,
     pub log: LogSettings,
+}
+
+/// Cluster mode (README "Cluster mode"): off while `nats_url` is empty.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClusterSettings {
+    pub nats_url: String,
+    /// Empty: a fresh id per process.
+    pub node_id: String,
+    /// The JetStream key-value bucket of the leases and node heartbeats.
+    pub bucket: String,
+    pub lease_ttl_ms: u64,
+    pub renew_ms: u64,
+    pub fence_margin_ms: u64,
+    /// The side of a region's grid cell, in degrees of latitude and longitude.
+    pub region_deg: f64,
+    /// How often a node looks at the membership and the lease table.
+    pub rebalance_ms: u64,
+}
+
+impl ClusterSettings {
+    pub fn enabled(&self) -> bool {
+        !self.nats_url.trim().is_empty()
+    }
+}
+
+/// A NATS subject token or bucket name: `[A-Za-z0-9_-]+`.
+fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -393,6 +425,33 @@ impl Settings {
         {
             problems.push("events.batch, poll_ms, publish_timeout_ms, max_rows, max_age_secs and duplicate_window_secs must be positive");
         }
+        let cluster = &self.cluster;
+        if !cluster.node_id.is_empty() && !is_token(&cluster.node_id) || cluster.node_id.len() > 64
+        {
+            problems.push("cluster.node_id must be at most 64 characters of [A-Za-z0-9_-]");
+        }
+        if !is_token(&cluster.bucket) {
+            problems.push("cluster.bucket must be one token of [A-Za-z0-9_-]");
+        }
+        // A lease must outlive two missed renewals and the fencing margin,
+        // and the margin must cover a stalled store write's start.
+        if cluster.lease_ttl_ms < 1000
+            || cluster.renew_ms == 0
+            || cluster.fence_margin_ms < 200
+            || cluster.renew_ms * 2 + cluster.fence_margin_ms > cluster.lease_ttl_ms
+        {
+            problems.push("cluster: need lease_ttl_ms >= 1000, fence_margin_ms >= 200 and 2 * renew_ms + fence_margin_ms <= lease_ttl_ms");
+        }
+        if !(cluster.region_deg >= 0.001 && cluster.region_deg <= 10.0) {
+            problems.push("cluster.region_deg must be between 0.001 and 10");
+        }
+        if cluster.rebalance_ms == 0 {
+            problems.push("cluster.rebalance_ms must be positive");
+        }
+        let events_url = self.events.nats_url.trim();
+        if cluster.enabled() && !events_url.is_empty() && events_url != cluster.nats_url.trim() {
+            problems.push("events.nats_url and cluster.nats_url must be the same server when both are set (the process has one NATS connection)");
+        }
         let hooks = &self.webhooks;
         if hooks.timeout_ms == 0
             || hooks.retry_base_ms == 0
@@ -467,6 +526,25 @@ impl Settings {
                     leave_m: self.arrivals.leave_m,
                 }),
         }
+    }
+
+    /// The NATS server the process connects to, if any: the cluster's, else
+    /// the events stream's (checked to be the same when both are set).
+    pub fn nats_url(&self) -> Option<&str> {
+        [self.cluster.nats_url.trim(), self.events.nats_url.trim()]
+            .into_iter()
+            .find(|url| !url.is_empty())
+    }
+
+    /// Cluster mode needs the shared record: refuses a SQLite URL.
+    pub fn check_cluster_store(&self, database_url: &str) -> anyhow::Result<()> {
+        if self.cluster.enabled() && !database_url.starts_with("postgres") {
+            anyhow::bail!(
+                "cluster mode (cluster.nats_url) needs Postgres, the record every node shares; \
+                 the database URL is not postgres://... (SQLite is single-node only)"
+            );
+        }
+        Ok(())
     }
 
     /// The database URL: `--database-url`, else `DATABASE_URL`, else
@@ -618,6 +696,17 @@ mod tests {
             ),
             ("DISPATCH__EVENTS__STREAM", "a.b", "events.subject_prefix"),
             ("DISPATCH__EVENTS__BATCH", "0", "events.batch"),
+            ("DISPATCH__CLUSTER__NODE_ID", "a.b", "cluster.node_id"),
+            ("DISPATCH__CLUSTER__BUCKET", "a b", "cluster.bucket"),
+            ("DISPATCH__CLUSTER__LEASE_TTL_MS", "500", "cluster: need"),
+            ("DISPATCH__CLUSTER__RENEW_MS", "3000", "cluster: need"),
+            ("DISPATCH__CLUSTER__FENCE_MARGIN_MS", "0", "cluster: need"),
+            ("DISPATCH__CLUSTER__REGION_DEG", "0", "cluster.region_deg"),
+            (
+                "DISPATCH__CLUSTER__REBALANCE_MS",
+                "0",
+                "cluster.rebalance_ms",
+            ),
             ("DISPATCH__ARRIVALS__LEAVE_M", "10", "arrivals"),
             (
                 "DISPATCH__WEBHOOKS__MAX_ATTEMPTS",
@@ -661,6 +750,33 @@ mod tests {
         let err = Settings::from_toml("[ws]\nmax_frame_bytes = 1").unwrap_err();
         assert!(err.to_string().contains("max_frame_bytes"), "{err}");
         assert!(Settings::from_toml("[[[").is_err());
+    }
+
+    #[test]
+    fn cluster_mode_is_off_by_default_and_needs_postgres() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert!(!s.cluster.enabled());
+        assert_eq!(s.nats_url(), None);
+        s.check_cluster_store("sqlite:var/x.db").unwrap();
+        let s = Settings::load_from(
+            None,
+            env(&[("DISPATCH__CLUSTER__NATS_URL", "nats://127.0.0.1:4222")]),
+        )
+        .unwrap();
+        assert!(s.cluster.enabled());
+        assert_eq!(s.nats_url(), Some("nats://127.0.0.1:4222"));
+        let err = s.check_cluster_store("sqlite:var/x.db").unwrap_err();
+        assert!(err.to_string().contains("needs Postgres"), "{err}");
+        s.check_cluster_store("postgres://db/x").unwrap();
+        let err = Settings::load_from(
+            None,
+            env(&[
+                ("DISPATCH__CLUSTER__NATS_URL", "nats://127.0.0.1:4222"),
+                ("DISPATCH__EVENTS__NATS_URL", "nats://10.0.0.1:4222"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("same server"), "{err}");
     }
 
     #[test]

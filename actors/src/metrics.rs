@@ -36,7 +36,18 @@ pub const NATS_DUPLICATES_TOTAL: &str = "dispatch_nats_duplicates_total";
 pub const WEBHOOK_ATTEMPTS_TOTAL: &str = "dispatch_webhook_attempts_total";
 pub const WEBHOOK_ATTEMPT_DURATION_SECONDS: &str = "dispatch_webhook_attempt_duration_seconds";
 pub const WEBHOOKS_DISABLED_TOTAL: &str = "dispatch_webhooks_disabled_total";
+// Cluster mode (src/cluster).
+pub const CLUSTER_REGIONS: &str = "dispatch_cluster_regions";
+pub const CLUSTER_REGIONS_OWNED: &str = "dispatch_cluster_regions_owned";
+pub const CLUSTER_NODES: &str = "dispatch_cluster_nodes";
+pub const CLUSTER_LEASE_CLAIMS_TOTAL: &str = "dispatch_cluster_lease_claims_total";
+pub const CLUSTER_LEASE_RENEWALS_TOTAL: &str = "dispatch_cluster_lease_renewals_total";
+pub const CLUSTER_LEASE_LOSSES_TOTAL: &str = "dispatch_cluster_lease_losses_total";
+pub const CLUSTER_LEASE_HANDOVERS_TOTAL: &str = "dispatch_cluster_lease_handovers_total";
+pub const CLUSTER_FAILOVERS_TOTAL: &str = "dispatch_cluster_failovers_total";
+pub const CLUSTER_BUS_MESSAGES_TOTAL: &str = "dispatch_cluster_bus_messages_total";
 pub const ARRIVAL_EVENTS_TOTAL: &str = "dispatch_arrival_events_total";
+pub const ARRIVAL_REPEATS_SKIPPED_TOTAL: &str = "dispatch_arrival_repeats_skipped_total";
 pub const ZONE_CROSSINGS_TOTAL: &str = "dispatch_zone_crossings_total";
 pub const ZONE_CROSSINGS_DROPPED_TOTAL: &str = "dispatch_zone_crossings_dropped_total";
 
@@ -279,6 +290,42 @@ pub fn describe_realtime() {
         "Events taken from the outbox by a sink (published to NATS, queued for webhooks)."
     );
     describe_gauge!(NATS_CONNECTED, "1 while the NATS connection is up.");
+    describe_gauge!(
+        CLUSTER_REGIONS,
+        "Cluster mode: regions with a restaurant (the unit of ownership)."
+    );
+    describe_gauge!(
+        CLUSTER_REGIONS_OWNED,
+        "Cluster mode: regions this node holds a live lease on."
+    );
+    describe_gauge!(
+        CLUSTER_NODES,
+        "Cluster mode: live nodes this node sees (itself included)."
+    );
+    describe_counter!(
+        CLUSTER_LEASE_CLAIMS_TOTAL,
+        "Cluster mode: region leases claimed, by kind (free, failover: its last holder stopped renewing)."
+    );
+    describe_counter!(
+        CLUSTER_LEASE_RENEWALS_TOTAL,
+        "Cluster mode: lease renewals, by result (ok, failed)."
+    );
+    describe_counter!(
+        CLUSTER_LEASE_LOSSES_TOTAL,
+        "Cluster mode: leases lost, by reason (expired: not renewed before the local deadline; taken: another node holds it)."
+    );
+    describe_counter!(
+        CLUSTER_LEASE_HANDOVERS_TOTAL,
+        "Cluster mode: leases released for another node (rebalancing, graceful leave)."
+    );
+    describe_counter!(
+        CLUSTER_FAILOVERS_TOTAL,
+        "Cluster mode: regions this node took over from a node that stopped renewing."
+    );
+    describe_counter!(
+        CLUSTER_BUS_MESSAGES_TOTAL,
+        "Cluster mode: messages to (out) and from (in) the cluster's key-value bucket."
+    );
     describe_counter!(
         NATS_PUBLISH_FAILURES_TOTAL,
         "JetStream publishes that failed or were not acknowledged in time (retried)."
@@ -307,6 +354,10 @@ pub fn describe_realtime() {
     describe_counter!(
         ARRIVAL_EVENTS_TOTAL,
         "Arrival events recorded, by kind (driver_approaching, driver_arrived) and stop (restaurant, dropoff)."
+    );
+    describe_counter!(
+        ARRIVAL_REPEATS_SKIPPED_TOTAL,
+        "Arrival events not recorded again because the order's history already holds them (a geofence that started afresh after a restart)."
     );
     describe_counter!(
         WEBHOOKS_DISABLED_TOTAL,

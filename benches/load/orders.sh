@@ -6,6 +6,12 @@
 # database, and stops it at the end.
 #
 #   bash benches/load/orders.sh [seconds per phase, default 20]
+#
+# BIN=path runs that binary instead of building (to compare commits with
+# this same script). WEBHOOK=answering registers a webhook for every event
+# at a receiver that answers 200 at once; WEBHOOK=blackhole at one that
+# accepts connections and never answers. The two together show what a dead
+# receiver costs the orders beyond what any webhook does (issue 13).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS=${1:-20}
@@ -14,13 +20,21 @@ THREADS=2
 DB=dispatchd_load_$$
 PG=postgres://postgres@127.0.0.1:5432
 
-cargo build --release --quiet
+BIN=${BIN:-}
+if [ -z "$BIN" ]; then
+  cargo build --release --quiet
+  BIN=target/release/dispatchd
+fi
 psql "$PG/postgres" -qc "CREATE DATABASE $DB"
 LOG=$(mktemp)
+# One customer places every order: lift its per-minute limit (issue 11).
 DISPATCH__LOG__LEVEL=warn DISPATCH__AUTH__JWT_SECRET=load-test-secret-0123456789 \
-  target/release/dispatchd serve --demo --listen 127.0.0.1:0 --database-url "$PG/$DB" >"$LOG" 2>&1 &
+  DISPATCH__ORDERS__PER_CUSTOMER_PER_MINUTE=100000000 DISPATCH__WEBHOOKS__ALLOW_PRIVATE=true \
+  "$BIN" serve --demo --listen 127.0.0.1:0 --database-url "$PG/$DB" >"$LOG" 2>&1 &
 SERVER=$!
+HOLE=
 cleanup() {
+  [ -n "$HOLE" ] && kill "$HOLE" 2>/dev/null || true
   kill "$SERVER" 2>/dev/null || true
   wait "$SERVER" 2>/dev/null || true
   psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" || true
@@ -35,6 +49,40 @@ token() {
 }
 CUSTOMER=$(token customer1@demo.local)
 STAFF=$(token restaurant1@demo.local)
+
+if [ -n "${WEBHOOK:-}" ]; then
+  HOLE_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  if [ "$WEBHOOK" = blackhole ]; then
+    # Accepts every connection and reads, never answers.
+    python3 -c '
+import socket, sys, threading
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(1024); held = []
+def drain(c):
+    while c.recv(65536): pass
+while True:
+    c, _ = s.accept(); held.append(c); threading.Thread(target=drain, args=(c,), daemon=True).start()
+' "$HOLE_PORT" &
+  else
+    # Answers every request 200 at once.
+    python3 -c '
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class Ok(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200); self.send_header("content-length", "0"); self.end_headers()
+    def log_message(self, *args): pass
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Ok).serve_forever()
+' "$HOLE_PORT" &
+  fi
+  HOLE=$!
+  ADMIN=$(token admin@demo.local)
+  curl -sf -XPOST "$URL/api/webhooks" -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
+    -d "{\"url\":\"http://127.0.0.1:$HOLE_PORT/hook\"}" >/dev/null
+  echo "== a webhook for every event at a receiver that is $WEBHOOK (127.0.0.1:$HOLE_PORT)"
+fi
 
 echo "== order creation: $CONNS connections, $THREADS threads, ${SECS}s"
 TOKEN=$CUSTOMER wrk -t$THREADS -c$CONNS -d${SECS}s --latency -s benches/load/create_order.lua "$URL"

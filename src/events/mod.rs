@@ -28,16 +28,20 @@ use std::time::Duration;
 use store::{EventStore, Sink};
 use tokio_util::sync::CancellationToken;
 
-/// Starts the outbox's upkeep and, with a NATS URL, its JetStream publisher.
+/// Starts the outbox's upkeep and, with `events.nats_url` set, its JetStream
+/// publisher on `client`, the process's one NATS connection.
 /// (The webhook sink starts with [`webhooks::Webhooks::start`].)
 pub async fn start(
     store: Arc<dyn EventStore>,
     settings: &EventSettings,
+    client: Option<async_nats::Client>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let nats = !settings.nats_url.trim().is_empty();
     if nats {
-        let client = crate::nats::connect(settings.nats_url.trim()).await?;
+        let client = client.ok_or_else(|| {
+            anyhow::anyhow!("events.nats_url is set but no NATS connection was made")
+        })?;
         tokio::spawn(jetstream::run(
             store.clone(),
             client,

@@ -1,6 +1,8 @@
 //! Operator drills: `POST /api/admin/faults` kills a core actor as a crash
 //! would, so an operator (or a test) can watch the supervision tree start it
 //! again. Off unless `supervision.fault_injection` is set; admins only.
+//! `GET /api/admin/cluster`: which node holds which region, as this node
+//! sees it (cluster mode).
 
 use super::auth::Authenticated;
 use super::error::JsonBody;
@@ -15,7 +17,38 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(inject))
+    OpenApiRouter::new()
+        .routes(routes!(inject))
+        .routes(routes!(cluster))
+}
+
+/// Whether cluster mode is on and, when it is, who holds each region.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ClusterView {
+    enabled: bool,
+    #[serde(flatten)]
+    status: Option<crate::cluster::ClusterStatus>,
+}
+
+/// The cluster as this node sees it: its id, the live nodes, and each
+/// region's holder (admins).
+#[utoipa::path(get, path = "/admin/cluster", tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = ClusterView),
+        (status = 401, description = "UNAUTHORIZED: no or bad token"),
+        (status = 403, description = "FORBIDDEN: admins only"),
+    ))]
+async fn cluster(
+    State(state): State<AppState>,
+    who: Authenticated,
+) -> Result<Json<ClusterView>, ApiError> {
+    who.require(&[Role::Admin])?;
+    Ok(Json(ClusterView {
+        enabled: state.cluster.is_some(),
+        status: state.cluster.as_ref().map(|cluster| cluster.status()),
+    }))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -60,6 +60,13 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, ApiError>
         tracing::warn!(?health, "Not ready: engine");
         return Err(ApiError::EngineUnavailable(details));
     }
+    if let Some(Err(reason)) = state.cluster.as_ref().map(|c| c.readiness()) {
+        tracing::warn!(%reason, "Not ready: cluster");
+        return Err(ApiError::EngineUnavailable(vec![FieldError {
+            field: "cluster".into(),
+            message: reason,
+        }]));
+    }
     let timeout = Duration::from_millis(state.settings.database.acquire_timeout_ms + 1000);
     match tokio::time::timeout(timeout, state.store.ping()).await {
         Ok(Ok(())) => Ok(Json(Status { status: "ready" })),

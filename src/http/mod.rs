@@ -71,6 +71,8 @@ pub struct AppState {
     pub webhooks: Option<crate::events::webhooks::Webhooks>,
     /// Service zones, set by `with_zones`.
     pub zones: Option<crate::zones::Zones>,
+    /// This node's membership in cluster mode, set by `with_cluster`.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 impl AppState {
@@ -101,11 +103,17 @@ impl AppState {
             keys_in_flight: Arc::default(),
             webhooks: None,
             zones: None,
+            cluster: None,
         }
     }
 
     pub fn with_zones(mut self, zones: crate::zones::Zones) -> AppState {
         self.zones = Some(zones);
+        self
+    }
+
+    pub fn with_cluster(mut self, cluster: crate::cluster::Cluster) -> AppState {
+        self.cluster = Some(cluster);
         self
     }
 

@@ -74,7 +74,9 @@ pub async fn migrate(options: &StoreOptions) -> anyhow::Result<()> {
 /// SQLSTATE classes and SQLite result codes that mean "the store cannot do
 /// this right now" rather than "this request is wrong".
 fn is_transient(code: &str) -> bool {
-    const POSTGRES_PREFIXES: [&str; 5] = ["08", "53", "57P", "40001", "40P01"];
+    // 57014 is a statement canceled by statement_timeout: a write stuck
+    // behind a lock or a hung server, nothing committed.
+    const POSTGRES_PREFIXES: [&str; 6] = ["08", "53", "57P", "57014", "40001", "40P01"];
     // SQLite: BUSY, LOCKED, IOERR, FULL, CANTOPEN and their extended codes.
     const SQLITE_CODES: [i64; 5] = [5, 6, 10, 13, 14];
     if POSTGRES_PREFIXES.iter().any(|p| code.starts_with(p)) {

@@ -82,3 +82,51 @@ async fn demo_data_is_loaded_once_and_only_when_asked() {
         .await
         .expect_error(401, "INVALID_CREDENTIALS");
 }
+
+/// What the store promises of every session it opens: on SQLite every
+/// commit is synced before it is acknowledged (`synchronous=FULL`, not
+/// NORMAL, which can lose the last commits on power failure); on Postgres
+/// statements and idle transactions are bounded and dead peers are probed.
+#[tokio::test]
+async fn every_store_session_syncs_commits_or_bounds_statements() {
+    use dispatchd::store::{StoreOptions, postgres, sqlite};
+    use std::time::Duration;
+    let db = TestDb::fresh().await;
+    let options = StoreOptions {
+        url: db.url(),
+        max_connections: 2,
+        acquire_timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_millis(1234),
+    };
+    match &db {
+        TestDb::Sqlite { .. } => {
+            let store = sqlite::open(&options).await.unwrap();
+            let mode: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+            assert_eq!(mode, 2, "PRAGMA synchronous: 2 is FULL");
+            store.pool.close().await;
+            if let TestDb::Sqlite { path } = &db {
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+                }
+            }
+        }
+        TestDb::Postgres { .. } => {
+            let store = postgres::open(&options).await.unwrap();
+            for (setting, expected) in [
+                ("statement_timeout", "1234ms"),
+                ("idle_in_transaction_session_timeout", "1234ms"),
+                ("tcp_keepalives_idle", "10"),
+            ] {
+                let value: String =
+                    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {setting}")))
+                        .fetch_one(&store.pool)
+                        .await
+                        .unwrap();
+                assert_eq!(value, expected, "{setting}");
+            }
+        }
+    }
+}

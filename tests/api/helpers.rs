@@ -137,6 +137,14 @@ impl Response {
     }
 }
 
+/// The binary under test: cargo's build of this checkout, or the one
+/// `DISPATCHD_TEST_BIN` names (the long runs point it at a release build).
+pub fn server_binary() -> std::ffi::OsString {
+    std::env::var_os("DISPATCHD_TEST_BIN")
+        .filter(|path| !path.is_empty())
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_dispatchd").into())
+}
+
 impl TestApp {
     /// A server with the demo city and accounts loaded.
     pub async fn spawn() -> TestApp {
@@ -145,6 +153,34 @@ impl TestApp {
 
     pub async fn spawn_with(demo: bool, env: &[(&str, &str)]) -> TestApp {
         Self::launch(TestDb::fresh().await, owned(env), demo).await
+    }
+
+    /// Another node on an existing database (cluster tests).
+    pub async fn spawn_on(db: TestDb, demo: bool, env: &[(&str, &str)]) -> TestApp {
+        Self::launch(db, owned(env), demo).await
+    }
+
+    /// Sends `signal` (`KILL`, `STOP`, `CONT`) to the server process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self
+            .child
+            .as_ref()
+            .expect("server running")
+            .id()
+            .to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
+    /// SIGKILL, and waits for the process to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Starts the server on `db` and waits until it is ready.
@@ -172,7 +208,7 @@ impl TestApp {
             .find(|(k, _)| k == "DISPATCHD_TEST_URL_OVERRIDE")
             .map(|(_, v)| v.clone())
             .unwrap_or_else(|| self.db.url());
-        let mut command = Command::new(env!("CARGO_BIN_EXE_dispatchd"));
+        let mut command = Command::new(server_binary());
         command
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--database-url", &url])
@@ -247,6 +283,11 @@ impl TestApp {
         }
         self.start();
         self.ready().await
+    }
+
+    /// The server's process id (its memory is read from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
     }
 
     /// Waits for the server to exit by itself; panics after `secs`.

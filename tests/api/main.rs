@@ -5,6 +5,7 @@
 mod helpers;
 
 mod auth;
+mod cluster;
 mod crash;
 mod dispatch;
 mod durability;
@@ -16,6 +17,7 @@ mod observability;
 mod openapi;
 mod orders;
 mod outage;
+mod readers;
 mod replay;
 mod restaurants;
 mod sim;

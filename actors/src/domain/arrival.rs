@@ -33,7 +33,7 @@ impl Default for ArrivalRules {
 }
 
 /// Which stop of the trip.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Stop {
     Restaurant,
     Dropoff,
@@ -48,7 +48,7 @@ impl Stop {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ArrivalKind {
     Approaching,
     Arrived,

@@ -99,10 +99,11 @@ impl Carried {
     /// Queues the position for the order's watchers; the order actor hears
     /// of it only when it moved the estimate enough to store.
     fn publish(&self, location: DriverLocation, received_at: Instant) {
-        if let Some(moved) = self.feed.publish_location(location, received_at) {
+        let published = self.feed.publish_location(location, received_at);
+        if let Some(moved) = published.moved {
             self.order.eta_moved(moved);
         }
-        for arrival in self.feed.take_arrivals() {
+        for arrival in published.arrivals {
             self.order.arrived(arrival);
         }
     }

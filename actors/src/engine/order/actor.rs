@@ -20,6 +20,7 @@ use crate::store::{NewOrderEvent, OrderChange, Store, StoreError};
 use crate::wire::{self, ServerMessage};
 use chrono::{DateTime, Utc};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
@@ -97,7 +98,19 @@ pub(crate) struct OrderState {
     eta_writes: EtaWrites,
     /// While no driver is assigned: who the dispatcher last saw nearest.
     nearest: Option<(NearestDriver, Instant)>,
+    /// The arrival events this order has recorded. The feed's geofence
+    /// lives in memory and starts afresh after a restart; this set, read
+    /// from the order's history at its first arrival since the actor
+    /// started, keeps a restart from announcing an arrival twice.
+    recorded_arrivals: Option<HashSet<RecordedArrival>>,
 }
+
+/// Which arrival, at which stop, of which driver.
+type RecordedArrival = (
+    crate::domain::arrival::ArrivalKind,
+    crate::domain::arrival::Stop,
+    DriverId,
+);
 
 /// A dispatcher's sighting older than this no longer says where the
 /// nearest driver is (the order had an offer out meanwhile, or the
@@ -126,6 +139,7 @@ impl Actor for OrderActor {
             config: args.config,
             eta_writes: args.eta_writes,
             nearest: None,
+            recorded_arrivals: None,
         };
         state.feed.track(state.trip());
         if args.adopted {
@@ -535,7 +549,7 @@ impl OrderState {
         myself: &ActorRef<OrderMessage>,
         arrival: crate::domain::arrival::Arrival,
     ) {
-        use crate::domain::arrival::{ArrivalKind, Stop};
+        use crate::domain::arrival::Stop;
         let Some(driver_id) = self.order.driver_id else {
             return;
         };
@@ -546,13 +560,15 @@ impl OrderState {
         if self.order.status.is_terminal() || !current {
             return;
         }
+        let key = (arrival.kind, arrival.stop, driver_id);
+        if self.already_recorded(key).await {
+            metrics::counter!(m::ARRIVAL_REPEATS_SKIPPED_TOTAL).increment(1);
+            return;
+        }
         let mut next = self.order.clone();
         next.version += 1;
         let event = NewOrderEvent {
-            kind: match arrival.kind {
-                ArrivalKind::Approaching => OrderEventType::DriverApproaching,
-                ArrivalKind::Arrived => OrderEventType::DriverArrived,
-            },
+            kind: arrival_event_type(arrival.kind),
             from_status: Some(self.order.status),
             to_status: Some(self.order.status),
             actor_id: Some(driver_id),
@@ -566,6 +582,9 @@ impl OrderState {
         };
         match self.commit(next, event).await {
             Ok(event) => {
+                if let Some(recorded) = self.recorded_arrivals.as_mut() {
+                    recorded.insert(key);
+                }
                 metrics::counter!(m::ARRIVAL_EVENTS_TOTAL, "kind" => arrival.kind.as_str(), "stop" => arrival.stop.as_str()).increment(1);
                 if let Some(frame) = wire::arrival(self.order.id, &event) {
                     self.feed.broadcast(&frame);
@@ -576,6 +595,41 @@ impl OrderState {
                 tracing::warn!(order_id = self.order.id, %error, kind = arrival.kind.as_str(), "Arrival event not recorded")
             }
         }
+    }
+
+    /// Whether this order's history already holds `key`, read once per
+    /// actor life. A failed read counts as not recorded (arrival events are
+    /// advisory) and is tried again at the next arrival.
+    async fn already_recorded(&mut self, key: RecordedArrival) -> bool {
+        use crate::domain::arrival::{ArrivalKind, Stop};
+        if self.recorded_arrivals.is_none() {
+            match self.store.order_events(self.order.id).await {
+                Ok(events) => {
+                    let recorded = events
+                        .iter()
+                        .filter_map(|event| {
+                            let kind = [ArrivalKind::Approaching, ArrivalKind::Arrived]
+                                .into_iter()
+                                .find(|kind| arrival_event_type(*kind) == event.kind)?;
+                            let stop = match event.data["stop"].as_str()? {
+                                "restaurant" => Stop::Restaurant,
+                                "dropoff" => Stop::Dropoff,
+                                _ => return None,
+                            };
+                            Some((kind, stop, event.data["driverId"].as_i64()?))
+                        })
+                        .collect();
+                    self.recorded_arrivals = Some(recorded);
+                }
+                Err(error) => {
+                    tracing::warn!(order_id = self.order.id, %error, "Arrival history not read");
+                    return false;
+                }
+            }
+        }
+        self.recorded_arrivals
+            .as_ref()
+            .is_some_and(|recorded| recorded.contains(&key))
     }
 
     fn eta_moved(&mut self, moved: MovedEta) {
@@ -622,5 +676,13 @@ pub(crate) fn store_error_kind(error: &StoreError) -> &'static str {
         StoreError::EmailTaken => "email_taken",
         StoreError::UnknownReference => "unknown_reference",
         StoreError::Internal(_) => "internal",
+    }
+}
+
+/// The order event an arrival is recorded as.
+fn arrival_event_type(kind: crate::domain::arrival::ArrivalKind) -> OrderEventType {
+    match kind {
+        crate::domain::arrival::ArrivalKind::Approaching => OrderEventType::DriverApproaching,
+        crate::domain::arrival::ArrivalKind::Arrived => OrderEventType::DriverArrived,
     }
 }

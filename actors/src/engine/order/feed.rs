@@ -51,8 +51,18 @@ struct Inner {
     generation: u64,
     /// The geofence of the trip's next stop: whose trip, which stop.
     arrival: Option<(DriverId, ArrivalWatch)>,
-    /// Arrival events detected and not yet taken by the driver actor.
-    arrivals: Vec<Arrival>,
+}
+
+/// What one position did, for the driver actor to pass on to the order
+/// actor: returned rather than kept in the feed, so a position takes the
+/// feed's lock once.
+#[derive(Debug, Default, PartialEq)]
+pub struct Published {
+    /// The estimate to store, when it moved past the push threshold.
+    pub moved: Option<MovedEta>,
+    /// Arrival events this position completed (almost always none, which
+    /// allocates nothing).
+    pub arrivals: Vec<Arrival>,
 }
 
 /// An estimate a position moved past the push threshold, for the order
@@ -172,11 +182,6 @@ impl OrderFeed {
         self.lock().generation == moved.generation
     }
 
-    /// Arrival events the last positions completed, for the order actor to record.
-    pub fn take_arrivals(&self) -> Vec<Arrival> {
-        std::mem::take(&mut self.lock().arrivals)
-    }
-
     /// The carrying driver's newest position.
     pub fn location(&self) -> Option<DriverLocation> {
         self.lock().location
@@ -185,18 +190,18 @@ impl OrderFeed {
     /// A position of `location.driver_id`: ignored unless that driver
     /// carries the order, else kept and queued for every watcher but the
     /// driver with a fresh ETA. Returns the new estimate when it moved more
-    /// than the push threshold from the stored one: the order actor then
-    /// stores it and pushes an `order_update`.
-    pub fn publish_location(
-        &self,
-        location: DriverLocation,
-        received_at: Instant,
-    ) -> Option<MovedEta> {
+    /// than the push threshold from the stored one (the order actor then
+    /// stores it and pushes an `order_update`), and the arrival events the
+    /// position completed.
+    pub fn publish_location(&self, location: DriverLocation, received_at: Instant) -> Published {
         let mut inner = self.lock();
-        let trip = inner
+        let Some(trip) = inner
             .trip
             .as_mut()
-            .filter(|trip| trip.driver_id == location.driver_id)?;
+            .filter(|trip| trip.driver_id == location.driver_id)
+        else {
+            return Published::default();
+        };
         let at = location.at();
         let leg = if trip.picked_up {
             Leg::ToCustomer {
@@ -230,6 +235,7 @@ impl OrderFeed {
             // compare against the estimate it is about to store.
             trip.stored_eta = Some(fresh);
         }
+        let mut arrivals = Vec::new();
         if let Some(rules) = &self.arrival_rules {
             let (stop, target) = if trip.picked_up {
                 (Stop::Dropoff, trip.dropoff)
@@ -244,10 +250,10 @@ impl OrderFeed {
                 inner.arrival = Some((driver_id, ArrivalWatch::new(stop)));
             }
             let distance_m = crate::domain::geo::distance_km(at, target) * 1000.0;
-            let travel = eta::travel_secs(at, target, vehicle, self.road_factor);
+            // `eta::travel_secs` of the distance just measured.
+            let travel = distance_m * self.road_factor / eta::speed_mps(vehicle);
             if let Some((_, watch)) = inner.arrival.as_mut() {
-                let events = watch.observe(rules, distance_m, travel, received_at);
-                inner.arrivals.extend(events);
+                arrivals.extend(watch.observe(rules, distance_m, travel, received_at));
             }
         }
         inner.location = Some(location);
@@ -265,16 +271,20 @@ impl OrderFeed {
             }
             !outbox.is_closed()
         });
-        moved.then_some(MovedEta {
-            estimated_delivery_at: fresh,
-            generation: inner.generation,
-        })
+        Published {
+            moved: moved.then_some(MovedEta {
+                estimated_delivery_at: fresh,
+                generation: inner.generation,
+            }),
+            arrivals,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::arrival::ArrivalKind;
     use crate::engine::outbox::next_session_id;
 
     fn feed() -> OrderFeed {
@@ -345,20 +355,24 @@ mod tests {
 
         // No trip yet: nobody's positions count.
         assert_eq!(
-            feed.publish_location(position(3, 30.01), Instant::now()),
+            feed.publish_location(position(3, 30.01), Instant::now())
+                .moved,
             None
         );
         assert!(quiet(&customer));
         feed.track(Some(trip(3)));
         // Another driver's positions do not count either.
         assert_eq!(
-            feed.publish_location(position(4, 30.01), Instant::now()),
+            feed.publish_location(position(4, 30.01), Instant::now())
+                .moved,
             None
         );
         assert!(quiet(&customer));
         assert!(feed.location().is_none());
 
-        let first = feed.publish_location(position(3, 30.01), Instant::now());
+        let first = feed
+            .publish_location(position(3, 30.01), Instant::now())
+            .moved;
         assert!(first.is_some(), "the first estimate is always stored");
         let pushed = frame(&customer).await;
         assert_eq!(pushed["type"], "driver_location");
@@ -368,7 +382,8 @@ mod tests {
         assert_eq!(feed.location().map(|l| l.driver_id), Some(3));
         // A step that barely moves the estimate is sent, not stored again.
         assert_eq!(
-            feed.publish_location(position(3, 30.0101), Instant::now()),
+            feed.publish_location(position(3, 30.0101), Instant::now())
+                .moved,
             None
         );
         assert_eq!(frame(&customer).await["location"]["lat"], 30.0101);
@@ -382,7 +397,8 @@ mod tests {
         feed.track(None);
         assert!(feed.location().is_none());
         assert_eq!(
-            feed.publish_location(position(3, 30.01), Instant::now()),
+            feed.publish_location(position(3, 30.01), Instant::now())
+                .moved,
             None
         );
         assert!(quiet(&customer));
@@ -403,11 +419,13 @@ mod tests {
         feed.track(Some(trip(5)));
         assert!(feed.location().is_none());
         assert_eq!(
-            feed.publish_location(position(3, 30.02), Instant::now()),
+            feed.publish_location(position(3, 30.02), Instant::now())
+                .moved,
             None
         );
         assert!(
             feed.publish_location(position(5, 30.02), Instant::now())
+                .moved
                 .is_some()
         );
     }
@@ -418,6 +436,7 @@ mod tests {
         feed.track(Some(trip(3)));
         let moved = feed
             .publish_location(position(3, 30.01), Instant::now())
+            .moved
             .expect("first estimate");
         assert!(feed.is_current(&moved));
         // A transition committed (with its own estimate) before the order
@@ -427,6 +446,42 @@ mod tests {
             ..trip(3)
         }));
         assert!(!feed.is_current(&moved));
+    }
+
+    #[tokio::test]
+    async fn a_position_returns_the_arrivals_it_completes_once_each() {
+        let restaurant = RestaurantInfo {
+            id: 1,
+            name: "R".into(),
+            location: LatLon {
+                lat: 30.0,
+                lon: -97.0,
+            },
+            prep_time_minutes: 10,
+        };
+        let rules = ArrivalRules::default();
+        let feed = OrderFeed::new(7, &restaurant, 1.3, Duration::from_secs(60), Some(rules));
+        feed.track(Some(trip(3)));
+        let start = Instant::now();
+        let kinds = |published: Published| -> Vec<ArrivalKind> {
+            published.arrivals.iter().map(|a| a.kind).collect()
+        };
+        // 1.1 km out: nothing; 330 m: approaching the restaurant.
+        assert!(kinds(feed.publish_location(position(3, 30.01), start)).is_empty());
+        let approaching = feed.publish_location(position(3, 30.003), start);
+        assert_eq!(approaching.arrivals.len(), 1);
+        assert_eq!(approaching.arrivals[0].stop, Stop::Restaurant);
+        assert_eq!(kinds(approaching), vec![ArrivalKind::Approaching]);
+        // Inside 50 m: arrived only once the dwell time has passed, and once.
+        assert!(kinds(feed.publish_location(position(3, 30.0002), start)).is_empty());
+        let later = start + rules.dwell;
+        assert_eq!(
+            kinds(feed.publish_location(position(3, 30.0002), later)),
+            vec![ArrivalKind::Arrived]
+        );
+        assert!(kinds(feed.publish_location(position(3, 30.0001), later)).is_empty());
+        // Another driver's positions complete nothing.
+        assert!(kinds(feed.publish_location(position(4, 30.0), later)).is_empty());
     }
 
     #[tokio::test]

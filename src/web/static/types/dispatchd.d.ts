@@ -23,6 +23,17 @@ export type AvailabilityInput = {
   available: boolean;
 };
 
+export type ClusterStatus = {
+  nodeId: string;
+  nodes: string[];
+  regions: RegionStatus[];
+};
+
+/** Whether cluster mode is on and, when it is, who holds each region. */
+export type ClusterView = (null | ClusterStatus) & {
+  enabled: boolean;
+};
+
 export type CreatedWebhook = {
   /** The HMAC secret that signs deliveries: shown this once. */
   secret: string;
@@ -328,6 +339,15 @@ export type PlacedOrder = {
 export type PointInput = {
   lat: number;
   lon: number;
+};
+
+/** One region as `GET /api/admin/cluster` shows it. */
+export type RegionStatus = {
+  /** The lease's epoch, for the regions this node holds. */
+  epoch?: number | null;
+  /** The node this one sees holding it (None: free, or its lease lapsed). */
+  node?: string | null;
+  region: string;
 };
 
 export type RegistrationInput = {

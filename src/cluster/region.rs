@@ -1,0 +1,73 @@
+//! Regions: the unit of ownership in a cluster, cells of a fixed
+//! latitude/longitude grid (`cluster.region_deg` on a side).
+//!
+//! A grid rather than H3: a region is two integers, computed with two
+//! divisions, named without a lookup table, and needs no new dependency;
+//! at one city's latitude its cells are near enough to equal in area.
+//! H3's even neighbour distances matter for the border margin of the geo
+//! index, which this slice does not build yet (README "Cluster mode").
+
+use actors::domain::model::LatLon;
+
+/// One grid cell: `floor(lat / deg)`, `floor(lon / deg)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Region {
+    lat: i32,
+    lon: i32,
+}
+
+impl Region {
+    pub fn of(at: LatLon, deg: f64) -> Region {
+        Region {
+            lat: (at.lat / deg).floor() as i32,
+            lon: (at.lon / deg).floor() as i32,
+        }
+    }
+
+    /// The key token, `r<lat>_<lon>` (digits, `-` and `_`: a valid KV key
+    /// and NATS subject token).
+    pub fn key(&self) -> String {
+        format!("r{}_{}", self.lat, self.lon)
+    }
+
+    pub fn parse(text: &str) -> Option<Region> {
+        let (lat, lon) = text.strip_prefix('r')?.split_once('_')?;
+        Some(Region {
+            lat: lat.parse().ok()?,
+            lon: lon.parse().ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for Region {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "r{}_{}", self.lat, self.lon)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_point_falls_in_the_cell_below_and_left_of_it_and_the_name_round_trips() {
+        let capitol = LatLon {
+            lat: 30.2747,
+            lon: -97.7404,
+        };
+        let region = Region::of(capitol, 0.05);
+        assert_eq!(region.key(), "r605_-1955");
+        assert_eq!(Region::parse(&region.key()), Some(region));
+        let across = Region::of(
+            LatLon {
+                lat: 30.2747,
+                lon: -97.7501,
+            },
+            0.05,
+        );
+        assert_ne!(across, region);
+        assert_eq!(Region::parse("r1"), None);
+        assert_eq!(Region::parse("x1_2"), None);
+        assert_eq!(Region::parse("r1_a"), None);
+    }
+}

@@ -1,0 +1,344 @@
+//! Cluster mode: real `dispatchd` nodes on one fresh Postgres database and
+//! one fresh JetStream key-value bucket per test, on the machine's NATS.
+
+use crate::helpers::*;
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn cluster_mode_refuses_to_start_on_sqlite_and_says_why() {
+    let path = std::env::temp_dir().join(format!(
+        "dispatchd-cluster-{}.db",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let output = Command::new(env!("CARGO_BIN_EXE_dispatchd"))
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(["--database-url", &format!("sqlite:{}", path.display())])
+        .env("DISPATCH__AUTH__JWT_SECRET", JWT_SECRET)
+        .env("DISPATCH__CLUSTER__NATS_URL", "nats://127.0.0.1:4222")
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run dispatchd");
+    assert!(
+        !output.status.success(),
+        "started on SQLite in cluster mode"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cluster mode (cluster.nats_url) needs Postgres"),
+        "{stderr}"
+    );
+    // Refused before it listened or touched the file.
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("listening on"));
+    assert!(!path.exists());
+}
+
+/// Cluster mode needs Postgres and NATS: on the SQLite run these tests say
+/// so and pass; without NATS they skip unless `DISPATCHD_TEST_NATS=required`.
+async fn cluster_available() -> bool {
+    if std::env::var("DISPATCHD_TEST_POSTGRES").map_or(true, |url| url.is_empty()) {
+        eprintln!("skipped: cluster mode needs Postgres (set DISPATCHD_TEST_POSTGRES)");
+        return false;
+    }
+    if tokio::net::TcpStream::connect(("127.0.0.1", 4222))
+        .await
+        .is_ok()
+    {
+        return true;
+    }
+    if std::env::var("DISPATCHD_TEST_NATS").as_deref() == Ok("required") {
+        panic!("DISPATCHD_TEST_NATS=required, but NATS is not on 127.0.0.1:4222");
+    }
+    eprintln!("skipped: no NATS on 127.0.0.1:4222; .ci/run starts one");
+    false
+}
+
+/// One test's cluster: a fresh database and a fresh bucket, and its nodes.
+struct TestCluster {
+    db: TestDb,
+    bucket: String,
+    env: Vec<(String, String)>,
+}
+
+impl TestCluster {
+    async fn new(lease_ttl_ms: u64) -> TestCluster {
+        let bucket = format!("dispatchd_test_{}", uuid::Uuid::new_v4().simple());
+        let env = vec![
+            (
+                "DISPATCH__CLUSTER__NATS_URL",
+                "nats://127.0.0.1:4222".to_string(),
+            ),
+            ("DISPATCH__CLUSTER__BUCKET", bucket.clone()),
+            ("DISPATCH__CLUSTER__LEASE_TTL_MS", lease_ttl_ms.to_string()),
+            ("DISPATCH__CLUSTER__RENEW_MS", "500".to_string()),
+            ("DISPATCH__CLUSTER__FENCE_MARGIN_MS", "1000".to_string()),
+            ("DISPATCH__CLUSTER__REBALANCE_MS", "300".to_string()),
+            // Small cells: the demo city's thirty restaurants make several regions.
+            ("DISPATCH__CLUSTER__REGION_DEG", "0.02".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        TestCluster {
+            db: TestDb::fresh().await,
+            bucket,
+            env,
+        }
+    }
+
+    /// Starts a node; the first loads the demo city.
+    async fn node(&self, first: bool) -> TestApp {
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        TestApp::spawn_on(self.db.clone(), first, &env).await
+    }
+
+    async fn drop_bucket(&self) {
+        if let Ok(client) = async_nats::connect("nats://127.0.0.1:4222").await {
+            let _ = async_nats::jetstream::new(client)
+                .delete_key_value(&self.bucket)
+                .await;
+        }
+    }
+}
+
+/// What one node says of the cluster: its id, and region -> (holder, epoch
+/// if it is this node's).
+struct Seen {
+    node: String,
+    regions: Vec<(String, Option<String>, Option<u64>)>,
+}
+
+impl Seen {
+    fn mine(&self) -> Vec<(String, u64)> {
+        self.regions
+            .iter()
+            .filter_map(|(region, _, epoch)| epoch.map(|e| (region.clone(), e)))
+            .collect()
+    }
+}
+
+async fn seen(app: &TestApp, admin: &str) -> Seen {
+    let body = app.get("/api/admin/cluster", Some(admin)).await.expect(200);
+    assert_eq!(body["enabled"], true, "{body}");
+    Seen {
+        node: body["nodeId"].as_str().expect("nodeId").to_string(),
+        regions: body["regions"]
+            .as_array()
+            .expect("regions")
+            .iter()
+            .map(|r| {
+                (
+                    r["region"].as_str().expect("region").to_string(),
+                    r["node"].as_str().map(String::from),
+                    r["epoch"].as_u64(),
+                )
+            })
+            .collect(),
+    }
+}
+
+/// Waits until the `nodes` between them own every region exactly once,
+/// with counts within one of each other; returns what each owns.
+async fn settled(nodes: &[&TestApp], admin: &str, within: Duration) -> Vec<Vec<(String, u64)>> {
+    let started = Instant::now();
+    loop {
+        let mut views = Vec::new();
+        for node in nodes {
+            views.push(seen(node, admin).await);
+        }
+        let all: BTreeSet<String> = views[0].regions.iter().map(|r| r.0.clone()).collect();
+        let owned: Vec<Vec<(String, u64)>> = views.iter().map(Seen::mine).collect();
+        let mut union: Vec<String> = owned.iter().flatten().map(|(r, _)| r.clone()).collect();
+        union.sort();
+        let counts: Vec<usize> = owned.iter().map(Vec::len).collect();
+        let even = counts.iter().max().unwrap_or(&0) - counts.iter().min().unwrap_or(&0) <= 1;
+        if !all.is_empty() && union == all.iter().cloned().collect::<Vec<_>>() && even {
+            return owned;
+        }
+        assert!(
+            started.elapsed() < within,
+            "not settled within {within:?}: regions {all:?}, owned {owned:?} by {:?}",
+            views.iter().map(|v| &v.node).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn three_nodes_own_every_region_once_spread_evenly_and_are_ready() {
+    if !cluster_available().await {
+        return;
+    }
+    let cluster = TestCluster::new(3000).await;
+    let a = cluster.node(true).await;
+    let b = cluster.node(false).await;
+    let c = cluster.node(false).await;
+    let admin = a.token("admin").await;
+    let owned = settled(&[&a, &b, &c], &admin, Duration::from_secs(15)).await;
+    assert!(
+        owned.iter().map(Vec::len).sum::<usize>() >= 3,
+        "the test needs a region per node: {owned:?}"
+    );
+    for (node, mine) in [&a, &b, &c].iter().zip(&owned) {
+        node.get("/readyz", None).await.expect(200);
+        let gauge = node.metric("dispatch_cluster_regions_owned").await;
+        assert_eq!(gauge as usize, mine.len());
+    }
+    // Each node sees the same holder for every region.
+    let views = [seen(&a, &admin).await, seen(&b, &admin).await];
+    for ((region, holder_a, _), (_, holder_b, _)) in views[0].regions.iter().zip(&views[1].regions)
+    {
+        assert_eq!(holder_a, holder_b, "{region}");
+    }
+    cluster.drop_bucket().await;
+}
+
+#[tokio::test]
+async fn a_killed_nodes_regions_are_owned_again_by_the_others_within_ten_seconds() {
+    if !cluster_available().await {
+        return;
+    }
+    let cluster = TestCluster::new(3000).await;
+    let a = cluster.node(true).await;
+    let mut b = cluster.node(false).await;
+    let c = cluster.node(false).await;
+    let admin = a.token("admin").await;
+    let before = settled(&[&a, &b, &c], &admin, Duration::from_secs(15)).await;
+    assert!(!before[1].is_empty(), "b owns nothing: {before:?}");
+    b.kill();
+    let killed = Instant::now();
+    let after = settled(&[&a, &c], &admin, Duration::from_secs(10)).await;
+    let took = killed.elapsed();
+    eprintln!("regions owned again {} ms after SIGKILL", took.as_millis());
+    // Every region of b's has a new epoch: claimed afresh, not inherited.
+    for (region, old) in &before[1] {
+        let new = after
+            .iter()
+            .flatten()
+            .find(|(r, _)| r == region)
+            .expect("owned");
+        assert!(new.1 > *old, "{region}: epoch {} after {}", new.1, old);
+    }
+    let failovers = a.metric("dispatch_cluster_failovers_total").await
+        + c.metric("dispatch_cluster_failovers_total").await;
+    assert_eq!(failovers as usize, before[1].len());
+    cluster.drop_bucket().await;
+}
+
+#[tokio::test]
+async fn a_node_that_stops_hands_its_regions_over_before_its_leases_could_lapse() {
+    if !cluster_available().await {
+        return;
+    }
+    // A long TTL: a region that waited for its lease to lapse would take 8 s.
+    let cluster = TestCluster::new(8000).await;
+    let a = cluster.node(true).await;
+    let mut b = cluster.node(false).await;
+    let admin = a.token("admin").await;
+    let before = settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
+    assert!(!before[1].is_empty(), "b owns nothing: {before:?}");
+    assert!(b.terminate().success());
+    let stopped = Instant::now();
+    settled(&[&a], &admin, Duration::from_secs(3)).await;
+    eprintln!(
+        "regions handed over {} ms after SIGTERM",
+        stopped.elapsed().as_millis()
+    );
+    assert_eq!(a.metric("dispatch_cluster_failovers_total").await, 0.0);
+    a.get("/readyz", None).await.expect(200);
+    cluster.drop_bucket().await;
+}
+
+#[tokio::test]
+async fn a_paused_owner_stops_serving_and_never_uses_its_lapsed_leases_again() {
+    if !cluster_available().await {
+        return;
+    }
+    let cluster = TestCluster::new(3000).await;
+    let a = cluster.node(true).await;
+    let b = cluster.node(false).await;
+    let admin = a.token("admin").await;
+    let before = settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
+    assert!(!before[0].is_empty(), "a owns nothing: {before:?}");
+    a.signal("STOP");
+    // Past a's leases: b takes every region.
+    let during = settled(&[&b], &admin, Duration::from_secs(10)).await;
+    a.signal("CONT");
+    let old: BTreeSet<u64> = before[0].iter().map(|(_, e)| *e).collect();
+    let taken: std::collections::BTreeMap<String, u64> = during[0].iter().cloned().collect();
+    // From its first answer on, a serves none of its old leases: what it
+    // holds (after rebalancing) it claimed again after b did.
+    let resumed = Instant::now();
+    while resumed.elapsed() < Duration::from_secs(4) {
+        for (region, epoch) in seen(&a, &admin).await.mine() {
+            assert!(
+                !old.contains(&epoch),
+                "{region}: a serves its lapsed lease {epoch}"
+            );
+            if let Some(b_epoch) = taken.get(&region) {
+                assert!(
+                    epoch > *b_epoch,
+                    "{region}: {epoch} not after b's {b_epoch}"
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(a.metric("dispatch_cluster_lease_losses_total").await >= old.len() as f64);
+    settled(&[&a, &b], &admin, Duration::from_secs(10)).await;
+    cluster.drop_bucket().await;
+}
+
+#[tokio::test]
+async fn a_node_that_cannot_reach_nats_serves_liveness_but_is_not_ready() {
+    if std::env::var("DISPATCHD_TEST_POSTGRES").map_or(true, |url| url.is_empty()) {
+        eprintln!("skipped: cluster mode needs Postgres (set DISPATCHD_TEST_POSTGRES)");
+        return;
+    }
+    // Nothing listens on port 9: the node starts, holds no lease, and says so.
+    let app = TestApp::spawn_with(
+        true,
+        &[("DISPATCH__CLUSTER__NATS_URL", "nats://127.0.0.1:9")],
+    )
+    .await;
+    app.get("/healthz", None).await.expect(200);
+    for _ in 0..10 {
+        let ready = app.get("/readyz", None).await;
+        ready.expect_error(503, "ENGINE_UNAVAILABLE");
+        assert_eq!(ready.fields(), vec!["cluster".to_string()]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let admin = app.token("admin").await;
+    let status = app
+        .get("/api/admin/cluster", Some(&admin))
+        .await
+        .expect(200);
+    assert_eq!(status["enabled"], true);
+    assert!(
+        status["regions"]
+            .as_array()
+            .is_some_and(|r| r.iter().all(|r| r["node"].is_null()))
+    );
+    let customer = app.token("customer1").await;
+    app.get("/api/admin/cluster", Some(&customer))
+        .await
+        .expect_error(403, "FORBIDDEN");
+}
+
+#[tokio::test]
+async fn a_single_node_says_cluster_mode_is_off() {
+    let app = TestApp::spawn().await;
+    let admin = app.token("admin").await;
+    let status = app
+        .get("/api/admin/cluster", Some(&admin))
+        .await
+        .expect(200);
+    assert_eq!(status, serde_json::json!({ "enabled": false }));
+}
