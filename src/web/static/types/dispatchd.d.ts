@@ -23,15 +23,13 @@ export type AvailabilityInput = {
   available: boolean;
 };
 
-export type ClusterStatus = {
-  nodeId: string;
-  nodes: string[];
-  regions: RegionStatus[];
-};
-
-/** Whether cluster mode is on and, when it is, who holds each region. */
-export type ClusterView = (null | ClusterStatus) & {
+/** Whether cluster mode is on and, when it is, who holds each region. `ClusterView`'s shape, spelled out: utoipa turns a flattened `Option` into an `allOf` with `null`, which `{"enabled": false}` does not match (schemathesis found it). */
+export type ClusterView = {
   enabled: boolean;
+  /** With cluster mode on only, as the two below. */
+  nodeId?: string | null;
+  nodes?: string[] | null;
+  regions?: RegionStatus[] | null;
 };
 
 export type CreatedWebhook = {
