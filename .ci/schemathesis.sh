@@ -48,6 +48,8 @@ for account in customer1 restaurant1 driver1 admin; do
     TOKENS[$account]="$(token "$account@demo.local")"
 done
 
+# Schemathesis keeps a cache in the working directory: not in the repo.
+cd "$WORK"
 status=0
 # Admin last: it closes restaurants and deletes zones the others use.
 for account in ${SCHEMATHESIS_ACCOUNTS:-customer1 restaurant1 driver1 admin}; do

@@ -22,8 +22,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(cluster))
 }
 
-/// Whether cluster mode is on and, when it is, who holds each region.
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ClusterView {
     enabled: bool,
@@ -31,12 +30,28 @@ struct ClusterView {
     status: Option<crate::cluster::ClusterStatus>,
 }
 
+/// Whether cluster mode is on and, when it is, who holds each region.
+/// `ClusterView`'s shape, spelled out: utoipa turns a flattened `Option`
+/// into an `allOf` with `null`, which `{"enabled": false}` does not match
+/// (schemathesis found it).
+#[derive(utoipa::ToSchema)]
+#[schema(as = ClusterView)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)] // a schema only
+struct ClusterViewSchema {
+    enabled: bool,
+    /// With cluster mode on only, as the two below.
+    node_id: Option<String>,
+    nodes: Option<Vec<String>>,
+    regions: Option<Vec<crate::cluster::RegionStatus>>,
+}
+
 /// The cluster as this node sees it: its id, the live nodes, and each
 /// region's holder (admins).
 #[utoipa::path(get, path = "/admin/cluster", tag = "admin",
     security(("bearer" = [])),
     responses(
-        (status = 200, body = ClusterView),
+        (status = 200, body = ClusterViewSchema),
         (status = 401, description = "UNAUTHORIZED: no or bad token"),
         (status = 403, description = "FORBIDDEN: admins only"),
     ))]

@@ -39,6 +39,8 @@ pub(crate) mod orders;
 mod restaurants;
 pub mod serve;
 pub mod throttle;
+#[cfg(test)]
+mod typescript;
 mod webhooks;
 mod zones;
 

@@ -595,7 +595,7 @@ mod tests {
             DEFAULT_DELIVERY_RADIUS_KM
         );
         assert_eq!(
-            schemas["CreateInput"]["properties"]["eventTypes"]["maxItems"],
+            schemas["NewWebhookInput"]["properties"]["eventTypes"]["maxItems"],
             actors::domain::events::EVENT_TYPES.len()
         );
         let key = doc["paths"]["/api/orders"]["post"]["parameters"]
@@ -606,6 +606,29 @@ mod tests {
             key["schema"]["maxLength"],
             crate::http::orders::MAX_IDEMPOTENCY_KEY_LEN
         );
+    }
+
+    /// utoipa-axum merges schemas by name: two resources' private
+    /// `CreateInput`s would leave one operation with the other's body.
+    #[test]
+    fn each_operation_has_its_own_body_schema() {
+        let doc = document();
+        let body = |path: &str| {
+            let reference =
+                doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+                    ["$ref"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+            doc["components"]["schemas"][reference]["properties"].clone()
+        };
+        assert!(body("/api/zones")["geometry"].is_object());
+        assert!(body("/api/webhooks")["url"].is_object());
+        assert!(body("/api/orders")["deliveryAddress"].is_object());
+        assert!(body("/api/restaurants")["owner"].is_object());
     }
 
     #[test]

@@ -55,6 +55,7 @@ fn admin(state: &AppState, who: &Authenticated) -> Result<Webhooks, ApiError> {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = NewWebhookInput)]
 struct CreateInput {
     /// An `https` URL (or `http` to loopback when allowed), not to a
     /// private address.
@@ -183,6 +184,7 @@ async fn show(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = WebhookPatchInput)]
 struct UpdateInput {
     enabled: bool,
 }

@@ -64,6 +64,7 @@ fn admin(state: &AppState, who: &Authenticated) -> Result<Zones, ApiError> {
         [-97.76, 30.25], [-97.72, 30.25], [-97.72, 30.29], [-97.76, 30.29], [-97.76, 30.25]
     ]] }
 }))]
+#[schema(as = NewZoneInput)]
 struct CreateInput {
     #[schema(value_type = String, required = true, min_length = 1, max_length = 100)]
     name: Option<String>,
