@@ -26,8 +26,16 @@ export class ApiError extends Error {
   }
 }
 
-/** Calls the API; resolves to the parsed body or throws an ApiError. */
+/** @typedef {import('./types/dispatchd').TokenResponse} TokenResponse */
+
+/**
+ * Calls the API; resolves to the parsed body or throws an ApiError.
+ * @param {string} path
+ * @param {{ token?: string, method?: string, body?: unknown }} [options]
+ * @returns {Promise<any>}
+ */
 export async function request(path, { token, method = 'GET', body } = {}) {
+  /** @type {Record<string, string>} */
   const headers = { Accept: 'application/json' };
   if (token) headers.Authorization = `Bearer ${token}`;
   if (body !== undefined) headers['Content-Type'] = 'application/json';
@@ -59,6 +67,10 @@ export class Client {
     this.token = session.token;
   }
 
+  /**
+   * @param {string} path
+   * @param {{ method?: string, body?: unknown }} [options]
+   */
   async call(path, options = {}) {
     try {
       return await request(path, { ...options, token: this.token });
@@ -103,7 +115,7 @@ export function signOut() {
 export function signIn({ roles, start }) {
   const loginView = document.getElementById('login-view');
   const appView = document.getElementById('app-view');
-  const form = document.getElementById('login');
+  const form = /** @type {HTMLFormElement} */ (document.getElementById('login'));
   const error = document.getElementById('login-error');
   const who = document.getElementById('who');
   const signOutButton = document.getElementById('sign-out');
@@ -127,9 +139,10 @@ export function signIn({ roles, start }) {
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     error.textContent = '';
-    const button = form.querySelector('button[type="submit"]');
+    const button = /** @type {HTMLButtonElement} */ (form.querySelector('button[type="submit"]'));
     button.disabled = true;
     try {
+      /** @type {TokenResponse} */
       const body = await request('/api/auth/login', {
         method: 'POST',
         body: { email: form.email.value.trim(), password: form.password.value },

@@ -51,7 +51,7 @@ async function start(session) {
   new LiveSocket({
     token: session.token,
     onOpen: (socket) => socket.send({ type: 'subscribe_ops' }),
-    onMessage: (message) => {
+    onMessage: (/** @type {import('./types/dispatchd').ServerMessage} */ message) => {
       if (message.type === 'ops') onOps(message);
     },
   });
@@ -90,6 +90,7 @@ async function loadRestaurants() {
 
 // ---- The ops stream -------------------------------------------------------
 
+/** @param {Extract<import('./types/dispatchd').ServerMessage, { type: 'ops' }>} frame */
 function onOps(frame) {
   const now = performance.now();
   const seen = new Set();

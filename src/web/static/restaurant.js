@@ -52,6 +52,7 @@ function onOpen(socket) {
   loadOrders();
 }
 
+/** @param {import('./types/dispatchd').ServerMessage} message */
 function onMessage(message) {
   if ((message.type === 'order_update' || message.type === 'snapshot') && message.order?.restaurantId === state.restaurantId) {
     applyOrder(message.order);
@@ -192,7 +193,9 @@ function renderCard(entry, { fresh = false } = {}) {
   const target = document.getElementById(`column-${column}`);
   if (card.parentElement !== target) {
     // Keep each column in arrival order.
-    const after = [...target.children].find((c) => Number(c.dataset.orderId) > order.id);
+    const after = [...target.children].find(
+      (c) => Number(/** @type {HTMLElement} */ (c).dataset.orderId) > order.id,
+    );
     target.insertBefore(card, after ?? null);
   }
   updateCounts();

@@ -75,8 +75,9 @@ async function start(session) {
   setInterval(renderEta, 10_000);
 }
 
+/** @param {import('./types/dispatchd').ServerMessage} message */
 function onMessage(message) {
-  if (message.orderId !== undefined && message.orderId !== orderId) return;
+  if ('orderId' in message && message.orderId !== orderId) return;
   switch (message.type) {
     case 'snapshot':
       applyOrder(message.order);
@@ -175,7 +176,9 @@ function showError(text) {
   error.textContent = text;
   error.hidden = false;
   if (!state.order) {
-    for (const part of document.querySelectorAll('[data-order-part], #driver')) part.hidden = true;
+    for (const part of document.querySelectorAll('[data-order-part], #driver')) {
+      /** @type {HTMLElement} */ (part).hidden = true;
+    }
   }
 }
 
