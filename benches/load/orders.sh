@@ -12,6 +12,7 @@
 # at a receiver that answers 200 at once; WEBHOOK=blackhole at one that
 # accepts connections and never answers. The two together show what a dead
 # receiver costs the orders beyond what any webhook does (issue 13).
+# STORE=sqlite runs it on a temporary SQLite file instead of Postgres.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS=${1:-20}
@@ -25,19 +26,30 @@ if [ -z "$BIN" ]; then
   cargo build --release --quiet
   BIN=target/release/dispatchd
 fi
-psql "$PG/postgres" -qc "CREATE DATABASE $DB"
+STORE=${STORE:-postgres}
+if [ "$STORE" = sqlite ]; then
+  SQLITE_DIR=$(mktemp -d)
+  DATABASE_URL="sqlite:$SQLITE_DIR/load.db"
+  sql() { python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchone()[0])' "$SQLITE_DIR/load.db" "$1"; }
+else
+  psql "$PG/postgres" -qc "CREATE DATABASE $DB"
+  DATABASE_URL="$PG/$DB"
+  sql() { psql "$PG/$DB" -Atc "$1"; }
+fi
 LOG=$(mktemp)
 # One customer places every order: lift its per-minute limit (issue 11).
 DISPATCH__LOG__LEVEL=warn DISPATCH__AUTH__JWT_SECRET=load-test-secret-0123456789 \
   DISPATCH__ORDERS__PER_CUSTOMER_PER_MINUTE=100000000 DISPATCH__WEBHOOKS__ALLOW_PRIVATE=true \
-  "$BIN" serve --demo --listen 127.0.0.1:0 --database-url "$PG/$DB" >"$LOG" 2>&1 &
+  "$BIN" serve --demo --listen 127.0.0.1:0 --database-url "$DATABASE_URL" >"$LOG" 2>&1 &
 SERVER=$!
 HOLE=
 cleanup() {
   [ -n "$HOLE" ] && kill "$HOLE" 2>/dev/null || true
   kill "$SERVER" 2>/dev/null || true
   wait "$SERVER" 2>/dev/null || true
-  psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" || true
+  if [ "$STORE" = sqlite ]; then rm -rf "$SQLITE_DIR"; else
+    psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" || true
+  fi
 }
 trap cleanup EXIT
 for _ in $(seq 1 100); do grep -q "listening on" "$LOG" && break; sleep 0.1; done
@@ -86,8 +98,8 @@ fi
 
 echo "== order creation: $CONNS connections, $THREADS threads, ${SECS}s"
 TOKEN=$CUSTOMER wrk -t$THREADS -c$CONNS -d${SECS}s --latency -s benches/load/create_order.lua "$URL"
-CREATED=$(psql "$PG/$DB" -Atc "SELECT count(*) FROM orders")
-FIRST=$(psql "$PG/$DB" -Atc "SELECT min(id) FROM orders")
+CREATED=$(sql "SELECT count(*) FROM orders")
+FIRST=$(sql "SELECT min(id) FROM orders")
 echo "orders in the store: $CREATED"
 
 # Each confirm needs its own PLACED order: run only as long as they last
@@ -98,4 +110,4 @@ if [ "$CONFIRM_SECS" -gt "$SECS" ]; then CONFIRM_SECS=$SECS; fi
 if [ "$CONFIRM_SECS" -lt 3 ]; then CONFIRM_SECS=3; fi
 echo "== status transitions (confirm, one per order): $CONNS connections, ${CONFIRM_SECS}s"
 TOKEN=$STAFF FIRST=$FIRST THREADS=$THREADS wrk -t$THREADS -c$CONNS -d${CONFIRM_SECS}s --latency -s benches/load/confirm_orders.lua "$URL"
-echo "orders confirmed: $(psql "$PG/$DB" -Atc "SELECT count(*) FROM orders WHERE status = 'CONFIRMED'") of $CREATED"
+echo "orders confirmed: $(sql "SELECT count(*) FROM orders WHERE status = 'CONFIRMED'") of $CREATED"
