@@ -254,9 +254,11 @@ impl Settings {
     /// The defaults with `text` (a `--config` file's TOML) over them, checked;
     /// no environment. For the config fuzz target and tests.
     pub fn from_toml(text: &str) -> anyhow::Result<Settings> {
+        let file = config::File::from_str(text, config::FileFormat::Toml);
+        plain_keys(&file, "the config file")?;
         let settings: Settings = config::Config::builder()
             .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
-            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .add_source(file)
             .build()?
             .try_deserialize()?;
         settings.check()?;
@@ -267,12 +269,13 @@ impl Settings {
         let mut builder = config::Config::builder()
             .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
         if let Some(file) = file {
-            builder = builder.add_source(config::File::from(file).required(true));
+            let file = config::File::from(file).required(true);
+            plain_keys(&file, "the config file")?;
+            builder = builder.add_source(file);
         }
-        let settings: Settings = builder
-            .add_source(env.prefix_separator("__").separator("__").try_parsing(true))
-            .build()?
-            .try_deserialize()?;
+        let env = env.prefix_separator("__").separator("__").try_parsing(true);
+        plain_keys(&env, "the environment")?;
+        let settings: Settings = builder.add_source(env).build()?.try_deserialize()?;
         settings.check()?;
         Ok(settings)
     }
@@ -563,6 +566,37 @@ impl Settings {
     }
 }
 
+/// Refuses a key that is not a plain setting name before the `config`
+/// crate sees it: that crate reads `[N]` in a key as an array index, so the
+/// 17-byte file `'U[55555556]'='='` made it build an array of 55 million
+/// entries (5 GB, 7 s; found by the `config` fuzz target). No setting needs
+/// more than letters, digits and `_` (and `.` between the parts of an
+/// environment variable's name).
+fn plain_keys(source: &dyn config::Source, origin: &str) -> anyhow::Result<()> {
+    fn walk(
+        table: &config::Map<String, config::Value>,
+        prefix: &str,
+        origin: &str,
+    ) -> anyhow::Result<()> {
+        for (key, value) in table {
+            let plain = !key.is_empty()
+                && key.split('.').all(|part| {
+                    !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                });
+            if !plain || (key.contains('.') && origin != "the environment") {
+                anyhow::bail!(
+                    "{origin}: `{prefix}{key}` is not a setting name (letters, digits and _ only)"
+                );
+            }
+            if let config::ValueKind::Table(inner) = &value.kind {
+                walk(inner, &format!("{prefix}{key}."), origin)?;
+            }
+        }
+        Ok(())
+    }
+    walk(&source.collect()?, "", origin)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -574,6 +608,35 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         config::Environment::with_prefix("DISPATCH").source(Some(map))
+    }
+
+    /// The `config` fuzz target's out-of-memory input (5 GB before the fix).
+    #[test]
+    fn a_key_that_is_not_a_setting_name_is_refused_before_it_is_expanded() {
+        let started = std::time::Instant::now();
+        let error = Settings::from_toml("'U[55555556]'='='")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("`U[55555556]` is not a setting name"),
+            "{error}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        for text in ["[server]\n'listen[3]' = 'x'", "\"a.b\" = 1", "'' = 1"] {
+            assert!(Settings::from_toml(text).is_err(), "{text}");
+        }
+        // Dotted keys are tables in TOML, and a normal file still loads.
+        let s = Settings::from_toml("server.listen = '127.0.0.1:9999'\n[presence]\nttl_secs = 7")
+            .unwrap();
+        assert_eq!(s.server.listen, "127.0.0.1:9999");
+        assert_eq!(s.presence.ttl_secs, 7);
+        let error = Settings::load_from(
+            None,
+            env(&[("DISPATCH__WS__OUTBOUND_QUEUE[99999999]", "1")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("the environment"), "{error}");
     }
 
     #[test]
