@@ -255,7 +255,7 @@ impl Settings {
     /// no environment. For the config fuzz target and tests.
     pub fn from_toml(text: &str) -> anyhow::Result<Settings> {
         let file = config::File::from_str(text, config::FileFormat::Toml);
-        plain_keys(&file, "the config file")?;
+        plain_keys(&file, "the config file", Keys::Nested)?;
         let settings: Settings = config::Config::builder()
             .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
             .add_source(file)
@@ -270,11 +270,11 @@ impl Settings {
             .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
         if let Some(file) = file {
             let file = config::File::from(file).required(true);
-            plain_keys(&file, "the config file")?;
+            plain_keys(&file, "the config file", Keys::Nested)?;
             builder = builder.add_source(file);
         }
         let env = env.prefix_separator("__").separator("__").try_parsing(true);
-        plain_keys(&env, "the environment")?;
+        plain_keys(&env, "the environment", Keys::Dotted)?;
         let settings: Settings = builder.add_source(env).build()?.try_deserialize()?;
         settings.check()?;
         Ok(settings)
@@ -570,31 +570,40 @@ impl Settings {
 /// crate sees it: that crate reads `[N]` in a key as an array index, so the
 /// 17-byte file `'U[55555556]'='='` made it build an array of 55 million
 /// entries (5 GB, 7 s; found by the `config` fuzz target). No setting needs
-/// more than letters, digits and `_` (and `.` between the parts of an
-/// environment variable's name).
-fn plain_keys(source: &dyn config::Source, origin: &str) -> anyhow::Result<()> {
+/// more than letters, digits and `_`. `Keys::Dotted` is the environment's:
+/// its source joins `SECTION__KEY` into `section.key` itself.
+fn plain_keys(source: &dyn config::Source, origin: &str, keys: Keys) -> anyhow::Result<()> {
     fn walk(
         table: &config::Map<String, config::Value>,
         prefix: &str,
         origin: &str,
+        keys: Keys,
     ) -> anyhow::Result<()> {
         for (key, value) in table {
             let plain = !key.is_empty()
                 && key.split('.').all(|part| {
                     !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 });
-            if !plain || (key.contains('.') && origin != "the environment") {
+            if !plain || (key.contains('.') && keys == Keys::Nested) {
                 anyhow::bail!(
                     "{origin}: `{prefix}{key}` is not a setting name (letters, digits and _ only)"
                 );
             }
             if let config::ValueKind::Table(inner) = &value.kind {
-                walk(inner, &format!("{prefix}{key}."), origin)?;
+                walk(inner, &format!("{prefix}{key}."), origin, keys)?;
             }
         }
         Ok(())
     }
-    walk(&source.collect()?, "", origin)
+    walk(&source.collect()?, "", origin, keys)
+}
+
+/// How a source names its settings: tables of plain keys (a TOML file), or
+/// flat dotted paths (the environment).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keys {
+    Nested,
+    Dotted,
 }
 
 #[cfg(test)]
