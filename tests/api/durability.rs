@@ -119,6 +119,8 @@ async fn every_store_session_syncs_commits_or_bounds_statements() {
                 ("statement_timeout", "1234ms"),
                 ("idle_in_transaction_session_timeout", "1234ms"),
                 ("tcp_keepalives_idle", "10"),
+                ("tcp_keepalives_interval", "5"),
+                ("tcp_keepalives_count", "3"),
             ] {
                 let value: String =
                     sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {setting}")))
@@ -127,6 +129,25 @@ async fn every_store_session_syncs_commits_or_bounds_statements() {
                         .unwrap();
                 assert_eq!(value, expected, "{setting}");
             }
+            // What the idle-transaction bound is for: a transaction whose
+            // client went quiet is rolled back by the server, so its write
+            // can never commit later.
+            let mut conn = store.pool.acquire().await.unwrap();
+            sqlx::query("BEGIN").execute(&mut *conn).await.unwrap();
+            sqlx::query("CREATE TABLE idle_probe (n int)")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(2000)).await;
+            let commit = sqlx::query("COMMIT").execute(&mut *conn).await;
+            assert!(commit.is_err(), "an idle transaction committed: {commit:?}");
+            drop(conn);
+            let probe: Option<String> =
+                sqlx::query_scalar("SELECT to_regclass('idle_probe')::text")
+                    .fetch_one(&store.pool)
+                    .await
+                    .unwrap();
+            assert_eq!(probe, None, "the idle transaction's table exists");
         }
     }
 }
