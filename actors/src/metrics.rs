@@ -14,6 +14,7 @@ pub const ORDER_ACTORS: &str = "dispatch_order_actors";
 pub const STORE_WRITE_DURATION_SECONDS: &str = "dispatch_store_write_duration_seconds";
 pub const STORE_ERRORS_TOTAL: &str = "dispatch_store_errors_total";
 pub const LOGIN_FAILURES_TOTAL: &str = "dispatch_login_failures_total";
+pub const LOGIN_LIMITER_KEYS: &str = "dispatch_login_limiter_keys";
 pub const RATE_LIMITED_TOTAL: &str = "dispatch_rate_limited_total";
 pub const ETA_WRITES_TOTAL: &str = "dispatch_eta_writes_total";
 pub const ETA_WRITES_COALESCED_TOTAL: &str = "dispatch_eta_writes_coalesced_total";
@@ -132,6 +133,10 @@ pub fn describe() {
     describe_counter!(
         LOGIN_FAILURES_TOTAL,
         "Logins refused for wrong credentials."
+    );
+    describe_gauge!(
+        LOGIN_LIMITER_KEYS,
+        "Keys (emails, client addresses, pairs) the login limits remember, after the last trim."
     );
     describe_counter!(
         RATE_LIMITED_TOTAL,

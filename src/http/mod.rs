@@ -166,11 +166,14 @@ impl LoginLimits {
         self.per_email_and_client.failed((email.to_owned(), client));
     }
 
-    /// Forgets windows that are over (from the housekeeping task).
+    /// Forgets windows that are over (from the housekeeping task), and says
+    /// how many keys are left, so a map that only grows shows on /metrics.
     pub fn trim(&self) {
         self.per_client.trim();
         self.per_email.trim();
         self.per_email_and_client.trim();
+        let keys = self.per_client.len() + self.per_email.len() + self.per_email_and_client.len();
+        metrics::gauge!(actors::metrics::LOGIN_LIMITER_KEYS).set(keys as f64);
     }
 }
 

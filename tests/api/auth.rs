@@ -1,5 +1,6 @@
 use crate::helpers::*;
 use serde_json::json;
+use std::time::Duration;
 
 #[tokio::test]
 async fn customer_registers_and_gets_a_token_for_their_account() {
@@ -276,4 +277,41 @@ async fn malformed_and_oversized_bodies_are_refused_in_the_error_shape() {
     app.post_raw("/api/auth/register", None, huge)
         .await
         .expect_error(413, "PAYLOAD_TOO_LARGE");
+}
+
+/// The limiter's memory of failures is trimmed by the server's housekeeping:
+/// the keys of a window that ended are forgotten (about a minute plus one
+/// upkeep tick), so a spray of made-up emails does not grow the process.
+#[tokio::test]
+async fn the_login_limits_forget_windows_that_ended() {
+    let app = TestApp::spawn().await;
+    for email in [
+        "nobody1@demo.local",
+        "nobody2@demo.local",
+        "nobody3@demo.local",
+    ] {
+        app.login(email, "wrong-pass")
+            .await
+            .expect_error(401, "INVALID_CREDENTIALS");
+    }
+    // One client address, three emails, three (email, client) pairs.
+    let remembered = wait_for_limiter_keys(&app, 7.0, Duration::from_secs(15)).await;
+    assert_eq!(remembered, 7.0, "keys remembered after three failures");
+    let left = wait_for_limiter_keys(&app, 0.0, Duration::from_secs(90)).await;
+    assert_eq!(left, 0.0, "keys of an ended window were never trimmed");
+}
+
+async fn wait_for_limiter_keys(app: &TestApp, want: f64, within: Duration) -> f64 {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let text = app.metrics_text().await;
+        let keys = text
+            .lines()
+            .find(|l| l.starts_with("dispatch_login_limiter_keys "))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+        if keys == Some(want) || std::time::Instant::now() > deadline {
+            return keys.unwrap_or(f64::NAN);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
