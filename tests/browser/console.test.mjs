@@ -4,7 +4,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
+  freshPostgres,
   launchBrowser,
+  natsUp,
   newPage,
   screenshot,
   signInThroughForm,
@@ -14,6 +16,7 @@ import {
   startSim,
   waitFor,
 } from './harness.mjs';
+import { randomBytes } from 'node:crypto';
 
 const drivers = (page) => page.evaluate(() => JSON.parse(document.getElementById('map').dataset.drivers ?? '[]'));
 const figure = (page, id) => page.textContent(`[data-testid="${id}"]`);
@@ -85,5 +88,69 @@ test('the operator console shows drivers moving on the map with live figures', {
     await browser?.close();
     await traffic?.stop();
     await server.stop();
+  }
+});
+
+// README "Cluster mode": the console lists every region with the node that
+// holds it; when a node dies, its regions move to the survivor.
+test('the console shows which node holds each region, and the survivor taking over a dead node\'s', { timeout: 120_000 }, async (t) => {
+  const db = freshPostgres();
+  if (!db) {
+    t.skip('cluster mode needs Postgres (set DISPATCHD_TEST_POSTGRES, as .ci/run does)');
+    return;
+  }
+  if (!(await natsUp())) {
+    db.drop();
+    if (process.env.DISPATCHD_TEST_NATS === 'required') throw new Error('DISPATCHD_TEST_NATS=required, but NATS is not on 127.0.0.1:4222');
+    t.skip('no NATS on 127.0.0.1:4222; .ci/run starts one');
+    return;
+  }
+  const env = {
+    DISPATCH__AUTH__JWT_SECRET: randomBytes(32).toString('hex'),
+    DISPATCH__CLUSTER__NATS_URL: 'nats://127.0.0.1:4222',
+    DISPATCH__CLUSTER__BUCKET: `dispatchd_test_browser_${randomBytes(6).toString('hex')}`,
+    DISPATCH__CLUSTER__LEASE_TTL_MS: '3000',
+    DISPATCH__CLUSTER__RENEW_MS: '500',
+    DISPATCH__CLUSTER__FENCE_MARGIN_MS: '1000',
+    DISPATCH__CLUSTER__REBALANCE_MS: '300',
+    DISPATCH__CLUSTER__REGION_DEG: '0.02',
+  };
+  let first;
+  let second;
+  let browser;
+  try {
+    first = await startServer({ databaseUrl: db.url, env });
+    second = await startServer({ databaseUrl: db.url, env, demo: false });
+    browser = await launchBrowser();
+    const page = await newPage(browser);
+    await page.goto(`${first.url}/`);
+    await signInThroughForm(page, 'admin@demo.local');
+    const holders = () =>
+      page.$$eval('[data-testid="regions"] li', (items) => items.map((li) => li.dataset.node ?? ''));
+
+    // Every region held, by two different nodes between them.
+    const both = await waitFor(async () => {
+      const now = await holders();
+      const nodes = new Set(now);
+      return now.length > 1 && !nodes.has('') && nodes.size === 2 && now;
+    }, { timeout: 40_000, what: 'every region held by the two nodes' });
+    assert.match(await page.textContent('[data-testid="cluster-note"]'), new RegExp(`^${both.length} of ${both.length} held · 2 nodes`));
+    await screenshot(page, 'console-regions');
+
+    // The second node dies without handing over: once its leases lapse the
+    // first holds every region, and the console says so.
+    await second.kill();
+    const mine = await page.textContent('[data-testid="cluster-note"]').then((note) => /this is (\S+)/.exec(note)?.[1]);
+    await waitFor(async () => {
+      const now = await holders();
+      return now.length === both.length && now.every((node) => node === mine);
+    }, { timeout: 30_000, what: "the survivor holding the dead node's regions" });
+    assert.match(await page.textContent('[data-testid="cluster-note"]'), / · 1 node · /);
+    assert.deepEqual(page.errors, []);
+  } finally {
+    await browser?.close();
+    await second?.stop();
+    await first?.stop();
+    db.drop();
   }
 });

@@ -8,6 +8,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
@@ -70,18 +71,21 @@ export async function waitFor(probe, { timeout = 10_000, interval = 100, what = 
   }
 }
 
-/** Starts `dispatchd serve --demo` on 127.0.0.1:0 with its own SQLite file. */
-export async function startServer() {
+/**
+ * Starts `dispatchd serve` on 127.0.0.1:0: by default `--demo` with its own
+ * SQLite file; `databaseUrl` (a shared Postgres database, for cluster mode)
+ * and `env` override that, and `demo: false` starts a node without the demo
+ * city (a second node of a cluster).
+ */
+export async function startServer({ demo = true, databaseUrl, env = {} } = {}) {
   const dir = mkdtempSync(path.join(tmpdir(), 'dispatchd-browser-'));
+  const args = ['serve', '--listen', '127.0.0.1:0', '--database-url', databaseUrl ?? `sqlite:${path.join(dir, 'dispatchd.db')}`];
+  if (demo) args.push('--demo');
   const child = track(
-    spawn(
-      BIN,
-      ['serve', '--demo', '--listen', '127.0.0.1:0', '--database-url', `sqlite:${path.join(dir, 'dispatchd.db')}`],
-      {
-        env: { ...process.env, DISPATCH__DISPATCH__ROUND_INTERVAL_MS: '200' },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    ),
+    spawn(BIN, args, {
+      env: { ...process.env, DISPATCH__DISPATCH__ROUND_INTERVAL_MS: '200', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    }),
   );
   const log = [];
   child.stderr.on('data', (chunk) => {
@@ -91,6 +95,13 @@ export async function startServer() {
   const stop = async () => {
     await stopProcess(child);
     rmSync(dir, { recursive: true, force: true });
+  };
+  /** SIGKILL, as a node dies: no hand-over. */
+  const kill = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = once(child, 'exit');
+    child.kill('SIGKILL');
+    await exited;
   };
   try {
     const url = await new Promise((resolve, reject) => {
@@ -104,10 +115,42 @@ export async function startServer() {
         else reject(new Error(`unexpected first line from dispatchd: ${line}`));
       });
     });
-    return { url, stop, log };
+    return { url, stop, kill, log };
   } catch (error) {
     await stop();
     throw error;
+  }
+}
+
+/**
+ * A fresh Postgres database for one test, on the server that
+ * `DISPATCHD_TEST_POSTGRES` names (an admin URL, as for the Rust suite), or
+ * null when it is not set. `drop()` removes it.
+ */
+export function freshPostgres() {
+  const admin = process.env.DISPATCHD_TEST_POSTGRES;
+  if (!admin) return null;
+  const name = `dispatchd_test_browser_${process.pid}_${Date.now()}`;
+  const psql = (sql) => {
+    const run = spawnSync('psql', [admin, '-qAtc', sql], { encoding: 'utf8', timeout: 30_000 });
+    if (run.status !== 0) throw new Error(`psql ${sql}: ${run.stderr || run.error}`);
+  };
+  psql(`CREATE DATABASE "${name}"`);
+  const url = new URL(admin);
+  url.pathname = `/${name}`;
+  return { url: url.toString(), drop: () => psql(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`) };
+}
+
+/** Whether NATS answers on 127.0.0.1:4222 (cluster mode's bus). */
+export async function natsUp() {
+  const socket = net.connect(4222, '127.0.0.1');
+  try {
+    await Promise.race([once(socket, 'connect'), sleep(2000).then(() => Promise.reject(new Error('timeout')))]);
+    return true;
+  } catch {
+    return false;
+  } finally {
+    socket.destroy();
   }
 }
 

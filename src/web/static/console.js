@@ -59,6 +59,8 @@ async function start(session) {
   setInterval(refreshOrders, ORDERS_EVERY_MS);
   refreshPendingDrivers();
   setInterval(refreshPendingDrivers, ORDERS_EVERY_MS);
+  refreshCluster();
+  setInterval(refreshCluster, ORDERS_EVERY_MS);
   refreshMetrics();
   setInterval(refreshMetrics, METRICS_EVERY_MS);
   requestAnimationFrame(animate);
@@ -404,6 +406,43 @@ async function refreshPendingDrivers() {
             },
           },
           'Approve',
+        ),
+      ),
+    ),
+  );
+}
+
+/** Which node holds which region (README "Cluster mode"), as this node sees it. */
+async function refreshCluster() {
+  /** @type {import('./types/dispatchd').ClusterView} */
+  let view;
+  try {
+    view = await state.client.get('/api/admin/cluster');
+  } catch (error) {
+    console.warn('Cluster view unavailable', error);
+    return;
+  }
+  const note = document.getElementById('cluster-note');
+  const list = document.getElementById('regions');
+  if (!view.enabled) {
+    note.textContent = 'one node (cluster mode off)';
+    list.replaceChildren();
+    return;
+  }
+  const regions = view.regions ?? [];
+  const nodes = view.nodes ?? [];
+  const held = regions.filter((r) => r.node).length;
+  note.textContent = `${held} of ${regions.length} held · ${nodes.length} node${nodes.length === 1 ? '' : 's'} · this is ${view.nodeId}`;
+  list.replaceChildren(
+    ...regions.map((r) =>
+      h(
+        'li',
+        { dataset: { region: r.region, node: r.node ?? '' } },
+        h('span', {}, r.region),
+        h(
+          'span',
+          { class: r.node ? 'muted' : 'error' },
+          !r.node ? 'free' : r.node === view.nodeId ? `${r.node} (this node, epoch ${r.epoch ?? '?'})` : r.node,
         ),
       ),
     ),
