@@ -51,8 +51,26 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
     tracing::info!("listening on http://{addr}");
 
     let metrics = telemetry::init_metrics()?;
-    let (store, event_store, zone_store) =
-        store::open_with_events(&store_options(&settings, options.database_url.as_deref())).await?;
+    // Cluster mode: the membership exists before the store, which fences
+    // every order write with it; it joins once the rest is up.
+    let cluster = settings.cluster.enabled().then(|| {
+        crate::cluster::Cluster::new(crate::cluster::ClusterOptions::from_settings(
+            &settings.cluster,
+        ))
+    });
+    let fencing = cluster
+        .clone()
+        .map(|c| Arc::new(c) as Arc<dyn store::OrderFencing>);
+    let store::Stores {
+        store,
+        events: event_store,
+        zones: zone_store,
+        region_owners,
+    } = store::open_all(
+        &store_options(&settings, options.database_url.as_deref()),
+        fencing,
+    )
+    .await?;
     if options.demo {
         if demo::load(store.as_ref()).await? {
             tracing::info!(restaurants = demo::restaurant_count(), "Demo data loaded");
@@ -128,14 +146,9 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
     );
 
     // Cluster mode: join, claim regions, renew; hand them over at shutdown.
-    let (state, cluster_task) = match (&nats, settings.cluster.enabled()) {
-        (Some(client), true) => {
-            let (cluster, task) = crate::cluster::Cluster::start(
-                client.clone(),
-                crate::cluster::ClusterOptions::from_settings(&settings.cluster),
-                store.clone(),
-                shutdown.clone(),
-            );
+    let (state, cluster_task) = match (&nats, cluster, region_owners) {
+        (Some(client), Some(cluster), Some(owners)) => {
+            let task = cluster.start(client.clone(), store.clone(), owners, shutdown.clone());
             (state.with_cluster(cluster), Some(task))
         }
         _ => (state, None),

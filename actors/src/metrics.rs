@@ -46,6 +46,7 @@ pub const CLUSTER_LEASE_LOSSES_TOTAL: &str = "dispatch_cluster_lease_losses_tota
 pub const CLUSTER_LEASE_HANDOVERS_TOTAL: &str = "dispatch_cluster_lease_handovers_total";
 pub const CLUSTER_FAILOVERS_TOTAL: &str = "dispatch_cluster_failovers_total";
 pub const CLUSTER_BUS_MESSAGES_TOTAL: &str = "dispatch_cluster_bus_messages_total";
+pub const CLUSTER_FENCED_WRITES_TOTAL: &str = "dispatch_cluster_fenced_writes_total";
 pub const ARRIVAL_EVENTS_TOTAL: &str = "dispatch_arrival_events_total";
 pub const ARRIVAL_REPEATS_SKIPPED_TOTAL: &str = "dispatch_arrival_repeats_skipped_total";
 pub const ZONE_CROSSINGS_TOTAL: &str = "dispatch_zone_crossings_total";
@@ -321,6 +322,10 @@ pub fn describe_realtime() {
     describe_counter!(
         CLUSTER_FAILOVERS_TOTAL,
         "Cluster mode: regions this node took over from a node that stopped renewing."
+    );
+    describe_counter!(
+        CLUSTER_FENCED_WRITES_TOTAL,
+        "Cluster mode: order writes refused because this node does not hold the order's region, by stage (node: its own lease view; database: region_owners)."
     );
     describe_counter!(
         CLUSTER_BUS_MESSAGES_TOTAL,

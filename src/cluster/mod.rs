@@ -17,6 +17,12 @@
 //! the server can let anyone else claim it ([`Cluster::owns`] reads the
 //! clock on every call; a fence task also drops it and counts the loss).
 //!
+//! The lease's epoch is also recorded in Postgres (`region_owners`) when a
+//! region is claimed, and every order write this node makes carries the
+//! epoch it holds the order's region at ([`Cluster`] is the store's
+//! `OrderFencing`): the database refuses the commit of a node that no
+//! longer holds the region, whatever that node's clock believes.
+//!
 //! Every node runs the same rebalancing rule ([`plan`]) on what it sees
 //! through a watch of the bucket. A graceful stop deletes the node's leases
 //! at their revision, so the others claim them at their next rebalance
@@ -27,7 +33,7 @@ pub mod region;
 
 use actors::domain::model::LatLon;
 use actors::metrics as m;
-use actors::store::{RestaurantFilter, Store};
+use actors::store::{RestaurantFilter, Store, StoreError};
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
 use region::Region;
@@ -39,6 +45,8 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use crate::store::{OrderFencing, RegionOwners, WriteFence};
 
 const NODE_PREFIX: &str = "node.";
 const LEASE_PREFIX: &str = "lease.";
@@ -56,6 +64,9 @@ pub struct ClusterOptions {
     pub fence_margin: Duration,
     pub region_deg: f64,
     pub rebalance: Duration,
+    /// Tests only: fence order writes with the last recorded epoch,
+    /// ignoring the local deadline (Postgres is then the only fence).
+    pub skip_local_fence: bool,
 }
 
 impl ClusterOptions {
@@ -73,6 +84,7 @@ impl ClusterOptions {
             fence_margin: Duration::from_millis(settings.fence_margin_ms),
             region_deg: settings.region_deg,
             rebalance: Duration::from_millis(settings.rebalance_ms),
+            skip_local_fence: settings.unsafe_skip_local_fence_for_tests,
         }
     }
 }
@@ -133,6 +145,9 @@ pub struct ClusterStatus {
 struct Inner {
     options: ClusterOptions,
     held: Mutex<BTreeMap<Region, Held>>,
+    /// The epoch this node last recorded in `region_owners` per region
+    /// (what `skip_local_fence` writes with).
+    recorded: Mutex<BTreeMap<Region, u64>>,
     watched: Mutex<Watched>,
     regions: Mutex<BTreeSet<Region>>,
     regions_loaded: AtomicBool,
@@ -153,32 +168,43 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Cluster {
-    /// Joins the cluster in the background: opens (or creates) the bucket,
-    /// retrying while NATS is away, then heartbeats, claims, renews and
-    /// rebalances until `shutdown`, when it hands its leases over. The
-    /// task ends after that hand-over.
-    pub fn start(
-        client: async_nats::Client,
-        options: ClusterOptions,
-        store: Arc<dyn Store>,
-        shutdown: CancellationToken,
-    ) -> (Cluster, JoinHandle<()>) {
-        let cluster = Cluster {
+    /// This node's membership, not started: the store is opened with it
+    /// as its fencing before [`Cluster::start`] joins.
+    pub fn new(options: ClusterOptions) -> Cluster {
+        if options.skip_local_fence {
+            tracing::warn!(
+                "cluster.unsafe_skip_local_fence_for_tests is set: this node writes with lapsed leases and only Postgres fences it; never use it outside tests"
+            );
+        }
+        Cluster {
             inner: Arc::new(Inner {
                 options,
                 held: Mutex::default(),
+                recorded: Mutex::default(),
                 watched: Mutex::default(),
                 regions: Mutex::default(),
                 regions_loaded: AtomicBool::new(false),
                 free_at_last_look: AtomicUsize::new(usize::MAX),
             }),
-        };
-        tracing::info!(node = %cluster.node_id(), bucket = %cluster.inner.options.bucket, "Joining the cluster");
+        }
+    }
+
+    /// Joins the cluster in the background: opens (or creates) the bucket,
+    /// retrying while NATS is away, then heartbeats, claims (recording each
+    /// claim in `owners`), renews and rebalances until `shutdown`, when it
+    /// hands its leases over. The task ends after that hand-over.
+    pub fn start(
+        &self,
+        client: async_nats::Client,
+        store: Arc<dyn Store>,
+        owners: Arc<dyn RegionOwners>,
+        shutdown: CancellationToken,
+    ) -> JoinHandle<()> {
+        tracing::info!(node = %self.node_id(), bucket = %self.inner.options.bucket, "Joining the cluster");
         tracing::warn!(
-            "Cluster mode is a first part: regions are leased, but orders are not yet partitioned by region (README \"Cluster mode\"); serve traffic from one node"
+            "Cluster mode is a first part: regions are leased and order writes fenced, but orders are not yet partitioned by region (README \"Cluster mode\"); serve traffic from one node"
         );
-        let task = tokio::spawn(cluster.clone().run(client, store, shutdown));
-        (cluster, task)
+        tokio::spawn(self.clone().run(client, store, owners, shutdown))
     }
 
     pub fn node_id(&self) -> &str {
@@ -196,6 +222,28 @@ impl Cluster {
         lock(&self.inner.held)
             .get(&region)
             .is_some_and(|held| held.deadline > Instant::now())
+    }
+
+    /// The epoch this node serves `region` at right now, if it does.
+    fn serving_epoch(&self, region: Region) -> Option<u64> {
+        if self.inner.options.skip_local_fence {
+            return lock(&self.inner.recorded).get(&region).copied();
+        }
+        lock(&self.inner.held)
+            .get(&region)
+            .filter(|held| held.deadline > Instant::now())
+            .map(|held| held.epoch)
+    }
+
+    /// The node this one last saw holding `region`, if another one.
+    pub fn holder_of(&self, region: Region) -> Option<String> {
+        let now = Instant::now();
+        lock(&self.inner.watched)
+            .leases
+            .get(&region)
+            .filter(|seen| seen.at + self.inner.options.lease_ttl > now)
+            .filter(|seen| seen.node != self.node_id())
+            .map(|seen| seen.node.clone())
     }
 
     /// Ready once it holds a lease, or once every region is held (more
@@ -256,6 +304,7 @@ impl Cluster {
         self,
         client: async_nats::Client,
         store: Arc<dyn Store>,
+        owners: Arc<dyn RegionOwners>,
         shutdown: CancellationToken,
     ) {
         let kv = loop {
@@ -291,7 +340,7 @@ impl Cluster {
                     self.renew(&kv).await;
                 }
                 _ = regions.tick() => self.read_regions(store.as_ref()).await,
-                _ = rebalance.tick() => self.rebalance(&kv).await,
+                _ = rebalance.tick() => self.rebalance(&kv, owners.as_ref()).await,
             }
         }
         self.leave(&kv).await;
@@ -561,7 +610,7 @@ impl Cluster {
         }
     }
 
-    async fn rebalance(&self, kv: &kv::Store) {
+    async fn rebalance(&self, kv: &kv::Store, owners: &dyn RegionOwners) {
         if !self.inner.regions_loaded.load(Ordering::Acquire) {
             return;
         }
@@ -623,13 +672,22 @@ impl Cluster {
         futures::future::join_all(
             plan.claim
                 .iter()
-                .map(|r| self.claim(kv, *r, lapsed_owner.contains(r))),
+                .map(|r| self.claim(kv, owners, *r, lapsed_owner.contains(r))),
         )
         .await;
         self.report();
     }
 
-    async fn claim(&self, kv: &kv::Store, region: Region, failover: bool) {
+    /// Claims a free region: the lease first (the compare-and-set decides
+    /// between racing nodes), then its epoch in Postgres; served only once
+    /// both are done.
+    async fn claim(
+        &self,
+        kv: &kv::Store,
+        owners: &dyn RegionOwners,
+        region: Region,
+        failover: bool,
+    ) {
         let sent = Instant::now();
         let key = format!("{LEASE_PREFIX}{}", region.key());
         match tokio::time::timeout(
@@ -640,6 +698,23 @@ impl Cluster {
         {
             Ok(Ok(revision)) => {
                 metrics::counter!(m::CLUSTER_BUS_MESSAGES_TOTAL, "direction" => "out").increment(1);
+                let recorded = owners
+                    .record_claim(&region.key(), self.node_id(), revision as i64)
+                    .await;
+                if !matches!(recorded, Ok(true)) {
+                    // Without the record every write would be refused:
+                    // give the lease back rather than hold it idle.
+                    let why = match recorded {
+                        Ok(_) => "a newer epoch is recorded".to_string(),
+                        Err(error) => error.to_string(),
+                    };
+                    tracing::warn!(%region, epoch = revision, %why, "Region claim not recorded in Postgres; releasing the lease");
+                    let _ = self
+                        .bounded(kv.delete_expect_revision(&key, Some(revision)))
+                        .await;
+                    return;
+                }
+                lock(&self.inner.recorded).insert(region, revision);
                 lock(&self.inner.held).insert(
                     region,
                     Held {
@@ -669,6 +744,7 @@ impl Cluster {
         let Some(held) = lock(&self.inner.held).remove(&region) else {
             return;
         };
+        lock(&self.inner.recorded).remove(&region);
         let key = format!("{LEASE_PREFIX}{}", region.key());
         match self
             .bounded(kv.delete_expect_revision(key, Some(held.revision)))
@@ -695,5 +771,25 @@ impl Cluster {
         }
         self.report();
         tracing::info!(regions = count, "Left the cluster");
+    }
+}
+
+impl OrderFencing for Cluster {
+    fn fence_for(&self, at: LatLon) -> Result<WriteFence, StoreError> {
+        let region = self.region_of(at);
+        match self.serving_epoch(region) {
+            Some(epoch) => Ok(WriteFence {
+                region: region.key(),
+                node: self.node_id().to_string(),
+                epoch: epoch as i64,
+            }),
+            None => {
+                metrics::counter!(m::CLUSTER_FENCED_WRITES_TOTAL, "stage" => "node").increment(1);
+                Err(StoreError::NotServed {
+                    region: region.key(),
+                    owner: self.holder_of(region),
+                })
+            }
+        }
     }
 }

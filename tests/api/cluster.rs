@@ -99,6 +99,12 @@ impl TestCluster {
         TestApp::spawn_on(self.db.clone(), first, &env).await
     }
 
+    /// One more setting for every node of this cluster.
+    fn with(mut self, key: &str, value: &str) -> TestCluster {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
     async fn drop_bucket(&self) {
         if let Ok(client) = async_nats::connect("nats://127.0.0.1:4222").await {
             let _ = async_nats::jetstream::new(client)
@@ -341,4 +347,171 @@ async fn a_single_node_says_cluster_mode_is_off() {
         .await
         .expect(200);
     assert_eq!(status, serde_json::json!({ "enabled": false }));
+}
+
+/// The region of demo restaurant 1 on the tests' 0.02-degree grid (as
+/// `src/cluster/region.rs` names it).
+fn restaurant_1_region() -> String {
+    let (lat, lon) = RESTAURANT_1_AT;
+    format!(
+        "r{}_{}",
+        (lat / 0.02).floor() as i64,
+        (lon / 0.02).floor() as i64
+    )
+}
+
+/// The node of `nodes` that holds `region`, and the others.
+async fn holder_of<'a>(
+    nodes: [&'a TestApp; 2],
+    admin: &str,
+    region: &str,
+) -> (&'a TestApp, &'a TestApp) {
+    for (i, node) in nodes.iter().enumerate() {
+        if seen(node, admin)
+            .await
+            .mine()
+            .iter()
+            .any(|(r, _)| r == region)
+        {
+            return (node, nodes[1 - i]);
+        }
+    }
+    panic!("nobody holds {region}");
+}
+
+/// The `details` of an error answer as (field, message) pairs.
+fn details(response: &Response) -> Vec<(String, String)> {
+    response.body["details"]
+        .as_array()
+        .map(|d| {
+            d.iter()
+                .map(|e| {
+                    (
+                        e["field"].as_str().unwrap_or_default().to_string(),
+                        e["message"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn an_order_write_on_a_node_that_does_not_hold_its_region_is_refused_naming_the_holder() {
+    if !cluster_available().await {
+        return;
+    }
+    let cluster = TestCluster::new(3000).await;
+    let a = cluster.node(true).await;
+    let b = cluster.node(false).await;
+    let admin = a.token("admin").await;
+    settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
+    let region = restaurant_1_region();
+    let (owner, other) = holder_of([&a, &b], &admin, &region).await;
+    let owner_id = seen(owner, &admin).await.node;
+    let customer = a.token("customer1").await;
+    let staff = a.token("restaurant1").await;
+
+    let refused = other
+        .post(
+            "/api/orders",
+            Some(&customer),
+            order_body(RESTAURANT_1, 1, 2),
+        )
+        .await;
+    refused.expect_error(503, "ENGINE_UNAVAILABLE");
+    assert_eq!(
+        details(&refused),
+        vec![
+            ("region".to_string(), region.clone()),
+            ("node".to_string(), owner_id.clone())
+        ]
+    );
+    let message = refused.body["error"].as_str().unwrap_or_default();
+    assert!(message.contains("nothing was changed"), "{message}");
+
+    let id = owner.place_order(&customer).await["id"]
+        .as_i64()
+        .expect("id");
+    other
+        .act(&staff, id, "confirm")
+        .await
+        .expect_error(503, "ENGINE_UNAVAILABLE");
+    assert!(
+        other
+            .metric("dispatch_cluster_fenced_writes_total{stage=\"node\"}")
+            .await
+            >= 2.0
+    );
+    // Refused means unchanged: the owner confirms it from version 1.
+    let confirmed = owner.act(&staff, id, "confirm").await.expect(200);
+    assert_eq!(confirmed["order"]["version"], 2, "{confirmed}");
+    cluster.drop_bucket().await;
+}
+
+#[tokio::test]
+async fn a_paused_owners_commit_after_its_lease_was_taken_is_refused_by_postgres_itself() {
+    if !cluster_available().await {
+        return;
+    }
+    // Both nodes ignore their own clock's fence (a test-only setting):
+    // whichever is paused writes with its old epoch when it resumes, and
+    // only region_owners in Postgres stands in the way.
+    let cluster = TestCluster::new(3000).await.with(
+        "DISPATCH__CLUSTER__UNSAFE_SKIP_LOCAL_FENCE_FOR_TESTS",
+        "true",
+    );
+    let a = cluster.node(true).await;
+    let b = cluster.node(false).await;
+    let admin = a.token("admin").await;
+    settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
+    let region = restaurant_1_region();
+    let (owner, other) = holder_of([&a, &b], &admin, &region).await;
+    let other_id = seen(other, &admin).await.node;
+    let customer = a.token("customer1").await;
+    let staff = a.token("restaurant1").await;
+    let id = owner.place_order(&customer).await["id"]
+        .as_i64()
+        .expect("id");
+
+    owner.signal("STOP");
+    let paused = Instant::now();
+    while !seen(other, &admin)
+        .await
+        .mine()
+        .iter()
+        .any(|(r, _)| *r == region)
+    {
+        assert!(
+            paused.elapsed() < Duration::from_secs(10),
+            "{region} not taken over"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The stale owner's confirm waits in its socket while it is paused and
+    // runs the moment it resumes, before it hears of the lease it lost. Its
+    // order actor still has version 1, as the row does: the version check
+    // alone would let it commit.
+    let (stale, ()) = tokio::join!(owner.act(&staff, id, "confirm"), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        owner.signal("CONT");
+    });
+    stale.expect_error(503, "ENGINE_UNAVAILABLE");
+    assert_eq!(
+        details(&stale),
+        vec![
+            ("region".to_string(), region.clone()),
+            ("node".to_string(), other_id)
+        ]
+    );
+    assert_eq!(
+        owner
+            .metric("dispatch_cluster_fenced_writes_total{stage=\"database\"}")
+            .await,
+        1.0
+    );
+    // Nothing of it committed: the new owner confirms from version 1.
+    let confirmed = other.act(&staff, id, "confirm").await.expect(200);
+    assert_eq!(confirmed["order"]["version"], 2, "{confirmed}");
+    cluster.drop_bucket().await;
 }

@@ -675,6 +675,7 @@ pub(crate) fn store_error_kind(error: &StoreError) -> &'static str {
         StoreError::Conflict => "conflict",
         StoreError::EmailTaken => "email_taken",
         StoreError::UnknownReference => "unknown_reference",
+        StoreError::NotServed { .. } => "not_served",
         StoreError::Internal(_) => "internal",
     }
 }
