@@ -89,6 +89,11 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
         },
     );
     let engine = Engine::start(store.clone(), crumbs, settings.engine()).await?;
+    // Cluster mode: this node runs only the orders of the regions it
+    // holds, none yet; they are loaded as it claims them.
+    if let Some(cluster) = &cluster {
+        engine.orders().partition_by(Arc::new(cluster.clone()));
+    }
     let recovery_started = std::time::Instant::now();
     let recovered = engine.orders().recover().await?;
     tracing::info!(
@@ -148,6 +153,7 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
     // Cluster mode: join, claim regions, renew; hand them over at shutdown.
     let (state, cluster_task) = match (&nats, cluster, region_owners) {
         (Some(client), Some(cluster), Some(owners)) => {
+            crate::cluster::follow_regions(&cluster, engine.orders().clone(), shutdown.clone());
             let task = cluster.start(client.clone(), store.clone(), owners, shutdown.clone());
             (state.with_cluster(cluster), Some(task))
         }

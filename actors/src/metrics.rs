@@ -47,6 +47,8 @@ pub const CLUSTER_LEASE_HANDOVERS_TOTAL: &str = "dispatch_cluster_lease_handover
 pub const CLUSTER_FAILOVERS_TOTAL: &str = "dispatch_cluster_failovers_total";
 pub const CLUSTER_BUS_MESSAGES_TOTAL: &str = "dispatch_cluster_bus_messages_total";
 pub const CLUSTER_FENCED_WRITES_TOTAL: &str = "dispatch_cluster_fenced_writes_total";
+pub const CLUSTER_ORDERS_LOADED_TOTAL: &str = "dispatch_cluster_orders_loaded_total";
+pub const CLUSTER_ORDERS_RELEASED_TOTAL: &str = "dispatch_cluster_orders_released_total";
 pub const ARRIVAL_EVENTS_TOTAL: &str = "dispatch_arrival_events_total";
 pub const ARRIVAL_REPEATS_SKIPPED_TOTAL: &str = "dispatch_arrival_repeats_skipped_total";
 pub const ZONE_CROSSINGS_TOTAL: &str = "dispatch_zone_crossings_total";
@@ -326,6 +328,14 @@ pub fn describe_realtime() {
     describe_counter!(
         CLUSTER_FENCED_WRITES_TOTAL,
         "Cluster mode: order writes refused because this node does not hold the order's region, by stage (node: its own lease view; database: region_owners)."
+    );
+    describe_counter!(
+        CLUSTER_ORDERS_LOADED_TOTAL,
+        "Cluster mode: live orders read from the store and started because this node claimed their region."
+    );
+    describe_counter!(
+        CLUSTER_ORDERS_RELEASED_TOTAL,
+        "Cluster mode: order actors stopped because their region went to another node."
     );
     describe_counter!(
         CLUSTER_BUS_MESSAGES_TOTAL,

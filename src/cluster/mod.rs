@@ -153,6 +153,9 @@ struct Inner {
     regions_loaded: AtomicBool,
     /// Free regions at the last rebalance (usize::MAX before the first).
     free_at_last_look: AtomicUsize,
+    /// Bumped whenever the regions this node serves change, for
+    /// [`follow_regions`].
+    served_changed: tokio::sync::watch::Sender<u64>,
 }
 
 /// The handle on this node's membership, cheap to clone.
@@ -185,8 +188,15 @@ impl Cluster {
                 regions: Mutex::default(),
                 regions_loaded: AtomicBool::new(false),
                 free_at_last_look: AtomicUsize::new(usize::MAX),
+                served_changed: tokio::sync::watch::channel(0).0,
             }),
         }
+    }
+
+    fn served_changed(&self) {
+        self.inner
+            .served_changed
+            .send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Joins the cluster in the background: opens (or creates) the bucket,
@@ -202,7 +212,7 @@ impl Cluster {
     ) -> JoinHandle<()> {
         tracing::info!(node = %self.node_id(), bucket = %self.inner.options.bucket, "Joining the cluster");
         tracing::warn!(
-            "Cluster mode is a first part: regions are leased and order writes fenced, but orders are not yet partitioned by region (README \"Cluster mode\"); serve traffic from one node"
+            "Cluster mode is built in parts: commands for another node's orders are refused, not yet forwarded (README \"Cluster mode\"); send each order's traffic to the node serving its region"
         );
         tokio::spawn(self.clone().run(client, store, owners, shutdown))
     }
@@ -466,6 +476,9 @@ impl Cluster {
                 }
                 lapsed
             };
+            if !lapsed.is_empty() {
+                self.served_changed();
+            }
             for region in lapsed {
                 tracing::warn!(%region, "Lease not renewed in time; region no longer served");
                 metrics::counter!(m::CLUSTER_LEASE_LOSSES_TOTAL, "reason" => "expired")
@@ -585,6 +598,8 @@ impl Cluster {
             return;
         }
         if held.remove(&region).is_some() {
+            drop(held);
+            self.served_changed();
             tracing::warn!(%region, "Lease taken by another node; region no longer served");
             metrics::counter!(m::CLUSTER_LEASE_LOSSES_TOTAL, "reason" => "taken").increment(1);
         }
@@ -728,6 +743,7 @@ impl Cluster {
                 if failover {
                     metrics::counter!(m::CLUSTER_FAILOVERS_TOTAL).increment(1);
                 }
+                self.served_changed();
                 tracing::info!(%region, epoch = revision, failover, "Region claimed");
             }
             Ok(Err(error)) if error.kind() == kv::CreateErrorKind::AlreadyExists => {
@@ -745,6 +761,7 @@ impl Cluster {
             return;
         };
         lock(&self.inner.recorded).remove(&region);
+        self.served_changed();
         let key = format!("{LEASE_PREFIX}{}", region.key());
         match self
             .bounded(kv.delete_expect_revision(key, Some(held.revision)))
@@ -792,4 +809,61 @@ impl OrderFencing for Cluster {
             }
         }
     }
+}
+
+impl actors::engine::order::OrderPartition for Cluster {
+    fn check(&self, at: LatLon) -> Result<(), StoreError> {
+        let region = self.region_of(at);
+        match self.serving_epoch(region) {
+            Some(_) => Ok(()),
+            None => Err(StoreError::NotServed {
+                region: region.key(),
+                owner: self.holder_of(region),
+            }),
+        }
+    }
+}
+
+/// Keeps this node's order actors to the regions it serves: whenever they
+/// change, the actors of orders in regions it lost or handed over stop
+/// (each leaves dispatch first), then the live orders of the regions it
+/// claimed are read from Postgres and started. Runs until `shutdown`.
+pub fn follow_regions(
+    cluster: &Cluster,
+    orders: actors::engine::order::Orders,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    let mut changed = cluster.inner.served_changed.subscribe();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                next = changed.changed() => if next.is_err() { return },
+            }
+            changed.mark_unchanged();
+            let released = orders.release_unserved();
+            if released > 0 {
+                metrics::counter!(m::CLUSTER_ORDERS_RELEASED_TOTAL).increment(released as u64);
+                tracing::info!(
+                    orders = released,
+                    "Orders of regions no longer served stopped"
+                );
+            }
+            let started = Instant::now();
+            match orders.recover().await {
+                Ok(0) => {}
+                Ok(loaded) => {
+                    metrics::counter!(m::CLUSTER_ORDERS_LOADED_TOTAL).increment(loaded as u64);
+                    tracing::info!(
+                        orders = loaded,
+                        millis = started.elapsed().as_millis() as u64,
+                        "Live orders of claimed regions loaded"
+                    );
+                }
+                // The next change tries again; meanwhile a command on one
+                // of those orders starts its actor itself.
+                Err(error) => tracing::warn!(%error, "Live orders of claimed regions not loaded"),
+            }
+        }
+    })
 }

@@ -433,15 +433,22 @@ async fn an_order_write_on_a_node_that_does_not_hold_its_region_is_refused_namin
     let id = owner.place_order(&customer).await["id"]
         .as_i64()
         .expect("id");
-    other
-        .act(&staff, id, "confirm")
-        .await
-        .expect_error(503, "ENGINE_UNAVAILABLE");
+    // The other node runs no actor for it and says who does.
+    let refused = other.act(&staff, id, "confirm").await;
+    refused.expect_error(503, "ENGINE_UNAVAILABLE");
+    assert_eq!(
+        details(&refused),
+        vec![
+            ("region".to_string(), region.clone()),
+            ("node".to_string(), owner_id)
+        ]
+    );
+    // The creation was refused by the store's fence, before Postgres.
     assert!(
         other
             .metric("dispatch_cluster_fenced_writes_total{stage=\"node\"}")
             .await
-            >= 2.0
+            >= 1.0
     );
     // Refused means unchanged: the owner confirms it from version 1.
     let confirmed = owner.act(&staff, id, "confirm").await.expect(200);
@@ -513,5 +520,145 @@ async fn a_paused_owners_commit_after_its_lease_was_taken_is_refused_by_postgres
     // Nothing of it committed: the new owner confirms from version 1.
     let confirmed = other.act(&staff, id, "confirm").await.expect(200);
     assert_eq!(confirmed["order"]["version"], 2, "{confirmed}");
+    cluster.drop_bucket().await;
+}
+
+#[tokio::test]
+async fn an_order_runs_on_its_regions_owner_only_and_after_a_sigkill_another_node_serves_it() {
+    if !cluster_available().await {
+        return;
+    }
+    let cluster = TestCluster::new(3000).await;
+    let a = cluster.node(true).await;
+    let b = cluster.node(false).await;
+    let c = cluster.node(false).await;
+    let admin = a.token("admin").await;
+    settled(&[&a, &b, &c], &admin, Duration::from_secs(15)).await;
+    let region = restaurant_1_region();
+    let mut nodes = vec![a, b, c];
+    let mut owner_index = None;
+    for (i, node) in nodes.iter().enumerate() {
+        if seen(node, &admin)
+            .await
+            .mine()
+            .iter()
+            .any(|(r, _)| *r == region)
+        {
+            owner_index = Some(i);
+        }
+    }
+    let owner_index = owner_index.expect("someone holds restaurant 1's region");
+    let customer = nodes[0].token("customer1").await;
+    let staff = nodes[0].token("restaurant1").await;
+    let id = {
+        let owner = &nodes[owner_index];
+        let id = owner.place_order(&customer).await["id"]
+            .as_i64()
+            .expect("id");
+        owner.act(&staff, id, "confirm").await.expect(200);
+        id
+    };
+    // Only the owner runs the order's actor.
+    for (i, node) in nodes.iter().enumerate() {
+        let actors = node.metric("dispatch_order_actors").await;
+        assert_eq!(actors, if i == owner_index { 1.0 } else { 0.0 }, "node {i}");
+    }
+
+    let mut owner = nodes.remove(owner_index);
+    owner.kill();
+    let killed = Instant::now();
+    // Within the failover target, one of the two others claims the region
+    // and loads the order from Postgres by itself, before any command.
+    let served_by = loop {
+        let mut loaded = None;
+        for (i, node) in nodes.iter().enumerate() {
+            if node.metric("dispatch_order_actors").await == 1.0 {
+                loaded = Some(i);
+            }
+        }
+        if let Some(i) = loaded {
+            break i;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "order {id} not loaded again within 10 s of the SIGKILL"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!(
+        "order loaded by another node {} ms after SIGKILL of its owner",
+        killed.elapsed().as_millis()
+    );
+    let new_owner = &nodes[served_by];
+    assert_eq!(
+        new_owner
+            .metric("dispatch_cluster_orders_loaded_total")
+            .await,
+        1.0
+    );
+    new_owner
+        .act(&staff, id, "start_preparing")
+        .await
+        .expect(200);
+    let order = new_owner
+        .get(&format!("/api/orders/{id}"), Some(&customer))
+        .await
+        .expect(200);
+    assert_eq!(order["order"]["status"], "PREPARING", "{order}");
+    assert_eq!(order["order"]["version"], 3, "{order}");
+    // The survivor that did not claim it runs nothing of it, and says so.
+    let other = &nodes[1 - served_by];
+    assert_eq!(other.metric("dispatch_order_actors").await, 0.0);
+    other
+        .act(&staff, id, "mark_ready")
+        .await
+        .expect_error(503, "ENGINE_UNAVAILABLE");
+    cluster.drop_bucket().await;
+}
+
+#[tokio::test]
+async fn a_paused_owner_stops_its_orders_actors_when_it_resumes_and_the_new_owner_runs_them() {
+    if !cluster_available().await {
+        return;
+    }
+    let cluster = TestCluster::new(3000).await;
+    let a = cluster.node(true).await;
+    let b = cluster.node(false).await;
+    let admin = a.token("admin").await;
+    settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
+    let region = restaurant_1_region();
+    let (owner, other) = holder_of([&a, &b], &admin, &region).await;
+    let customer = a.token("customer1").await;
+    let staff = a.token("restaurant1").await;
+    let id = owner.place_order(&customer).await["id"]
+        .as_i64()
+        .expect("id");
+    owner.act(&staff, id, "confirm").await.expect(200);
+    assert_eq!(owner.metric("dispatch_order_actors").await, 1.0);
+
+    owner.signal("STOP");
+    let paused = Instant::now();
+    while other.metric("dispatch_order_actors").await != 1.0 {
+        assert!(
+            paused.elapsed() < Duration::from_secs(10),
+            "order {id} not loaded by the other node"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    owner.signal("CONT");
+    let resumed = Instant::now();
+    // Its lease lapsed while it slept: on waking it stops the actor.
+    while owner.metric("dispatch_order_actors").await != 0.0 {
+        assert!(
+            resumed.elapsed() < Duration::from_secs(2),
+            "the resumed node still runs order {id}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        owner.metric("dispatch_cluster_orders_released_total").await,
+        1.0
+    );
+    other.act(&staff, id, "start_preparing").await.expect(200);
     cluster.drop_bucket().await;
 }
