@@ -28,6 +28,7 @@
 //! at their revision, so the others claim them at their next rebalance
 //! rather than after the TTL.
 
+pub mod commands;
 mod plan;
 pub mod region;
 
@@ -156,6 +157,8 @@ struct Inner {
     /// Bumped whenever the regions this node serves change, for
     /// [`follow_regions`].
     served_changed: tokio::sync::watch::Sender<u64>,
+    /// Forwarded commands, on the NATS connection `start` is given.
+    commands: std::sync::OnceLock<commands::Commands>,
 }
 
 /// The handle on this node's membership, cheap to clone.
@@ -189,6 +192,7 @@ impl Cluster {
                 regions_loaded: AtomicBool::new(false),
                 free_at_last_look: AtomicUsize::new(usize::MAX),
                 served_changed: tokio::sync::watch::channel(0).0,
+                commands: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -212,9 +216,30 @@ impl Cluster {
     ) -> JoinHandle<()> {
         tracing::info!(node = %self.node_id(), bucket = %self.inner.options.bucket, "Joining the cluster");
         tracing::warn!(
-            "Cluster mode is built in parts: commands for another node's orders are refused, not yet forwarded (README \"Cluster mode\"); send each order's traffic to the node serving its region"
+            "Cluster mode is built in parts: status changes are forwarded to the order's node, but order creation and WebSocket subscriptions for another node's region are refused (README \"Cluster mode\")"
         );
+        let _ = self
+            .inner
+            .commands
+            .set(commands::Commands::new(client.clone(), self));
+        self.served_changed();
         tokio::spawn(self.clone().run(client, store, owners, shutdown))
+    }
+
+    /// Forwarding of commands to other nodes, once the cluster started.
+    pub fn commands(&self) -> Option<&commands::Commands> {
+        self.inner.commands.get()
+    }
+
+    /// The regions this node holds a live lease on now (whatever
+    /// `skip_local_fence` says: it only concerns this node's own writes).
+    fn leased(&self) -> Vec<Region> {
+        let now = Instant::now();
+        lock(&self.inner.held)
+            .iter()
+            .filter(|(_, held)| held.deadline > now)
+            .map(|(region, _)| *region)
+            .collect()
     }
 
     pub fn node_id(&self) -> &str {
@@ -834,6 +859,7 @@ pub fn follow_regions(
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
     let mut changed = cluster.inner.served_changed.subscribe();
+    let cluster = cluster.clone();
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -848,6 +874,14 @@ pub fn follow_regions(
                     orders = released,
                     "Orders of regions no longer served stopped"
                 );
+            }
+            // The commands of regions it holds now are answered here, those
+            // of regions it lost no longer (before loading: a command that
+            // comes first starts its order's actor itself).
+            if let Some(commands) = cluster.commands() {
+                commands
+                    .serve_only(&cluster, &cluster.leased(), &orders)
+                    .await;
             }
             let started = Instant::now();
             match orders.recover().await {

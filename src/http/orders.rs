@@ -9,9 +9,9 @@ use actors::domain::input::{NewOrderInput, Problems};
 use actors::domain::lifecycle::{self, Action};
 use actors::domain::model::*;
 use actors::domain::quote::{Rejection, quote};
-use actors::engine::order::TransitionCommand;
+use actors::engine::order::{CommandError, TransitionCommand};
 use actors::metrics as m;
-use actors::store::{IdempotencyKey, OrderQuery, OrderScope, PlaceOutcome};
+use actors::store::{IdempotencyKey, OrderQuery, OrderScope, PlaceOutcome, StoreError};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -480,7 +480,31 @@ async fn transition(
         expected_version,
         reason,
     };
-    let order = state.engine.orders().transition(order_id, command).await?;
+    let order = match state
+        .engine
+        .orders()
+        .transition(order_id, command.clone())
+        .await
+    {
+        Ok(order) => order,
+        // Cluster mode: another node runs this order; ask it.
+        Err(CommandError::Store(StoreError::NotServed { region, owner })) => {
+            match state.cluster.as_ref().and_then(|c| c.commands()) {
+                Some(commands) => match commands
+                    .forward_transition(&region, order_id, &command)
+                    .await
+                {
+                    Ok(answer) => answer?,
+                    Err(error) => {
+                        tracing::warn!(order_id, %region, %error, "Command not forwarded");
+                        return Err(ApiError::not_served_here(region, owner));
+                    }
+                },
+                None => return Err(ApiError::not_served_here(region, owner)),
+            }
+        }
+        Err(error) => return Err(error.into()),
+    };
     tracing::info!(order_id, status = %order.status, version = order.version, "Order transitioned");
     if let (Some(driver_id), Action::PickUp | Action::Deliver) = (caller.driver_id, action) {
         check_proximity(&state, driver_id, action, &order).await;

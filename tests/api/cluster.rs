@@ -397,7 +397,8 @@ fn details(response: &Response) -> Vec<(String, String)> {
 }
 
 #[tokio::test]
-async fn an_order_write_on_a_node_that_does_not_hold_its_region_is_refused_naming_the_holder() {
+async fn an_order_is_created_only_on_its_regions_owner_and_confirmed_through_another_node_over_nats()
+ {
     if !cluster_available().await {
         return;
     }
@@ -433,16 +434,6 @@ async fn an_order_write_on_a_node_that_does_not_hold_its_region_is_refused_namin
     let id = owner.place_order(&customer).await["id"]
         .as_i64()
         .expect("id");
-    // The other node runs no actor for it and says who does.
-    let refused = other.act(&staff, id, "confirm").await;
-    refused.expect_error(503, "ENGINE_UNAVAILABLE");
-    assert_eq!(
-        details(&refused),
-        vec![
-            ("region".to_string(), region.clone()),
-            ("node".to_string(), owner_id)
-        ]
-    );
     // The creation was refused by the store's fence, before Postgres.
     assert!(
         other
@@ -450,9 +441,48 @@ async fn an_order_write_on_a_node_that_does_not_hold_its_region_is_refused_namin
             .await
             >= 1.0
     );
-    // Refused means unchanged: the owner confirms it from version 1.
-    let confirmed = owner.act(&staff, id, "confirm").await.expect(200);
+
+    // Confirmed through the other node: it runs no actor for the order and
+    // carries the command over NATS to the owner, which answers.
+    let confirmed = other.act(&staff, id, "confirm").await.expect(200);
+    assert_eq!(confirmed["order"]["status"], "CONFIRMED", "{confirmed}");
     assert_eq!(confirmed["order"]["version"], 2, "{confirmed}");
+    assert_eq!(other.metric("dispatch_order_actors").await, 0.0);
+    assert_eq!(
+        other
+            .metric("dispatch_cluster_forwarded_commands_total{result=\"ok\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        other
+            .metric("dispatch_cluster_forward_duration_seconds_count")
+            .await,
+        1.0
+    );
+    eprintln!(
+        "one forwarded confirm took {:.1} ms",
+        other
+            .metric("dispatch_cluster_forward_duration_seconds_sum")
+            .await
+            * 1000.0
+    );
+    assert_eq!(
+        owner
+            .metric("dispatch_cluster_forwarded_commands_served_total")
+            .await,
+        1.0
+    );
+    // The errors are the owner's own, word for word.
+    let customer_tries = other.act(&customer, id, "start_preparing").await;
+    customer_tries.expect_error(403, "FORBIDDEN");
+    assert_eq!(
+        customer_tries.body,
+        owner.act(&customer, id, "start_preparing").await.body
+    );
+    let again = other.act(&staff, id, "confirm").await;
+    again.expect_error(409, "INVALID_TRANSITION");
+    assert_eq!(again.body, owner.act(&staff, id, "confirm").await.body);
     cluster.drop_bucket().await;
 }
 
@@ -474,7 +504,6 @@ async fn a_paused_owners_commit_after_its_lease_was_taken_is_refused_by_postgres
     settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
     let region = restaurant_1_region();
     let (owner, other) = holder_of([&a, &b], &admin, &region).await;
-    let other_id = seen(other, &admin).await.node;
     let customer = a.token("customer1").await;
     let staff = a.token("restaurant1").await;
     let id = owner.place_order(&customer).await["id"]
@@ -503,23 +532,35 @@ async fn a_paused_owners_commit_after_its_lease_was_taken_is_refused_by_postgres
         tokio::time::sleep(Duration::from_millis(300)).await;
         owner.signal("CONT");
     });
-    stale.expect_error(503, "ENGINE_UNAVAILABLE");
-    assert_eq!(
-        details(&stale),
-        vec![
-            ("region".to_string(), region.clone()),
-            ("node".to_string(), other_id)
-        ]
-    );
+    // Postgres refused its commit; nothing of it was written, so the node
+    // carried the command to the region's owner, which confirmed it.
     assert_eq!(
         owner
             .metric("dispatch_cluster_fenced_writes_total{stage=\"database\"}")
             .await,
         1.0
     );
-    // Nothing of it committed: the new owner confirms from version 1.
-    let confirmed = other.act(&staff, id, "confirm").await.expect(200);
+    let confirmed = stale.expect(200);
     assert_eq!(confirmed["order"]["version"], 2, "{confirmed}");
+    assert_eq!(
+        owner
+            .metric("dispatch_cluster_forwarded_commands_total{result=\"ok\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        other
+            .metric("dispatch_cluster_forwarded_commands_served_total")
+            .await,
+        1.0
+    );
+    // And only the owner's write is in the order's history.
+    let events = other
+        .get(&format!("/api/orders/{id}/events"), Some(&admin))
+        .await
+        .expect(200);
+    let confirmations = events.to_string().matches("\"CONFIRMED\"").count();
+    assert_eq!(confirmations, 1, "{events}");
     cluster.drop_bucket().await;
 }
 
@@ -606,13 +647,18 @@ async fn an_order_runs_on_its_regions_owner_only_and_after_a_sigkill_another_nod
         .expect(200);
     assert_eq!(order["order"]["status"], "PREPARING", "{order}");
     assert_eq!(order["order"]["version"], 3, "{order}");
-    // The survivor that did not claim it runs nothing of it, and says so.
+    // The survivor that did not claim it runs nothing of it, and carries
+    // a command on it to the new owner.
     let other = &nodes[1 - served_by];
     assert_eq!(other.metric("dispatch_order_actors").await, 0.0);
-    other
-        .act(&staff, id, "mark_ready")
-        .await
-        .expect_error(503, "ENGINE_UNAVAILABLE");
+    let ready = other.act(&staff, id, "mark_ready").await.expect(200);
+    assert_eq!(ready["order"]["version"], 4, "{ready}");
+    assert_eq!(
+        other
+            .metric("dispatch_cluster_forwarded_commands_total{result=\"ok\"}")
+            .await,
+        1.0
+    );
     cluster.drop_bucket().await;
 }
 
