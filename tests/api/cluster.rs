@@ -442,6 +442,22 @@ async fn an_order_is_created_only_on_its_regions_owner_and_confirmed_through_ano
             >= 1.0
     );
 
+    // A watcher on the other node is told where the order is served,
+    // rather than sent a snapshot no update would follow; on the owner it
+    // gets the snapshot.
+    let mut elsewhere = WsClient::connect(other, &customer).await;
+    elsewhere
+        .send(serde_json::json!({ "type": "subscribe", "orderId": id }))
+        .await;
+    let refused = elsewhere.next_of("error", 5).await;
+    assert_eq!(refused["code"], "ENGINE_UNAVAILABLE", "{refused}");
+    let said = refused["message"].as_str().unwrap_or_default();
+    assert!(said.contains(&owner_id) && said.contains(&region), "{said}");
+    let mut here = WsClient::connect(owner, &customer).await;
+    here.send(serde_json::json!({ "type": "subscribe", "orderId": id }))
+        .await;
+    here.next_of("snapshot", 5).await;
+
     // Confirmed through the other node: it runs no actor for the order and
     // carries the command over NATS to the owner, which answers.
     let confirmed = other.act(&staff, id, "confirm").await.expect(200);
