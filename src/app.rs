@@ -153,7 +153,12 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
     // Cluster mode: join, claim regions, renew; hand them over at shutdown.
     let (state, cluster_task) = match (&nats, cluster, region_owners) {
         (Some(client), Some(cluster), Some(owners)) => {
-            crate::cluster::follow_regions(&cluster, engine.orders().clone(), shutdown.clone());
+            crate::cluster::follow_regions(
+                &cluster,
+                engine.orders().clone(),
+                store.clone(),
+                shutdown.clone(),
+            );
             let task = cluster.start(client.clone(), store.clone(), owners, shutdown.clone());
             (state.with_cluster(cluster), Some(task))
         }

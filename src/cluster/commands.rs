@@ -1,20 +1,25 @@
-//! Order commands carried between nodes: a node asked to transition an
-//! order whose region another node serves sends the command over NATS
-//! request/reply to `<bucket>.region.<region>.cmd`, which only the region's
-//! owner subscribes to, and answers what the owner answered.
+//! Order commands carried between nodes: a node asked to place an order
+//! at a restaurant, or to transition an order, whose region another node
+//! serves sends the command over NATS request/reply to
+//! `<bucket>.region.<region>.cmd`, which only the region's owner
+//! subscribes to, and answers what the owner answered.
 //!
-//! The caller's identity travels with the command: the forwarding node
+//! The caller's identity travels with a transition: the forwarding node
 //! checked the token, the owner decides what that caller may do, exactly
-//! as for a local command. The bus is trusted (one NATS account for the
-//! cluster); nothing a client sends is passed on unparsed.
+//! as for a local command. A new order travels as the draft the forwarding
+//! node validated and priced (its idempotency key with it); the owner
+//! writes it and starts its actor. The bus is trusted (one NATS account
+//! for the cluster); nothing a client sends is passed on unparsed.
 
 use super::Cluster;
 use super::region::Region;
+use actors::domain::input::{NewOrder, OrderLine};
 use actors::domain::lifecycle::{Action, Refusal};
-use actors::domain::model::{Caller, Order, OrderId, Role};
+use actors::domain::model::{Caller, DeliveryAddress, Order, OrderId, PlacedOrder, Role};
 use actors::engine::order::{CommandError, Orders, TransitionCommand};
 use actors::metrics as m;
-use actors::store::StoreError;
+use actors::store::{IdempotencyKey, OrderDraft, PlaceOutcome, PricedLine, Store, StoreError};
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -37,6 +42,108 @@ const SERVING_AT_ONCE: usize = 256;
 /// first answer only.
 const NOT_OWNER_GRACE: Duration = Duration::from_secs(2);
 
+/// What travels to a region's owner.
+#[derive(Debug, Serialize, Deserialize)]
+enum ForwardedCommand {
+    Transition(ForwardedTransition),
+    Place(Box<ForwardedPlace>),
+}
+
+/// A new order as the forwarding node validated and priced it.
+#[derive(Debug, Serialize, Deserialize)]
+struct ForwardedPlace {
+    customer_id: i64,
+    restaurant_id: i64,
+    delivery_address: DeliveryAddress,
+    lines: Vec<ForwardedLine>,
+    subtotal_cents: i64,
+    delivery_fee_cents: i64,
+    service_fee_cents: i64,
+    total_cents: i64,
+    estimated_delivery_at: Option<DateTime<Utc>>,
+    placed_at: DateTime<Utc>,
+    /// (key, digest of the request body).
+    idempotency: Option<(String, String)>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ForwardedLine {
+    menu_item_id: i64,
+    name: String,
+    quantity: i32,
+    unit_price_cents: i64,
+    special_instructions: Option<String>,
+}
+
+impl ForwardedPlace {
+    fn of(draft: &OrderDraft, idempotency: Option<&IdempotencyKey>) -> ForwardedPlace {
+        ForwardedPlace {
+            customer_id: draft.customer_id,
+            restaurant_id: draft.order.restaurant_id,
+            delivery_address: draft.order.delivery_address.clone(),
+            lines: draft
+                .lines
+                .iter()
+                .map(|line| ForwardedLine {
+                    menu_item_id: line.menu_item_id,
+                    name: line.name.clone(),
+                    quantity: line.quantity,
+                    unit_price_cents: line.unit_price_cents,
+                    special_instructions: line.special_instructions.clone(),
+                })
+                .collect(),
+            subtotal_cents: draft.subtotal_cents,
+            delivery_fee_cents: draft.delivery_fee_cents,
+            service_fee_cents: draft.service_fee_cents,
+            total_cents: draft.total_cents,
+            estimated_delivery_at: draft.estimated_delivery_at,
+            placed_at: draft.placed_at,
+            idempotency: idempotency.map(|k| (k.key.clone(), k.request_hash.clone())),
+        }
+    }
+
+    fn into_parts(self) -> (OrderDraft, Option<IdempotencyKey>) {
+        let order = NewOrder {
+            restaurant_id: self.restaurant_id,
+            lines: self
+                .lines
+                .iter()
+                .map(|line| OrderLine {
+                    menu_item_id: line.menu_item_id,
+                    quantity: line.quantity,
+                    special_instructions: line.special_instructions.clone(),
+                })
+                .collect(),
+            delivery_address: self.delivery_address,
+        };
+        let draft = OrderDraft {
+            customer_id: self.customer_id,
+            order,
+            lines: self
+                .lines
+                .into_iter()
+                .map(|line| PricedLine {
+                    menu_item_id: line.menu_item_id,
+                    name: line.name,
+                    quantity: line.quantity,
+                    unit_price_cents: line.unit_price_cents,
+                    special_instructions: line.special_instructions,
+                })
+                .collect(),
+            subtotal_cents: self.subtotal_cents,
+            delivery_fee_cents: self.delivery_fee_cents,
+            service_fee_cents: self.service_fee_cents,
+            total_cents: self.total_cents,
+            estimated_delivery_at: self.estimated_delivery_at,
+            placed_at: self.placed_at,
+        };
+        let idempotency = self
+            .idempotency
+            .map(|(key, request_hash)| IdempotencyKey { key, request_hash });
+        (draft, idempotency)
+    }
+}
+
 /// A transition as it travels: the command's parts, parsed already.
 #[derive(Debug, Serialize, Deserialize)]
 struct ForwardedTransition {
@@ -55,6 +162,10 @@ struct ForwardedTransition {
 #[derive(Debug, Serialize, Deserialize)]
 enum ForwardedOutcome {
     Done(Box<Order>),
+    Placed(Box<PlacedOrder>),
+    Replayed(String),
+    KeyReused,
+    InProgress,
     NotFound,
     Forbidden(String),
     InvalidTransition(String),
@@ -107,20 +218,54 @@ impl ForwardedOutcome {
         }
     }
 
+    fn of_place(result: Result<PlaceOutcome, StoreError>) -> ForwardedOutcome {
+        match result {
+            Ok(PlaceOutcome::Created(placed)) => ForwardedOutcome::Placed(placed),
+            Ok(PlaceOutcome::Replayed(body)) => ForwardedOutcome::Replayed(body),
+            Ok(PlaceOutcome::KeyReused) => ForwardedOutcome::KeyReused,
+            Ok(PlaceOutcome::InProgress) => ForwardedOutcome::InProgress,
+            Err(error) => ForwardedOutcome::of(Err(CommandError::Store(error))),
+        }
+    }
+
+    /// A new order's outcome, or the error its owner answered.
+    fn into_place(self) -> Result<PlaceOutcome, crate::http::error::ApiError> {
+        match self {
+            ForwardedOutcome::Placed(placed) => Ok(PlaceOutcome::Created(placed)),
+            ForwardedOutcome::Replayed(body) => Ok(PlaceOutcome::Replayed(body)),
+            ForwardedOutcome::KeyReused => Ok(PlaceOutcome::KeyReused),
+            ForwardedOutcome::InProgress => Ok(PlaceOutcome::InProgress),
+            other => Err(other.into_error()),
+        }
+    }
+
     /// The HTTP boundary's answer, as the owner's own gateway gives it.
     fn into_result(self) -> Result<Order, crate::http::error::ApiError> {
-        use crate::http::error::ApiError;
         match self {
             ForwardedOutcome::Done(order) => Ok(*order),
-            ForwardedOutcome::NotFound => Err(ApiError::NotFound("order")),
-            ForwardedOutcome::Forbidden(m) => Err(ApiError::Forbidden(m)),
-            ForwardedOutcome::InvalidTransition(m) => Err(ApiError::InvalidTransition(m)),
-            ForwardedOutcome::VersionConflict(m) => Err(ApiError::VersionConflict(m)),
-            ForwardedOutcome::StoreUnavailable => Err(ApiError::StoreUnavailable),
-            ForwardedOutcome::NotServed { region, owner } => {
-                Err(ApiError::not_served_here(region, owner))
+            other => Err(other.into_error()),
+        }
+    }
+
+    fn into_error(self) -> crate::http::error::ApiError {
+        use crate::http::error::ApiError;
+        match self {
+            ForwardedOutcome::Done(_)
+            | ForwardedOutcome::Placed(_)
+            | ForwardedOutcome::Replayed(_)
+            | ForwardedOutcome::KeyReused
+            | ForwardedOutcome::InProgress => {
+                ApiError::Internal("the owner answered another command".into())
             }
-            ForwardedOutcome::Internal(detail) => Err(ApiError::Internal(detail)),
+            ForwardedOutcome::NotFound => ApiError::NotFound("order"),
+            ForwardedOutcome::Forbidden(m) => ApiError::Forbidden(m),
+            ForwardedOutcome::InvalidTransition(m) => ApiError::InvalidTransition(m),
+            ForwardedOutcome::VersionConflict(m) => ApiError::VersionConflict(m),
+            ForwardedOutcome::StoreUnavailable => ApiError::StoreUnavailable,
+            ForwardedOutcome::NotServed { region, owner } => {
+                ApiError::not_served_here(region, owner)
+            }
+            ForwardedOutcome::Internal(detail) => ApiError::Internal(detail),
         }
     }
 }
@@ -150,6 +295,18 @@ impl Commands {
         }
     }
 
+    /// Sends a new order to the owner of `region`, which writes it and
+    /// starts its actor, and waits for its outcome.
+    pub async fn forward_place(
+        &self,
+        region: &str,
+        draft: &OrderDraft,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> Result<Result<PlaceOutcome, crate::http::error::ApiError>, ForwardError> {
+        let command = ForwardedCommand::Place(Box::new(ForwardedPlace::of(draft, idempotency)));
+        Ok(self.send(region, &command).await?.into_place())
+    }
+
     /// Sends a transition to the owner of `region` and waits for its answer.
     pub async fn forward_transition(
         &self,
@@ -158,7 +315,7 @@ impl Commands {
         command: &TransitionCommand,
     ) -> Result<Result<Order, crate::http::error::ApiError>, ForwardError> {
         let caller = command.caller;
-        let message = ForwardedTransition {
+        let message = ForwardedCommand::Transition(ForwardedTransition {
             order_id,
             user_id: caller.user_id,
             role: caller.role.as_str().to_string(),
@@ -167,9 +324,17 @@ impl Commands {
             action: command.action.as_str().to_string(),
             expected_version: command.expected_version,
             reason: command.reason.clone(),
-        };
+        });
+        Ok(self.send(region, &message).await?.into_result())
+    }
+
+    async fn send(
+        &self,
+        region: &str,
+        message: &ForwardedCommand,
+    ) -> Result<ForwardedOutcome, ForwardError> {
         let payload =
-            serde_json::to_vec(&message).map_err(|e| ForwardError::Failed(e.to_string()))?;
+            serde_json::to_vec(message).map_err(|e| ForwardError::Failed(e.to_string()))?;
         let started = Instant::now();
         let asked = self
             .client
@@ -201,11 +366,17 @@ impl Commands {
         metrics::counter!(m::CLUSTER_FORWARDED_COMMANDS_TOTAL, "result" => result).increment(1);
         metrics::histogram!(m::CLUSTER_FORWARD_DURATION_SECONDS)
             .record(started.elapsed().as_secs_f64());
-        outcome.map(ForwardedOutcome::into_result)
+        outcome
     }
 
     /// Subscribes to the command subjects of `served` and drops the others'.
-    pub async fn serve_only(&self, cluster: &Cluster, served: &[Region], orders: &Orders) {
+    pub async fn serve_only(
+        &self,
+        cluster: &Cluster,
+        served: &[Region],
+        orders: &Orders,
+        store: &Arc<dyn Store>,
+    ) {
         let stale: Vec<JoinHandle<()>> = {
             let mut serving = super::lock(&self.serving);
             let gone: Vec<Region> = serving
@@ -232,6 +403,7 @@ impl Commands {
                         *region,
                         cluster.clone(),
                         orders.clone(),
+                        store.clone(),
                     ));
                     super::lock(&self.serving).insert(*region, task);
                 }
@@ -248,6 +420,7 @@ impl Commands {
         region: Region,
         cluster: Cluster,
         orders: Orders,
+        store: Arc<dyn Store>,
     ) {
         while let Some(message) = subscriber.next().await {
             metrics::counter!(m::CLUSTER_BUS_MESSAGES_TOTAL, "direction" => "in").increment(1);
@@ -260,12 +433,18 @@ impl Commands {
             let client = self.client.clone();
             let orders = orders.clone();
             let cluster = cluster.clone();
+            let store = store.clone();
             // Commands on different orders run side by side; each order's
             // actor serialises its own.
             tokio::spawn(async move {
                 let outcome = if cluster.owns(region) {
-                    match serde_json::from_slice::<ForwardedTransition>(&message.payload) {
-                        Ok(forwarded) => run(&orders, forwarded).await,
+                    match serde_json::from_slice::<ForwardedCommand>(&message.payload) {
+                        Ok(ForwardedCommand::Transition(forwarded)) => {
+                            run(&orders, forwarded).await
+                        }
+                        Ok(ForwardedCommand::Place(forwarded)) => {
+                            place(&orders, store.as_ref(), *forwarded).await
+                        }
                         Err(error) => {
                             ForwardedOutcome::Internal(format!("unreadable command: {error}"))
                         }
@@ -292,6 +471,20 @@ impl Commands {
             });
         }
     }
+}
+
+/// Writes a forwarded new order and starts its actor here, as the
+/// gateway does for its own clients.
+async fn place(orders: &Orders, store: &dyn Store, forwarded: ForwardedPlace) -> ForwardedOutcome {
+    let (draft, idempotency) = forwarded.into_parts();
+    let placed = store.place_order(draft, idempotency).await;
+    if let Ok(PlaceOutcome::Created(created)) = &placed
+        && let Err(error) = orders.placed(&created.order).await
+    {
+        // Durable already: the next command on the order starts it.
+        tracing::warn!(order_id = created.order.id, %error, "Order actor not started");
+    }
+    ForwardedOutcome::of_place(placed)
 }
 
 /// Runs a forwarded transition on this node's order actor.

@@ -216,7 +216,7 @@ impl Cluster {
     ) -> JoinHandle<()> {
         tracing::info!(node = %self.node_id(), bucket = %self.inner.options.bucket, "Joining the cluster");
         tracing::warn!(
-            "Cluster mode is built in parts: status changes are forwarded to the order's node, but order creation and WebSocket subscriptions for another node's region are refused (README \"Cluster mode\")"
+            "Cluster mode is built in parts: new orders and status changes are forwarded to the order's node, but WebSocket subscriptions and drivers are not carried across nodes (README \"Cluster mode\")"
         );
         let _ = self
             .inner
@@ -856,6 +856,7 @@ impl actors::engine::order::OrderPartition for Cluster {
 pub fn follow_regions(
     cluster: &Cluster,
     orders: actors::engine::order::Orders,
+    store: Arc<dyn Store>,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
     let mut changed = cluster.inner.served_changed.subscribe();
@@ -880,7 +881,7 @@ pub fn follow_regions(
             // comes first starts its order's actor itself).
             if let Some(commands) = cluster.commands() {
                 commands
-                    .serve_only(&cluster, &cluster.leased(), &orders)
+                    .serve_only(&cluster, &cluster.leased(), &orders, &store)
                     .await;
             }
             let started = Instant::now();

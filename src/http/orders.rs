@@ -238,7 +238,32 @@ async fn create(
             out.zone_id
         )));
     }
-    match state.store.place_order(draft, idempotency).await? {
+    // Cluster mode: the store refuses an order of a region another node
+    // serves (it runs the order's actor): that node writes it instead.
+    let (outcome, forwarded) = match state
+        .store
+        .place_order(draft.clone(), idempotency.clone())
+        .await
+    {
+        Ok(outcome) => (outcome, false),
+        Err(StoreError::NotServed { region, owner }) => {
+            let Some(commands) = state.cluster.as_ref().and_then(|c| c.commands()) else {
+                return Err(ApiError::not_served_here(region, owner));
+            };
+            match commands
+                .forward_place(&region, &draft, idempotency.as_ref())
+                .await
+            {
+                Ok(answer) => (answer?, true),
+                Err(error) => {
+                    tracing::warn!(%region, %error, "New order not forwarded");
+                    return Err(ApiError::not_served_here(region, owner));
+                }
+            }
+        }
+        Err(error) => return Err(error.into()),
+    };
+    match outcome {
         PlaceOutcome::Created(placed) => {
             metrics::counter!(m::ORDERS_CREATED_TOTAL).increment(1);
             tracing::info!(
@@ -249,8 +274,9 @@ async fn create(
             let body =
                 serde_json::to_string(&placed).map_err(|e| ApiError::Internal(e.to_string()))?;
             // Durable already; if the actor cannot start now, the next
-            // command on the order or the next start brings it up.
-            if let Err(error) = state.engine.orders().placed(&placed.order).await {
+            // command on the order or the next start brings it up. A
+            // forwarded order's actor is its owner's.
+            if !forwarded && let Err(error) = state.engine.orders().placed(&placed.order).await {
                 tracing::warn!(order_id = placed.order.id, %error, "Order actor not started");
             }
             Ok(created(body, false))
