@@ -862,10 +862,15 @@ pub fn follow_regions(
     let mut changed = cluster.inner.served_changed.subscribe();
     let cluster = cluster.clone();
     tokio::spawn(async move {
+        // The regions whose orders are loaded here; a load that failed is
+        // tried again every second until it succeeds.
+        let mut loaded: BTreeSet<Region> = BTreeSet::new();
+        let mut retry = false;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 next = changed.changed() => if next.is_err() { return },
+                _ = tokio::time::sleep(Duration::from_secs(1)), if retry => {}
             }
             changed.mark_unchanged();
             let released = orders.release_unserved();
@@ -876,28 +881,38 @@ pub fn follow_regions(
                     "Orders of regions no longer served stopped"
                 );
             }
+            let leased: BTreeSet<Region> = cluster.leased().into_iter().collect();
             // The commands of regions it holds now are answered here, those
             // of regions it lost no longer (before loading: a command that
             // comes first starts its order's actor itself).
             if let Some(commands) = cluster.commands() {
+                let leased: Vec<Region> = leased.iter().copied().collect();
                 commands
-                    .serve_only(&cluster, &cluster.leased(), &orders, &store)
+                    .serve_only(&cluster, &leased, &orders, &store)
                     .await;
+            }
+            loaded.retain(|region| leased.contains(region));
+            if !retry && leased.is_subset(&loaded) {
+                continue;
             }
             let started = Instant::now();
             match orders.recover().await {
-                Ok(0) => {}
-                Ok(loaded) => {
-                    metrics::counter!(m::CLUSTER_ORDERS_LOADED_TOTAL).increment(loaded as u64);
+                Ok(count) => {
+                    retry = false;
+                    loaded = leased;
+                    metrics::counter!(m::CLUSTER_ORDERS_LOADED_TOTAL).increment(count as u64);
                     tracing::info!(
-                        orders = loaded,
+                        orders = count,
                         millis = started.elapsed().as_millis() as u64,
                         "Live orders of claimed regions loaded"
                     );
                 }
-                // The next change tries again; meanwhile a command on one
-                // of those orders starts its actor itself.
-                Err(error) => tracing::warn!(%error, "Live orders of claimed regions not loaded"),
+                // Meanwhile a command on one of those orders starts its
+                // actor itself.
+                Err(error) => {
+                    retry = true;
+                    tracing::warn!(%error, "Live orders of claimed regions not loaded; retrying");
+                }
             }
         }
     })
