@@ -379,6 +379,20 @@ async fn holder_of<'a>(
     panic!("nobody holds {region}");
 }
 
+/// Places an order at restaurant 1 with an idempotency key.
+async fn create_with_key(app: &TestApp, token: &str, key: &str, quantity: i64) -> Response {
+    let response = app
+        .client
+        .post(format!("{}/api/orders", app.address))
+        .bearer_auth(token)
+        .header("Idempotency-Key", key)
+        .json(&order_body(RESTAURANT_1, 1, quantity))
+        .send()
+        .await
+        .expect("request");
+    TestApp::read(response).await
+}
+
 /// The `details` of an error answer as (field, message) pairs.
 fn details(response: &Response) -> Vec<(String, String)> {
     response.body["details"]
@@ -416,15 +430,26 @@ async fn an_order_placed_and_confirmed_through_a_node_that_does_not_serve_its_re
     // Placed through the other node: its store refuses the write (the
     // region is not its own), and it carries the priced order to the owner,
     // which writes it and runs its actor.
-    let placed = other
-        .post(
-            "/api/orders",
-            Some(&customer),
-            order_body(RESTAURANT_1, 1, 2),
-        )
+    let placed = create_with_key(other, &customer, "cross-node-1", 2)
         .await
         .expect(201);
     let id = placed["order"]["id"].as_i64().expect("id");
+    // Its idempotency key was claimed in the owner's transaction: a retry
+    // through either node replays it, another body is refused.
+    for node in [owner, other] {
+        let again = create_with_key(node, &customer, "cross-node-1", 2).await;
+        assert_eq!(
+            again
+                .headers
+                .get("idempotent-replayed")
+                .map(|v| v.as_bytes()),
+            Some(&b"true"[..])
+        );
+        assert_eq!(again.expect(201)["order"]["id"], id);
+    }
+    create_with_key(other, &customer, "cross-node-1", 3)
+        .await
+        .expect_error(422, "IDEMPOTENCY_KEY_REUSED");
     assert_eq!(placed["order"]["status"], "PLACED", "{placed}");
     assert_eq!(placed["items"][0]["quantity"], 2, "{placed}");
     assert_eq!(
@@ -725,5 +750,47 @@ async fn a_paused_owner_stops_its_orders_actors_when_it_resumes_and_the_new_owne
         1.0
     );
     other.act(&staff, id, "start_preparing").await.expect(200);
+    cluster.drop_bucket().await;
+}
+
+#[tokio::test]
+async fn a_node_that_stops_hands_its_orders_to_the_new_owner_of_their_region() {
+    if !cluster_available().await {
+        return;
+    }
+    // A long TTL: an order that waited for its owner's lease to lapse
+    // would not run again for 8 s.
+    let cluster = TestCluster::new(8000).await;
+    let mut a = cluster.node(true).await;
+    let mut b = cluster.node(false).await;
+    let admin = a.token("admin").await;
+    settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
+    let region = restaurant_1_region();
+    let a_holds = seen(&a, &admin)
+        .await
+        .mine()
+        .iter()
+        .any(|(r, _)| *r == region);
+    let (owner, other) = if a_holds { (&mut a, &b) } else { (&mut b, &a) };
+    let customer = other.token("customer1").await;
+    let staff = other.token("restaurant1").await;
+    let id = owner.place_order(&customer).await["id"]
+        .as_i64()
+        .expect("id");
+    assert!(owner.terminate().success());
+    let stopped = Instant::now();
+    while other.metric("dispatch_order_actors").await != 1.0 {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(4),
+            "order {id} not handed over"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "order running on the new owner {} ms after SIGTERM of the old one",
+        stopped.elapsed().as_millis()
+    );
+    other.act(&staff, id, "confirm").await.expect(200);
+    assert_eq!(other.metric("dispatch_cluster_failovers_total").await, 0.0);
     cluster.drop_bucket().await;
 }
