@@ -51,8 +51,26 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
     tracing::info!("listening on http://{addr}");
 
     let metrics = telemetry::init_metrics()?;
-    let (store, event_store, zone_store) =
-        store::open_with_events(&store_options(&settings, options.database_url.as_deref())).await?;
+    // Cluster mode: the membership exists before the store, which fences
+    // every order write with it; it joins once the rest is up.
+    let cluster = settings.cluster.enabled().then(|| {
+        crate::cluster::Cluster::new(crate::cluster::ClusterOptions::from_settings(
+            &settings.cluster,
+        ))
+    });
+    let fencing = cluster
+        .clone()
+        .map(|c| Arc::new(c) as Arc<dyn store::OrderFencing>);
+    let store::Stores {
+        store,
+        events: event_store,
+        zones: zone_store,
+        region_owners,
+    } = store::open_all(
+        &store_options(&settings, options.database_url.as_deref()),
+        fencing,
+    )
+    .await?;
     if options.demo {
         if demo::load(store.as_ref()).await? {
             tracing::info!(restaurants = demo::restaurant_count(), "Demo data loaded");
@@ -71,6 +89,11 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
         },
     );
     let engine = Engine::start(store.clone(), crumbs, settings.engine()).await?;
+    // Cluster mode: this node runs only the orders of the regions it
+    // holds, none yet; they are loaded as it claims them.
+    if let Some(cluster) = &cluster {
+        engine.orders().partition_by(Arc::new(cluster.clone()));
+    }
     let recovery_started = std::time::Instant::now();
     let recovered = engine.orders().recover().await?;
     tracing::info!(
@@ -128,14 +151,15 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
     );
 
     // Cluster mode: join, claim regions, renew; hand them over at shutdown.
-    let (state, cluster_task) = match (&nats, settings.cluster.enabled()) {
-        (Some(client), true) => {
-            let (cluster, task) = crate::cluster::Cluster::start(
-                client.clone(),
-                crate::cluster::ClusterOptions::from_settings(&settings.cluster),
+    let (state, cluster_task) = match (&nats, cluster, region_owners) {
+        (Some(client), Some(cluster), Some(owners)) => {
+            crate::cluster::follow_regions(
+                &cluster,
+                engine.orders().clone(),
                 store.clone(),
                 shutdown.clone(),
             );
+            let task = cluster.start(client.clone(), store.clone(), owners, shutdown.clone());
             (state.with_cluster(cluster), Some(task))
         }
         _ => (state, None),

@@ -44,6 +44,9 @@ pub struct ClusterSettings {
     pub region_deg: f64,
     /// How often a node looks at the membership and the lease table.
     pub rebalance_ms: u64,
+    /// For tests only: write with the last recorded epoch whatever the
+    /// local clock says, so only Postgres fences (README "Cluster mode").
+    pub unsafe_skip_local_fence_for_tests: bool,
 }
 
 impl ClusterSettings {

@@ -47,6 +47,13 @@ pub const CLUSTER_LEASE_LOSSES_TOTAL: &str = "dispatch_cluster_lease_losses_tota
 pub const CLUSTER_LEASE_HANDOVERS_TOTAL: &str = "dispatch_cluster_lease_handovers_total";
 pub const CLUSTER_FAILOVERS_TOTAL: &str = "dispatch_cluster_failovers_total";
 pub const CLUSTER_BUS_MESSAGES_TOTAL: &str = "dispatch_cluster_bus_messages_total";
+pub const CLUSTER_FENCED_WRITES_TOTAL: &str = "dispatch_cluster_fenced_writes_total";
+pub const CLUSTER_ORDERS_LOADED_TOTAL: &str = "dispatch_cluster_orders_loaded_total";
+pub const CLUSTER_FORWARDED_COMMANDS_TOTAL: &str = "dispatch_cluster_forwarded_commands_total";
+pub const CLUSTER_FORWARD_DURATION_SECONDS: &str = "dispatch_cluster_forward_duration_seconds";
+pub const CLUSTER_FORWARDED_COMMANDS_SERVED_TOTAL: &str =
+    "dispatch_cluster_forwarded_commands_served_total";
+pub const CLUSTER_ORDERS_RELEASED_TOTAL: &str = "dispatch_cluster_orders_released_total";
 pub const ARRIVAL_EVENTS_TOTAL: &str = "dispatch_arrival_events_total";
 pub const ARRIVAL_REPEATS_SKIPPED_TOTAL: &str = "dispatch_arrival_repeats_skipped_total";
 pub const ZONE_CROSSINGS_TOTAL: &str = "dispatch_zone_crossings_total";
@@ -326,6 +333,31 @@ pub fn describe_realtime() {
     describe_counter!(
         CLUSTER_FAILOVERS_TOTAL,
         "Cluster mode: regions this node took over from a node that stopped renewing."
+    );
+    describe_counter!(
+        CLUSTER_FENCED_WRITES_TOTAL,
+        "Cluster mode: order writes refused because this node does not hold the order's region, by stage (node: its own lease view; database: region_owners)."
+    );
+    describe_counter!(
+        CLUSTER_FORWARDED_COMMANDS_TOTAL,
+        "Cluster mode: commands this node forwarded to the owner of their order's region, by result (ok: the owner answered, whatever it answered; no_owner; timed_out; failed)."
+    );
+    describe_histogram!(
+        CLUSTER_FORWARD_DURATION_SECONDS,
+        Unit::Seconds,
+        "Cluster mode: round trip of a forwarded command, from sending it to the owner's answer."
+    );
+    describe_counter!(
+        CLUSTER_FORWARDED_COMMANDS_SERVED_TOTAL,
+        "Cluster mode: commands another node forwarded to this one, as owner, and this one answered."
+    );
+    describe_counter!(
+        CLUSTER_ORDERS_LOADED_TOTAL,
+        "Cluster mode: live orders read from the store and started because this node claimed their region."
+    );
+    describe_counter!(
+        CLUSTER_ORDERS_RELEASED_TOTAL,
+        "Cluster mode: order actors stopped because their region went to another node."
     );
     describe_counter!(
         CLUSTER_BUS_MESSAGES_TOTAL,

@@ -24,6 +24,15 @@ pub enum StoreError {
     /// account, deleted while its token is still valid (401, not 500).
     #[error("a referenced row does not exist")]
     UnknownReference,
+    /// Cluster mode: this node does not hold the order's region (any
+    /// more), so the write was refused, by the node itself or by the
+    /// database's record of region owners; nothing changed. `owner` is the
+    /// node that holds it, when known.
+    #[error("region {region} is not served by this node")]
+    NotServed {
+        region: String,
+        owner: Option<String>,
+    },
     /// Anything else (a bug or a schema mismatch). Logged, answered as 500.
     #[error("store error: {0}")]
     Internal(String),

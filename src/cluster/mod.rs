@@ -17,17 +17,24 @@
 //! the server can let anyone else claim it ([`Cluster::owns`] reads the
 //! clock on every call; a fence task also drops it and counts the loss).
 //!
+//! The lease's epoch is also recorded in Postgres (`region_owners`) when a
+//! region is claimed, and every order write this node makes carries the
+//! epoch it holds the order's region at ([`Cluster`] is the store's
+//! `OrderFencing`): the database refuses the commit of a node that no
+//! longer holds the region, whatever that node's clock believes.
+//!
 //! Every node runs the same rebalancing rule ([`plan`]) on what it sees
 //! through a watch of the bucket. A graceful stop deletes the node's leases
 //! at their revision, so the others claim them at their next rebalance
 //! rather than after the TTL.
 
+pub mod commands;
 mod plan;
 pub mod region;
 
 use actors::domain::model::LatLon;
 use actors::metrics as m;
-use actors::store::{RestaurantFilter, Store};
+use actors::store::{RestaurantFilter, Store, StoreError};
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
 use region::Region;
@@ -39,6 +46,8 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use crate::store::{OrderFencing, RegionOwners, WriteFence};
 
 const NODE_PREFIX: &str = "node.";
 const LEASE_PREFIX: &str = "lease.";
@@ -56,6 +65,9 @@ pub struct ClusterOptions {
     pub fence_margin: Duration,
     pub region_deg: f64,
     pub rebalance: Duration,
+    /// Tests only: fence order writes with the last recorded epoch,
+    /// ignoring the local deadline (Postgres is then the only fence).
+    pub skip_local_fence: bool,
 }
 
 impl ClusterOptions {
@@ -73,6 +85,7 @@ impl ClusterOptions {
             fence_margin: Duration::from_millis(settings.fence_margin_ms),
             region_deg: settings.region_deg,
             rebalance: Duration::from_millis(settings.rebalance_ms),
+            skip_local_fence: settings.unsafe_skip_local_fence_for_tests,
         }
     }
 }
@@ -133,11 +146,19 @@ pub struct ClusterStatus {
 struct Inner {
     options: ClusterOptions,
     held: Mutex<BTreeMap<Region, Held>>,
+    /// The epoch this node last recorded in `region_owners` per region
+    /// (what `skip_local_fence` writes with).
+    recorded: Mutex<BTreeMap<Region, u64>>,
     watched: Mutex<Watched>,
     regions: Mutex<BTreeSet<Region>>,
     regions_loaded: AtomicBool,
     /// Free regions at the last rebalance (usize::MAX before the first).
     free_at_last_look: AtomicUsize,
+    /// Bumped whenever the regions this node serves change, for
+    /// [`follow_regions`].
+    served_changed: tokio::sync::watch::Sender<u64>,
+    /// Forwarded commands, on the NATS connection `start` is given.
+    commands: std::sync::OnceLock<commands::Commands>,
 }
 
 /// The handle on this node's membership, cheap to clone.
@@ -153,32 +174,72 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Cluster {
-    /// Joins the cluster in the background: opens (or creates) the bucket,
-    /// retrying while NATS is away, then heartbeats, claims, renews and
-    /// rebalances until `shutdown`, when it hands its leases over. The
-    /// task ends after that hand-over.
-    pub fn start(
-        client: async_nats::Client,
-        options: ClusterOptions,
-        store: Arc<dyn Store>,
-        shutdown: CancellationToken,
-    ) -> (Cluster, JoinHandle<()>) {
-        let cluster = Cluster {
+    /// This node's membership, not started: the store is opened with it
+    /// as its fencing before [`Cluster::start`] joins.
+    pub fn new(options: ClusterOptions) -> Cluster {
+        if options.skip_local_fence {
+            tracing::warn!(
+                "cluster.unsafe_skip_local_fence_for_tests is set: this node writes with lapsed leases and only Postgres fences it; never use it outside tests"
+            );
+        }
+        Cluster {
             inner: Arc::new(Inner {
                 options,
                 held: Mutex::default(),
+                recorded: Mutex::default(),
                 watched: Mutex::default(),
                 regions: Mutex::default(),
                 regions_loaded: AtomicBool::new(false),
                 free_at_last_look: AtomicUsize::new(usize::MAX),
+                served_changed: tokio::sync::watch::channel(0).0,
+                commands: std::sync::OnceLock::new(),
             }),
-        };
-        tracing::info!(node = %cluster.node_id(), bucket = %cluster.inner.options.bucket, "Joining the cluster");
+        }
+    }
+
+    fn served_changed(&self) {
+        self.inner
+            .served_changed
+            .send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Joins the cluster in the background: opens (or creates) the bucket,
+    /// retrying while NATS is away, then heartbeats, claims (recording each
+    /// claim in `owners`), renews and rebalances until `shutdown`, when it
+    /// hands its leases over. The task ends after that hand-over.
+    pub fn start(
+        &self,
+        client: async_nats::Client,
+        store: Arc<dyn Store>,
+        owners: Arc<dyn RegionOwners>,
+        shutdown: CancellationToken,
+    ) -> JoinHandle<()> {
+        tracing::info!(node = %self.node_id(), bucket = %self.inner.options.bucket, "Joining the cluster");
         tracing::warn!(
-            "Cluster mode is a first part: regions are leased, but orders are not yet partitioned by region (README \"Cluster mode\"); serve traffic from one node"
+            "Cluster mode is built in parts: new orders and status changes are forwarded to the order's node, but WebSocket subscriptions and drivers are not carried across nodes (README \"Cluster mode\")"
         );
-        let task = tokio::spawn(cluster.clone().run(client, store, shutdown));
-        (cluster, task)
+        let _ = self
+            .inner
+            .commands
+            .set(commands::Commands::new(client.clone(), self));
+        self.served_changed();
+        tokio::spawn(self.clone().run(client, store, owners, shutdown))
+    }
+
+    /// Forwarding of commands to other nodes, once the cluster started.
+    pub fn commands(&self) -> Option<&commands::Commands> {
+        self.inner.commands.get()
+    }
+
+    /// The regions this node holds a live lease on now (whatever
+    /// `skip_local_fence` says: it only concerns this node's own writes).
+    fn leased(&self) -> Vec<Region> {
+        let now = Instant::now();
+        lock(&self.inner.held)
+            .iter()
+            .filter(|(_, held)| held.deadline > now)
+            .map(|(region, _)| *region)
+            .collect()
     }
 
     pub fn node_id(&self) -> &str {
@@ -196,6 +257,28 @@ impl Cluster {
         lock(&self.inner.held)
             .get(&region)
             .is_some_and(|held| held.deadline > Instant::now())
+    }
+
+    /// The epoch this node serves `region` at right now, if it does.
+    fn serving_epoch(&self, region: Region) -> Option<u64> {
+        if self.inner.options.skip_local_fence {
+            return lock(&self.inner.recorded).get(&region).copied();
+        }
+        lock(&self.inner.held)
+            .get(&region)
+            .filter(|held| held.deadline > Instant::now())
+            .map(|held| held.epoch)
+    }
+
+    /// The node this one last saw holding `region`, if another one.
+    pub fn holder_of(&self, region: Region) -> Option<String> {
+        let now = Instant::now();
+        lock(&self.inner.watched)
+            .leases
+            .get(&region)
+            .filter(|seen| seen.at + self.inner.options.lease_ttl > now)
+            .filter(|seen| seen.node != self.node_id())
+            .map(|seen| seen.node.clone())
     }
 
     /// Ready once it holds a lease, or once every region is held (more
@@ -256,6 +339,7 @@ impl Cluster {
         self,
         client: async_nats::Client,
         store: Arc<dyn Store>,
+        owners: Arc<dyn RegionOwners>,
         shutdown: CancellationToken,
     ) {
         let kv = loop {
@@ -291,7 +375,7 @@ impl Cluster {
                     self.renew(&kv).await;
                 }
                 _ = regions.tick() => self.read_regions(store.as_ref()).await,
-                _ = rebalance.tick() => self.rebalance(&kv).await,
+                _ = rebalance.tick() => self.rebalance(&kv, owners.as_ref()).await,
             }
         }
         self.leave(&kv).await;
@@ -417,6 +501,9 @@ impl Cluster {
                 }
                 lapsed
             };
+            if !lapsed.is_empty() {
+                self.served_changed();
+            }
             for region in lapsed {
                 tracing::warn!(%region, "Lease not renewed in time; region no longer served");
                 metrics::counter!(m::CLUSTER_LEASE_LOSSES_TOTAL, "reason" => "expired")
@@ -536,6 +623,8 @@ impl Cluster {
             return;
         }
         if held.remove(&region).is_some() {
+            drop(held);
+            self.served_changed();
             tracing::warn!(%region, "Lease taken by another node; region no longer served");
             metrics::counter!(m::CLUSTER_LEASE_LOSSES_TOTAL, "reason" => "taken").increment(1);
         }
@@ -561,7 +650,7 @@ impl Cluster {
         }
     }
 
-    async fn rebalance(&self, kv: &kv::Store) {
+    async fn rebalance(&self, kv: &kv::Store, owners: &dyn RegionOwners) {
         if !self.inner.regions_loaded.load(Ordering::Acquire) {
             return;
         }
@@ -623,13 +712,22 @@ impl Cluster {
         futures::future::join_all(
             plan.claim
                 .iter()
-                .map(|r| self.claim(kv, *r, lapsed_owner.contains(r))),
+                .map(|r| self.claim(kv, owners, *r, lapsed_owner.contains(r))),
         )
         .await;
         self.report();
     }
 
-    async fn claim(&self, kv: &kv::Store, region: Region, failover: bool) {
+    /// Claims a free region: the lease first (the compare-and-set decides
+    /// between racing nodes), then its epoch in Postgres; served only once
+    /// both are done.
+    async fn claim(
+        &self,
+        kv: &kv::Store,
+        owners: &dyn RegionOwners,
+        region: Region,
+        failover: bool,
+    ) {
         let sent = Instant::now();
         let key = format!("{LEASE_PREFIX}{}", region.key());
         match tokio::time::timeout(
@@ -640,6 +738,23 @@ impl Cluster {
         {
             Ok(Ok(revision)) => {
                 metrics::counter!(m::CLUSTER_BUS_MESSAGES_TOTAL, "direction" => "out").increment(1);
+                let recorded = owners
+                    .record_claim(&region.key(), self.node_id(), revision as i64)
+                    .await;
+                if !matches!(recorded, Ok(true)) {
+                    // Without the record every write would be refused:
+                    // give the lease back rather than hold it idle.
+                    let why = match recorded {
+                        Ok(_) => "a newer epoch is recorded".to_string(),
+                        Err(error) => error.to_string(),
+                    };
+                    tracing::warn!(%region, epoch = revision, %why, "Region claim not recorded in Postgres; releasing the lease");
+                    let _ = self
+                        .bounded(kv.delete_expect_revision(&key, Some(revision)))
+                        .await;
+                    return;
+                }
+                lock(&self.inner.recorded).insert(region, revision);
                 lock(&self.inner.held).insert(
                     region,
                     Held {
@@ -653,6 +768,7 @@ impl Cluster {
                 if failover {
                     metrics::counter!(m::CLUSTER_FAILOVERS_TOTAL).increment(1);
                 }
+                self.served_changed();
                 tracing::info!(%region, epoch = revision, failover, "Region claimed");
             }
             Ok(Err(error)) if error.kind() == kv::CreateErrorKind::AlreadyExists => {
@@ -669,6 +785,8 @@ impl Cluster {
         let Some(held) = lock(&self.inner.held).remove(&region) else {
             return;
         };
+        lock(&self.inner.recorded).remove(&region);
+        self.served_changed();
         let key = format!("{LEASE_PREFIX}{}", region.key());
         match self
             .bounded(kv.delete_expect_revision(key, Some(held.revision)))
@@ -696,4 +814,106 @@ impl Cluster {
         self.report();
         tracing::info!(regions = count, "Left the cluster");
     }
+}
+
+impl OrderFencing for Cluster {
+    fn fence_for(&self, at: LatLon) -> Result<WriteFence, StoreError> {
+        let region = self.region_of(at);
+        match self.serving_epoch(region) {
+            Some(epoch) => Ok(WriteFence {
+                region: region.key(),
+                node: self.node_id().to_string(),
+                epoch: epoch as i64,
+            }),
+            None => {
+                metrics::counter!(m::CLUSTER_FENCED_WRITES_TOTAL, "stage" => "node").increment(1);
+                Err(StoreError::NotServed {
+                    region: region.key(),
+                    owner: self.holder_of(region),
+                })
+            }
+        }
+    }
+}
+
+impl actors::engine::order::OrderPartition for Cluster {
+    fn check(&self, at: LatLon) -> Result<(), StoreError> {
+        let region = self.region_of(at);
+        match self.serving_epoch(region) {
+            Some(_) => Ok(()),
+            None => Err(StoreError::NotServed {
+                region: region.key(),
+                owner: self.holder_of(region),
+            }),
+        }
+    }
+}
+
+/// Keeps this node's order actors to the regions it serves: whenever they
+/// change, the actors of orders in regions it lost or handed over stop
+/// (each leaves dispatch first), then the live orders of the regions it
+/// claimed are read from Postgres and started. Runs until `shutdown`.
+pub fn follow_regions(
+    cluster: &Cluster,
+    orders: actors::engine::order::Orders,
+    store: Arc<dyn Store>,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    let mut changed = cluster.inner.served_changed.subscribe();
+    let cluster = cluster.clone();
+    tokio::spawn(async move {
+        // The regions whose orders are loaded here; a load that failed is
+        // tried again every second until it succeeds.
+        let mut loaded: BTreeSet<Region> = BTreeSet::new();
+        let mut retry = false;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                next = changed.changed() => if next.is_err() { return },
+                _ = tokio::time::sleep(Duration::from_secs(1)), if retry => {}
+            }
+            changed.mark_unchanged();
+            let released = orders.release_unserved();
+            if released > 0 {
+                metrics::counter!(m::CLUSTER_ORDERS_RELEASED_TOTAL).increment(released as u64);
+                tracing::info!(
+                    orders = released,
+                    "Orders of regions no longer served stopped"
+                );
+            }
+            let leased: BTreeSet<Region> = cluster.leased().into_iter().collect();
+            // The commands of regions it holds now are answered here, those
+            // of regions it lost no longer (before loading: a command that
+            // comes first starts its order's actor itself).
+            if let Some(commands) = cluster.commands() {
+                let leased: Vec<Region> = leased.iter().copied().collect();
+                commands
+                    .serve_only(&cluster, &leased, &orders, &store)
+                    .await;
+            }
+            loaded.retain(|region| leased.contains(region));
+            if !retry && leased.is_subset(&loaded) {
+                continue;
+            }
+            let started = Instant::now();
+            match orders.recover().await {
+                Ok(count) => {
+                    retry = false;
+                    loaded = leased;
+                    metrics::counter!(m::CLUSTER_ORDERS_LOADED_TOTAL).increment(count as u64);
+                    tracing::info!(
+                        orders = count,
+                        millis = started.elapsed().as_millis() as u64,
+                        "Live orders of claimed regions loaded"
+                    );
+                }
+                // Meanwhile a command on one of those orders starts its
+                // actor itself.
+                Err(error) => {
+                    retry = true;
+                    tracing::warn!(%error, "Live orders of claimed regions not loaded; retrying");
+                }
+            }
+        }
+    })
 }

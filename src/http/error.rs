@@ -63,6 +63,14 @@ pub enum ApiError {
     /// back: `details` names each (`/readyz` only).
     #[error("the engine is not ready")]
     EngineUnavailable(Vec<FieldError>),
+    /// Cluster mode: the order's region is not this node's (any more);
+    /// `details` name the region and, when known, the node serving it.
+    #[error("{}", not_served_message(region, owner.as_deref()))]
+    NotServedHere {
+        region: String,
+        owner: Option<String>,
+        details: Vec<FieldError>,
+    },
     #[error("internal error")]
     Internal(String),
 }
@@ -95,9 +103,9 @@ impl ApiError {
             | ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            ApiError::StoreUnavailable | ApiError::EngineUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::StoreUnavailable
+            | ApiError::EngineUnavailable(_)
+            | ApiError::NotServedHere { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -124,7 +132,7 @@ impl ApiError {
             ApiError::RequestTimeout => "REQUEST_TIMEOUT",
             ApiError::LimitReached(_) => "LIMIT_REACHED",
             ApiError::StoreUnavailable => "STORE_UNAVAILABLE",
-            ApiError::EngineUnavailable(_) => "ENGINE_UNAVAILABLE",
+            ApiError::EngineUnavailable(_) | ApiError::NotServedHere { .. } => "ENGINE_UNAVAILABLE",
             ApiError::Internal(_) => "INTERNAL_ERROR",
         }
     }
@@ -183,9 +191,31 @@ impl ApiError {
                 | ApiError::StoreUnavailable
                 | ApiError::EngineUnavailable(_)
                 | ApiError::Internal(_) => {}
+                // Answered as ENGINE_UNAVAILABLE, listed once above.
+                ApiError::NotServedHere { .. } => {}
             }
         }
         all
+    }
+
+    /// Cluster mode: the order's region is held by another node (`owner`,
+    /// when known) or by none just now.
+    pub fn not_served_here(region: String, owner: Option<String>) -> ApiError {
+        let mut details = vec![FieldError {
+            field: "region".into(),
+            message: region.clone(),
+        }];
+        if let Some(owner) = &owner {
+            details.push(FieldError {
+                field: "node".into(),
+                message: owner.clone(),
+            });
+        }
+        ApiError::NotServedHere {
+            region,
+            owner,
+            details,
+        }
     }
 
     /// A single-field validation failure.
@@ -194,6 +224,17 @@ impl ApiError {
             field: field.into(),
             message: message.into(),
         }])
+    }
+}
+
+fn not_served_message(region: &str, owner: Option<&str>) -> String {
+    match owner {
+        Some(owner) => format!(
+            "this node does not serve region {region}, where the order is: node {owner} serves it; nothing was changed"
+        ),
+        None => format!(
+            "this node does not serve region {region}, where the order is, and no node holds it just now; nothing was changed"
+        ),
     }
 }
 
@@ -207,7 +248,8 @@ impl IntoResponse for ApiError {
         let details = match &self {
             ApiError::Validation(d)
             | ApiError::ItemUnavailable(d)
-            | ApiError::EngineUnavailable(d) => d.as_slice(),
+            | ApiError::EngineUnavailable(d)
+            | ApiError::NotServedHere { details: d, .. } => d.as_slice(),
             _ => &[],
         };
         let body = ErrorBody {
@@ -246,6 +288,7 @@ impl From<StoreError> for ApiError {
             }
             StoreError::EmailTaken => ApiError::EmailTaken,
             StoreError::UnknownReference => ApiError::Unauthorized,
+            StoreError::NotServed { region, owner } => ApiError::not_served_here(region, owner),
             StoreError::Internal(detail) => ApiError::Internal(detail),
         }
     }

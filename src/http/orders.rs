@@ -9,9 +9,9 @@ use actors::domain::input::{NewOrderInput, Problems};
 use actors::domain::lifecycle::{self, Action};
 use actors::domain::model::*;
 use actors::domain::quote::{Rejection, quote};
-use actors::engine::order::TransitionCommand;
+use actors::engine::order::{CommandError, TransitionCommand};
 use actors::metrics as m;
-use actors::store::{IdempotencyKey, OrderQuery, OrderScope, PlaceOutcome};
+use actors::store::{IdempotencyKey, OrderQuery, OrderScope, PlaceOutcome, StoreError};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -238,7 +238,32 @@ async fn create(
             out.zone_id
         )));
     }
-    match state.store.place_order(draft, idempotency).await? {
+    // Cluster mode: the store refuses an order of a region another node
+    // serves (it runs the order's actor): that node writes it instead.
+    let (outcome, forwarded) = match state
+        .store
+        .place_order(draft.clone(), idempotency.clone())
+        .await
+    {
+        Ok(outcome) => (outcome, false),
+        Err(StoreError::NotServed { region, owner }) => {
+            let Some(commands) = state.cluster.as_ref().and_then(|c| c.commands()) else {
+                return Err(ApiError::not_served_here(region, owner));
+            };
+            match commands
+                .forward_place(&region, &draft, idempotency.as_ref())
+                .await
+            {
+                Ok(answer) => (answer?, true),
+                Err(error) => {
+                    tracing::warn!(%region, %error, "New order not forwarded");
+                    return Err(ApiError::not_served_here(region, owner));
+                }
+            }
+        }
+        Err(error) => return Err(error.into()),
+    };
+    match outcome {
         PlaceOutcome::Created(placed) => {
             metrics::counter!(m::ORDERS_CREATED_TOTAL).increment(1);
             tracing::info!(
@@ -249,8 +274,9 @@ async fn create(
             let body =
                 serde_json::to_string(&placed).map_err(|e| ApiError::Internal(e.to_string()))?;
             // Durable already; if the actor cannot start now, the next
-            // command on the order or the next start brings it up.
-            if let Err(error) = state.engine.orders().placed(&placed.order).await {
+            // command on the order or the next start brings it up. A
+            // forwarded order's actor is its owner's.
+            if !forwarded && let Err(error) = state.engine.orders().placed(&placed.order).await {
                 tracing::warn!(order_id = placed.order.id, %error, "Order actor not started");
             }
             Ok(created(body, false))
@@ -480,7 +506,31 @@ async fn transition(
         expected_version,
         reason,
     };
-    let order = state.engine.orders().transition(order_id, command).await?;
+    let order = match state
+        .engine
+        .orders()
+        .transition(order_id, command.clone())
+        .await
+    {
+        Ok(order) => order,
+        // Cluster mode: another node runs this order; ask it.
+        Err(CommandError::Store(StoreError::NotServed { region, owner })) => {
+            match state.cluster.as_ref().and_then(|c| c.commands()) {
+                Some(commands) => match commands
+                    .forward_transition(&region, order_id, &command)
+                    .await
+                {
+                    Ok(answer) => answer?,
+                    Err(error) => {
+                        tracing::warn!(order_id, %region, %error, "Command not forwarded");
+                        return Err(ApiError::not_served_here(region, owner));
+                    }
+                },
+                None => return Err(ApiError::not_served_here(region, owner)),
+            }
+        }
+        Err(error) => return Err(error.into()),
+    };
     tracing::info!(order_id, status = %order.status, version = order.version, "Order transitioned");
     if let (Some(driver_id), Action::PickUp | Action::Deliver) = (caller.driver_id, action) {
         check_proximity(&state, driver_id, action, &order).await;

@@ -7,7 +7,9 @@
 
 use crate::events::store::EventStore;
 use crate::zones::ZoneStore;
-use actors::store::{Store, StoreError};
+use actors::domain::model::LatLon;
+use actors::store::{Store, StoreError, StoreResult};
+use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,24 +45,78 @@ impl Backend {
     }
 }
 
-/// Connects, migrates, and returns the store behind the `Store` port.
-pub async fn open(options: &StoreOptions) -> anyhow::Result<Arc<dyn Store>> {
-    Ok(open_with_events(options).await?.0)
+/// What an order write of a cluster node carries to the database: the
+/// region of the order and the lease this node holds it by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteFence {
+    pub region: String,
+    pub node: String,
+    pub epoch: i64,
 }
 
-/// [`open`], and the same store behind the `EventStore` port (the outbox
-/// and webhooks, `crate::events`) and the `ZoneStore` port (`crate::zones`).
-pub async fn open_with_events(
+/// Cluster mode's say on order writes (`crate::cluster` implements it).
+/// Each write (creation, transition) asks it for the fence of the order's
+/// restaurant's region, and the database checks that fence against
+/// `region_owners` in the write's own transaction.
+pub trait OrderFencing: Send + Sync + 'static {
+    /// The fence for an order of the restaurant at `at`, or
+    /// [`StoreError::NotServed`] when this node does not serve its region
+    /// now (refused before the database is asked).
+    fn fence_for(&self, at: LatLon) -> Result<WriteFence, StoreError>;
+}
+
+/// Postgres's record of which node holds each region at which epoch
+/// (`region_owners`, migration 0041); cluster mode only.
+#[async_trait]
+pub trait RegionOwners: Send + Sync + 'static {
+    /// Records that `node` holds `region` from `epoch` on; false (nothing
+    /// changed) when an epoch as new or newer is recorded already.
+    async fn record_claim(&self, region: &str, node: &str, epoch: i64) -> StoreResult<bool>;
+}
+
+/// The one store behind each of its ports.
+pub struct Stores {
+    pub store: Arc<dyn Store>,
+    /// The outbox and webhooks (`crate::events`).
+    pub events: Arc<dyn EventStore>,
+    /// Service zones (`crate::zones`).
+    pub zones: Arc<dyn ZoneStore>,
+    /// Postgres only: `None` on SQLite, which is single-node.
+    pub region_owners: Option<Arc<dyn RegionOwners>>,
+}
+
+/// Connects, migrates, and returns the store behind the `Store` port.
+pub async fn open(options: &StoreOptions) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(open_all(options, None).await?.store)
+}
+
+/// [`open`], and the same store behind its other ports. With `fencing`
+/// (cluster mode, Postgres only) every order write is fenced by it.
+pub async fn open_all(
     options: &StoreOptions,
-) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn EventStore>, Arc<dyn ZoneStore>)> {
+    fencing: Option<Arc<dyn OrderFencing>>,
+) -> anyhow::Result<Stores> {
     match Backend::of(&options.url) {
         Some(Backend::Postgres) => {
-            let store = Arc::new(postgres::open(options).await?);
-            Ok((store.clone(), store.clone(), store))
+            let store = Arc::new(postgres::open(options).await?.with_fencing(fencing));
+            Ok(Stores {
+                store: store.clone(),
+                events: store.clone(),
+                zones: store.clone(),
+                region_owners: Some(store),
+            })
         }
         Some(Backend::Sqlite) => {
+            if fencing.is_some() {
+                anyhow::bail!("SQLite is single-node only: no cluster fencing");
+            }
             let store = Arc::new(sqlite::open(options).await?);
-            Ok((store.clone(), store.clone(), store))
+            Ok(Stores {
+                store: store.clone(),
+                events: store.clone(),
+                zones: store,
+                region_owners: None,
+            })
         }
         None => anyhow::bail!("unsupported database URL (expected postgres:// or sqlite:)"),
     }

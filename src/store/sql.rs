@@ -26,6 +26,8 @@ pub struct SqlStore {
     /// Bumped after every commit that wrote to the event outbox, so its
     /// publishers wake at once instead of polling (`crate::events`).
     pub outbox_signal: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// Cluster mode (Postgres only): fences every order write.
+    fencing: Option<std::sync::Arc<dyn super::OrderFencing>>,
 }
 
 impl SqlStore {
@@ -33,7 +35,38 @@ impl SqlStore {
         SqlStore {
             pool,
             outbox_signal: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
+            fencing: None,
         }
+    }
+
+    pub fn with_fencing(self, fencing: Option<std::sync::Arc<dyn super::OrderFencing>>) -> SqlStore {
+        SqlStore { fencing, ..self }
+    }
+
+    /// In cluster mode, checks inside `tx` that this node holds the region
+    /// of `restaurant_id`'s orders (`check_fence`, per backend); nothing
+    /// to do on a single node.
+    async fn fence(
+        &self,
+        tx: &mut sqlx::Transaction<'_, Db>,
+        restaurant_id: RestaurantId,
+    ) -> StoreResult<()> {
+        let Some(fencing) = &self.fencing else {
+            return Ok(());
+        };
+        // Read in the write's transaction: the region is where the
+        // restaurant is now.
+        let row = sqlx::query("SELECT lat, lon FROM restaurants WHERE id = $1")
+            .bind(restaurant_id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(map_error)?
+            .ok_or(StoreError::UnknownReference)?;
+        let at = LatLon {
+            lat: row.try_get("lat").map_err(map_error)?,
+            lon: row.try_get("lon").map_err(map_error)?,
+        };
+        check_fence(tx, &fencing.fence_for(at)?).await
     }
 
     fn outbox_written(&self) {
@@ -537,6 +570,8 @@ impl Store for SqlStore {
             }
         }
 
+        // After the key: a replay needs no fence, any node answers it.
+        self.fence(&mut tx, draft.order.restaurant_id).await?;
         let a = &draft.order.delivery_address;
         let sql = concat!("INSERT INTO orders (customer_id, restaurant_id, status, version, subtotal_cents, delivery_fee_cents, \
                service_fee_cents, total_cents, delivery_street, delivery_city, delivery_state, delivery_zip, \
@@ -749,6 +784,7 @@ impl Store for SqlStore {
     async fn apply_change(&self, change: &OrderChange) -> StoreResult<()> {
         let o = &change.order;
         let mut tx = self.pool.begin().await.map_err(map_error)?;
+        self.fence(&mut tx, o.restaurant_id).await?;
         let updated = sqlx::query(
             "UPDATE orders SET status = $3, version = $4, driver_id = $5, estimated_delivery_at = $6, \
                confirmed_at = $7, preparing_at = $8, ready_at = $9, picked_up_at = $10, delivered_at = $11, \

@@ -14,6 +14,18 @@ include!("sql.rs");
 include!("events_sql.rs");
 include!("zones_sql.rs");
 
+/// SQLite is single-node: `open_all` never gives it a fencing, so this is
+/// never reached; refusing beats writing unfenced if it ever were.
+async fn check_fence(
+    _tx: &mut sqlx::Transaction<'_, Db>,
+    fence: &super::WriteFence,
+) -> StoreResult<()> {
+    Err(StoreError::Internal(format!(
+        "SQLite cannot fence writes (region {}): cluster mode needs Postgres",
+        fence.region
+    )))
+}
+
 pub async fn open(options: &StoreOptions) -> anyhow::Result<SqlStore> {
     let connect = SqliteConnectOptions::from_str(&options.url)?
         .create_if_missing(true)

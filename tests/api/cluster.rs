@@ -99,6 +99,12 @@ impl TestCluster {
         TestApp::spawn_on(self.db.clone(), first, &env).await
     }
 
+    /// One more setting for every node of this cluster.
+    fn with(mut self, key: &str, value: &str) -> TestCluster {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
     async fn drop_bucket(&self) {
         if let Ok(client) = async_nats::connect("nats://127.0.0.1:4222").await {
             let _ = async_nats::jetstream::new(client)
@@ -341,4 +347,450 @@ async fn a_single_node_says_cluster_mode_is_off() {
         .await
         .expect(200);
     assert_eq!(status, serde_json::json!({ "enabled": false }));
+}
+
+/// The region of demo restaurant 1 on the tests' 0.02-degree grid (as
+/// `src/cluster/region.rs` names it).
+fn restaurant_1_region() -> String {
+    let (lat, lon) = RESTAURANT_1_AT;
+    format!(
+        "r{}_{}",
+        (lat / 0.02).floor() as i64,
+        (lon / 0.02).floor() as i64
+    )
+}
+
+/// The node of `nodes` that holds `region`, and the others.
+async fn holder_of<'a>(
+    nodes: [&'a TestApp; 2],
+    admin: &str,
+    region: &str,
+) -> (&'a TestApp, &'a TestApp) {
+    for (i, node) in nodes.iter().enumerate() {
+        if seen(node, admin)
+            .await
+            .mine()
+            .iter()
+            .any(|(r, _)| r == region)
+        {
+            return (node, nodes[1 - i]);
+        }
+    }
+    panic!("nobody holds {region}");
+}
+
+/// Places an order at restaurant 1 with an idempotency key.
+async fn create_with_key(app: &TestApp, token: &str, key: &str, quantity: i64) -> Response {
+    let response = app
+        .client
+        .post(format!("{}/api/orders", app.address))
+        .bearer_auth(token)
+        .header("Idempotency-Key", key)
+        .json(&order_body(RESTAURANT_1, 1, quantity))
+        .send()
+        .await
+        .expect("request");
+    TestApp::read(response).await
+}
+
+/// The `details` of an error answer as (field, message) pairs.
+fn details(response: &Response) -> Vec<(String, String)> {
+    response.body["details"]
+        .as_array()
+        .map(|d| {
+            d.iter()
+                .map(|e| {
+                    (
+                        e["field"].as_str().unwrap_or_default().to_string(),
+                        e["message"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn an_order_placed_and_confirmed_through_a_node_that_does_not_serve_its_region_runs_on_its_owner()
+ {
+    if !cluster_available().await {
+        return;
+    }
+    let cluster = TestCluster::new(3000).await;
+    let a = cluster.node(true).await;
+    let b = cluster.node(false).await;
+    let admin = a.token("admin").await;
+    settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
+    let region = restaurant_1_region();
+    let (owner, other) = holder_of([&a, &b], &admin, &region).await;
+    let owner_id = seen(owner, &admin).await.node;
+    let customer = a.token("customer1").await;
+    let staff = a.token("restaurant1").await;
+
+    // Placed through the other node: its store refuses the write (the
+    // region is not its own), and it carries the priced order to the owner,
+    // which writes it and runs its actor.
+    let placed = create_with_key(other, &customer, "cross-node-1", 2)
+        .await
+        .expect(201);
+    let id = placed["order"]["id"].as_i64().expect("id");
+    // Its idempotency key was claimed in the owner's transaction: a retry
+    // through either node replays it, another body is refused.
+    for node in [owner, other] {
+        let again = create_with_key(node, &customer, "cross-node-1", 2).await;
+        assert_eq!(
+            again
+                .headers
+                .get("idempotent-replayed")
+                .map(|v| v.as_bytes()),
+            Some(&b"true"[..])
+        );
+        assert_eq!(again.expect(201)["order"]["id"], id);
+    }
+    create_with_key(other, &customer, "cross-node-1", 3)
+        .await
+        .expect_error(422, "IDEMPOTENCY_KEY_REUSED");
+    assert_eq!(placed["order"]["status"], "PLACED", "{placed}");
+    assert_eq!(placed["items"][0]["quantity"], 2, "{placed}");
+    assert_eq!(
+        other
+            .metric("dispatch_cluster_fenced_writes_total{stage=\"node\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(owner.metric("dispatch_order_actors").await, 1.0);
+
+    // A watcher on the other node is told where the order is served,
+    // rather than sent a snapshot no update would follow; on the owner it
+    // gets the snapshot.
+    let mut elsewhere = WsClient::connect(other, &customer).await;
+    elsewhere
+        .send(serde_json::json!({ "type": "subscribe", "orderId": id }))
+        .await;
+    let refused = elsewhere.next_of("error", 5).await;
+    assert_eq!(refused["code"], "ENGINE_UNAVAILABLE", "{refused}");
+    let said = refused["message"].as_str().unwrap_or_default();
+    assert!(said.contains(&owner_id) && said.contains(&region), "{said}");
+    let mut here = WsClient::connect(owner, &customer).await;
+    here.send(serde_json::json!({ "type": "subscribe", "orderId": id }))
+        .await;
+    here.next_of("snapshot", 5).await;
+
+    // Confirmed through the other node: it runs no actor for the order and
+    // carries the command over NATS to the owner, which answers.
+    let confirmed = other.act(&staff, id, "confirm").await.expect(200);
+    assert_eq!(confirmed["order"]["status"], "CONFIRMED", "{confirmed}");
+    assert_eq!(confirmed["order"]["version"], 2, "{confirmed}");
+    assert_eq!(other.metric("dispatch_order_actors").await, 0.0);
+    assert_eq!(
+        other
+            .metric("dispatch_cluster_forwarded_commands_total{result=\"ok\"}")
+            .await,
+        2.0
+    );
+    assert_eq!(
+        other
+            .metric("dispatch_cluster_forward_duration_seconds_count")
+            .await,
+        2.0
+    );
+    eprintln!(
+        "two forwarded commands (place, confirm) took {:.1} ms together",
+        other
+            .metric("dispatch_cluster_forward_duration_seconds_sum")
+            .await
+            * 1000.0
+    );
+    assert_eq!(
+        owner
+            .metric("dispatch_cluster_forwarded_commands_served_total")
+            .await,
+        2.0
+    );
+    // The errors are the owner's own, word for word.
+    let customer_tries = other.act(&customer, id, "start_preparing").await;
+    customer_tries.expect_error(403, "FORBIDDEN");
+    assert_eq!(
+        customer_tries.body,
+        owner.act(&customer, id, "start_preparing").await.body
+    );
+    let again = other.act(&staff, id, "confirm").await;
+    again.expect_error(409, "INVALID_TRANSITION");
+    assert_eq!(again.body, owner.act(&staff, id, "confirm").await.body);
+    cluster.drop_bucket().await;
+}
+
+#[tokio::test]
+async fn a_paused_owners_commit_after_its_lease_was_taken_is_refused_by_postgres_itself() {
+    if !cluster_available().await {
+        return;
+    }
+    // Both nodes ignore their own clock's fence (a test-only setting):
+    // whichever is paused writes with its old epoch when it resumes, and
+    // only region_owners in Postgres stands in the way.
+    let cluster = TestCluster::new(3000).await.with(
+        "DISPATCH__CLUSTER__UNSAFE_SKIP_LOCAL_FENCE_FOR_TESTS",
+        "true",
+    );
+    let a = cluster.node(true).await;
+    let b = cluster.node(false).await;
+    let admin = a.token("admin").await;
+    settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
+    let region = restaurant_1_region();
+    let (owner, other) = holder_of([&a, &b], &admin, &region).await;
+    let customer = a.token("customer1").await;
+    let staff = a.token("restaurant1").await;
+    let id = owner.place_order(&customer).await["id"]
+        .as_i64()
+        .expect("id");
+
+    owner.signal("STOP");
+    let paused = Instant::now();
+    while !seen(other, &admin)
+        .await
+        .mine()
+        .iter()
+        .any(|(r, _)| *r == region)
+    {
+        assert!(
+            paused.elapsed() < Duration::from_secs(10),
+            "{region} not taken over"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The stale owner's confirm waits in its socket while it is paused and
+    // runs the moment it resumes, before it hears of the lease it lost. Its
+    // order actor still has version 1, as the row does: the version check
+    // alone would let it commit.
+    let (stale, ()) = tokio::join!(owner.act(&staff, id, "confirm"), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        owner.signal("CONT");
+    });
+    // Postgres refused its commit; nothing of it was written, so the node
+    // carried the command to the region's owner, which confirmed it.
+    assert_eq!(
+        owner
+            .metric("dispatch_cluster_fenced_writes_total{stage=\"database\"}")
+            .await,
+        1.0
+    );
+    let confirmed = stale.expect(200);
+    assert_eq!(confirmed["order"]["version"], 2, "{confirmed}");
+    assert_eq!(
+        owner
+            .metric("dispatch_cluster_forwarded_commands_total{result=\"ok\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        other
+            .metric("dispatch_cluster_forwarded_commands_served_total")
+            .await,
+        1.0
+    );
+    // And only the owner's write is in the order's history.
+    let events = other
+        .get(&format!("/api/orders/{id}/events"), Some(&admin))
+        .await
+        .expect(200);
+    let confirmations = events.to_string().matches("\"CONFIRMED\"").count();
+    assert_eq!(confirmations, 1, "{events}");
+    cluster.drop_bucket().await;
+}
+
+#[tokio::test]
+async fn an_order_runs_on_its_regions_owner_only_and_after_a_sigkill_another_node_serves_it() {
+    if !cluster_available().await {
+        return;
+    }
+    let cluster = TestCluster::new(3000).await;
+    let a = cluster.node(true).await;
+    let b = cluster.node(false).await;
+    let c = cluster.node(false).await;
+    let admin = a.token("admin").await;
+    settled(&[&a, &b, &c], &admin, Duration::from_secs(15)).await;
+    let region = restaurant_1_region();
+    let mut nodes = vec![a, b, c];
+    let mut owner_index = None;
+    for (i, node) in nodes.iter().enumerate() {
+        if seen(node, &admin)
+            .await
+            .mine()
+            .iter()
+            .any(|(r, _)| *r == region)
+        {
+            owner_index = Some(i);
+        }
+    }
+    let owner_index = owner_index.expect("someone holds restaurant 1's region");
+    let customer = nodes[0].token("customer1").await;
+    let staff = nodes[0].token("restaurant1").await;
+    let id = {
+        let owner = &nodes[owner_index];
+        let id = owner.place_order(&customer).await["id"]
+            .as_i64()
+            .expect("id");
+        owner.act(&staff, id, "confirm").await.expect(200);
+        id
+    };
+    // Only the owner runs the order's actor.
+    for (i, node) in nodes.iter().enumerate() {
+        let actors = node.metric("dispatch_order_actors").await;
+        assert_eq!(actors, if i == owner_index { 1.0 } else { 0.0 }, "node {i}");
+    }
+
+    let mut owner = nodes.remove(owner_index);
+    owner.kill();
+    let killed = Instant::now();
+    // Before a survivor claims the region, a command on the order finds no
+    // owner on the bus: answered at once, naming the region, nothing changed.
+    let early = nodes[0].act(&staff, id, "start_preparing").await;
+    early.expect_error(503, "ENGINE_UNAVAILABLE");
+    assert_eq!(details(&early)[0], ("region".to_string(), region.clone()));
+    assert!(
+        killed.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        killed.elapsed()
+    );
+    // Within the failover target, one of the two others claims the region
+    // and loads the order from Postgres by itself, before any command.
+    let served_by = loop {
+        let mut loaded = None;
+        for (i, node) in nodes.iter().enumerate() {
+            if node.metric("dispatch_order_actors").await == 1.0 {
+                loaded = Some(i);
+            }
+        }
+        if let Some(i) = loaded {
+            break i;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "order {id} not loaded again within 10 s of the SIGKILL"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!(
+        "order loaded by another node {} ms after SIGKILL of its owner",
+        killed.elapsed().as_millis()
+    );
+    let new_owner = &nodes[served_by];
+    assert_eq!(
+        new_owner
+            .metric("dispatch_cluster_orders_loaded_total")
+            .await,
+        1.0
+    );
+    new_owner
+        .act(&staff, id, "start_preparing")
+        .await
+        .expect(200);
+    let order = new_owner
+        .get(&format!("/api/orders/{id}"), Some(&customer))
+        .await
+        .expect(200);
+    assert_eq!(order["order"]["status"], "PREPARING", "{order}");
+    assert_eq!(order["order"]["version"], 3, "{order}");
+    // The survivor that did not claim it runs nothing of it, and carries
+    // a command on it to the new owner.
+    let other = &nodes[1 - served_by];
+    assert_eq!(other.metric("dispatch_order_actors").await, 0.0);
+    let ready = other.act(&staff, id, "mark_ready").await.expect(200);
+    assert_eq!(ready["order"]["version"], 4, "{ready}");
+    assert_eq!(
+        other
+            .metric("dispatch_cluster_forwarded_commands_total{result=\"ok\"}")
+            .await,
+        1.0
+    );
+    cluster.drop_bucket().await;
+}
+
+#[tokio::test]
+async fn a_paused_owner_stops_its_orders_actors_when_it_resumes_and_the_new_owner_runs_them() {
+    if !cluster_available().await {
+        return;
+    }
+    let cluster = TestCluster::new(3000).await;
+    let a = cluster.node(true).await;
+    let b = cluster.node(false).await;
+    let admin = a.token("admin").await;
+    settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
+    let region = restaurant_1_region();
+    let (owner, other) = holder_of([&a, &b], &admin, &region).await;
+    let customer = a.token("customer1").await;
+    let staff = a.token("restaurant1").await;
+    let id = owner.place_order(&customer).await["id"]
+        .as_i64()
+        .expect("id");
+    owner.act(&staff, id, "confirm").await.expect(200);
+    assert_eq!(owner.metric("dispatch_order_actors").await, 1.0);
+
+    owner.signal("STOP");
+    let paused = Instant::now();
+    while other.metric("dispatch_order_actors").await != 1.0 {
+        assert!(
+            paused.elapsed() < Duration::from_secs(10),
+            "order {id} not loaded by the other node"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    owner.signal("CONT");
+    let resumed = Instant::now();
+    // Its lease lapsed while it slept: on waking it stops the actor.
+    while owner.metric("dispatch_order_actors").await != 0.0 {
+        assert!(
+            resumed.elapsed() < Duration::from_secs(2),
+            "the resumed node still runs order {id}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        owner.metric("dispatch_cluster_orders_released_total").await,
+        1.0
+    );
+    other.act(&staff, id, "start_preparing").await.expect(200);
+    cluster.drop_bucket().await;
+}
+
+#[tokio::test]
+async fn a_node_that_stops_hands_its_orders_to_the_new_owner_of_their_region() {
+    if !cluster_available().await {
+        return;
+    }
+    // A long TTL: an order that waited for its owner's lease to lapse
+    // would not run again for 8 s.
+    let cluster = TestCluster::new(8000).await;
+    let mut a = cluster.node(true).await;
+    let mut b = cluster.node(false).await;
+    let admin = a.token("admin").await;
+    settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
+    let region = restaurant_1_region();
+    let a_holds = seen(&a, &admin)
+        .await
+        .mine()
+        .iter()
+        .any(|(r, _)| *r == region);
+    let (owner, other) = if a_holds { (&mut a, &b) } else { (&mut b, &a) };
+    let customer = other.token("customer1").await;
+    let staff = other.token("restaurant1").await;
+    let id = owner.place_order(&customer).await["id"]
+        .as_i64()
+        .expect("id");
+    assert!(owner.terminate().success());
+    let stopped = Instant::now();
+    while other.metric("dispatch_order_actors").await != 1.0 {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(4),
+            "order {id} not handed over"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "order running on the new owner {} ms after SIGTERM of the old one",
+        stopped.elapsed().as_millis()
+    );
+    other.act(&staff, id, "confirm").await.expect(200);
+    assert_eq!(other.metric("dispatch_cluster_failovers_total").await, 0.0);
+    cluster.drop_bucket().await;
 }

@@ -115,6 +115,11 @@ impl OrderListener for EngineListener {
         }
     }
 
+    fn order_released(&self, order: &Order) {
+        self.dispatch.withdraw(order.id);
+        self.release(order);
+    }
+
     fn order_started(&self, change: OrderChanged<'_>) {
         if lifecycle::awaits_driver(change.order) {
             self.open_for_dispatch(&change);

@@ -220,6 +220,28 @@ impl SessionState {
                 let outbox = self.outbox.clone();
                 tokio::spawn(async move {
                     let frame = match engine.store.order(order_id).await {
+                        // Cluster mode: a live order run by another node.
+                        // Its snapshot would never be followed by updates
+                        // here, so say where it is instead.
+                        Ok(Some(order))
+                            if lifecycle::can_see(&order, &caller)
+                                && !order.status.is_terminal()
+                                && let Err(crate::store::StoreError::NotServed {
+                                    region,
+                                    owner,
+                                }) = engine.orders.served_here(&order).await =>
+                        {
+                            let served_by = owner
+                                .map(|node| format!("node {node} serves it"))
+                                .unwrap_or_else(|| "no node holds it just now".into());
+                            wire::error_frame(
+                                "ENGINE_UNAVAILABLE",
+                                &format!(
+                                    "this node does not serve region {region}, where the order is: {served_by}; subscribe there"
+                                ),
+                                reference,
+                            )
+                        }
                         Ok(Some(order)) if lifecycle::can_see(&order, &caller) => {
                             let driver = match order.driver_id {
                                 Some(id) => engine.store.driver(id).await.ok().flatten(),

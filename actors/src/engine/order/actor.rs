@@ -60,6 +60,10 @@ pub(crate) enum OrderMessage {
     /// The nearest available driver the dispatcher found for this order in
     /// its last round (`None`: nobody within the search radius).
     DriverNear(Option<NearestDriver>),
+    /// Cluster mode: the order's region went to another node. The order
+    /// leaves dispatch, its driver lets it go, and the actor stops; the
+    /// new owner loads it from the store.
+    Release,
     /// Assign the driver who accepted an offer.
     Assign {
         driver: Driver,
@@ -194,6 +198,14 @@ impl Actor for OrderActor {
             OrderMessage::Unsubscribe(session_id) => state.feed.unsubscribe(session_id),
             OrderMessage::EtaMoved(fresh) => state.eta_moved(fresh),
             OrderMessage::Arrived(arrival) => state.arrived(&myself, arrival).await,
+            OrderMessage::Release => {
+                tracing::info!(
+                    order_id = state.order.id,
+                    "Order handed to its region's new owner"
+                );
+                state.listener.order_released(&state.order);
+                myself.stop(Some("region released".into()));
+            }
             OrderMessage::Reannounce(audience) => {
                 let concerned = match audience {
                     Audience::Dispatcher => lifecycle::awaits_driver(&state.order),
@@ -675,6 +687,7 @@ pub(crate) fn store_error_kind(error: &StoreError) -> &'static str {
         StoreError::Conflict => "conflict",
         StoreError::EmailTaken => "email_taken",
         StoreError::UnknownReference => "unknown_reference",
+        StoreError::NotServed { .. } => "not_served",
         StoreError::Internal(_) => "internal",
     }
 }

@@ -47,6 +47,17 @@ pub struct OrderChanged<'a> {
 pub trait OrderListener: Send + Sync + 'static {
     fn order_changed(&self, change: OrderChanged<'_>);
     fn order_started(&self, _started: OrderChanged<'_>) {}
+    /// The order's actor stops here although the order is live: its
+    /// region went to another node (cluster mode).
+    fn order_released(&self, _order: &Order) {}
+}
+
+/// Which orders this node runs: in cluster mode those of the regions it
+/// holds (`dispatchd::cluster` implements it); every order without one.
+pub trait OrderPartition: Send + Sync + 'static {
+    /// Ok when orders of a restaurant at `at` are this node's to run now;
+    /// [`StoreError::NotServed`], naming the region and its holder, if not.
+    fn check(&self, at: LatLon) -> Result<(), StoreError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +146,8 @@ pub(crate) enum Audience {
 pub(crate) struct OrderEntry {
     order: OrderRef,
     feed: Arc<OrderFeed>,
+    /// Where its restaurant is: which region the order belongs to.
+    restaurant_at: LatLon,
 }
 
 /// What starting an order actor needs besides the shared handles.
@@ -163,6 +176,8 @@ pub struct Orders {
     store: Arc<dyn Store>,
     listener: Arc<dyn OrderListener>,
     eta_writes: EtaWrites,
+    /// Set once, before recovery, in cluster mode.
+    partition: Arc<std::sync::OnceLock<Arc<dyn OrderPartition>>>,
 }
 
 impl Orders {
@@ -180,7 +195,49 @@ impl Orders {
             supervisor,
             store,
             listener,
+            partition: Arc::default(),
         }
+    }
+
+    /// Cluster mode: from now on only the orders `partition` says are
+    /// this node's get an actor here. Call it before `recover`; a second
+    /// call is refused (false).
+    pub fn partition_by(&self, partition: Arc<dyn OrderPartition>) -> bool {
+        self.partition.set(partition).is_ok()
+    }
+
+    /// Whether orders of the restaurant at `at` are run on this node.
+    fn check_served(&self, at: LatLon) -> Result<(), StoreError> {
+        match self.partition.get() {
+            Some(partition) => partition.check(at),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether `order` is run on this node (cluster mode: its region is
+    /// this node's); [`StoreError::NotServed`] naming the holder if not.
+    pub async fn served_here(&self, order: &Order) -> Result<(), StoreError> {
+        if self.partition.get().is_none() {
+            return Ok(());
+        }
+        let restaurant = self.restaurant_info(order.restaurant_id).await?;
+        self.check_served(restaurant.location)
+    }
+
+    /// Cluster mode: stops the actors of the orders this node no longer
+    /// runs (their region went elsewhere); each withdraws from dispatch
+    /// and lets its driver go first. Returns how many were told to stop.
+    pub fn release_unserved(&self) -> usize {
+        let unserved: Vec<OrderRef> = self
+            .registry
+            .iter()
+            .filter(|entry| self.check_served(entry.restaurant_at).is_err())
+            .map(|entry| entry.order.clone())
+            .collect();
+        for order in &unserved {
+            let _ = order.actor.cast(OrderMessage::Release);
+        }
+        unserved.len()
     }
 
     /// What the order supervisor is started with.
@@ -215,13 +272,22 @@ impl Orders {
         }
     }
 
-    /// Starts an actor for every non-terminal order in the store (at start,
-    /// and after the order supervisor restarted).
+    /// Starts an actor for every non-terminal order in the store that has
+    /// none (at start, after the order supervisor restarted, and in cluster
+    /// mode whenever this node claims regions: only those it runs).
+    /// Returns how many it started.
     pub async fn recover(&self) -> Result<usize, StoreError> {
         let active = self.store.active_orders().await?;
-        let count = active.len();
+        let mut count = 0;
         for order in active {
-            self.spawn(order).await?;
+            if self.registry.contains_key(&order.id) {
+                continue;
+            }
+            match self.spawn(order).await {
+                Ok(_) => count += 1,
+                Err(StoreError::NotServed { .. }) => {}
+                Err(error) => return Err(error),
+            }
         }
         Ok(count)
     }
@@ -313,6 +379,7 @@ impl Orders {
     /// Starts the actor of a recovered (or revived) order.
     async fn spawn(&self, order: Order) -> Result<Option<OrderEntry>, StoreError> {
         let restaurant = self.restaurant_info(order.restaurant_id).await?;
+        self.check_served(restaurant.location)?;
         let driver = match order.driver_id {
             Some(id) => self.store.driver(id).await?,
             None => None,

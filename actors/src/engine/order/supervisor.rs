@@ -150,6 +150,7 @@ impl OrderSupervisorState {
                 config.arrivals,
             ))
         });
+        let restaurant_at = live.restaurant.location;
         let args = OrderArguments {
             order: live.order,
             restaurant: live.restaurant,
@@ -167,6 +168,7 @@ impl OrderSupervisorState {
                 let entry = OrderEntry {
                     order: super::OrderRef::new(actor, order_id),
                     feed,
+                    restaurant_at,
                 };
                 self.args.registry.insert(order_id, entry.clone());
                 Some(entry)
