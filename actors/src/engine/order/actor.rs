@@ -64,6 +64,9 @@ pub(crate) enum OrderMessage {
     Assign {
         driver: Driver,
         offer_id: OfferId,
+        /// The drop-offs the driver makes before this order's: the earlier
+        /// orders of its bundle, in sequence (none for a single offer).
+        drops_before: Vec<(OrderId, LatLon)>,
         /// The accepting request's span, as for `Transition`.
         span: tracing::Span,
         reply: RpcReplyPort<Result<Order, CommandError>>,
@@ -210,11 +213,12 @@ impl Actor for OrderActor {
             OrderMessage::Assign {
                 driver,
                 offer_id,
+                drops_before,
                 span,
                 reply,
             } => {
                 let assigned = state
-                    .assign(&myself, driver, offer_id)
+                    .assign(&myself, driver, offer_id, drops_before)
                     .instrument(span)
                     .await;
                 let _ = reply.send(assigned);
@@ -331,10 +335,18 @@ impl OrderState {
             lat: order.delivery_address.lat,
             lon: order.delivery_address.lon,
         };
-        Some(eta::estimate_delivery(
+        // A waiting order has no drop-offs before it; an assigned one of a
+        // bundle has its driver's earlier ones still to be made.
+        let drops_before = if order.driver_id.is_some() {
+            self.feed.drops_before()
+        } else {
+            Vec::new()
+        };
+        Some(eta::estimate_delivery_via(
             now(),
             self.food_ready_at(order),
             self.restaurant.location,
+            &drops_before,
             dropoff,
             leg,
             self.config.road_factor,
@@ -472,6 +484,7 @@ impl OrderState {
         myself: &ActorRef<OrderMessage>,
         driver: Driver,
         offer_id: OfferId,
+        drops_before: Vec<(OrderId, LatLon)>,
     ) -> Result<Order, CommandError> {
         if !lifecycle::awaits_driver(&self.order) {
             return Err(Refusal::InvalidTransition {
@@ -501,6 +514,9 @@ impl OrderState {
                 return Err(error);
             }
         };
+        // Before anyone hears of the driver: its first position's estimate
+        // already goes through the drop-offs before this one.
+        self.feed.set_drops_before(drops_before);
         self.announce(myself, &event);
         Ok(self.order.clone())
     }
