@@ -255,12 +255,19 @@ pub fn replay(instance: &Instance, config: &EngineConfig) -> (Solution, usize) {
                 && (courier.free_at - FREE_SOON_MINUTES) as f64 <= t;
             courier.on_duty = (duty.on as f64) <= t && t < duty.off as f64;
             if available != courier.indexed_available {
-                index.upsert(DriverEntry {
-                    id: c as DriverId,
-                    at: map.at(courier.at),
-                    available,
-                    active_orders: 0,
-                });
+                // Only available couriers are indexed, as in the live geo
+                // actor's tree of available drivers: a query never walks
+                // past the busy ones.
+                if available {
+                    index.upsert(DriverEntry {
+                        id: c as DriverId,
+                        at: map.at(courier.at),
+                        available,
+                        active_orders: 0,
+                    });
+                } else {
+                    index.remove(c as DriverId);
+                }
                 courier.indexed_available = available;
             }
         }
@@ -307,12 +314,7 @@ pub fn replay(instance: &Instance, config: &EngineConfig) -> (Solution, usize) {
                             courier.at = trip.ends_at;
                             courier.stop = Stop::Order(*orders.last().unwrap_or(&0));
                             courier.free_at = trip.free_at;
-                            index.upsert(DriverEntry {
-                                id: c as DriverId,
-                                at: map.at(courier.at),
-                                available: false,
-                                active_orders: 0,
-                            });
+                            index.remove(c as DriverId);
                             courier.indexed_available = false;
                             moves_of[c].extend(trip.moves);
                             solution.deliveries.extend(trip.deliveries);

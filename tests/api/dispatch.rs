@@ -534,3 +534,132 @@ async fn a_declined_bundle_moves_whole_to_the_next_driver() {
             .is_none_or(|m| m["type"] != "offer")
     );
 }
+
+/// A point `north_km` north and `east_km` east of restaurant 1.
+fn from_restaurant(north_km: f64, east_km: f64) -> (f64, f64) {
+    let (lat, lon) = RESTAURANT_1_AT;
+    (
+        lat + north_km / 111.2,
+        lon + east_km / (111.32 * lat.to_radians().cos()),
+    )
+}
+
+/// Great-circle kilometres between two points.
+fn km_between(a: (f64, f64), b: (f64, f64)) -> f64 {
+    let (la1, lo1, la2, lo2) = (
+        a.0.to_radians(),
+        a.1.to_radians(),
+        b.0.to_radians(),
+        b.1.to_radians(),
+    );
+    let h = ((la2 - la1) / 2.0).sin().powi(2)
+        + la1.cos() * la2.cos() * ((lo2 - lo1) / 2.0).sin().powi(2);
+    2.0 * 6371.0088 * h.sqrt().asin()
+}
+
+/// The ETA of a `driver_location` frame, in milliseconds since the epoch.
+fn eta_ms(frame: &serde_json::Value) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(frame["eta"]["estimatedDeliveryAt"].as_str().unwrap())
+        .unwrap()
+        .timestamp_millis()
+}
+
+#[tokio::test]
+async fn each_order_of_an_accepted_bundle_has_an_eta_through_the_drop_offs_before_it() {
+    let app = TestApp::spawn_with(true, &[FAST_ROUNDS]).await;
+    let customer = app.token("customer1").await;
+    let staff = app.token("restaurant1").await;
+    let mut driver = TestDriver::online(&app, "driver1", east_of_restaurant(0.3)).await;
+    app.request(
+        reqwest::Method::PUT,
+        "/api/drivers/me/availability",
+        Some(&driver.token),
+        Some(json!({ "available": false })),
+    )
+    .await
+    .expect(200);
+    // Two doors 1.5 km from the restaurant, one east and one north: alone,
+    // either is as far as the other; in one bundle the second is 2.1 km
+    // further on.
+    let mut door_of = std::collections::HashMap::new();
+    for door in [from_restaurant(0.0, 1.5), from_restaurant(1.5, 0.0)] {
+        let mut body = order_body(RESTAURANT_1, 1, 2);
+        body["deliveryAddress"]["lat"] = json!(door.0);
+        body["deliveryAddress"]["lon"] = json!(door.1);
+        let placed = app
+            .post("/api/orders", Some(&customer), body)
+            .await
+            .expect(201);
+        let id = placed["order"]["id"].as_i64().unwrap();
+        app.act(&staff, id, "confirm").await.expect(200);
+        door_of.insert(id, door);
+    }
+    app.request(
+        reqwest::Method::PUT,
+        "/api/drivers/me/availability",
+        Some(&driver.token),
+        Some(json!({ "available": true })),
+    )
+    .await
+    .expect(200);
+
+    let offer = driver.answer_offer(true, 10).await;
+    let sequence: Vec<i64> = offer["orderIds"]
+        .as_array()
+        .expect("orderIds")
+        .iter()
+        .map(|id| id.as_i64().unwrap())
+        .collect();
+    assert_eq!(sequence.len(), 2, "one bundle: {offer}");
+    let (first, second) = (sequence[0], sequence[1]);
+    assert_eq!(
+        driver.ws.next_of("offer_result", 5).await["result"],
+        "assigned"
+    );
+    let mut watch_first = WsClient::connect(&app, &customer).await;
+    let mut watch_second = WsClient::connect(&app, &customer).await;
+    for (ws, id) in [(&mut watch_first, first), (&mut watch_second, second)] {
+        ws.send(json!({ "type": "subscribe", "orderId": id })).await;
+        ws.next_of("snapshot", 5).await;
+    }
+    for id in [first, second] {
+        for action in ["start_preparing", "mark_ready"] {
+            app.act(&staff, id, action).await.expect(200);
+        }
+    }
+
+    // At the restaurant with the food ready: the second order's delivery
+    // comes after the first's and the drive between the two doors. The
+    // first's ETA is the drive to its door, which gives the driver's
+    // seconds per kilometre (whatever its vehicle).
+    driver.move_to(RESTAURANT_1_AT).await;
+    let to_first = watch_first.next_of("driver_location", 5).await;
+    let to_second = watch_second.next_of("driver_location", 5).await;
+    let secs_per_km = to_first["eta"]["secondsRemaining"].as_f64().unwrap()
+        / km_between(RESTAURANT_1_AT, door_of[&first]);
+    let between = secs_per_km * km_between(door_of[&first], door_of[&second]);
+    let gap_secs = (eta_ms(&to_second) - eta_ms(&to_first)) as f64 / 1000.0;
+    assert!(
+        (gap_secs - between).abs() < 5.0,
+        "the second ETA is {gap_secs} s after the first, the doors {between} s apart"
+    );
+
+    // Both picked up, the first delivered: from back at the restaurant
+    // the second goes straight to its own door.
+    for id in [first, second] {
+        app.act(&driver.token, id, "pick_up").await.expect(200);
+    }
+    driver.move_to(door_of[&first]).await;
+    watch_second.next_of("driver_location", 5).await;
+    app.act(&driver.token, first, "deliver").await.expect(200);
+    // The driver actor hears of the delivery from the listener.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    driver.move_to(RESTAURANT_1_AT).await;
+    let straight = watch_second.next_of("driver_location", 5).await;
+    let left = straight["eta"]["secondsRemaining"].as_f64().unwrap();
+    let direct = secs_per_km * km_between(RESTAURANT_1_AT, door_of[&second]);
+    assert!(
+        (left - direct).abs() < 5.0,
+        "{left} s left, {direct} s straight to the door: {straight}"
+    );
+}

@@ -93,24 +93,48 @@ pub fn estimate_delivery(
     leg: Leg,
     road_factor: f64,
 ) -> DateTime<Utc> {
-    match leg {
-        Leg::ToCustomer { at, vehicle } => {
-            after(now, travel_secs(at, dropoff, vehicle, road_factor))
+    estimate_delivery_via(
+        now,
+        food_ready_at,
+        restaurant,
+        &[],
+        dropoff,
+        leg,
+        road_factor,
+    )
+}
+
+/// [`estimate_delivery`] for an order of a bundle: the driver makes the
+/// drop-offs `drops_before` (in sequence, those not made yet) on the way
+/// from the restaurant, or from where it is after pickup, to `dropoff`.
+pub fn estimate_delivery_via(
+    now: DateTime<Utc>,
+    food_ready_at: DateTime<Utc>,
+    restaurant: LatLon,
+    drops_before: &[LatLon],
+    dropoff: LatLon,
+    leg: Leg,
+    road_factor: f64,
+) -> DateTime<Utc> {
+    let route = |from: LatLon, vehicle: VehicleType| {
+        let mut at = from;
+        let mut secs = 0.0;
+        for &stop in drops_before.iter().chain(std::iter::once(&dropoff)) {
+            secs += travel_secs(at, stop, vehicle, road_factor);
+            at = stop;
         }
+        secs
+    };
+    match leg {
+        Leg::ToCustomer { at, vehicle } => after(now, route(at, vehicle)),
         Leg::Unassigned { vehicle } => {
             let leave = food_ready_at.max(now);
-            after(
-                leave,
-                travel_secs(restaurant, dropoff, vehicle, road_factor),
-            )
+            after(leave, route(restaurant, vehicle))
         }
         Leg::ToRestaurant { at, vehicle } => {
             let arrival = after(now, travel_secs(at, restaurant, vehicle, road_factor));
             let leave = food_ready_at.max(arrival);
-            after(
-                leave,
-                travel_secs(restaurant, dropoff, vehicle, road_factor),
-            )
+            after(leave, route(restaurant, vehicle))
         }
     }
 }
@@ -251,6 +275,48 @@ mod tests {
             1.3,
         );
         assert_eq!(there, now);
+    }
+
+    #[test]
+    fn an_order_of_a_bundle_counts_the_drop_offs_before_it() {
+        let now = Utc::now();
+        let first = LatLon {
+            lat: 30.2672,
+            lon: -97.70,
+        };
+        let car = |at| Leg::ToRestaurant {
+            at,
+            vehicle: VehicleType::Car,
+        };
+        let alone = estimate_delivery(now, now, RESTAURANT, CUSTOMER, car(RESTAURANT), 1.3);
+        let second = estimate_delivery_via(
+            now,
+            now,
+            RESTAURANT,
+            &[first],
+            CUSTOMER,
+            car(RESTAURANT),
+            1.3,
+        );
+        let via = travel_secs(RESTAURANT, first, VehicleType::Car, 1.3)
+            + travel_secs(first, CUSTOMER, VehicleType::Car, 1.3);
+        assert_eq!(second, after(now, via));
+        assert!(second > alone);
+        // After pickup, from the driver through the drop-off still ahead.
+        let on_the_way = estimate_delivery_via(
+            now,
+            now,
+            RESTAURANT,
+            &[first],
+            CUSTOMER,
+            Leg::ToCustomer {
+                at: first,
+                vehicle: VehicleType::Car,
+            },
+            1.3,
+        );
+        let last_leg = travel_secs(first, CUSTOMER, VehicleType::Car, 1.3);
+        assert_eq!(on_the_way, after(now, last_leg));
     }
 
     #[test]

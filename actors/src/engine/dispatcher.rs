@@ -524,15 +524,31 @@ impl DispatcherState {
         for id in &offer.order_ids {
             self.offer_of.remove(id);
         }
+        let dropoffs: HashMap<OrderId, LatLon> = offer
+            .order_ids
+            .iter()
+            .filter_map(|id| self.open.get(id).map(|d| (*id, d.dropoff)))
+            .collect();
         let orders = self.args.orders.clone();
         let myself = myself.clone();
         tokio::spawn(
             async move {
                 // A bundle is accepted as a whole: every order of it is
-                // written, in drop-off sequence.
+                // written, in drop-off sequence, each knowing the drop-offs
+                // before its own (of the orders actually assigned), so
+                // that its ETA goes through them.
                 let mut results = Vec::with_capacity(offer.order_ids.len());
+                let mut drops_before = Vec::new();
                 for id in &offer.order_ids {
-                    results.push(orders.assign(*id, profile.clone(), offer_id).await);
+                    let result = orders
+                        .assign(*id, profile.clone(), offer_id, drops_before.clone())
+                        .await;
+                    if result.is_ok()
+                        && let Some(at) = dropoffs.get(id)
+                    {
+                        drops_before.push((*id, *at));
+                    }
+                    results.push(result);
                 }
                 let _ = myself.cast(DispatchMessage::Assigned {
                     offer_id,

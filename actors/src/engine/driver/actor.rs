@@ -249,6 +249,11 @@ impl Actor for DriverActor {
             }
             DriverMessage::Release(order_id) => {
                 if state.carrying.remove(&order_id).is_some() {
+                    // A later order of the same bundle no longer goes
+                    // through this one's door.
+                    for carried in state.carrying.values() {
+                        carried.feed.drop_made(order_id);
+                    }
                     state.index(Change::Availability);
                 }
             }

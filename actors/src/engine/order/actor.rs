@@ -68,6 +68,9 @@ pub(crate) enum OrderMessage {
     Assign {
         driver: Driver,
         offer_id: OfferId,
+        /// The drop-offs the driver makes before this order's: the earlier
+        /// orders of its bundle, in sequence (none for a single offer).
+        drops_before: Vec<(OrderId, LatLon)>,
         /// The accepting request's span, as for `Transition`.
         span: tracing::Span,
         reply: RpcReplyPort<Result<Order, CommandError>>,
@@ -222,11 +225,12 @@ impl Actor for OrderActor {
             OrderMessage::Assign {
                 driver,
                 offer_id,
+                drops_before,
                 span,
                 reply,
             } => {
                 let assigned = state
-                    .assign(&myself, driver, offer_id)
+                    .assign(&myself, driver, offer_id, drops_before)
                     .instrument(span)
                     .await;
                 let _ = reply.send(assigned);
@@ -343,10 +347,18 @@ impl OrderState {
             lat: order.delivery_address.lat,
             lon: order.delivery_address.lon,
         };
-        Some(eta::estimate_delivery(
+        // A waiting order has no drop-offs before it; an assigned one of a
+        // bundle has its driver's earlier ones still to be made.
+        let drops_before = if order.driver_id.is_some() {
+            self.feed.drops_before()
+        } else {
+            Vec::new()
+        };
+        Some(eta::estimate_delivery_via(
             now(),
             self.food_ready_at(order),
             self.restaurant.location,
+            &drops_before,
             dropoff,
             leg,
             self.config.road_factor,
@@ -484,6 +496,7 @@ impl OrderState {
         myself: &ActorRef<OrderMessage>,
         driver: Driver,
         offer_id: OfferId,
+        drops_before: Vec<(OrderId, LatLon)>,
     ) -> Result<Order, CommandError> {
         if !lifecycle::awaits_driver(&self.order) {
             return Err(Refusal::InvalidTransition {
@@ -513,6 +526,9 @@ impl OrderState {
                 return Err(error);
             }
         };
+        // Before anyone hears of the driver: its first position's estimate
+        // already goes through the drop-offs before this one.
+        self.feed.set_drops_before(drops_before);
         self.announce(myself, &event);
         Ok(self.order.clone())
     }

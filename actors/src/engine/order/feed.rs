@@ -51,6 +51,12 @@ struct Inner {
     generation: u64,
     /// The geofence of the trip's next stop: whose trip, which stop.
     arrival: Option<(DriverId, ArrivalWatch)>,
+    /// The drop-offs the carrying driver makes before this order's, in
+    /// sequence: the earlier orders of its bundle, each until its driver
+    /// no longer carries it (delivered, cancelled). Empty for an order
+    /// offered alone. In memory only: after a restart, an estimate counts
+    /// from the restaurant or the driver straight to this door again.
+    drops_before: Vec<(OrderId, LatLon)>,
 }
 
 /// What one position did, for the driver actor to pass on to the order
@@ -170,9 +176,27 @@ impl OrderFeed {
             matches!((&inner.trip, &trip), (Some(a), Some(b)) if a.driver_id == b.driver_id);
         if !same_driver {
             inner.location = None;
+            inner.drops_before.clear();
         }
         inner.trip = trip;
         inner.generation += 1;
+    }
+
+    /// The drop-offs the driver just assigned makes before this order's
+    /// (the earlier orders of its bundle, in sequence).
+    pub fn set_drops_before(&self, drops: Vec<(OrderId, LatLon)>) {
+        self.lock().drops_before = drops;
+    }
+
+    /// The carrying driver no longer carries `order_id` (delivered,
+    /// cancelled): it is no stop before this order's any more.
+    pub fn drop_made(&self, order_id: OrderId) {
+        self.lock().drops_before.retain(|(id, _)| *id != order_id);
+    }
+
+    /// The drop-offs still to be made before this order's, in sequence.
+    pub fn drops_before(&self) -> Vec<LatLon> {
+        self.lock().drops_before.iter().map(|(_, at)| *at).collect()
     }
 
     /// Whether `moved` was computed from the trip as it still stands. A
@@ -194,7 +218,9 @@ impl OrderFeed {
     /// stores it and pushes an `order_update`), and the arrival events the
     /// position completed.
     pub fn publish_location(&self, location: DriverLocation, received_at: Instant) -> Published {
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        // Disjoint borrows of the fields below.
+        let inner = &mut *guard;
         let Some(trip) = inner
             .trip
             .as_mut()
@@ -215,10 +241,13 @@ impl OrderFeed {
             }
         };
         let now = now();
-        let fresh = eta::estimate_delivery(
+        // Almost always empty, which allocates nothing.
+        let drops_before: Vec<LatLon> = inner.drops_before.iter().map(|(_, at)| *at).collect();
+        let fresh = eta::estimate_delivery_via(
             now,
             trip.food_ready_at,
             self.restaurant,
+            &drops_before,
             trip.dropoff,
             leg,
             self.road_factor,
@@ -402,6 +431,52 @@ mod tests {
             None
         );
         assert!(quiet(&customer));
+    }
+
+    #[tokio::test]
+    async fn an_order_later_in_a_bundle_counts_the_drop_offs_before_it_until_they_are_made() {
+        let eta_of = |published: Published| {
+            published
+                .moved
+                .expect("a stored estimate")
+                .estimated_delivery_at
+        };
+        let feed = feed();
+        let picked_up = Trip {
+            picked_up: true,
+            stored_eta: None,
+            ..trip(3)
+        };
+        feed.track(Some(picked_up));
+        // At the restaurant, carrying the food: straight to the door.
+        let alone = eta_of(feed.publish_location(position(3, 30.0), Instant::now()));
+        // The same driver first goes to another door 10 km east.
+        let first_door = LatLon {
+            lat: 30.0,
+            lon: -96.9,
+        };
+        feed.set_drops_before(vec![(6, first_door)]);
+        feed.track(Some(picked_up));
+        let after_first = eta_of(feed.publish_location(position(3, 30.0), Instant::now()));
+        let detour = after_first - alone;
+        assert!(
+            detour > chrono::Duration::minutes(30),
+            "the drop-off before it is counted: {detour}"
+        );
+        assert_eq!(feed.drops_before(), vec![first_door]);
+        // Another order's drop-off is no stop of this one.
+        feed.drop_made(5);
+        assert_eq!(feed.drops_before().len(), 1);
+        // Made: straight to this door again.
+        feed.drop_made(6);
+        assert!(feed.drops_before().is_empty());
+        feed.track(Some(picked_up));
+        let again = eta_of(feed.publish_location(position(3, 30.0), Instant::now()));
+        assert!((again - alone).num_seconds().abs() <= 1, "{alone} {again}");
+        // Another driver's trip has no stops of the old one's.
+        feed.set_drops_before(vec![(6, first_door)]);
+        feed.track(Some(trip(4)));
+        assert!(feed.drops_before().is_empty());
     }
 
     #[tokio::test]

@@ -473,6 +473,7 @@ impl Orders {
         order_id: OrderId,
         driver: Driver,
         offer_id: OfferId,
+        drops_before: Vec<(OrderId, LatLon)>,
     ) -> Result<Order, CommandError> {
         let actor = self.actor(order_id).ok_or(Refusal::NotVisible)?;
         match actor
@@ -480,6 +481,7 @@ impl Orders {
                 |reply| OrderMessage::Assign {
                     driver,
                     offer_id,
+                    drops_before,
                     span: tracing::Span::current(),
                     reply,
                 },
