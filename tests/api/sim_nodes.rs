@@ -175,7 +175,9 @@ async fn clients_of_a_node_killed_mid_run_reconnect_to_another_node() {
     // other node and had their snapshots (two customers were on it, each
     // with an order or two under way at two orders a second).
     assert!(
-        report["customerResumeMs"]["samples"].as_u64().is_some_and(|n| n > 0),
+        report["customerResumeMs"]["samples"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
         "{report}"
     );
     // The reconnected parties kept working on the surviving node.
