@@ -56,16 +56,16 @@ pub fn staff(id: i64) -> Who {
     }
 }
 
-/// Signs in everyone in `who`, `concurrency` at a time; the result is in
-/// the same order, `None` where it failed (counted in `stats`).
+/// Signs in everyone in `who`, each at the node given with it,
+/// `concurrency` at a time; the result is in the same order, `None` where
+/// it failed (counted in `stats`).
 pub async fn sign_in_all(
-    api: &Api,
-    who: Vec<Who>,
+    who: Vec<(&Api, Who)>,
     concurrency: usize,
     stats: &Stats,
 ) -> Vec<Option<Session>> {
     futures::stream::iter(who)
-        .map(|who| sign_in(api, who, stats))
+        .map(|(api, who)| sign_in(api, who, stats))
         .buffered(concurrency.max(1))
         .collect()
         .await

@@ -2,17 +2,23 @@
 //! `--order-rate`, spread over the customers), and each customer's socket,
 //! subscribed to its orders, where assignment time and fan-out latency are
 //! measured.
+//!
+//! When its node dies, a customer reopens its socket on another node and
+//! re-sends `subscribe` for every order it still watches: each snapshot
+//! gives the full state again, and the time from the old socket's end to
+//! the last of those snapshots is what a customer waits through a failover.
 
 use super::Ctx;
 use super::api::{NewOrder, OrderLine};
 use super::city::{City, point_within};
+use super::nodes::Home;
 use super::socket::{self, Event, Held, Incoming, Outgoing, Socket};
 use actors::domain::model::{DeliveryAddress, OrderId};
 use futures::StreamExt;
 use rand::Rng;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
@@ -27,6 +33,8 @@ const MIN_DROPOFF_KM: f64 = 0.3;
 /// its socket about the order.
 pub struct Orderer {
     pub token: Arc<str>,
+    /// Orders are placed at the customer's node, wherever its socket is.
+    pub home: Home,
     pub orders: mpsc::Sender<OrderId>,
 }
 
@@ -70,12 +78,18 @@ pub async fn place_orders(
         };
         sent += 1;
         let token = customer.token.clone();
+        let home = customer.home.clone();
         let orders = customer.orders.clone();
         let key = uuid::Uuid::new_v4().to_string();
         let ctx2 = ctx.clone();
         ctx.requests.spawn(async move {
             let _permit = permit;
-            match ctx2.api.place_order(&token, &order, &key).await {
+            match ctx2
+                .nodes
+                .api(&home)
+                .place_order(&token, &order, &key)
+                .await
+            {
                 Ok(placed) => {
                     super::stats::Stats::add(&ctx2.stats.orders_placed);
                     // The customer's socket may have ended; the order still counts.
@@ -130,36 +144,115 @@ fn new_order(city: &City, ctx: &Ctx, rng: &mut StdRng) -> Option<NewOrder> {
 
 /// One customer's socket until the run stops: subscribes to each order it
 /// is told about, and measures what arrives.
-pub async fn run(ctx: Arc<Ctx>, socket: Socket, mut orders: mpsc::Receiver<OrderId>) {
+pub async fn run(
+    ctx: Arc<Ctx>,
+    (token, home): (Arc<str>, Home),
+    socket: Socket,
+    mut orders: mpsc::Receiver<OrderId>,
+) {
     let _held = Held::new(ctx.stats.clone());
     let stats = ctx.stats.clone();
     let (mut sink, mut stream) = socket.split();
     let mut watching: HashMap<OrderId, Watch> = HashMap::new();
+    // Messages still to send: the re-subscriptions after a reconnection.
+    let mut outbox: Vec<Outgoing> = Vec::new();
+    let mut resuming: Option<Resuming> = None;
     loop {
-        let out = tokio::select! {
-            _ = ctx.stop.cancelled() => break,
-            Some(order_id) = orders.recv() => {
-                watching.insert(order_id, Watch::default());
-                Some(Outgoing::Subscribe { order_id })
-            }
-            frame = stream.next() => match socket::event(frame, &stats) {
-                Event::Message(message) => on_message(&ctx, &mut watching, message),
-                Event::Nothing => None,
-                Event::Ended { code, detail } => {
-                    if !ctx.stop.is_cancelled() {
-                        stats.error(&code, || format!("customer socket: {detail}"));
-                    }
-                    return;
+        let out = if let Some(out) = outbox.pop() {
+            Some(out)
+        } else {
+            tokio::select! {
+                _ = ctx.stop.cancelled() => break,
+                Some(order_id) = orders.recv() => {
+                    watching.insert(order_id, Watch::default());
+                    Some(Outgoing::Subscribe { order_id })
                 }
-            },
+                frame = stream.next() => match socket::event(frame, &stats) {
+                    Event::Message(message) => {
+                        if let Some(r) = &mut resuming
+                            && r.snapshot_arrived(&message)
+                        {
+                            stats.customer_resumed(r.lost_at.elapsed().as_secs_f64() * 1000.0);
+                            resuming = None;
+                        }
+                        on_message(&ctx, &home, &mut watching, message)
+                    }
+                    Event::Nothing => None,
+                    Event::Ended { code, detail } => {
+                        if ctx.stop.is_cancelled() {
+                            return;
+                        }
+                        stats.error(&code, || format!("customer socket: {detail}"));
+                        let Some(socket) = reopen(&ctx, &home, &token, &watching, &mut resuming, &mut outbox).await else {
+                            return;
+                        };
+                        (sink, stream) = socket.split();
+                        None
+                    }
+                },
+            }
         };
         if let Some(out) = out
             && !socket::send(&mut sink, &out, &stats).await
         {
-            return;
+            let Some(socket) =
+                reopen(&ctx, &home, &token, &watching, &mut resuming, &mut outbox).await
+            else {
+                return;
+            };
+            (sink, stream) = socket.split();
         }
     }
     socket::close(sink, stream).await;
+}
+
+/// After the customer's socket ended: a socket on another node (see
+/// `nodes`), with a `subscribe` queued in `outbox` for every order still
+/// watched, and the wait for their snapshots started.
+async fn reopen(
+    ctx: &Ctx,
+    home: &Home,
+    token: &str,
+    watching: &HashMap<OrderId, Watch>,
+    resuming: &mut Option<Resuming>,
+    outbox: &mut Vec<Outgoing>,
+) -> Option<Socket> {
+    let lost_at = Instant::now();
+    let socket = ctx
+        .nodes
+        .reconnect(home, token, &ctx.stop, &ctx.stats)
+        .await?;
+    // Kept from an earlier loss that has not resumed yet: the wait runs
+    // from the first loss.
+    let lost_at = resuming.take().map_or(lost_at, |r| r.lost_at);
+    *outbox = watching
+        .keys()
+        .map(|&order_id| Outgoing::Subscribe { order_id })
+        .collect();
+    if !outbox.is_empty() {
+        *resuming = Some(Resuming {
+            lost_at,
+            waiting: watching.keys().copied().collect(),
+        });
+    }
+    Some(socket)
+}
+
+/// A reconnected customer waiting for the snapshots of the orders it
+/// re-subscribed to.
+struct Resuming {
+    lost_at: Instant,
+    waiting: HashSet<OrderId>,
+}
+
+impl Resuming {
+    /// True once the last awaited snapshot is here.
+    fn snapshot_arrived(&mut self, message: &Incoming) -> bool {
+        if let Incoming::Snapshot { order } = message {
+            self.waiting.remove(&order.id);
+        }
+        self.waiting.is_empty()
+    }
 }
 
 /// What a customer has seen of one of its orders.
@@ -173,6 +266,7 @@ struct Watch {
 
 fn on_message(
     ctx: &Ctx,
+    home: &Home,
     watching: &mut HashMap<OrderId, Watch>,
     message: Incoming,
 ) -> Option<Outgoing> {
@@ -187,7 +281,12 @@ fn on_message(
                 .is_some_and(|watch| !std::mem::replace(&mut watch.located, true));
             // The driver stamped the fix with its send time; same clock.
             let latency_ms = socket::now_ms() - location.timestamp as f64;
-            ctx.stats.location_received((!first).then_some(latency_ms));
+            let cross_node = ctx
+                .nodes
+                .driver_node(location.driver_id)
+                .is_some_and(|node| node != home.get());
+            ctx.stats
+                .location_received((!first).then_some(latency_ms), cross_node);
             None
         }
         Incoming::Snapshot { order } | Incoming::OrderUpdate { order } => {

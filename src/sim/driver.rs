@@ -8,10 +8,17 @@
 //! through HTTP in tasks of their own, so the position stream never waits
 //! on the store. Orders it still carries from an earlier run (the server
 //! sends their snapshots when the socket opens) are finished too.
+//!
+//! When its node dies, a driver reopens its socket on another node and goes
+//! on where it was: its jobs live here, not on the socket, and the new
+//! node's snapshots of the orders it carries bring their statuses back.
+//! Offers it was waiting on died with the old socket, so they are dropped
+//! (an order they won comes back as a snapshot, and is adopted).
 
 use super::Ctx;
 use super::api::Session;
 use super::city::{City, bearing, step_toward};
+use super::nodes::Home;
 use super::socket::{self, Event, Held, Incoming, Outgoing, Socket};
 use super::stats::Stats;
 use actors::domain::geo::distance_km;
@@ -70,6 +77,8 @@ struct Driver {
     city: Arc<City>,
     id: i64,
     token: Arc<str>,
+    /// The node its socket and its requests go to.
+    home: Home,
     rng: StdRng,
     at: LatLon,
     heading: f64,
@@ -85,7 +94,7 @@ struct Driver {
 pub async fn run(
     ctx: Arc<Ctx>,
     city: Arc<City>,
-    session: Session,
+    (session, home): (Session, Home),
     socket: Socket,
     start: LatLon,
     mut rng: StdRng,
@@ -103,6 +112,7 @@ pub async fn run(
         city,
         id: session.user_id,
         token: session.token.into(),
+        home,
         rng,
         at: start,
         jobs: Vec::new(),
@@ -117,6 +127,7 @@ pub async fn run(
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last = Instant::now();
+    ctx.nodes.driver_is_at(driver.id, &driver.home);
     loop {
         let out = tokio::select! {
             _ = ctx.stop.cancelled() => break,
@@ -137,10 +148,15 @@ pub async fn run(
                 Event::Message(message) => driver.on_message(message),
                 Event::Nothing => None,
                 Event::Ended { code, detail } => {
-                    if !ctx.stop.is_cancelled() {
-                        stats.error(&code, || format!("driver socket: {detail}"));
+                    if ctx.stop.is_cancelled() {
+                        return;
                     }
-                    return;
+                    stats.error(&code, || format!("driver socket: {detail}"));
+                    match driver.reconnect().await {
+                        Some(socket) => (sink, stream) = socket.split(),
+                        None => return,
+                    }
+                    None
                 }
             },
             Some(outcome) = results.recv() => {
@@ -151,7 +167,13 @@ pub async fn run(
         let Some(out) = out else { continue };
         let is_location = matches!(out, Outgoing::Location(_));
         if !socket::send(&mut sink, &out, &stats).await {
-            return;
+            // This message is lost with the socket; the next tick's
+            // position goes to the new node.
+            match driver.reconnect().await {
+                Some(socket) => (sink, stream) = socket.split(),
+                None => return,
+            }
+            continue;
         }
         if is_location {
             Stats::add(&stats.locations_sent);
@@ -161,6 +183,18 @@ pub async fn run(
 }
 
 impl Driver {
+    /// A socket on another node after this one's died (see `nodes`).
+    async fn reconnect(&mut self) -> Option<Socket> {
+        let ctx = &self.ctx;
+        let socket = ctx
+            .nodes
+            .reconnect(&self.home, &self.token, &ctx.stop, &ctx.stats)
+            .await?;
+        self.offers.clear();
+        ctx.nodes.driver_is_at(self.id, &self.home);
+        Some(socket)
+    }
+
     /// Moves for `dt` of wall time, acts on arrival, and says where it is.
     fn tick(&mut self, dt: Duration) -> Outgoing {
         let args = &self.ctx.args;
@@ -249,9 +283,10 @@ impl Driver {
         let order_id = job.order_id;
         let ctx = self.ctx.clone();
         let token = self.token.clone();
+        let home = self.home.clone();
         let outcomes = self.outcomes.clone();
         self.ctx.requests.spawn(async move {
-            let result = ctx.api.act(&token, order_id, action).await;
+            let result = ctx.nodes.api(&home).act(&token, order_id, action).await;
             match &result {
                 Ok(_) if action == "pick_up" => Stats::add(&ctx.stats.orders_picked_up),
                 Ok(_) => Stats::add(&ctx.stats.orders_delivered),

@@ -29,7 +29,13 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<()> {
     let stats = ctx.stats.clone();
     let wanted = args.idle_connections;
     // Any customer may open any number of sockets; one token serves all.
-    let session = accounts::sign_in_all(&ctx.api, accounts::people("customer", 1), 1, &stats)
+    // Idle sockets all go to the first node of `--server`.
+    let node = ctx.nodes.first();
+    let who = accounts::people("customer", 1)
+        .into_iter()
+        .map(|who| (&node.api, who))
+        .collect();
+    let session = accounts::sign_in_all(who, 1, &stats)
         .await
         .into_iter()
         .flatten()
@@ -40,10 +46,10 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<()> {
     let rss_before = rss(&ctx).await;
     eprintln!(
         "sim: opening {wanted} idle connections to {}",
-        ctx.target.ws_url
+        node.target.ws_url
     );
 
-    let loopback = matches!(ctx.target.addr.ip(), IpAddr::V4(ip) if ip.is_loopback());
+    let loopback = matches!(node.target.addr.ip(), IpAddr::V4(ip) if ip.is_loopback());
     // Set on the first failure that further attempts would only repeat.
     let exhausted = Arc::new(AtomicBool::new(false));
     let opening = Instant::now();
@@ -59,7 +65,7 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<()> {
                     return;
                 }
                 let source = loopback.then(|| source_address(i)).flatten();
-                match socket::connect(&ctx.target, &token, source).await {
+                match socket::connect(&node.target, &token, source).await {
                     Ok(socket) => {
                         let held = Held::new(ctx.stats.clone());
                         ctx.requests.spawn(hold(ctx.clone(), socket, held));
@@ -174,6 +180,8 @@ fn source_address(i: usize) -> Option<IpAddr> {
 
 async fn rss(ctx: &Ctx) -> Option<u64> {
     match ctx
+        .nodes
+        .first()
         .api
         .metric(RSS_METRIC, ctx.args.metrics_token.as_deref())
         .await

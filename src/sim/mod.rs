@@ -7,13 +7,16 @@
 //! - `driver`, `customer`, `restaurant`: one task per simulated party.
 //! - `idle`: connection-capacity mode (`--idle-connections`).
 //! - `api`, `socket`: the HTTP client and the WebSocket end.
+//! - `nodes`: the nodes of `--server`, who is at home where, and moving a
+//!   party to another node when its own dies.
 //! - `stats`: what is measured, and the reports.
 //!
 //! A run: set up (sign in, fetch menus, open sockets), run for `--duration`,
 //! stop everyone through one cancellation token, give requests in flight a
 //! short drain, report. Server errors are counted by code, never fatal;
 //! only a server that cannot be reached or has no city to simulate ends the
-//! run early.
+//! run early. With several nodes a dead node is not fatal either: its
+//! parties reconnect to another one.
 
 mod accounts;
 mod api;
@@ -21,16 +24,18 @@ mod city;
 mod customer;
 mod driver;
 mod idle;
+mod nodes;
 mod restaurant;
 mod socket;
 mod stats;
 
 use crate::demo::CITY_CENTER;
-use anyhow::{Context as _, bail};
-use api::{Api, Session};
+use anyhow::bail;
+use api::Session;
 use city::{City, Kitchen, rng_for};
 use futures::StreamExt;
-use socket::{Socket, Target};
+use nodes::{Home, Kind, Nodes};
+use socket::Socket;
 use stats::{AssignReport, CityReport, LatencyReport, Stats};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,7 +58,9 @@ const SEED_ORDERS: u64 = 3 << 32;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SimArgs {
-    /// Base URL of the running dispatchd (plain http).
+    /// Base URL of the running dispatchd (plain http), or a comma-separated
+    /// list of cluster nodes: clients are spread over them, and a client
+    /// whose node dies reconnects to the next.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub server: String,
     /// Simulated drivers (demo driver1.. first, then sim-driver-N@sim.local).
@@ -143,8 +150,7 @@ impl SimArgs {
 
 /// What every simulated party shares.
 pub(crate) struct Ctx {
-    api: Api,
-    target: Target,
+    nodes: Nodes,
     stats: Arc<Stats>,
     /// Cancelled when the run ends (or on Ctrl-C).
     stop: CancellationToken,
@@ -156,11 +162,7 @@ pub(crate) struct Ctx {
 
 pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     args.check()?;
-    let target = resolve(&args.server).await?;
-    let api = Api::new(&args.server)?;
-    api.healthz().await.map_err(|failure| {
-        anyhow::anyhow!("{} does not answer /healthz: {failure}", args.server)
-    })?;
+    let nodes = Nodes::connect(&args.server).await?;
     if let Some(limit) = idle::raise_open_file_limit()
         && (limit as usize) < args.idle_connections + args.drivers + args.customers + 256
     {
@@ -177,8 +179,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         }
     });
     let ctx = Arc::new(Ctx {
-        api,
-        target,
+        nodes,
         stats: Arc::new(Stats::default()),
         stop,
         requests: TaskTracker::new(),
@@ -191,39 +192,6 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     }
 }
 
-/// The server's socket address and WebSocket URL from `--server`.
-async fn resolve(server: &str) -> anyhow::Result<Target> {
-    let uri: tokio_tungstenite::tungstenite::http::Uri = server
-        .parse()
-        .with_context(|| format!("--server {server:?} is not a URL"))?;
-    if uri.scheme_str() != Some("http") {
-        bail!("--server must be an http:// URL (the simulator speaks plain http and ws)");
-    }
-    let host = uri.host().context("--server has no host")?;
-    let port = uri.port_u16().unwrap_or(80);
-    let addrs: Vec<_> = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
-        .await
-        .with_context(|| format!("cannot resolve {host}"))?
-        .collect();
-    // Sockets connect to one address; take the first that answers (a
-    // server on 127.0.0.1 is not on ::1, though `localhost` is both).
-    let mut answering = None;
-    for addr in &addrs {
-        let attempt = tokio::net::TcpStream::connect(addr);
-        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), attempt).await {
-            answering = Some(*addr);
-            break;
-        }
-    }
-    let addr =
-        answering.with_context(|| format!("nothing answers at {host}:{port} ({addrs:?})"))?;
-    let prefix = uri.path().trim_end_matches('/');
-    Ok(Target {
-        addr,
-        ws_url: format!("ws://{host}:{port}{prefix}/ws"),
-    })
-}
-
 async fn run_city(ctx: Arc<Ctx>) -> anyhow::Result<()> {
     let args = &ctx.args;
     let stats = ctx.stats.clone();
@@ -231,6 +199,8 @@ async fn run_city(ctx: Arc<Ctx>) -> anyhow::Result<()> {
     eprintln!("sim: setting up against {}", args.server);
 
     let mut listed = ctx
+        .nodes
+        .first()
         .api
         .open_restaurants(CITY_CENTER)
         .await
@@ -239,52 +209,73 @@ async fn run_city(ctx: Arc<Ctx>) -> anyhow::Result<()> {
     if args.restaurants > 0 {
         listed.truncate(args.restaurants);
     }
-    let mut who: Vec<_> = listed.iter().map(|r| accounts::staff(r.id)).collect();
-    who.extend(accounts::people("driver", args.drivers));
-    who.extend(accounts::people("customer", args.customers));
-    let mut sessions =
-        accounts::sign_in_all(&ctx.api, who, args.login_concurrency as usize, &stats)
-            .await
-            .into_iter();
+    // Each party's node is fixed before it signs in, so that every call
+    // it makes, the sign-in too, goes there.
+    let nodes = &ctx.nodes;
+    let homes = |kind, n| (0..n).map(move |i| nodes.home(kind, i));
+    let staff_homes: Vec<Home> = homes(Kind::Restaurant, listed.len()).collect();
+    let driver_homes: Vec<Home> = homes(Kind::Driver, args.drivers).collect();
+    let customer_homes: Vec<Home> = homes(Kind::Customer, args.customers).collect();
+    let mut who: Vec<_> = listed
+        .iter()
+        .zip(&staff_homes)
+        .map(|(r, home)| (nodes.api(home), accounts::staff(r.id)))
+        .collect();
+    let people = |role, homes: &[Home]| {
+        accounts::people(role, homes.len())
+            .into_iter()
+            .zip(homes)
+            .map(|(person, home)| (nodes.api(home), person))
+            .collect::<Vec<_>>()
+    };
+    who.extend(people("driver", &driver_homes));
+    who.extend(people("customer", &customer_homes));
+    let mut sessions = accounts::sign_in_all(who, args.login_concurrency as usize, &stats)
+        .await
+        .into_iter();
     let staff: Vec<Option<Session>> = sessions.by_ref().take(listed.len()).collect();
-    let drivers: Vec<Session> = sessions.by_ref().take(args.drivers).flatten().collect();
-    let customers: Vec<Session> = sessions.flatten().collect();
+    let drivers: Vec<(Session, Home)> =
+        signed_in(sessions.by_ref().take(args.drivers), driver_homes);
+    let customers: Vec<(Session, Home)> = signed_in(sessions, customer_homes);
     approve_registered_drivers(&ctx, &drivers).await;
 
-    let kitchens: Vec<(Kitchen, Session)> = futures::stream::iter(listed.into_iter().zip(staff))
-        .filter_map(|(restaurant, staff)| async move { staff.map(|staff| (restaurant, staff)) })
-        .map(|(restaurant, staff)| {
-            let ctx = ctx.clone();
-            async move {
-                let menu = match ctx.api.menu(restaurant.id).await {
-                    Ok(menu) => menu,
-                    Err(failure) => {
-                        ctx.stats.error(&failure.code, || {
-                            format!("menu of restaurant {}: {failure}", restaurant.id)
-                        });
-                        return None;
-                    }
-                };
-                let menu: Vec<i64> = menu
-                    .iter()
-                    .filter(|item| item.is_available)
-                    .map(|item| item.id)
-                    .collect();
-                (!menu.is_empty()).then(|| {
-                    let kitchen = Kitchen {
-                        id: restaurant.id,
-                        at: restaurant.location,
-                        delivery_radius_km: restaurant.delivery_radius_km,
-                        menu,
+    let kitchens: Vec<(Kitchen, Session, Home)> =
+        futures::stream::iter(listed.into_iter().zip(staff).zip(staff_homes))
+            .filter_map(|((restaurant, staff), home)| async move {
+                staff.map(|staff| (restaurant, staff, home))
+            })
+            .map(|(restaurant, staff, home)| {
+                let ctx = ctx.clone();
+                async move {
+                    let menu = match ctx.nodes.api(&home).menu(restaurant.id).await {
+                        Ok(menu) => menu,
+                        Err(failure) => {
+                            ctx.stats.error(&failure.code, || {
+                                format!("menu of restaurant {}: {failure}", restaurant.id)
+                            });
+                            return None;
+                        }
                     };
-                    (kitchen, staff)
-                })
-            }
-        })
-        .buffered(8)
-        .filter_map(|kitchen| async move { kitchen })
-        .collect()
-        .await;
+                    let menu: Vec<i64> = menu
+                        .iter()
+                        .filter(|item| item.is_available)
+                        .map(|item| item.id)
+                        .collect();
+                    (!menu.is_empty()).then(|| {
+                        let kitchen = Kitchen {
+                            id: restaurant.id,
+                            at: restaurant.location,
+                            delivery_radius_km: restaurant.delivery_radius_km,
+                            menu,
+                        };
+                        (kitchen, staff, home)
+                    })
+                }
+            })
+            .buffered(8)
+            .filter_map(|kitchen| async move { kitchen })
+            .collect()
+            .await;
     if kitchens.is_empty() {
         bail!(
             "no restaurant can take part: none is open with available items and staff \
@@ -303,17 +294,20 @@ async fn run_city(ctx: Arc<Ctx>) -> anyhow::Result<()> {
     let mut parties = JoinSet::new();
     let staff_sockets = open_all(
         &ctx,
-        kitchens.iter().map(|(_, s)| s.token.clone()).collect(),
+        kitchens
+            .iter()
+            .map(|(_, s, home)| (s.token.clone(), home.clone()))
+            .collect(),
     )
     .await;
     let mut listening = Vec::new();
-    for ((kitchen, session), socket) in kitchens.into_iter().zip(staff_sockets) {
+    for ((kitchen, session, home), socket) in kitchens.into_iter().zip(staff_sockets) {
         if let Some(socket) = socket {
             let rng = rng_for(args.seed, SEED_RESTAURANTS + kitchen.id as u64);
             parties.spawn(restaurant::run(
                 ctx.clone(),
                 kitchen.id,
-                session.token,
+                (session.token, home),
                 socket,
                 rng,
             ));
@@ -331,9 +325,16 @@ async fn run_city(ctx: Arc<Ctx>) -> anyhow::Result<()> {
         places,
     });
     let go = CancellationToken::new();
-    let driver_sockets = open_all(&ctx, drivers.iter().map(|s| s.token.clone()).collect()).await;
+    let driver_sockets = open_all(
+        &ctx,
+        drivers
+            .iter()
+            .map(|(s, home)| (s.token.clone(), home.clone()))
+            .collect(),
+    )
+    .await;
     let mut driving = 0;
-    for (i, (session, socket)) in drivers.into_iter().zip(driver_sockets).enumerate() {
+    for (i, ((session, home), socket)) in drivers.into_iter().zip(driver_sockets).enumerate() {
         if let Some(socket) = socket {
             driving += 1;
             let mut rng = rng_for(args.seed, SEED_DRIVERS + i as u64);
@@ -341,7 +342,7 @@ async fn run_city(ctx: Arc<Ctx>) -> anyhow::Result<()> {
             let party = driver::run(
                 ctx.clone(),
                 city.clone(),
-                session,
+                (session, home),
                 socket,
                 start,
                 rng,
@@ -350,17 +351,25 @@ async fn run_city(ctx: Arc<Ctx>) -> anyhow::Result<()> {
             parties.spawn(party);
         }
     }
-    let customer_sockets =
-        open_all(&ctx, customers.iter().map(|s| s.token.clone()).collect()).await;
+    let customer_sockets = open_all(
+        &ctx,
+        customers
+            .iter()
+            .map(|(s, home)| (s.token.clone(), home.clone()))
+            .collect(),
+    )
+    .await;
     let mut orderers = Vec::new();
-    for (session, socket) in customers.into_iter().zip(customer_sockets) {
+    for ((session, home), socket) in customers.into_iter().zip(customer_sockets) {
         if let Some(socket) = socket {
             let (orders, inbox) = tokio::sync::mpsc::channel(CUSTOMER_BACKLOG);
+            let token: Arc<str> = session.token.into();
             orderers.push(customer::Orderer {
-                token: session.token.into(),
+                token: token.clone(),
+                home: home.clone(),
                 orders,
             });
-            parties.spawn(customer::run(ctx.clone(), socket, inbox));
+            parties.spawn(customer::run(ctx.clone(), (token, home), socket, inbox));
         }
     }
     eprintln!(
@@ -400,6 +409,7 @@ async fn run_city(ctx: Arc<Ctx>) -> anyhow::Result<()> {
     }
 
     let fanout = stats.fanout();
+    let several = ctx.nodes.several();
     let assignment = stats.assignment();
     let sent = Stats::get(&stats.locations_sent);
     let received = Stats::get(&stats.locations_received);
@@ -415,6 +425,8 @@ async fn run_city(ctx: Arc<Ctx>) -> anyhow::Result<()> {
         location_updates_received: received,
         location_updates_per_sec: per_sec(received),
         fanout_latency_ms: LatencyReport::from(&fanout),
+        fanout_cross_node_latency_ms: several
+            .then(|| LatencyReport::from(&stats.fanout_cross_node())),
         orders_placed: Stats::get(&stats.orders_placed),
         orders_assigned: Stats::get(&stats.orders_assigned),
         orders_picked_up: Stats::get(&stats.orders_picked_up),
@@ -426,6 +438,8 @@ async fn run_city(ctx: Arc<Ctx>) -> anyhow::Result<()> {
         offers_bundled: Stats::get(&stats.offers_bundled),
         errors: stats.errors(),
         connections,
+        reconnections: several.then(|| Stats::get(&stats.reconnections)),
+        customer_resume_ms: several.then(|| LatencyReport::from(&stats.customer_resume())),
     };
     print_city(&report);
     print_errors(&stats);
@@ -435,14 +449,25 @@ async fn run_city(ctx: Arc<Ctx>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens a socket per token, a few at a time; `None` where it failed
-/// (counted).
-async fn open_all(ctx: &Arc<Ctx>, tokens: Vec<String>) -> Vec<Option<Socket>> {
+/// Pairs the parties that signed in with their homes.
+fn signed_in(
+    sessions: impl Iterator<Item = Option<Session>>,
+    homes: Vec<Home>,
+) -> Vec<(Session, Home)> {
+    sessions
+        .zip(homes)
+        .filter_map(|(session, home)| session.map(|session| (session, home)))
+        .collect()
+}
+
+/// Opens a socket per token at its home node, a few at a time; `None`
+/// where it failed (counted).
+async fn open_all(ctx: &Arc<Ctx>, tokens: Vec<(String, Home)>) -> Vec<Option<Socket>> {
     futures::stream::iter(tokens)
-        .map(|token| {
+        .map(|(token, home)| {
             let ctx = ctx.clone();
             async move {
-                match socket::connect(&ctx.target, &token, None).await {
+                match socket::connect(&ctx.nodes.node(&home).target, &token, None).await {
                     Ok(socket) => Some(socket),
                     Err((code, detail)) => {
                         ctx.stats.error(&code, || detail);
@@ -508,15 +533,13 @@ fn print_city(r: &CityReport) {
         "  {:<28}{:>10}  {:>9.1}/s",
         "location updates received", r.location_updates_received, r.location_updates_per_sec
     );
-    println!(
-        "  {:<28}p50 {}  p99 {}  p99.9 {}  max {}  ({} samples)",
-        "fan-out latency (ms)",
-        show(f.p50),
-        show(f.p99),
-        show(f.p999),
-        show(f.max),
-        f.samples
-    );
+    match &r.fanout_cross_node_latency_ms {
+        None => print_latency("fan-out latency (ms)", f),
+        Some(cross) => {
+            print_latency("fan-out, same node (ms)", f);
+            print_latency("fan-out, cross-node (ms)", cross);
+        }
+    }
     println!("  {:<28}{:>10}", "orders placed", r.orders_placed);
     println!("  {:<28}{:>10}", "orders assigned", r.orders_assigned);
     println!("  {:<28}{:>10}", "orders picked up", r.orders_picked_up);
@@ -540,6 +563,30 @@ fn print_city(r: &CityReport) {
         "offers", r.offers, r.offers_accepted, r.offers_bundled
     );
     println!("  {:<28}{:>10}", "connections held", r.connections);
+    if let Some(reconnections) = r.reconnections {
+        println!("  {:<28}{:>10}", "reconnections", reconnections);
+    }
+    if let Some(resume) = &r.customer_resume_ms {
+        println!(
+            "  {:<28}p50 {}  max {}  ({} customers)",
+            "resubscribed within (ms)",
+            show(resume.p50),
+            show(resume.max),
+            resume.samples
+        );
+    }
+}
+
+fn print_latency(what: &str, f: &LatencyReport) {
+    println!(
+        "  {:<28}p50 {}  p99 {}  p99.9 {}  max {}  ({} samples)",
+        what,
+        show(f.p50),
+        show(f.p99),
+        show(f.p999),
+        show(f.max),
+        f.samples
+    );
 }
 
 fn print_errors(stats: &Stats) {
@@ -557,15 +604,12 @@ fn print_errors(stats: &Stats) {
 /// Registered drivers wait for an admin's approval before they get
 /// offers: past the demo's own drivers, the simulator approves its own as
 /// the demo admin.
-async fn approve_registered_drivers(ctx: &Ctx, drivers: &[Session]) {
+async fn approve_registered_drivers(ctx: &Ctx, drivers: &[(Session, Home)]) {
     if drivers.len() <= crate::demo::DRIVERS {
         return;
     }
-    let admin = match ctx
-        .api
-        .login("admin@demo.local", crate::demo::PASSWORD)
-        .await
-    {
+    let api = &ctx.nodes.first().api;
+    let admin = match api.login("admin@demo.local", crate::demo::PASSWORD).await {
         Ok(admin) => admin,
         Err(failure) => {
             ctx.stats
@@ -576,8 +620,9 @@ async fn approve_registered_drivers(ctx: &Ctx, drivers: &[Session]) {
     futures::stream::iter(&drivers[crate::demo::DRIVERS..])
         .for_each_concurrent(16, |driver| {
             let admin = &admin.token;
+            let driver = &driver.0;
             async move {
-                if let Err(failure) = ctx.api.approve_driver(admin, driver.user_id).await {
+                if let Err(failure) = api.approve_driver(admin, driver.user_id).await {
                     ctx.stats.error(&failure.code, || {
                         format!("approving driver {}: {failure}", driver.user_id)
                     });

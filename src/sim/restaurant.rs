@@ -8,41 +8,91 @@
 //! leave drivers waiting at counters for food nobody will make.
 
 use super::Ctx;
+use super::nodes::Home;
 use super::socket::{self, Event, Held, Incoming, Outgoing, Socket};
 use actors::domain::model::{OrderId, OrderStatus, RestaurantId};
 use futures::StreamExt;
 use rand::Rng;
 use rand::rngs::StdRng;
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const KITCHEN_STEPS: [&str; 3] = ["confirm", "start_preparing", "mark_ready"];
 
-/// One restaurant's staff until the run stops or its socket ends.
+/// Orders with a cook running: the feed announces each once, and the
+/// catch-up lists them again, but a repeat must not start a second cook.
+/// A cook leaves when it ends, so one cut short by a dead node is started
+/// again by the catch-up on the next node.
+type Cooking = Arc<Mutex<HashSet<OrderId>>>;
+
+/// One restaurant's staff until the run stops or its socket ends (with
+/// several nodes: until no node takes its socket).
 pub async fn run(
     ctx: Arc<Ctx>,
     restaurant_id: RestaurantId,
-    token: String,
-    socket: Socket,
+    (token, home): (String, Home),
+    mut socket: Socket,
     mut rng: StdRng,
 ) {
     let _held = Held::new(ctx.stats.clone());
     let stats = ctx.stats.clone();
     let token: Arc<str> = token.into();
-    let (mut sink, mut stream) = socket.split();
-    if !socket::send(
-        &mut sink,
-        &Outgoing::SubscribeRestaurant { restaurant_id },
-        &stats,
-    )
-    .await
-    {
-        return;
+    let cooking = Cooking::default();
+    loop {
+        let (mut sink, mut stream) = socket.split();
+        let subscribed = socket::send(
+            &mut sink,
+            &Outgoing::SubscribeRestaurant { restaurant_id },
+            &stats,
+        )
+        .await;
+        if subscribed {
+            // Subscribed first, so an order placed meanwhile is either
+            // listed here or announced on the feed.
+            catch_up(&ctx, &home, restaurant_id, &token, &cooking, &mut rng).await;
+            loop {
+                tokio::select! {
+                    _ = ctx.stop.cancelled() => {
+                        socket::close(sink, stream).await;
+                        return;
+                    }
+                    frame = stream.next() => match socket::event(frame, &stats) {
+                        Event::Message(Incoming::OrderUpdate { order })
+                            if order.status == OrderStatus::Placed && start(&cooking, order.id) =>
+                        {
+                            let delays = kitchen_delays(&ctx, &mut rng);
+                            ctx.requests.spawn(cook(ctx.clone(), (token.clone(), home.clone()), order.id, 0, delays, cooking.clone()));
+                        }
+                        Event::Message(_) | Event::Nothing => {}
+                        Event::Ended { code, detail } => {
+                            if ctx.stop.is_cancelled() {
+                                return;
+                            }
+                            stats.error(&code, || format!("restaurant {restaurant_id} socket: {detail}"));
+                            break;
+                        }
+                    },
+                }
+            }
+        }
+        match ctx.nodes.reconnect(&home, &token, &ctx.stop, &stats).await {
+            Some(next) => socket = next,
+            None => return,
+        }
     }
-    // Orders already in the kitchen: the feed announces each once, but a
-    // repeat must not start a second cook.
-    let mut cooking: HashSet<OrderId> = HashSet::new();
+}
+
+/// Starts a cook for every order of the restaurant already in the kitchen
+/// (left by an earlier run, or by a node that died) that has none.
+async fn catch_up(
+    ctx: &Arc<Ctx>,
+    home: &Home,
+    restaurant_id: RestaurantId,
+    token: &Arc<str>,
+    cooking: &Cooking,
+    rng: &mut StdRng,
+) {
     for (step, status) in [
         OrderStatus::Placed,
         OrderStatus::Confirmed,
@@ -51,17 +101,18 @@ pub async fn run(
     .into_iter()
     .enumerate()
     {
-        match ctx.api.orders(&token, status).await {
+        match ctx.nodes.api(home).orders(token, status).await {
             Ok(orders) => {
                 for order in orders {
-                    if cooking.insert(order.id) {
-                        let delays = kitchen_delays(&ctx, &mut rng);
+                    if start(cooking, order.id) {
+                        let delays = kitchen_delays(ctx, rng);
                         ctx.requests.spawn(cook(
                             ctx.clone(),
-                            token.clone(),
+                            (token.clone(), home.clone()),
                             order.id,
                             step,
                             delays,
+                            cooking.clone(),
                         ));
                     }
                 }
@@ -71,27 +122,14 @@ pub async fn run(
             }),
         }
     }
-    loop {
-        tokio::select! {
-            _ = ctx.stop.cancelled() => break,
-            frame = stream.next() => match socket::event(frame, &stats) {
-                Event::Message(Incoming::OrderUpdate { order })
-                    if order.status == OrderStatus::Placed && cooking.insert(order.id) =>
-                {
-                    let delays = kitchen_delays(&ctx, &mut rng);
-                    ctx.requests.spawn(cook(ctx.clone(), token.clone(), order.id, 0, delays));
-                }
-                Event::Message(_) | Event::Nothing => {}
-                Event::Ended { code, detail } => {
-                    if !ctx.stop.is_cancelled() {
-                        stats.error(&code, || format!("restaurant {restaurant_id} socket: {detail}"));
-                    }
-                    return;
-                }
-            },
-        }
-    }
-    socket::close(sink, stream).await;
+}
+
+/// True when `order_id` had no cook, and now has one.
+fn start(cooking: &Cooking, order_id: OrderId) -> bool {
+    cooking
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(order_id)
 }
 
 fn kitchen_delays(ctx: &Ctx, rng: &mut StdRng) -> [Duration; 3] {
@@ -103,21 +141,26 @@ fn kitchen_delays(ctx: &Ctx, rng: &mut StdRng) -> [Duration; 3] {
 /// refusal (counted) or when the run ends.
 async fn cook(
     ctx: Arc<Ctx>,
-    token: Arc<str>,
+    (token, home): (Arc<str>, Home),
     order_id: OrderId,
     from: usize,
     delays: [Duration; 3],
+    cooking: Cooking,
 ) {
     for (action, delay) in KITCHEN_STEPS.into_iter().zip(delays).skip(from) {
         tokio::select! {
-            _ = ctx.stop.cancelled() => return,
+            _ = ctx.stop.cancelled() => break,
             _ = tokio::time::sleep(delay) => {}
         }
-        if let Err(failure) = ctx.api.act(&token, order_id, action).await {
+        if let Err(failure) = ctx.nodes.api(&home).act(&token, order_id, action).await {
             ctx.stats.error(&failure.code, || {
                 format!("{action} order {order_id}: {failure}")
             });
-            return;
+            break;
         }
     }
+    cooking
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .remove(&order_id);
 }

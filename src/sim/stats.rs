@@ -32,7 +32,15 @@ pub struct Stats {
     pub offers_bundled: AtomicU64,
     /// WebSocket connections open right now.
     pub connections: AtomicI64,
+    /// Sockets reopened on another node after their node died.
+    pub reconnections: AtomicU64,
+    /// Positions from a driver on the customer's own node.
     fanout_ms: Mutex<Samples>,
+    /// Positions from a driver on another node (cluster forwarding).
+    fanout_cross_node_ms: Mutex<Samples>,
+    /// From a customer's socket ending to the snapshots of every order it
+    /// re-subscribed to on another node.
+    customer_resume_ms: Mutex<Samples>,
     assign_secs: Mutex<Samples>,
     errors: Mutex<BTreeMap<String, ErrorCount>>,
 }
@@ -93,12 +101,24 @@ impl Stats {
     }
 
     /// A `driver_location` reached a customer, `latency_ms` after the
-    /// driver sent it (`None`: not a fan-out sample).
-    pub fn location_received(&self, latency_ms: Option<f64>) {
+    /// driver sent it (`None`: not a fan-out sample); `cross_node` when the
+    /// driver's socket is on another node than the customer's.
+    pub fn location_received(&self, latency_ms: Option<f64>, cross_node: bool) {
         Self::add(&self.locations_received);
         if let Some(latency_ms) = latency_ms {
-            lock(&self.fanout_ms).record(latency_ms.max(0.0));
+            let samples = if cross_node {
+                &self.fanout_cross_node_ms
+            } else {
+                &self.fanout_ms
+            };
+            lock(samples).record(latency_ms.max(0.0));
         }
+    }
+
+    /// A customer had every order it watched back, `ms` after its socket
+    /// ended.
+    pub fn customer_resumed(&self, ms: f64) {
+        lock(&self.customer_resume_ms).record(ms.max(0.0));
     }
 
     /// A customer first saw a driver on an order, `secs` after it was
@@ -114,13 +134,23 @@ impl Stats {
         lock(&self.fanout_ms).summary()
     }
 
+    pub fn fanout_cross_node(&self) -> Summary {
+        lock(&self.fanout_cross_node_ms).summary()
+    }
+
+    pub fn customer_resume(&self) -> Summary {
+        lock(&self.customer_resume_ms).summary()
+    }
+
     pub fn assignment(&self) -> Summary {
         lock(&self.assign_secs).summary()
     }
 
-    /// Fan-out latency since the last call, for the progress line.
+    /// Fan-out latency since the last call, same-node and cross-node
+    /// together, for the progress line.
     pub fn take_fanout_window(&self) -> Summary {
-        let window = std::mem::take(&mut lock(&self.fanout_ms).window);
+        let mut window = std::mem::take(&mut lock(&self.fanout_ms).window);
+        window.append(&mut lock(&self.fanout_cross_node_ms).window);
         Summary::of(window)
     }
 }
@@ -272,7 +302,12 @@ pub struct CityReport {
     pub location_updates_received: u64,
     /// Received (fan-out at customers) per second.
     pub location_updates_per_sec: f64,
+    /// Same-node positions only when there are several nodes.
     pub fanout_latency_ms: LatencyReport,
+    /// With several nodes: positions whose driver is on another node than
+    /// the customer (absent with one node, so that report is unchanged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fanout_cross_node_latency_ms: Option<LatencyReport>,
     pub orders_placed: u64,
     pub orders_assigned: u64,
     pub orders_picked_up: u64,
@@ -286,6 +321,13 @@ pub struct CityReport {
     pub errors: BTreeMap<String, u64>,
     /// WebSocket connections open when the run ended.
     pub connections: i64,
+    /// With several nodes: sockets reopened on another node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconnections: Option<u64>,
+    /// With several nodes: per reconnected customer, from its socket
+    /// ending to the snapshots of the orders it re-subscribed to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub customer_resume_ms: Option<LatencyReport>,
 }
 
 /// The connection-capacity run's result.

@@ -21,6 +21,7 @@ mod readers;
 mod replay;
 mod restaurants;
 mod sim;
+mod sim_nodes;
 mod supervision;
 mod tracking;
 mod transitions;
