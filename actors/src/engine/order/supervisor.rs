@@ -36,6 +36,8 @@ pub(crate) struct OrderSupervisorArguments {
     pub listener: Arc<dyn OrderListener>,
     pub config: Arc<EngineConfig>,
     pub eta_writes: EtaWrites,
+    /// Cluster mode: what new feeds publish to.
+    pub bus: Arc<std::sync::OnceLock<Arc<dyn super::bus::OrderBus>>>,
     /// Reads a failed actor's order back and starts it again.
     pub revive: Arc<dyn Fn(OrderId) + Send + Sync>,
 }
@@ -148,7 +150,8 @@ impl OrderSupervisorState {
                 config.road_factor,
                 config.eta_push_threshold,
                 config.arrivals,
-            ))
+            )
+            .with_bus(self.args.bus.get().cloned()))
         });
         let restaurant_at = live.restaurant.location;
         let args = OrderArguments {
