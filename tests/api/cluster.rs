@@ -928,7 +928,12 @@ async fn a_watcher_on_a_node_that_does_not_run_the_order_gets_every_status_chang
             .await,
         1.0
     );
+    // Nothing of the order reaches C any more, not even to be dropped.
+    let heard = "dispatch_cluster_order_bus_messages_total{direction=\"in\"";
+    let heard_before = c.metric(heard).await;
     driver.move_to(RESTAURANT_1_AT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    driver.move_to(north_of(RESTAURANT_1_AT, 0.01)).await;
     assert!(
         watcher
             .next_within(Duration::from_millis(700))
@@ -936,6 +941,7 @@ async fn a_watcher_on_a_node_that_does_not_run_the_order_gets_every_status_chang
             .is_none(),
         "an unsubscribed watcher heard more"
     );
+    assert_eq!(c.metric(heard).await, heard_before);
     cluster.drop_bucket().await;
 }
 
