@@ -16,8 +16,11 @@
 //!   that must not be dropped, positions coalesced per order (drop-oldest),
 //!   exactly as the local path does.
 //!
-//! Bounded: at most [`MAX_WATCHED_ORDERS`] subscriptions per node, and at
-//! most [`MAX_HELD`] frames held for a watcher until its snapshot is queued.
+//! Bounded: at most [`MAX_WATCHED_ORDERS`] subscriptions per node; each
+//! subscription's own buffer is async-nats' (bounded; a slow consumer
+//! loses messages there); at most [`MAX_HELD`] frames (one position, the
+//! newest) are held for a watcher until its snapshot is queued, a window
+//! of one store read.
 
 use actors::domain::model::OrderId;
 use actors::engine::order::bus::{BusFrame, OrderBus, WatchFuture, WatchRefused};
@@ -87,6 +90,10 @@ impl Watcher {
     fn deliver(&mut self, order_id: OrderId, kind: BusFrame, frame: &Frame) -> bool {
         match self {
             Watcher::Waiting { outbox, held } => {
+                // Positions coalesce as in an outbox: only the newest waits.
+                if kind == BusFrame::Location {
+                    held.retain(|(held_kind, _)| *held_kind != BusFrame::Location);
+                }
                 if held.len() >= MAX_HELD {
                     held.pop_front();
                     metrics::counter!(m::CLUSTER_ORDER_BUS_DROPPED_TOTAL, "kind" => kind.as_str())
@@ -190,8 +197,7 @@ impl NatsOrderBus {
                 gauges(&watched);
                 left
             };
-            if let Some(published_ms) = header(PUBLISHED_MS).and_then(|ms| ms.parse::<i64>().ok())
-            {
+            if let Some(published_ms) = header(PUBLISHED_MS).and_then(|ms| ms.parse::<i64>().ok()) {
                 let waited_ms = (chrono::Utc::now().timestamp_millis() - published_ms).max(0);
                 metrics::histogram!(m::CLUSTER_FANOUT_LATENCY_SECONDS, "kind" => kind.as_str())
                     .record(waited_ms as f64 / 1000.0);
@@ -248,7 +254,9 @@ impl OrderBus for NatsOrderBus {
                 }
             }
             let client = &bus.shared.client;
-            let subscribed = client.subscribe(subject(&bus.shared.bucket, order_id)).await;
+            let subscribed = client
+                .subscribe(subject(&bus.shared.bucket, order_id))
+                .await;
             // The flush makes the server hold the subscription before the
             // caller reads the snapshot: no frame published after that
             // read can pass this node by.
@@ -271,7 +279,7 @@ impl OrderBus for NatsOrderBus {
         })
     }
 
-    fn ready(&self, order_id: OrderId, session_id: SessionId, snapshot: Frame) {
+    fn ready(&self, order_id: OrderId, session_id: SessionId, snapshot: Frame, version: i64) {
         let mut watched = lock(&self.shared.watched);
         let Some(watcher) = watched
             .get_mut(&order_id)
@@ -283,6 +291,9 @@ impl OrderBus for NatsOrderBus {
         let mut open = outbox.push(snapshot);
         if let Watcher::Waiting { held, .. } = watcher {
             for (kind, frame) in held.drain(..) {
+                if kind == BusFrame::Update && shown_by_snapshot(&frame, version) {
+                    continue;
+                }
                 open = open && queue(&outbox, order_id, kind, frame);
             }
         }
@@ -311,7 +322,81 @@ impl OrderBus for NatsOrderBus {
     }
 }
 
+/// Whether a held status update is of a version the snapshot already
+/// shows (it committed before the snapshot's read; its frame came after
+/// the subscription). Only frames held while a watcher waited are read.
+fn shown_by_snapshot(frame: &Frame, snapshot_version: i64) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Versioned {
+        version: Option<i64>,
+    }
+    serde_json::from_slice::<Versioned>(frame)
+        .ok()
+        .and_then(|update| update.version)
+        .is_some_and(|version| version <= snapshot_version)
+}
+
 fn failed(error: String) -> WatchRefused {
     metrics::counter!(m::CLUSTER_ORDER_SUBSCRIPTIONS_TOTAL, "op" => "failed").increment(1);
     WatchRefused::Unavailable(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actors::engine::outbox::next_session_id;
+
+    fn update(version: i64) -> Frame {
+        Frame::from(format!(
+            "{{\"type\":\"order_update\",\"orderId\":7,\"status\":\"CONFIRMED\",\"version\":{version}}}"
+        ))
+    }
+
+    #[test]
+    fn a_held_update_the_snapshot_shows_is_recognised_by_its_version() {
+        assert!(shown_by_snapshot(&update(2), 2));
+        assert!(shown_by_snapshot(&update(1), 2));
+        assert!(!shown_by_snapshot(&update(3), 2));
+        // Frames without a version (arrivals) are never taken for shown.
+        assert!(!shown_by_snapshot(
+            &Frame::from_static(b"{\"type\":\"driver_arrived\",\"orderId\":7}"),
+            2
+        ));
+    }
+
+    #[test]
+    fn a_waiting_watcher_holds_at_most_max_held_frames_the_newest_kept() {
+        let outbox = Arc::new(Outbox::new(next_session_id(), 8));
+        let mut watcher = Watcher::Waiting {
+            outbox,
+            held: VecDeque::new(),
+        };
+        for version in 0..(MAX_HELD as i64 + 10) {
+            assert!(watcher.deliver(7, BusFrame::Update, &update(version)));
+        }
+        let Watcher::Waiting { held, .. } = &watcher else {
+            panic!("still waiting");
+        };
+        assert_eq!(held.len(), MAX_HELD);
+        assert_eq!(held.front().map(|(_, f)| f.clone()), Some(update(10)));
+    }
+
+    #[test]
+    fn a_waiting_watcher_holds_only_the_newest_position() {
+        let outbox = Arc::new(Outbox::new(next_session_id(), 8));
+        let mut watcher = Watcher::Waiting {
+            outbox,
+            held: VecDeque::new(),
+        };
+        let position =
+            |lat: &str| Frame::from(format!("{{\"type\":\"driver_location\",\"lat\":{lat}}}"));
+        watcher.deliver(7, BusFrame::Location, &position("1"));
+        watcher.deliver(7, BusFrame::Update, &update(3));
+        watcher.deliver(7, BusFrame::Location, &position("2"));
+        let Watcher::Waiting { held, .. } = &watcher else {
+            panic!("still waiting");
+        };
+        let frames: Vec<Frame> = held.iter().map(|(_, f)| f.clone()).collect();
+        assert_eq!(frames, vec![update(3), position("2")]);
+    }
 }

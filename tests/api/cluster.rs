@@ -809,7 +809,12 @@ async fn three_nodes(cluster: &TestCluster) -> (TestApp, TestApp, TestApp, Strin
     let mut nodes = vec![first, second, third];
     let mut owner = None;
     for (i, node) in nodes.iter().enumerate() {
-        if seen(node, &admin).await.mine().iter().any(|(r, _)| *r == region) {
+        if seen(node, &admin)
+            .await
+            .mine()
+            .iter()
+            .any(|(r, _)| *r == region)
+        {
             owner = Some(i);
         }
     }
@@ -833,7 +838,9 @@ async fn a_watcher_on_a_node_that_does_not_run_the_order_gets_every_status_chang
     let staff = a.token("restaurant1").await;
 
     // Placed on A (carried to B), watched from C before anything else.
-    let id = create_with_key(&a, &customer, "watched-across", 1).await.expect(201)["order"]["id"]
+    let id = create_with_key(&a, &customer, "watched-across", 1)
+        .await
+        .expect(201)["order"]["id"]
         .as_i64()
         .expect("id");
     let mut watcher = WsClient::connect(&c, &customer).await;
@@ -906,8 +913,11 @@ async fn a_watcher_on_a_node_that_does_not_run_the_order_gets_every_status_chang
     );
     eprintln!(
         "cross-node fan-out of {} positions: {:.1} ms in all",
-        c.metric("dispatch_cluster_fanout_latency_seconds_count{kind=\"location\"}").await,
-        c.metric("dispatch_cluster_fanout_latency_seconds_sum{kind=\"location\"}").await * 1000.0
+        c.metric("dispatch_cluster_fanout_latency_seconds_count{kind=\"location\"}")
+            .await,
+        c.metric("dispatch_cluster_fanout_latency_seconds_sum{kind=\"location\"}")
+            .await
+            * 1000.0
     );
 
     // The watcher leaves: C ends its one subscription to the order.
@@ -957,7 +967,9 @@ async fn subscribing_on_a_node_that_does_not_run_an_order_answers_bad_ids_as_a_s
     settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
     let (owner, other) = holder_of([&a, &b], &admin, &restaurant_1_region()).await;
     let customer = a.token("customer1").await;
-    let id = create_with_key(owner, &customer, "bad-inputs", 1).await.expect(201)["order"]["id"]
+    let id = create_with_key(owner, &customer, "bad-inputs", 1)
+        .await
+        .expect(201)["order"]["id"]
         .as_i64()
         .expect("id");
     let mut ws = WsClient::connect(other, &customer).await;

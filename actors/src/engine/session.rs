@@ -342,10 +342,7 @@ async fn watch_remote(
         Ok(Some(order)) => order,
         Ok(None) | Err(_) => {
             bus.unwatch(order_id, outbox.session_id);
-            return Err((
-                "STORE_UNAVAILABLE",
-                "the store is unavailable".to_string(),
-            ));
+            return Err(("STORE_UNAVAILABLE", "the store is unavailable".to_string()));
         }
     };
     let driver = match order.driver_id {
@@ -360,7 +357,7 @@ async fn watch_remote(
         eta: None,
     }
     .encode();
-    bus.ready(order_id, outbox.session_id, snapshot);
+    bus.ready(order_id, outbox.session_id, snapshot, order.version);
     Ok(())
 }
 

@@ -54,9 +54,10 @@ pub trait OrderBus: Send + Sync + 'static {
     /// They are held (bounded) until [`OrderBus::ready`] queues the snapshot.
     fn watch(&self, order_id: OrderId, outbox: Arc<Outbox>) -> WatchFuture;
 
-    /// Queues `snapshot`, then what was held since `watch`, and from then
-    /// on every frame of the order.
-    fn ready(&self, order_id: OrderId, session_id: SessionId, snapshot: Frame);
+    /// Queues `snapshot` (of the order at `version`), then what was held
+    /// since `watch` less the status updates the snapshot already shows,
+    /// and from then on every frame of the order.
+    fn ready(&self, order_id: OrderId, session_id: SessionId, snapshot: Frame, version: i64);
 
     /// The session stopped watching; the last local watcher of an order
     /// ends this node's subscription to it.

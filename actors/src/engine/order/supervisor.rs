@@ -144,14 +144,16 @@ impl OrderSupervisorState {
         let adopted = self.args.orphans.remove(&order_id).map(|(_, feed)| feed);
         let is_adopted = adopted.is_some();
         let feed = adopted.unwrap_or_else(|| {
-            Arc::new(OrderFeed::new(
-                order_id,
-                &live.restaurant,
-                config.road_factor,
-                config.eta_push_threshold,
-                config.arrivals,
+            Arc::new(
+                OrderFeed::new(
+                    order_id,
+                    &live.restaurant,
+                    config.road_factor,
+                    config.eta_push_threshold,
+                    config.arrivals,
+                )
+                .with_bus(self.args.bus.get().cloned()),
             )
-            .with_bus(self.args.bus.get().cloned()))
         });
         let restaurant_at = live.restaurant.location;
         let args = OrderArguments {
