@@ -22,7 +22,7 @@
 //! newest) are held for a watcher until its snapshot is queued, a window
 //! of one store read.
 
-use actors::domain::model::OrderId;
+use actors::domain::model::{OrderId, OrderStatus};
 use actors::engine::order::bus::{BusFrame, OrderBus, WatchFuture, WatchRefused};
 use actors::engine::outbox::{Outbox, SessionId};
 use actors::metrics as m;
@@ -30,7 +30,7 @@ use actors::wire::Frame;
 use futures::StreamExt;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -42,6 +42,9 @@ pub const MAX_WATCHED_ORDERS: usize = 10_000;
 const MAX_HELD: usize = 64;
 /// Frames waiting for the publisher task; past it, frames are dropped.
 const PUBLISH_QUEUE: usize = 16_384;
+/// How long a subscription to an order's subject may take (NATS away:
+/// the subscribe is answered ENGINE_UNAVAILABLE rather than left waiting).
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Header: what the frame is (`update` or `location`).
 const KIND: &str = "Dispatch-Kind";
 /// Header: the publisher's wall clock, in Unix milliseconds, when the
@@ -190,7 +193,10 @@ impl NatsOrderBus {
                 order
                     .sessions
                     .retain(|_, watcher| watcher.deliver(order_id, kind, &message.payload));
-                let left = order.sessions.is_empty();
+                // A delivered or cancelled order says nothing more: its
+                // watchers keep their last frame, the subscription ends.
+                let left = order.sessions.is_empty()
+                    || (kind == BusFrame::Update && is_terminal_update(&message.payload));
                 if left {
                     watched.remove(&order_id);
                 }
@@ -254,18 +260,22 @@ impl OrderBus for NatsOrderBus {
                 }
             }
             let client = &bus.shared.client;
-            let subscribed = client
-                .subscribe(subject(&bus.shared.bucket, order_id))
-                .await;
             // The flush makes the server hold the subscription before the
             // caller reads the snapshot: no frame published after that
             // read can pass this node by.
+            let subscribed = tokio::time::timeout(SUBSCRIBE_TIMEOUT, async {
+                let subscriber = client
+                    .subscribe(subject(&bus.shared.bucket, order_id))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                client.flush().await.map_err(|e| e.to_string())?;
+                Ok::<_, String>(subscriber)
+            })
+            .await;
             let subscriber = match subscribed {
-                Ok(subscriber) => match client.flush().await {
-                    Ok(()) => subscriber,
-                    Err(error) => return Err(failed(error.to_string())),
-                },
-                Err(error) => return Err(failed(error.to_string())),
+                Ok(Ok(subscriber)) => subscriber,
+                Ok(Err(error)) => return Err(failed(error)),
+                Err(_) => return Err(failed("no answer from NATS in time".into())),
             };
             metrics::counter!(m::CLUSTER_ORDER_SUBSCRIPTIONS_TOTAL, "op" => "subscribe")
                 .increment(1);
@@ -320,6 +330,20 @@ impl OrderBus for NatsOrderBus {
         }
         gauges(&watched);
     }
+}
+
+/// Whether an `order_update` frame says the order is delivered or cancelled.
+fn is_terminal_update(frame: &Frame) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Status {
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        status: Option<OrderStatus>,
+    }
+    serde_json::from_slice::<Status>(frame).is_ok_and(|update| {
+        update.kind.as_deref() == Some("order_update")
+            && update.status.is_some_and(OrderStatus::is_terminal)
+    })
 }
 
 /// Whether a held status update is of a version the snapshot already
@@ -379,6 +403,21 @@ mod tests {
         };
         assert_eq!(held.len(), MAX_HELD);
         assert_eq!(held.front().map(|(_, f)| f.clone()), Some(update(10)));
+    }
+
+    #[test]
+    fn only_a_delivered_or_cancelled_update_ends_the_subscription() {
+        let with = |status: &str| {
+            Frame::from(format!(
+                "{{\"type\":\"order_update\",\"orderId\":7,\"status\":\"{status}\",\"version\":5}}"
+            ))
+        };
+        assert!(is_terminal_update(&with("DELIVERED")));
+        assert!(is_terminal_update(&with("CANCELLED")));
+        assert!(!is_terminal_update(&with("PICKED_UP")));
+        assert!(!is_terminal_update(&Frame::from_static(
+            b"{\"type\":\"driver_arrived\"}"
+        )));
     }
 
     #[test]
