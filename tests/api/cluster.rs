@@ -988,3 +988,42 @@ async fn subscribing_on_a_node_that_does_not_run_an_order_answers_bad_ids_as_a_s
     assert_eq!(other.metric("dispatch_cluster_watched_orders").await, 0.0);
     cluster.drop_bucket().await;
 }
+
+#[tokio::test]
+async fn a_nodes_subscription_to_an_order_of_another_node_ends_when_the_order_does() {
+    if !cluster_available().await {
+        return;
+    }
+    let cluster = TestCluster::new(3000).await;
+    let a = cluster.node(true).await;
+    let b = cluster.node(false).await;
+    let admin = a.token("admin").await;
+    settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
+    let (owner, other) = holder_of([&a, &b], &admin, &restaurant_1_region()).await;
+    let customer = a.token("customer1").await;
+    let id = create_with_key(owner, &customer, "ends-with-order", 1)
+        .await
+        .expect(201)["order"]["id"]
+        .as_i64()
+        .expect("id");
+    let mut watcher = WsClient::connect(other, &customer).await;
+    watcher
+        .send(serde_json::json!({ "type": "subscribe", "orderId": id }))
+        .await;
+    watcher.next_of("snapshot", 5).await;
+    assert_eq!(other.metric("dispatch_cluster_watched_orders").await, 1.0);
+    // Cancelled through the watcher's node (carried to the owner): the
+    // watcher hears it, and its node stops following the order by itself.
+    other.act(&customer, id, "cancel").await.expect(200);
+    watcher.next_status("CANCELLED", 5).await;
+    let mut ended = false;
+    for _ in 0..40 {
+        if other.metric("dispatch_cluster_watched_orders").await == 0.0 {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ended, "still subscribed to a cancelled order");
+    cluster.drop_bucket().await;
+}
