@@ -153,6 +153,13 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
     // Cluster mode: join, claim regions, renew; hand them over at shutdown.
     let (state, cluster_task) = match (&nats, cluster, region_owners) {
         (Some(client), Some(cluster), Some(owners)) => {
+            // Before any order actor starts: every feed publishes to it.
+            engine
+                .orders()
+                .publish_to(Arc::new(crate::cluster::watch::NatsOrderBus::start(
+                    client.clone(),
+                    cluster.bucket(),
+                )));
             crate::cluster::follow_regions(
                 &cluster,
                 engine.orders().clone(),

@@ -54,6 +54,12 @@ pub const CLUSTER_FORWARD_DURATION_SECONDS: &str = "dispatch_cluster_forward_dur
 pub const CLUSTER_FORWARDED_COMMANDS_SERVED_TOTAL: &str =
     "dispatch_cluster_forwarded_commands_served_total";
 pub const CLUSTER_ORDERS_RELEASED_TOTAL: &str = "dispatch_cluster_orders_released_total";
+pub const CLUSTER_ORDER_BUS_MESSAGES_TOTAL: &str = "dispatch_cluster_order_bus_messages_total";
+pub const CLUSTER_ORDER_BUS_DROPPED_TOTAL: &str = "dispatch_cluster_order_bus_dropped_total";
+pub const CLUSTER_WATCHED_ORDERS: &str = "dispatch_cluster_watched_orders";
+pub const CLUSTER_REMOTE_WATCHERS: &str = "dispatch_cluster_remote_watchers";
+pub const CLUSTER_ORDER_SUBSCRIPTIONS_TOTAL: &str = "dispatch_cluster_order_subscriptions_total";
+pub const CLUSTER_FANOUT_LATENCY_SECONDS: &str = "dispatch_cluster_fanout_latency_seconds";
 pub const ARRIVAL_EVENTS_TOTAL: &str = "dispatch_arrival_events_total";
 pub const ARRIVAL_REPEATS_SKIPPED_TOTAL: &str = "dispatch_arrival_repeats_skipped_total";
 pub const ZONE_CROSSINGS_TOTAL: &str = "dispatch_zone_crossings_total";
@@ -358,6 +364,31 @@ pub fn describe_realtime() {
     describe_counter!(
         CLUSTER_ORDERS_RELEASED_TOTAL,
         "Cluster mode: order actors stopped because their region went to another node."
+    );
+    describe_counter!(
+        CLUSTER_ORDER_BUS_MESSAGES_TOTAL,
+        "Cluster mode: frames on the order subjects (<bucket>.order.<id>.out), published (out) or received (in), by kind (update, location)."
+    );
+    describe_counter!(
+        CLUSTER_ORDER_BUS_DROPPED_TOTAL,
+        "Cluster mode: order frames not published (the publisher's bounded queue was full, or NATS refused), or not held for a watcher waiting for its snapshot, by kind."
+    );
+    describe_gauge!(
+        CLUSTER_WATCHED_ORDERS,
+        "Cluster mode: orders run by other nodes that this node is subscribed to on the bus (one subscription each)."
+    );
+    describe_gauge!(
+        CLUSTER_REMOTE_WATCHERS,
+        "Cluster mode: local sessions watching orders run by other nodes."
+    );
+    describe_counter!(
+        CLUSTER_ORDER_SUBSCRIPTIONS_TOTAL,
+        "Cluster mode: bus subscriptions to an order's subject made (op=subscribe), ended (op=unsubscribe) or refused (op=refused_full, op=failed)."
+    );
+    describe_histogram!(
+        CLUSTER_FANOUT_LATENCY_SECONDS,
+        Unit::Seconds,
+        "Cluster mode: from an order frame published on the owner's (or driver's) node to its fan-out into this node's outboxes, on the publisher's wall clock, by kind."
     );
     describe_counter!(
         CLUSTER_BUS_MESSAGES_TOTAL,

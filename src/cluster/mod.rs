@@ -31,6 +31,7 @@
 pub mod commands;
 mod plan;
 pub mod region;
+pub mod watch;
 
 use actors::domain::model::LatLon;
 use actors::metrics as m;
@@ -216,7 +217,7 @@ impl Cluster {
     ) -> JoinHandle<()> {
         tracing::info!(node = %self.node_id(), bucket = %self.inner.options.bucket, "Joining the cluster");
         tracing::warn!(
-            "Cluster mode is built in parts: new orders and status changes are forwarded to the order's node, but WebSocket subscriptions and drivers are not carried across nodes (README \"Cluster mode\")"
+            "Cluster mode is built in parts: new orders, status changes and order watchers are carried across nodes, but drivers are not: a driver's positions reach only the node its socket is on (README \"Cluster mode\")"
         );
         let _ = self
             .inner
@@ -240,6 +241,11 @@ impl Cluster {
             .filter(|(_, held)| held.deadline > now)
             .map(|(region, _)| *region)
             .collect()
+    }
+
+    /// The key-value bucket's name, which prefixes this cluster's subjects.
+    pub fn bucket(&self) -> &str {
+        &self.inner.options.bucket
     }
 
     pub fn node_id(&self) -> &str {

@@ -423,7 +423,6 @@ async fn an_order_placed_and_confirmed_through_a_node_that_does_not_serve_its_re
     settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
     let region = restaurant_1_region();
     let (owner, other) = holder_of([&a, &b], &admin, &region).await;
-    let owner_id = seen(owner, &admin).await.node;
     let customer = a.token("customer1").await;
     let staff = a.token("restaurant1").await;
 
@@ -460,17 +459,16 @@ async fn an_order_placed_and_confirmed_through_a_node_that_does_not_serve_its_re
     );
     assert_eq!(owner.metric("dispatch_order_actors").await, 1.0);
 
-    // A watcher on the other node is told where the order is served,
-    // rather than sent a snapshot no update would follow; on the owner it
-    // gets the snapshot.
+    // A watcher on the other node gets the snapshot too (from Postgres;
+    // its updates come over the bus), as one on the owner does.
     let mut elsewhere = WsClient::connect(other, &customer).await;
     elsewhere
         .send(serde_json::json!({ "type": "subscribe", "orderId": id }))
         .await;
-    let refused = elsewhere.next_of("error", 5).await;
-    assert_eq!(refused["code"], "ENGINE_UNAVAILABLE", "{refused}");
-    let said = refused["message"].as_str().unwrap_or_default();
-    assert!(said.contains(&owner_id) && said.contains(&region), "{said}");
+    assert_eq!(
+        elsewhere.next_of("snapshot", 5).await["order"]["status"],
+        "PLACED"
+    );
     let mut here = WsClient::connect(owner, &customer).await;
     here.send(serde_json::json!({ "type": "subscribe", "orderId": id }))
         .await;
@@ -792,5 +790,240 @@ async fn a_node_that_stops_hands_its_orders_to_the_new_owner_of_their_region() {
     );
     other.act(&staff, id, "confirm").await.expect(200);
     assert_eq!(other.metric("dispatch_cluster_failovers_total").await, 0.0);
+    cluster.drop_bucket().await;
+}
+
+/// `at` moved by `north_km` (roughly: 111 km a degree of latitude).
+fn north_of(at: (f64, f64), north_km: f64) -> (f64, f64) {
+    (at.0 + north_km / 111.0, at.1)
+}
+
+/// Three nodes; the one holding restaurant 1's region, and the other two.
+async fn three_nodes(cluster: &TestCluster) -> (TestApp, TestApp, TestApp, String) {
+    let first = cluster.node(true).await;
+    let second = cluster.node(false).await;
+    let third = cluster.node(false).await;
+    let admin = first.token("admin").await;
+    settled(&[&first, &second, &third], &admin, Duration::from_secs(20)).await;
+    let region = restaurant_1_region();
+    let mut nodes = vec![first, second, third];
+    let mut owner = None;
+    for (i, node) in nodes.iter().enumerate() {
+        if seen(node, &admin)
+            .await
+            .mine()
+            .iter()
+            .any(|(r, _)| *r == region)
+        {
+            owner = Some(i);
+        }
+    }
+    let owner = nodes.remove(owner.expect("someone holds restaurant 1's region"));
+    let c = nodes.pop().expect("a third node");
+    let a = nodes.pop().expect("a second node");
+    (owner, a, c, admin)
+}
+
+#[tokio::test]
+async fn a_watcher_on_a_node_that_does_not_run_the_order_gets_every_status_change_and_position() {
+    if !cluster_available().await {
+        return;
+    }
+    let cluster = TestCluster::new(3000)
+        .await
+        .with("DISPATCH__DISPATCH__ROUND_INTERVAL_MS", "200");
+    // B owns the order's region; A and C do not.
+    let (b, a, c, _admin) = three_nodes(&cluster).await;
+    let customer = a.token("customer1").await;
+    let staff = a.token("restaurant1").await;
+
+    // Placed on A (carried to B), watched from C before anything else.
+    let id = create_with_key(&a, &customer, "watched-across", 1)
+        .await
+        .expect(201)["order"]["id"]
+        .as_i64()
+        .expect("id");
+    let mut watcher = WsClient::connect(&c, &customer).await;
+    watcher
+        .send(serde_json::json!({ "type": "subscribe", "orderId": id }))
+        .await;
+    let snapshot = watcher.next_of("snapshot", 5).await;
+    assert_eq!(snapshot["order"]["status"], "PLACED", "{snapshot}");
+    assert_eq!(c.metric("dispatch_cluster_watched_orders").await, 1.0);
+    assert_eq!(c.metric("dispatch_cluster_remote_watchers").await, 1.0);
+    assert_eq!(c.metric("dispatch_order_actors").await, 0.0);
+
+    // A driver on the owner's node, near the restaurant: confirmed on B,
+    // the order is offered to it and it accepts.
+    let near = north_of(RESTAURANT_1_AT, 0.3);
+    let mut driver = TestDriver::online(&b, "driver1", near).await;
+    b.act(&staff, id, "confirm").await.expect(200);
+    watcher.next_status("CONFIRMED", 5).await;
+    let offer = driver.answer_offer(true, 10).await;
+    assert_eq!(offer["orderId"], id);
+    assert_eq!(
+        driver.ws.next_of("offer_result", 5).await["result"],
+        "assigned"
+    );
+    // Assigned: still CONFIRMED, a new version that names the driver.
+    let assigned = loop {
+        let update = watcher.next_of("order_update", 5).await;
+        if update["version"] == 3 {
+            break update;
+        }
+    };
+    assert_eq!(assigned["order"]["driverId"], driver.id, "{assigned}");
+    // A status change sent to A (not the owner) reaches C's watcher too.
+    a.act(&staff, id, "start_preparing").await.expect(200);
+    watcher.next_status("PREPARING", 5).await;
+
+    // The driver moves: every position reaches the watcher on C, over the bus.
+    let steps = 5;
+    for step in 1..=steps {
+        driver
+            .move_to(north_of(RESTAURANT_1_AT, 0.3 - 0.05 * step as f64))
+            .await;
+        // Apart, so that none is coalesced away in the watcher's outbox.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let mut lats = Vec::new();
+    while let Some(m) = watcher.next_within(Duration::from_millis(1000)).await {
+        if m["type"] == "driver_location" {
+            assert_eq!(m["orderId"], id, "{m}");
+            assert_eq!(m["location"]["driverId"], driver.id, "{m}");
+            lats.push(m["location"]["lat"].as_f64().unwrap_or_default());
+        }
+    }
+    let expected: Vec<f64> = (1..=steps)
+        .map(|step| north_of(RESTAURANT_1_AT, 0.3 - 0.05 * step as f64).0)
+        .collect();
+    assert_eq!(lats.len(), expected.len(), "{lats:?}");
+    for (got, want) in lats.iter().zip(&expected) {
+        assert!((got - want).abs() < 1e-9, "{lats:?} vs {expected:?}");
+    }
+    assert!(
+        c.metric("dispatch_cluster_order_bus_messages_total{direction=\"in\",kind=\"location\"}")
+            .await
+            >= steps as f64
+    );
+    assert!(
+        b.metric("dispatch_cluster_order_bus_messages_total{direction=\"out\",kind=\"update\"}")
+            .await
+            >= 3.0
+    );
+    eprintln!(
+        "cross-node fan-out of {} positions: {:.1} ms in all",
+        c.metric("dispatch_cluster_fanout_latency_seconds_count{kind=\"location\"}")
+            .await,
+        c.metric("dispatch_cluster_fanout_latency_seconds_sum{kind=\"location\"}")
+            .await
+            * 1000.0
+    );
+
+    // The watcher leaves: C ends its one subscription to the order.
+    watcher
+        .send(serde_json::json!({ "type": "unsubscribe", "orderId": id }))
+        .await;
+    let mut gone = false;
+    for _ in 0..50 {
+        if c.metric("dispatch_cluster_watched_orders").await == 0.0 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "C is still subscribed to the order");
+    assert_eq!(
+        c.metric("dispatch_cluster_order_subscriptions_total{op=\"unsubscribe\"}")
+            .await,
+        1.0
+    );
+    // Nothing of the order reaches C any more, not even to be dropped.
+    let heard = "dispatch_cluster_order_bus_messages_total{direction=\"in\"";
+    let heard_before = c.metric(heard).await;
+    driver.move_to(RESTAURANT_1_AT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    driver.move_to(north_of(RESTAURANT_1_AT, 0.01)).await;
+    assert!(
+        watcher
+            .next_within(Duration::from_millis(700))
+            .await
+            .is_none(),
+        "an unsubscribed watcher heard more"
+    );
+    assert_eq!(c.metric(heard).await, heard_before);
+    cluster.drop_bucket().await;
+}
+
+#[tokio::test]
+async fn subscribing_on_a_node_that_does_not_run_an_order_answers_bad_ids_as_a_single_node_does() {
+    if !cluster_available().await {
+        return;
+    }
+    let cluster = TestCluster::new(3000).await;
+    let a = cluster.node(true).await;
+    let b = cluster.node(false).await;
+    let admin = a.token("admin").await;
+    settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
+    let (owner, other) = holder_of([&a, &b], &admin, &restaurant_1_region()).await;
+    let customer = a.token("customer1").await;
+    let id = create_with_key(owner, &customer, "bad-inputs", 1)
+        .await
+        .expect(201)["order"]["id"]
+        .as_i64()
+        .expect("id");
+    let mut ws = WsClient::connect(other, &customer).await;
+    for (order_id, code) in [(id + 1000, "NOT_FOUND"), (0, "VALIDATION_ERROR")] {
+        ws.send(serde_json::json!({ "type": "subscribe", "orderId": order_id, "ref": 7 }))
+            .await;
+        let error = ws.next_of("error", 5).await;
+        assert_eq!(error["code"], code, "{error}");
+    }
+    // Somebody else's order: not found, as on one node; no subscription made.
+    let mut stranger = WsClient::connect(other, &a.token("customer2").await).await;
+    stranger
+        .send(serde_json::json!({ "type": "subscribe", "orderId": id }))
+        .await;
+    assert_eq!(stranger.next_of("error", 5).await["code"], "NOT_FOUND");
+    assert_eq!(other.metric("dispatch_cluster_watched_orders").await, 0.0);
+    cluster.drop_bucket().await;
+}
+
+#[tokio::test]
+async fn a_nodes_subscription_to_an_order_of_another_node_ends_when_the_order_does() {
+    if !cluster_available().await {
+        return;
+    }
+    let cluster = TestCluster::new(3000).await;
+    let a = cluster.node(true).await;
+    let b = cluster.node(false).await;
+    let admin = a.token("admin").await;
+    settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
+    let (owner, other) = holder_of([&a, &b], &admin, &restaurant_1_region()).await;
+    let customer = a.token("customer1").await;
+    let id = create_with_key(owner, &customer, "ends-with-order", 1)
+        .await
+        .expect(201)["order"]["id"]
+        .as_i64()
+        .expect("id");
+    let mut watcher = WsClient::connect(other, &customer).await;
+    watcher
+        .send(serde_json::json!({ "type": "subscribe", "orderId": id }))
+        .await;
+    watcher.next_of("snapshot", 5).await;
+    assert_eq!(other.metric("dispatch_cluster_watched_orders").await, 1.0);
+    // Cancelled through the watcher's node (carried to the owner): the
+    // watcher hears it, and its node stops following the order by itself.
+    other.act(&customer, id, "cancel").await.expect(200);
+    watcher.next_status("CANCELLED", 5).await;
+    let mut ended = false;
+    for _ in 0..40 {
+        if other.metric("dispatch_cluster_watched_orders").await == 0.0 {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ended, "still subscribed to a cancelled order");
     cluster.drop_bucket().await;
 }

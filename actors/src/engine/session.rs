@@ -12,6 +12,7 @@ use crate::domain::model::*;
 use crate::engine::dispatcher::DispatchHandle;
 use crate::engine::driver::DriverHandle;
 use crate::engine::feeds::{OpsFeed, RestaurantFeeds};
+use crate::engine::order::bus::{OrderBus, WatchRefused};
 use crate::engine::order::{Orders, SubscribeRefused};
 use crate::engine::outbox::{CloseReason, Outbox};
 use crate::metrics as m;
@@ -215,13 +216,17 @@ impl SessionState {
                 }
                 // Terminal (or not yet recovered): answer from the store,
                 // off this actor. Nothing more will happen to a terminal order.
+                // Cluster mode: or run by another node, and watched through
+                // the bus; remembered so that leaving unwatches it there.
+                self.orders.insert(order_id);
                 let engine = self.engine.clone();
                 let caller = self.caller;
                 let outbox = self.outbox.clone();
                 tokio::spawn(async move {
                     let frame = match engine.store.order(order_id).await {
                         // Cluster mode: a live order run by another node.
-                        // Its snapshot would never be followed by updates
+                        // Watched through the bus when there is one; else
+                        // its snapshot would never be followed by updates
                         // here, so say where it is instead.
                         Ok(Some(order))
                             if lifecycle::can_see(&order, &caller)
@@ -231,16 +236,28 @@ impl SessionState {
                                     owner,
                                 }) = engine.orders.served_here(&order).await =>
                         {
-                            let served_by = owner
-                                .map(|node| format!("node {node} serves it"))
-                                .unwrap_or_else(|| "no node holds it just now".into());
-                            wire::error_frame(
-                                "ENGINE_UNAVAILABLE",
-                                &format!(
-                                    "this node does not serve region {region}, where the order is: {served_by}; subscribe there"
-                                ),
-                                reference,
-                            )
+                            match engine.orders.bus() {
+                                Some(bus) => {
+                                    match watch_remote(&engine, bus, order_id, &outbox).await {
+                                        Ok(()) => return,
+                                        Err((code, message)) => {
+                                            wire::error_frame(code, &message, reference)
+                                        }
+                                    }
+                                }
+                                None => {
+                                    let served_by = owner
+                                        .map(|node| format!("node {node} serves it"))
+                                        .unwrap_or_else(|| "no node holds it just now".into());
+                                    wire::error_frame(
+                                        "ENGINE_UNAVAILABLE",
+                                        &format!(
+                                            "this node does not serve region {region}, where the order is: {served_by}; subscribe there"
+                                        ),
+                                        reference,
+                                    )
+                                }
+                            }
                         }
                         Ok(Some(order)) if lifecycle::can_see(&order, &caller) => {
                             let driver = match order.driver_id {
@@ -303,6 +320,45 @@ impl SessionState {
             forward_location(&driver, &input, reference, received_at, &self.outbox);
         }
     }
+}
+
+/// Cluster mode: watches a live order another node runs. The bus
+/// subscription is made first, then the order is read from the store (the
+/// record every node shares), so the snapshot shows every change committed
+/// before the first frame this node can hear; frames heard meanwhile are
+/// held and follow the snapshot. The error frame's code and message if not.
+async fn watch_remote(
+    engine: &SessionWiring,
+    bus: Arc<dyn OrderBus>,
+    order_id: OrderId,
+    outbox: &Arc<Outbox>,
+) -> Result<(), (&'static str, String)> {
+    let refused = |error: WatchRefused| match error {
+        WatchRefused::Full(_) => ("RATE_LIMITED", error.to_string()),
+        WatchRefused::Unavailable(_) => ("ENGINE_UNAVAILABLE", error.to_string()),
+    };
+    bus.watch(order_id, outbox.clone()).await.map_err(refused)?;
+    let order = match engine.store.order(order_id).await {
+        Ok(Some(order)) => order,
+        Ok(None) | Err(_) => {
+            bus.unwatch(order_id, outbox.session_id);
+            return Err(("STORE_UNAVAILABLE", "the store is unavailable".to_string()));
+        }
+    };
+    let driver = match order.driver_id {
+        Some(id) => engine.store.driver(id).await.ok().flatten(),
+        None => None,
+    };
+    let snapshot = ServerMessage::Snapshot {
+        order_id,
+        order: &order,
+        driver: driver.as_ref(),
+        driver_location: None,
+        eta: None,
+    }
+    .encode();
+    bus.ready(order_id, outbox.session_id, snapshot, order.version);
+    Ok(())
 }
 
 /// Validates a driver's position and hands it to the driver's actor, or

@@ -20,6 +20,7 @@
 use crate::domain::arrival::{Arrival, ArrivalRules, ArrivalWatch, Stop};
 use crate::domain::eta::{self, Eta, Leg};
 use crate::domain::model::*;
+use crate::engine::order::bus::{BusFrame, OrderBus};
 use crate::engine::outbox::{Outbox, SessionId};
 use crate::wire::{Frame, ServerMessage};
 use chrono::{DateTime, Utc};
@@ -33,6 +34,9 @@ pub struct OrderFeed {
     road_factor: f64,
     eta_push_threshold: Duration,
     arrival_rules: Option<ArrivalRules>,
+    /// Cluster mode: every frame for watchers also goes here, once, for
+    /// the watchers on other nodes.
+    bus: Option<Arc<dyn OrderBus>>,
     inner: Mutex<Inner>,
 }
 
@@ -106,6 +110,7 @@ impl OrderFeed {
             road_factor,
             eta_push_threshold,
             arrival_rules,
+            bus: None,
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -162,9 +167,20 @@ impl OrderFeed {
     /// Queues a frame that must not be dropped for every watcher, forgetting
     /// those whose session closed.
     pub fn broadcast(&self, frame: &Frame) {
-        self.lock()
+        let mut inner = self.lock();
+        inner
             .watchers
             .retain(|_, outbox| outbox.push(frame.clone()));
+        // Under the lock: the bus hears an order's frames in their order.
+        if let Some(bus) = &self.bus {
+            bus.publish(self.order_id, BusFrame::Update, frame);
+        }
+    }
+
+    /// Cluster mode: also publish every frame to `bus`.
+    pub fn with_bus(mut self, bus: Option<Arc<dyn OrderBus>>) -> OrderFeed {
+        self.bus = bus;
+        self
     }
 
     /// Whose positions count from now on, and what they mean for the ETA;
@@ -300,6 +316,9 @@ impl OrderFeed {
             }
             !outbox.is_closed()
         });
+        if let Some(bus) = &self.bus {
+            bus.publish(order_id, BusFrame::Location, &frame);
+        }
         Published {
             moved: moved.then_some(MovedEta {
                 estimated_delivery_at: fresh,

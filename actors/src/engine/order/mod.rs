@@ -4,6 +4,7 @@
 //! directory every caller goes through. No caller names an order message.
 
 mod actor;
+pub mod bus;
 pub mod feed;
 mod supervisor;
 
@@ -178,6 +179,9 @@ pub struct Orders {
     eta_writes: EtaWrites,
     /// Set once, before recovery, in cluster mode.
     partition: Arc<std::sync::OnceLock<Arc<dyn OrderPartition>>>,
+    /// Cluster mode: where feeds publish for other nodes' watchers, and
+    /// where this node's watchers of other nodes' orders are registered.
+    bus: Arc<std::sync::OnceLock<Arc<dyn bus::OrderBus>>>,
 }
 
 impl Orders {
@@ -196,7 +200,20 @@ impl Orders {
             store,
             listener,
             partition: Arc::default(),
+            bus: Arc::default(),
         }
+    }
+
+    /// Cluster mode: every feed started from now on publishes to `bus`,
+    /// and watchers of orders run elsewhere go through it. Call it before
+    /// any order actor starts; a second call is refused (false).
+    pub fn publish_to(&self, bus: Arc<dyn bus::OrderBus>) -> bool {
+        self.bus.set(bus).is_ok()
+    }
+
+    /// The cluster's bus for orders run on other nodes, if any.
+    pub fn bus(&self) -> Option<Arc<dyn bus::OrderBus>> {
+        self.bus.get().cloned()
     }
 
     /// Cluster mode: from now on only the orders `partition` says are
@@ -253,6 +270,7 @@ impl Orders {
             listener: self.listener.clone(),
             config,
             eta_writes: self.eta_writes.clone(),
+            bus: self.bus.clone(),
             revive: Arc::new(move |order_id| {
                 let orders = orders.clone();
                 tokio::spawn(async move {
@@ -464,6 +482,10 @@ impl Orders {
     pub fn unsubscribe(&self, order_id: OrderId, session_id: SessionId) {
         if let Some(actor) = self.actor(order_id) {
             let _ = actor.cast(OrderMessage::Unsubscribe(session_id));
+        }
+        // A watcher of an order run elsewhere (cluster mode), if it was one.
+        if let Some(bus) = self.bus.get() {
+            bus.unwatch(order_id, session_id);
         }
     }
 

@@ -36,6 +36,8 @@ pub(crate) struct OrderSupervisorArguments {
     pub listener: Arc<dyn OrderListener>,
     pub config: Arc<EngineConfig>,
     pub eta_writes: EtaWrites,
+    /// Cluster mode: what new feeds publish to.
+    pub bus: Arc<std::sync::OnceLock<Arc<dyn super::bus::OrderBus>>>,
     /// Reads a failed actor's order back and starts it again.
     pub revive: Arc<dyn Fn(OrderId) + Send + Sync>,
 }
@@ -142,13 +144,16 @@ impl OrderSupervisorState {
         let adopted = self.args.orphans.remove(&order_id).map(|(_, feed)| feed);
         let is_adopted = adopted.is_some();
         let feed = adopted.unwrap_or_else(|| {
-            Arc::new(OrderFeed::new(
-                order_id,
-                &live.restaurant,
-                config.road_factor,
-                config.eta_push_threshold,
-                config.arrivals,
-            ))
+            Arc::new(
+                OrderFeed::new(
+                    order_id,
+                    &live.restaurant,
+                    config.road_factor,
+                    config.eta_push_threshold,
+                    config.arrivals,
+                )
+                .with_bus(self.args.bus.get().cloned()),
+            )
         });
         let restaurant_at = live.restaurant.location;
         let args = OrderArguments {
