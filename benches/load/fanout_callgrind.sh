@@ -10,6 +10,11 @@
 #   bash benches/load/fanout_callgrind.sh            # target/release/dispatchd
 #   BIN=/path/to/dispatchd bash benches/load/fanout_callgrind.sh
 #   DISPATCH__ARRIVALS__ENABLED=false bash benches/load/fanout_callgrind.sh
+#   DB_URL=postgres://postgres@127.0.0.1:5432/EMPTY_DB bash benches/load/fanout_callgrind.sh
+#   # cluster mode (one node holding every region; Postgres, NATS):
+#   DB_URL=postgres://... DISPATCH__CLUSTER__NATS_URL=nats://127.0.0.1:4222 \
+#     DISPATCH__CLUSTER__BUCKET=fresh_name DISPATCH__CLUSTER__LEASE_TTL_MS=20000 \
+#     bash benches/load/fanout_callgrind.sh
 #
 # Extra DISPATCH__* variables in the environment reach the server.
 set -euo pipefail
@@ -20,10 +25,11 @@ export DISPATCH__METRICS__TOKEN=fanout-callgrind-metrics-token-0123456789
 OUT=$(mktemp -d)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 URL=http://127.0.0.1:$PORT
+DB_URL=${DB_URL:-sqlite:$OUT/db.sqlite}
 
 DISPATCH__LOG__LEVEL=warn DISPATCH__DISPATCH__MAX_ACTIVE_ORDERS=1 DISPATCH__WS__MESSAGES_PER_SEC=200 \
   valgrind --tool=callgrind --callgrind-out-file="$OUT/cg.out" \
-  "$BIN" serve --demo --listen "127.0.0.1:$PORT" --database-url "sqlite:$OUT/db.sqlite" \
+  "$BIN" serve --demo --listen "127.0.0.1:$PORT" --database-url "$DB_URL" \
   >"$OUT/server.log" 2>&1 &
 SERVER=$!
 SIM=
