@@ -413,6 +413,21 @@ impl TestApp {
             .clone()
     }
 
+    /// Places an order of `quantity` items at demo restaurant 1 with an
+    /// idempotency key; returns the answer as it came.
+    pub async fn create_with_key(&self, token: &str, key: &str, quantity: i64) -> Response {
+        let response = self
+            .client
+            .post(format!("{}/api/orders", self.address))
+            .bearer_auth(token)
+            .header("Idempotency-Key", key)
+            .json(&order_body(RESTAURANT_1, 1, quantity))
+            .send()
+            .await
+            .expect("request");
+        TestApp::read(response).await
+    }
+
     pub async fn act(&self, token: &str, order_id: i64, action: &str) -> Response {
         self.patch(
             &format!("/api/orders/{order_id}/status"),

@@ -1,18 +1,5 @@
 use crate::helpers::*;
 
-async fn create(app: &TestApp, token: &str, key: &str, quantity: i64) -> Response {
-    let response = app
-        .client
-        .post(format!("{}/api/orders", app.address))
-        .bearer_auth(token)
-        .header("Idempotency-Key", key)
-        .json(&order_body(RESTAURANT_1, 1, quantity))
-        .send()
-        .await
-        .unwrap();
-    TestApp::read(response).await
-}
-
 async fn count_orders(app: &TestApp, token: &str) -> usize {
     app.get("/api/orders", Some(token)).await.expect(200)["orders"]
         .as_array()
@@ -24,7 +11,7 @@ async fn count_orders(app: &TestApp, token: &str) -> usize {
 async fn a_replay_returns_the_first_response_and_makes_no_second_order() {
     let app = TestApp::spawn().await;
     let customer = app.token("customer1").await;
-    let first = create(&app, &customer, "key-1", 2).await;
+    let first = app.create_with_key(&customer, "key-1", 2).await;
     assert_eq!(first.status, 201);
     assert!(first.headers.get("idempotent-replayed").is_none());
     // The restaurant changes its mind meanwhile: the replay still stands.
@@ -36,7 +23,7 @@ async fn a_replay_returns_the_first_response_and_makes_no_second_order() {
     )
     .await
     .expect(200);
-    let again = create(&app, &customer, "key-1", 2).await;
+    let again = app.create_with_key(&customer, "key-1", 2).await;
     assert_eq!(again.status, 201);
     assert_eq!(again.headers["idempotent-replayed"], "true");
     assert_eq!(again.body, first.body);
@@ -47,8 +34,8 @@ async fn a_replay_returns_the_first_response_and_makes_no_second_order() {
 async fn the_same_key_with_a_different_body_is_refused() {
     let app = TestApp::spawn().await;
     let customer = app.token("customer1").await;
-    assert_eq!(create(&app, &customer, "key-2", 1).await.status, 201);
-    create(&app, &customer, "key-2", 3)
+    assert_eq!(app.create_with_key(&customer, "key-2", 1).await.status, 201);
+    app.create_with_key(&customer, "key-2", 3)
         .await
         .expect_error(422, "IDEMPOTENCY_KEY_REUSED");
     assert_eq!(count_orders(&app, &customer).await, 1);
@@ -59,8 +46,8 @@ async fn keys_belong_to_one_customer() {
     let app = TestApp::spawn().await;
     let c1 = app.token("customer1").await;
     let c2 = app.token("customer2").await;
-    let a = create(&app, &c1, "shared-key", 1).await.expect(201);
-    let b = create(&app, &c2, "shared-key", 1).await.expect(201);
+    let a = app.create_with_key(&c1, "shared-key", 1).await.expect(201);
+    let b = app.create_with_key(&c2, "shared-key", 1).await.expect(201);
     assert_ne!(a["order"]["id"], b["order"]["id"]);
 }
 
@@ -68,7 +55,7 @@ async fn keys_belong_to_one_customer() {
 async fn ten_concurrent_duplicates_make_exactly_one_order() {
     let app = TestApp::spawn().await;
     let customer = app.token("customer1").await;
-    let attempts = (0..10).map(|_| create(&app, &customer, "burst", 2));
+    let attempts = (0..10).map(|_| app.create_with_key(&customer, "burst", 2));
     let results = futures::future::join_all(attempts).await;
     // Each duplicate either replays the first response or, if it came while
     // the first was still running, is told so (and would retry).
@@ -88,7 +75,7 @@ async fn ten_concurrent_duplicates_make_exactly_one_order() {
     assert_eq!(fresh, 1, "exactly one response is the first");
     assert_eq!(count_orders(&app, &customer).await, 1);
     // Once the first has finished, every retry replays it.
-    let retry = create(&app, &customer, "burst", 2).await;
+    let retry = app.create_with_key(&customer, "burst", 2).await;
     assert_eq!(retry.status, 201);
     assert_eq!(retry.headers["idempotent-replayed"], "true");
 }
@@ -100,17 +87,17 @@ async fn a_duplicate_while_the_first_is_still_running_is_told_it_is_in_progress(
     // The first request's write waits behind another writer of the store.
     let lock = StoreWriteLock::take(&app).await;
     let (first, (duplicate, other_body)) =
-        tokio::join!(create(&app, &customer, "slow", 2), async {
+        tokio::join!(app.create_with_key(&customer, "slow", 2), async {
             tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-            let duplicate = create(&app, &customer, "slow", 2).await;
-            let other_body = create(&app, &customer, "slow", 5).await;
+            let duplicate = app.create_with_key(&customer, "slow", 2).await;
+            let other_body = app.create_with_key(&customer, "slow", 5).await;
             lock.release().await;
             (duplicate, other_body)
         });
     duplicate.expect_error(409, "IDEMPOTENCY_IN_PROGRESS");
     other_body.expect_error(422, "IDEMPOTENCY_KEY_REUSED");
     let first = first.expect(201);
-    let again = create(&app, &customer, "slow", 2).await;
+    let again = app.create_with_key(&customer, "slow", 2).await;
     assert_eq!(again.headers["idempotent-replayed"], "true");
     assert_eq!(again.body, first);
     assert_eq!(count_orders(&app, &customer).await, 1);
@@ -124,9 +111,12 @@ async fn a_duplicate_while_the_first_is_still_running_is_told_it_is_in_progress(
 async fn a_replay_after_a_restart_returns_the_same_order() {
     let app = TestApp::spawn().await;
     let customer = app.token("customer1").await;
-    let first = create(&app, &customer, "survives", 1).await.expect(201);
+    let first = app
+        .create_with_key(&customer, "survives", 1)
+        .await
+        .expect(201);
     let app = app.crash_and_restart().await;
-    let again = create(&app, &customer, "survives", 1).await;
+    let again = app.create_with_key(&customer, "survives", 1).await;
     assert_eq!(again.status, 201);
     assert_eq!(again.headers["idempotent-replayed"], "true");
     assert_eq!(again.body, first);
