@@ -379,20 +379,6 @@ async fn holder_of<'a>(
     panic!("nobody holds {region}");
 }
 
-/// Places an order at restaurant 1 with an idempotency key.
-async fn create_with_key(app: &TestApp, token: &str, key: &str, quantity: i64) -> Response {
-    let response = app
-        .client
-        .post(format!("{}/api/orders", app.address))
-        .bearer_auth(token)
-        .header("Idempotency-Key", key)
-        .json(&order_body(RESTAURANT_1, 1, quantity))
-        .send()
-        .await
-        .expect("request");
-    TestApp::read(response).await
-}
-
 /// The `details` of an error answer as (field, message) pairs.
 fn details(response: &Response) -> Vec<(String, String)> {
     response.body["details"]
@@ -429,14 +415,15 @@ async fn an_order_placed_and_confirmed_through_a_node_that_does_not_serve_its_re
     // Placed through the other node: its store refuses the write (the
     // region is not its own), and it carries the priced order to the owner,
     // which writes it and runs its actor.
-    let placed = create_with_key(other, &customer, "cross-node-1", 2)
+    let placed = other
+        .create_with_key(&customer, "cross-node-1", 2)
         .await
         .expect(201);
     let id = placed["order"]["id"].as_i64().expect("id");
     // Its idempotency key was claimed in the owner's transaction: a retry
     // through either node replays it, another body is refused.
     for node in [owner, other] {
-        let again = create_with_key(node, &customer, "cross-node-1", 2).await;
+        let again = node.create_with_key(&customer, "cross-node-1", 2).await;
         assert_eq!(
             again
                 .headers
@@ -446,7 +433,8 @@ async fn an_order_placed_and_confirmed_through_a_node_that_does_not_serve_its_re
         );
         assert_eq!(again.expect(201)["order"]["id"], id);
     }
-    create_with_key(other, &customer, "cross-node-1", 3)
+    other
+        .create_with_key(&customer, "cross-node-1", 3)
         .await
         .expect_error(422, "IDEMPOTENCY_KEY_REUSED");
     assert_eq!(placed["order"]["status"], "PLACED", "{placed}");
@@ -602,42 +590,21 @@ async fn an_order_runs_on_its_regions_owner_only_and_after_a_sigkill_another_nod
         return;
     }
     let cluster = TestCluster::new(3000).await;
-    let a = cluster.node(true).await;
-    let b = cluster.node(false).await;
-    let c = cluster.node(false).await;
-    let admin = a.token("admin").await;
-    settled(&[&a, &b, &c], &admin, Duration::from_secs(15)).await;
+    let (mut owner, b, c, _admin) = three_nodes(&cluster).await;
     let region = restaurant_1_region();
-    let mut nodes = vec![a, b, c];
-    let mut owner_index = None;
-    for (i, node) in nodes.iter().enumerate() {
-        if seen(node, &admin)
-            .await
-            .mine()
-            .iter()
-            .any(|(r, _)| *r == region)
-        {
-            owner_index = Some(i);
-        }
-    }
-    let owner_index = owner_index.expect("someone holds restaurant 1's region");
-    let customer = nodes[0].token("customer1").await;
-    let staff = nodes[0].token("restaurant1").await;
-    let id = {
-        let owner = &nodes[owner_index];
-        let id = owner.place_order(&customer).await["id"]
-            .as_i64()
-            .expect("id");
-        owner.act(&staff, id, "confirm").await.expect(200);
-        id
-    };
+    let customer = owner.token("customer1").await;
+    let staff = owner.token("restaurant1").await;
+    let id = owner.place_order(&customer).await["id"]
+        .as_i64()
+        .expect("id");
+    owner.act(&staff, id, "confirm").await.expect(200);
     // Only the owner runs the order's actor.
+    assert_eq!(owner.metric("dispatch_order_actors").await, 1.0, "owner");
+    let nodes = [b, c];
     for (i, node) in nodes.iter().enumerate() {
-        let actors = node.metric("dispatch_order_actors").await;
-        assert_eq!(actors, if i == owner_index { 1.0 } else { 0.0 }, "node {i}");
+        assert_eq!(node.metric("dispatch_order_actors").await, 0.0, "node {i}");
     }
 
-    let mut owner = nodes.remove(owner_index);
     owner.kill();
     let killed = Instant::now();
     // Before a survivor claims the region, a command on the order finds no
@@ -838,7 +805,8 @@ async fn a_watcher_on_a_node_that_does_not_run_the_order_gets_every_status_chang
     let staff = a.token("restaurant1").await;
 
     // Placed on A (carried to B), watched from C before anything else.
-    let id = create_with_key(&a, &customer, "watched-across", 1)
+    let id = a
+        .create_with_key(&customer, "watched-across", 1)
         .await
         .expect(201)["order"]["id"]
         .as_i64()
@@ -967,7 +935,8 @@ async fn subscribing_on_a_node_that_does_not_run_an_order_answers_bad_ids_as_a_s
     settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
     let (owner, other) = holder_of([&a, &b], &admin, &restaurant_1_region()).await;
     let customer = a.token("customer1").await;
-    let id = create_with_key(owner, &customer, "bad-inputs", 1)
+    let id = owner
+        .create_with_key(&customer, "bad-inputs", 1)
         .await
         .expect(201)["order"]["id"]
         .as_i64()
@@ -1001,7 +970,8 @@ async fn a_nodes_subscription_to_an_order_of_another_node_ends_when_the_order_do
     settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
     let (owner, other) = holder_of([&a, &b], &admin, &restaurant_1_region()).await;
     let customer = a.token("customer1").await;
-    let id = create_with_key(owner, &customer, "ends-with-order", 1)
+    let id = owner
+        .create_with_key(&customer, "ends-with-order", 1)
         .await
         .expect(201)["order"]["id"]
         .as_i64()
