@@ -42,6 +42,18 @@ pub const MAX_WATCHED_ORDERS: usize = 10_000;
 const MAX_HELD: usize = 64;
 /// Frames waiting for the publisher task; past it, frames are dropped.
 const PUBLISH_QUEUE: usize = 16_384;
+/// Room in the publish queue that positions may not take, so that a burst
+/// of positions never crowds out a status update (which watchers must not
+/// miss; a position is replaced by the next one anyway).
+const KEPT_FOR_UPDATES: usize = PUBLISH_QUEUE / 4;
+
+/// Whether a frame of `kind` may enter the publish queue with `free` slots left.
+fn admits(kind: BusFrame, free: usize) -> bool {
+    match kind {
+        BusFrame::Update => free > 0,
+        BusFrame::Location => free > KEPT_FOR_UPDATES,
+    }
+}
 /// How long a subscription to an order's subject may take (NATS away:
 /// the subscribe is answered ENGINE_UNAVAILABLE rather than left waiting).
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -227,11 +239,11 @@ fn gauges(watched: &HashMap<OrderId, Watched>) {
 impl OrderBus for NatsOrderBus {
     fn publish(&self, order_id: OrderId, kind: BusFrame, frame: &Frame) {
         let now_ms = chrono::Utc::now().timestamp_millis();
-        if self
-            .shared
-            .outgoing
-            .try_send((order_id, kind, frame.clone(), now_ms))
-            .is_err()
+        let outgoing = &self.shared.outgoing;
+        if !admits(kind, outgoing.capacity())
+            || outgoing
+                .try_send((order_id, kind, frame.clone(), now_ms))
+                .is_err()
         {
             metrics::counter!(m::CLUSTER_ORDER_BUS_DROPPED_TOTAL, "kind" => kind.as_str())
                 .increment(1);
@@ -368,6 +380,16 @@ fn failed(error: String) -> WatchRefused {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn positions_leave_room_in_the_publish_queue_for_status_updates() {
+        assert!(admits(BusFrame::Location, PUBLISH_QUEUE));
+        assert!(admits(BusFrame::Location, KEPT_FOR_UPDATES + 1));
+        assert!(!admits(BusFrame::Location, KEPT_FOR_UPDATES));
+        assert!(admits(BusFrame::Update, KEPT_FOR_UPDATES));
+        assert!(admits(BusFrame::Update, 1));
+        assert!(!admits(BusFrame::Update, 0));
+    }
     use actors::engine::outbox::next_session_id;
 
     fn update(version: i64) -> Frame {
