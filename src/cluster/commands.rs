@@ -186,7 +186,7 @@ enum ForwardedOutcome {
     },
     Internal(String),
     /// What the dispatcher answered a driver's answer to an offer.
-    Offer(Result<Option<Order>, actors::engine::dispatcher::OfferError>),
+    Offer(Result<Option<Box<Order>>, actors::engine::dispatcher::OfferError>),
 }
 
 /// Why a forwarded command has no outcome from an owner.
@@ -359,7 +359,7 @@ impl Commands {
             on_socket,
         };
         Ok(match self.send(region, &message).await? {
-            ForwardedOutcome::Offer(result) => result,
+            ForwardedOutcome::Offer(result) => result.map(|order| order.map(|o| *o)),
             ForwardedOutcome::NotServed { .. } => Err(OfferError::NotFound),
             _ => Err(OfferError::Unavailable),
         })
@@ -496,7 +496,8 @@ impl Commands {
                             Some(link) => ForwardedOutcome::Offer(
                                 link.dispatch()
                                     .respond_here(offer_id, driver_id, accept)
-                                    .await,
+                                    .await
+                                    .map(|order| order.map(Box::new)),
                             ),
                             None => ForwardedOutcome::Internal("drivers are not linked".into()),
                         },

@@ -30,13 +30,9 @@
 
 use super::Cluster;
 use super::region::Region;
-use actors::domain::model::{
-    Driver, DriverId, DriverLocation, LatLon, OfferId, OrderId,
-};
+use actors::domain::model::{Driver, DriverId, DriverLocation, LatLon, OfferId, OrderId};
 use actors::engine::dispatcher::{DispatchHandle, OfferError, RemoteOffers, RespondFuture};
-use actors::engine::driver::{
-    DriverBus, Drivers, MirroredDriver, PushFuture, RemoteDriver,
-};
+use actors::engine::driver::{DriverBus, Drivers, MirroredDriver, PushFuture, RemoteDriver};
 use actors::metrics as m;
 use actors::store::Store;
 use actors::wire::Frame;
@@ -169,16 +165,25 @@ impl GeoMessage {
 #[derive(Debug, Serialize, Deserialize)]
 enum DriverCommand {
     /// An offer frame for the driver's socket; answered `1` (delivered) or `0`.
-    Offer { origin: String, frame: String },
+    Offer {
+        origin: String,
+        frame: String,
+    },
     /// A frame for the socket (an offer's result, an error).
-    Tell { origin: String, frame: String },
+    Tell {
+        origin: String,
+        frame: String,
+    },
     /// The driver carries this order of the origin node's region.
     Carry {
         origin: String,
         order_id: OrderId,
         region: String,
     },
-    Release { origin: String, order_id: OrderId },
+    Release {
+        origin: String,
+        order_id: OrderId,
+    },
 }
 
 impl DriverCommand {
@@ -197,6 +202,10 @@ enum Out {
     Gone(DriverId),
     Command(DriverId, DriverCommand),
 }
+
+/// The orders of other nodes one local driver carries: the region each is
+/// of, and when its owner last announced it.
+type CarriedHere = HashMap<OrderId, (Region, Instant)>;
 
 /// An offer of another node relayed to a driver here.
 struct Relayed {
@@ -220,7 +229,7 @@ struct Inner {
     linked: Mutex<HashMap<DriverId, JoinHandle<()>>>,
     /// Orders of other nodes local drivers carry, by the region they are
     /// of, with when their owner last announced them.
-    carried: Mutex<HashMap<DriverId, HashMap<OrderId, (Region, Instant)>>>,
+    carried: Mutex<HashMap<DriverId, CarriedHere>>,
     relayed: Mutex<HashMap<OfferId, Relayed>>,
     /// One `geo.<region>` subscription task per region held.
     serving: Mutex<BTreeMap<Region, JoinHandle<()>>>,
@@ -524,7 +533,11 @@ impl DriverLink {
                         let answer: &'static [u8] = if delivered { b"1" } else { b"0" };
                         let _ = self.inner.client.publish(reply, answer.into()).await;
                     }
-                    if delivered { "delivered" } else { "undelivered" }
+                    if delivered {
+                        "delivered"
+                    } else {
+                        "undelivered"
+                    }
                 }
                 DriverCommand::Tell { origin, frame } => {
                     if origin != me {
@@ -725,13 +738,13 @@ struct Targets {
 
 impl Publisher {
     fn refresh_holders(&mut self, cluster: &Cluster) {
-        if self
-            .holders_at
-            .is_some_and(|at| at.elapsed() < TARGETS_FOR)
-        {
+        if self.holders_at.is_some_and(|at| at.elapsed() < TARGETS_FOR) {
             return;
         }
-        let regions: Vec<Region> = super::lock(&cluster.inner.regions).iter().copied().collect();
+        let regions: Vec<Region> = super::lock(&cluster.inner.regions)
+            .iter()
+            .copied()
+            .collect();
         self.holders = regions
             .into_iter()
             .filter(|region| !cluster.owns(*region))

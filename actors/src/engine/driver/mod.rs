@@ -6,8 +6,8 @@
 mod actor;
 mod supervisor;
 
-pub(crate) use actor::{Carried, DriverMessage};
 pub use actor::DriverStatus;
+pub(crate) use actor::{Carried, DriverMessage};
 pub(crate) use supervisor::{
     DriverSupervisor, DriverSupervisorArguments, DriverSupervisorMessage, OnRevived,
 };
@@ -294,7 +294,9 @@ impl Drivers {
     pub fn carried_elsewhere(&self) -> Vec<(DriverId, OrderId, LatLon)> {
         self.carried
             .iter()
-            .filter(|entry| self.is_remote(*entry.key()) || !self.registry.contains_key(entry.key()))
+            .filter(|entry| {
+                self.is_remote(*entry.key()) || !self.registry.contains_key(entry.key())
+            })
             .flat_map(|entry| {
                 let id = *entry.key();
                 entry
