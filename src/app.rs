@@ -169,6 +169,7 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
                 engine.drivers().clone(),
                 engine.dispatch().clone(),
                 store.clone(),
+                engine.orders().bus(),
                 settings.dispatch.max_radius_km,
             );
             engine.drivers().link(Arc::new(link.clone()));

@@ -33,6 +33,8 @@ use super::region::Region;
 use actors::domain::model::{Driver, DriverId, DriverLocation, LatLon, OfferId, OrderId};
 use actors::engine::dispatcher::{DispatchHandle, OfferError, RemoteOffers, RespondFuture};
 use actors::engine::driver::{DriverBus, Drivers, MirroredDriver, PushFuture, RemoteDriver};
+use actors::engine::order::bus::OrderBus;
+use actors::engine::outbox::SessionId;
 use actors::metrics as m;
 use actors::store::Store;
 use actors::wire::Frame;
@@ -204,8 +206,9 @@ enum Out {
 }
 
 /// The orders of other nodes one local driver carries: the region each is
-/// of, and when its owner last announced it.
-type CarriedHere = HashMap<OrderId, (Region, Instant)>;
+/// of, when its owner last announced it, and the driver's socket that
+/// watches it through the order bus.
+type CarriedHere = HashMap<OrderId, (Region, Instant, Option<SessionId>)>;
 
 /// An offer of another node relayed to a driver here.
 struct Relayed {
@@ -222,6 +225,9 @@ struct Inner {
     drivers: Drivers,
     dispatch: DispatchHandle,
     store: Arc<dyn Store>,
+    /// Where a local driver's socket watches the orders of other nodes it
+    /// carries (as on one node, where it is subscribed to them by itself).
+    orders: Option<Arc<dyn OrderBus>>,
     margin_km: f64,
     outgoing: mpsc::Sender<Out>,
     seq: AtomicU64,
@@ -259,6 +265,7 @@ impl DriverLink {
         drivers: Drivers,
         dispatch: DispatchHandle,
         store: Arc<dyn Store>,
+        orders: Option<Arc<dyn OrderBus>>,
         margin_km: f64,
     ) -> DriverLink {
         let (outgoing, queued) = mpsc::channel(QUEUE);
@@ -271,6 +278,7 @@ impl DriverLink {
                 drivers,
                 dispatch,
                 store,
+                orders,
                 margin_km,
                 outgoing,
                 seq: AtomicU64::new(0),
@@ -351,8 +359,8 @@ impl DriverLink {
             let mut carried = super::lock(&self.inner.carried);
             match carried.get_mut(&id) {
                 Some(orders) => {
-                    orders.retain(|_, (_, announced)| announced.elapsed() < CARRIED_FOR);
-                    let regions = orders.values().map(|(region, _)| *region).collect();
+                    orders.retain(|_, (_, announced, _)| announced.elapsed() < CARRIED_FOR);
+                    let regions = orders.values().map(|(region, _, _)| *region).collect();
                     if orders.is_empty() {
                         carried.remove(&id);
                     }
@@ -555,24 +563,24 @@ impl DriverLink {
                     if origin != me
                         && let Some(region) = Region::parse(&region)
                     {
-                        super::lock(&self.inner.carried)
-                            .entry(driver_id)
-                            .or_default()
-                            .insert(order_id, (region, Instant::now()));
-                        self.inner.drivers.carry_elsewhere(driver_id, order_id);
+                        self.carried_here(driver_id, order_id, region);
                     }
                     "received"
                 }
                 DriverCommand::Release { origin, order_id } => {
                     if origin != me {
                         let mut carried = super::lock(&self.inner.carried);
+                        let mut watching = None;
                         if let Some(orders) = carried.get_mut(&driver_id) {
-                            orders.remove(&order_id);
+                            watching = orders.remove(&order_id).and_then(|(_, _, s)| s);
                             if orders.is_empty() {
                                 carried.remove(&driver_id);
                             }
                         }
                         drop(carried);
+                        if let (Some(bus), Some(session_id)) = (&self.inner.orders, watching) {
+                            bus.unwatch(order_id, session_id);
+                        }
                         self.inner.drivers.release_elsewhere(driver_id, order_id);
                     }
                     "received"
@@ -580,6 +588,55 @@ impl DriverLink {
             };
             metrics::counter!(m::CLUSTER_DRIVER_COMMANDS_TOTAL, "kind" => kind, "result" => result)
                 .increment(1);
+        }
+    }
+
+    /// A local driver carries an order of another node (announced again):
+    /// it counts in the driver's load, its positions go to the order's
+    /// region, and the driver's socket watches the order through the bus
+    /// (again after a reconnection).
+    fn carried_here(&self, driver_id: DriverId, order_id: OrderId, region: Region) {
+        let socket = self.inner.drivers.connected_here(driver_id);
+        let watch = {
+            let mut carried = super::lock(&self.inner.carried);
+            let entry = carried
+                .entry(driver_id)
+                .or_default()
+                .entry(order_id)
+                .or_insert((region, Instant::now(), None));
+            entry.0 = region;
+            entry.1 = Instant::now();
+            match &socket {
+                Some(outbox) if entry.2 != Some(outbox.session_id) => {
+                    entry.2 = Some(outbox.session_id);
+                    true
+                }
+                _ => false,
+            }
+        };
+        self.inner.drivers.carry_elsewhere(driver_id, order_id);
+        if let (true, Some(bus), Some(outbox)) = (watch, self.inner.orders.clone(), socket) {
+            let store = self.inner.store.clone();
+            let link = self.clone();
+            tokio::spawn(async move {
+                let watched = actors::engine::session::watch_through_bus(
+                    store.as_ref(),
+                    bus,
+                    order_id,
+                    &outbox,
+                )
+                .await;
+                if let Err((code, error)) = watched {
+                    tracing::debug!(driver_id, order_id, code, %error, "Driver's socket not watching its order of another node; the next announcement tries again");
+                    let mut carried = super::lock(&link.inner.carried);
+                    if let Some(entry) = carried
+                        .get_mut(&driver_id)
+                        .and_then(|o| o.get_mut(&order_id))
+                    {
+                        entry.2 = None;
+                    }
+                }
+            });
         }
     }
 

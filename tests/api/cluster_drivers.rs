@@ -103,6 +103,14 @@ async fn a_driver_on_a_node_that_does_not_own_the_region_is_offered_its_order_ac
         .await
         .expect(200);
     assert_eq!(body["order"]["driverId"], driver.id, "{body}");
+    // As on one node, the driver's own socket follows the order it carries
+    // (through the bus: A does not run it).
+    let snapshot = driver.ws.next_of("snapshot", 5).await;
+    assert_eq!(snapshot["orderId"], id, "{snapshot}");
+    assert_eq!(snapshot["order"]["driverId"], driver.id, "{snapshot}");
+    b.act(&staff, id, "start_preparing").await.expect(200);
+    driver.ws.next_status("PREPARING", 5).await;
+    watcher.next_status("PREPARING", 5).await;
     assert!(
         a.metric("dispatch_cluster_driver_commands_total{kind=\"offer\",result=\"delivered\"}")
             .await

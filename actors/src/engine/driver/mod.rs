@@ -176,6 +176,8 @@ pub struct Drivers {
     /// Cluster mode: the orders of this node each driver carries, for the
     /// positions that come over the bus (a driver on another node).
     carried: Arc<DashMap<DriverId, std::collections::HashMap<OrderId, Carried>>>,
+    /// The socket each driver connected here has now.
+    connected: Arc<DashMap<DriverId, Arc<Outbox>>>,
 }
 
 impl Drivers {
@@ -191,6 +193,7 @@ impl Drivers {
             bus: Arc::default(),
             remote: Arc::default(),
             carried: Arc::default(),
+            connected: Arc::default(),
             supervisor,
             pauses: Pauses {
                 known: Arc::new(DashMap::new()),
@@ -220,6 +223,11 @@ impl Drivers {
     /// Remembers a driver's profile (a driver of another node).
     pub fn learn(&self, profile: Driver) {
         self.profiles.entry(profile.id).or_insert(profile);
+    }
+
+    /// The driver's socket on this node, if it has one.
+    pub fn connected_here(&self, id: DriverId) -> Option<Arc<Outbox>> {
+        self.connected.get(&id).map(|outbox| outbox.clone())
     }
 
     /// Whether the driver's socket is on another node, as far as this one
@@ -294,9 +302,7 @@ impl Drivers {
     pub fn carried_elsewhere(&self) -> Vec<(DriverId, OrderId, LatLon)> {
         self.carried
             .iter()
-            .filter(|entry| {
-                self.is_remote(*entry.key()) || !self.registry.contains_key(entry.key())
-            })
+            .filter(|entry| !self.connected.contains_key(entry.key()))
             .flat_map(|entry| {
                 let id = *entry.key();
                 entry
@@ -364,6 +370,7 @@ impl Drivers {
             actor,
             driver_id,
             pauses: self.pauses.clone(),
+            connected: self.connected.clone(),
         })
     }
 
@@ -378,11 +385,12 @@ impl Drivers {
         let driver = self.open(driver_id).await?;
         if driver
             .actor
-            .cast(DriverMessage::AttachSession(outbox))
+            .cast(DriverMessage::AttachSession(outbox.clone()))
             .is_err()
         {
             return Err(DriverError::Unavailable);
         }
+        self.connected.insert(driver_id, outbox);
         Ok(driver)
     }
 
@@ -456,6 +464,7 @@ impl Drivers {
     pub(crate) fn tell(&self, id: DriverId, frame: Frame) {
         if let Some(bus) = self.bus.get()
             && self.is_remote(id)
+            && !self.connected.contains_key(&id)
         {
             bus.tell(id, frame.clone());
         }
@@ -485,9 +494,10 @@ impl Drivers {
                     feed: feed.clone(),
                 },
             );
-            if self.is_remote(profile.id) {
+            // Not connected here: its node, if any, hears of it now (and
+            // again every few seconds, `carried_elsewhere`).
+            if !self.connected.contains_key(&profile.id) {
                 bus.carry(profile.id, order_id, feed.restaurant_at());
-                return true;
             }
         }
         match self.ensure(profile).await {
@@ -538,6 +548,7 @@ pub struct DriverHandle {
     actor: ActorRef<DriverMessage>,
     driver_id: DriverId,
     pauses: Pauses,
+    connected: Arc<DashMap<DriverId, Arc<Outbox>>>,
 }
 
 impl DriverHandle {
@@ -563,6 +574,8 @@ impl DriverHandle {
 
     /// The socket closed.
     pub(crate) fn detach(&self, session_id: SessionId) {
+        self.connected
+            .remove_if(&self.driver_id, |_, outbox| outbox.session_id == session_id);
         let _ = self.actor.cast(DriverMessage::DetachSession(session_id));
     }
 }
