@@ -170,7 +170,11 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
                 engine.dispatch().clone(),
                 store.clone(),
                 engine.orders().bus(),
-                settings.dispatch.max_radius_km,
+                if settings.cluster.geo_margin_km > 0.0 {
+                    settings.cluster.geo_margin_km
+                } else {
+                    settings.dispatch.max_radius_km
+                },
             );
             engine.drivers().link(Arc::new(link.clone()));
             engine.dispatch().relay_through(Arc::new(link.clone()));
