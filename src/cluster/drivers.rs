@@ -350,8 +350,8 @@ impl DriverLink {
         }
     }
 
-    /// The nodes (one region of each) a driver's entry goes to.
-    fn targets(&self, publisher: &mut Publisher, driver: &MirroredDriver) -> Vec<Region> {
+    /// The nodes (with one region of each) a driver's entry goes to.
+    fn targets(&self, publisher: &mut Publisher, driver: &MirroredDriver) -> Vec<(String, Region)> {
         let id = driver.location.driver_id;
         let cluster = &self.inner.cluster;
         let cell = cluster.region_of(driver.location.at());
@@ -377,7 +377,7 @@ impl DriverLink {
             return cached.regions.clone();
         }
         publisher.refresh_holders(cluster);
-        let mut by_node: BTreeMap<&str, Region> = BTreeMap::new();
+        let mut by_node: BTreeMap<String, Region> = BTreeMap::new();
         let around = Region::around(
             driver.location.at(),
             cluster.inner.options.region_deg,
@@ -386,10 +386,10 @@ impl DriverLink {
         );
         for region in around.iter().chain(&carried) {
             if let Some(node) = publisher.holders.get(region) {
-                by_node.entry(node.as_str()).or_insert(*region);
+                by_node.entry(node.clone()).or_insert(*region);
             }
         }
-        let regions: Vec<Region> = by_node.into_values().collect();
+        let regions: Vec<(String, Region)> = by_node.into_iter().collect();
         publisher.targets.insert(
             id,
             Targets {
@@ -406,11 +406,13 @@ impl DriverLink {
         let id = driver.location.driver_id;
         let targets = self.targets(publisher, &driver);
         let last = publisher.published.remove(&id).unwrap_or_default();
-        // Nodes it no longer reaches hear that it left them.
+        // Nodes it no longer reaches hear that it left them (a node it
+        // still reaches on another of its regions hears nothing of it: the
+        // two subjects' messages could pass each other).
         let left: Vec<Region> = last
             .iter()
-            .filter(|region| !targets.contains(region))
-            .copied()
+            .filter(|(node, _)| !targets.iter().any(|(to, _)| to == node))
+            .map(|(_, region)| *region)
             .collect();
         if !left.is_empty() {
             self.publish(&left, KIND_GONE, driver).await;
@@ -426,7 +428,8 @@ impl DriverLink {
         } else {
             KIND_AVAILABILITY
         };
-        self.publish(&targets, kind, driver).await;
+        let regions: Vec<Region> = targets.iter().map(|(_, region)| *region).collect();
+        self.publish(&regions, kind, driver).await;
         publisher.published.insert(id, targets);
     }
 
@@ -435,6 +438,7 @@ impl DriverLink {
         let Some(last) = publisher.published.remove(&driver_id) else {
             return;
         };
+        let last: Vec<Region> = last.into_iter().map(|(_, region)| region).collect();
         let driver = MirroredDriver {
             location: DriverLocation {
                 driver_id,
@@ -782,14 +786,14 @@ struct Publisher {
     holders: HashMap<Region, String>,
     holders_at: Option<Instant>,
     targets: HashMap<DriverId, Targets>,
-    /// Where each driver's entry went last.
-    published: HashMap<DriverId, Vec<Region>>,
+    /// Where each driver's entry went last (node, and region subject).
+    published: HashMap<DriverId, Vec<(String, Region)>>,
 }
 
 struct Targets {
     cell: Region,
     carried: Vec<Region>,
-    regions: Vec<Region>,
+    regions: Vec<(String, Region)>,
     at: Instant,
 }
 
