@@ -647,13 +647,7 @@ impl DriverLink {
     /// Pushes another node's offer to the local driver's socket,
     /// remembering where its answer goes; whether it reached the socket.
     async fn relay_offer(&self, driver_id: DriverId, frame: String) -> bool {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct OfferFrame {
-            offer_id: OfferId,
-            pickup: LatLon,
-        }
-        let Ok(offer) = serde_json::from_str::<OfferFrame>(&frame) else {
+        let Some((offer_id, pickup)) = actors::wire::offer_of(frame.as_bytes()) else {
             return false;
         };
         {
@@ -665,9 +659,9 @@ impl DriverLink {
                 return false;
             }
             relayed.insert(
-                offer.offer_id,
+                offer_id,
                 Relayed {
-                    region: self.inner.cluster.region_of(offer.pickup),
+                    region: self.inner.cluster.region_of(pickup),
                     driver_id,
                     at: Instant::now(),
                 },
@@ -680,7 +674,7 @@ impl DriverLink {
             .push_here(driver_id, Frame::from(frame.into_bytes()))
             .await;
         if !delivered {
-            super::lock(&self.inner.relayed).remove(&offer.offer_id);
+            super::lock(&self.inner.relayed).remove(&offer_id);
         }
         delivered
     }
