@@ -4,8 +4,9 @@
 //! A grid rather than H3: a region is two integers, computed with two
 //! divisions, named without a lookup table, and needs no new dependency;
 //! at one city's latitude its cells are near enough to equal in area.
-//! H3's even neighbour distances matter for the border margin of the geo
-//! index, which this slice does not build yet (README "Cluster mode").
+//! The geo index's border margin is a box of cells around a driver
+//! ([`Region::around`]); H3's even neighbour distances would make it
+//! rounder, not cheaper (README "Drivers on any node").
 
 use actors::domain::model::LatLon;
 
