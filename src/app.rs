@@ -160,6 +160,25 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
                     client.clone(),
                     cluster.bucket(),
                 )));
+            // Before any driver connects: every driver actor mirrors itself
+            // to the owners around it, and answers to offers relayed here
+            // go back to their node.
+            let link = crate::cluster::drivers::DriverLink::start(
+                client.clone(),
+                &cluster,
+                engine.drivers().clone(),
+                engine.dispatch().clone(),
+                store.clone(),
+                engine.orders().bus(),
+                if settings.cluster.geo_margin_km > 0.0 {
+                    settings.cluster.geo_margin_km
+                } else {
+                    settings.dispatch.max_radius_km
+                },
+            );
+            engine.drivers().link(Arc::new(link.clone()));
+            engine.dispatch().relay_through(Arc::new(link.clone()));
+            cluster.link_drivers(link);
             crate::cluster::follow_regions(
                 &cluster,
                 engine.orders().clone(),

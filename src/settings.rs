@@ -44,6 +44,9 @@ pub struct ClusterSettings {
     pub region_deg: f64,
     /// How often a node looks at the membership and the lease table.
     pub rebalance_ms: u64,
+    /// A driver's entry goes to the owners of the regions within this many
+    /// km of it; 0: `dispatch.max_radius_km`, the widest dispatch looks.
+    pub geo_margin_km: f64,
     /// For tests only: write with the last recorded epoch whatever the
     /// local clock says, so only Postgres fences (README "Cluster mode").
     pub unsafe_skip_local_fence_for_tests: bool,
@@ -454,6 +457,9 @@ impl Settings {
         if cluster.rebalance_ms == 0 {
             problems.push("cluster.rebalance_ms must be positive");
         }
+        if !(cluster.geo_margin_km >= 0.0 && cluster.geo_margin_km <= 100.0) {
+            problems.push("cluster.geo_margin_km must be between 0 and 100");
+        }
         let events_url = self.events.nats_url.trim();
         if cluster.enabled() && !events_url.is_empty() && events_url != cluster.nats_url.trim() {
             problems.push("events.nats_url and cluster.nats_url must be the same server when both are set (the process has one NATS connection)");
@@ -781,6 +787,11 @@ mod tests {
                 "DISPATCH__CLUSTER__REBALANCE_MS",
                 "0",
                 "cluster.rebalance_ms",
+            ),
+            (
+                "DISPATCH__CLUSTER__GEO_MARGIN_KM",
+                "-1",
+                "cluster.geo_margin_km",
             ),
             ("DISPATCH__ARRIVALS__LEAVE_M", "10", "arrivals"),
             (

@@ -62,6 +62,14 @@ pub const CLUSTER_ORDER_SUBSCRIPTIONS_TOTAL: &str = "dispatch_cluster_order_subs
 pub const CLUSTER_FANOUT_LATENCY_SECONDS: &str = "dispatch_cluster_fanout_latency_seconds";
 pub const CLUSTER_ORDER_INTEREST: &str = "dispatch_cluster_order_interest";
 pub const CLUSTER_INTEREST_MESSAGES_TOTAL: &str = "dispatch_cluster_interest_messages_total";
+pub const CLUSTER_REMOTE_DRIVERS: &str = "dispatch_cluster_remote_drivers";
+pub const CLUSTER_REMOTE_DRIVERS_REFUSED_TOTAL: &str =
+    "dispatch_cluster_remote_drivers_refused_total";
+pub const CLUSTER_GEO_MESSAGES_TOTAL: &str = "dispatch_cluster_geo_messages_total";
+pub const CLUSTER_DRIVER_BUS_DROPPED_TOTAL: &str = "dispatch_cluster_driver_bus_dropped_total";
+pub const CLUSTER_DRIVER_COMMANDS_TOTAL: &str = "dispatch_cluster_driver_commands_total";
+pub const CLUSTER_RELAYED_OFFERS: &str = "dispatch_cluster_relayed_offers";
+pub const CLUSTER_LINKED_DRIVERS: &str = "dispatch_cluster_linked_drivers";
 pub const ARRIVAL_EVENTS_TOTAL: &str = "dispatch_arrival_events_total";
 pub const ARRIVAL_REPEATS_SKIPPED_TOTAL: &str = "dispatch_arrival_repeats_skipped_total";
 pub const ZONE_CROSSINGS_TOTAL: &str = "dispatch_zone_crossings_total";
@@ -374,6 +382,34 @@ pub fn describe_realtime() {
     describe_counter!(
         CLUSTER_ORDER_BUS_DROPPED_TOTAL,
         "Cluster mode: order frames not published (the publisher's bounded queue was full, or NATS refused), or not held for a watcher waiting for its snapshot, by kind."
+    );
+    describe_gauge!(
+        CLUSTER_REMOTE_DRIVERS,
+        "Cluster mode: drivers whose socket is on another node, in this node's geo index (their positions came over geo.<region>)."
+    );
+    describe_counter!(
+        CLUSTER_REMOTE_DRIVERS_REFUSED_TOTAL,
+        "Cluster mode: positions of drivers of other nodes not taken because this node already follows as many as it may."
+    );
+    describe_counter!(
+        CLUSTER_GEO_MESSAGES_TOTAL,
+        "Cluster mode: driver positions, availability changes and departures on geo.<region> subjects, by direction (out, in) and kind (position, availability, gone)."
+    );
+    describe_counter!(
+        CLUSTER_DRIVER_BUS_DROPPED_TOTAL,
+        "Cluster mode: driver messages not published (the bounded queue was full, or NATS refused), by kind."
+    );
+    describe_counter!(
+        CLUSTER_DRIVER_COMMANDS_TOTAL,
+        "Cluster mode: messages on driver.<id>.cmd subjects, by kind (offer, tell, carry, release, respond) and result."
+    );
+    describe_gauge!(
+        CLUSTER_RELAYED_OFFERS,
+        "Cluster mode: offers of other nodes' dispatchers relayed to this node's drivers, remembered for their answers."
+    );
+    describe_gauge!(
+        CLUSTER_LINKED_DRIVERS,
+        "Cluster mode: this node's drivers subscribed to their driver.<id>.cmd subject (their positions reach other nodes)."
     );
     describe_gauge!(
         CLUSTER_WATCHED_ORDERS,

@@ -371,6 +371,24 @@ impl ServerMessage<'_> {
 }
 
 /// An `error` frame.
+/// An `offer` frame's offer id and pick-up (cluster mode: the driver's
+/// node relays another node's offer and sends the answer to the region of
+/// its pick-up); None for any other frame.
+pub fn offer_of(frame: &[u8]) -> Option<(OfferId, LatLon)> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct OfferFrame {
+        #[serde(rename = "type")]
+        kind: String,
+        offer_id: OfferId,
+        pickup: LatLon,
+    }
+    serde_json::from_slice::<OfferFrame>(frame)
+        .ok()
+        .filter(|offer| offer.kind == "offer")
+        .map(|offer| (offer.offer_id, offer.pickup))
+}
+
 pub fn error_frame(code: &str, message: &str, reference: Option<serde_json::Value>) -> Frame {
     ServerMessage::Error {
         code,

@@ -47,6 +47,15 @@ const NOT_OWNER_GRACE: Duration = Duration::from_secs(2);
 enum ForwardedCommand {
     Transition(ForwardedTransition),
     Place(Box<ForwardedPlace>),
+    /// A driver's answer, on its own node, to an offer this region's
+    /// dispatcher made (`drivers.rs`). `on_socket`: the outcome goes to the
+    /// driver's socket as frames, as on one node; else it is the answer.
+    Respond {
+        offer_id: actors::domain::model::OfferId,
+        driver_id: actors::domain::model::DriverId,
+        accept: bool,
+        on_socket: bool,
+    },
 }
 
 /// A new order as the forwarding node validated and priced it.
@@ -176,6 +185,8 @@ enum ForwardedOutcome {
         owner: Option<String>,
     },
     Internal(String),
+    /// What the dispatcher answered a driver's answer to an offer.
+    Offer(Result<Option<Box<Order>>, actors::engine::dispatcher::OfferError>),
 }
 
 /// Why a forwarded command has no outcome from an owner.
@@ -254,7 +265,8 @@ impl ForwardedOutcome {
             | ForwardedOutcome::Placed(_)
             | ForwardedOutcome::Replayed(_)
             | ForwardedOutcome::KeyReused
-            | ForwardedOutcome::InProgress => {
+            | ForwardedOutcome::InProgress
+            | ForwardedOutcome::Offer(_) => {
                 ApiError::Internal("the owner answered another command".into())
             }
             ForwardedOutcome::NotFound => ApiError::NotFound("order"),
@@ -326,6 +338,31 @@ impl Commands {
             reason: command.reason.clone(),
         });
         Ok(self.send(region, &message).await?.into_result())
+    }
+
+    /// Sends a driver's answer to an offer to the owner of `region`, whose
+    /// dispatcher made it, and waits for what it answered. The region no
+    /// longer served there (its owner changed): the offer is void.
+    pub async fn forward_respond(
+        &self,
+        region: &str,
+        offer_id: actors::domain::model::OfferId,
+        driver_id: actors::domain::model::DriverId,
+        accept: bool,
+        on_socket: bool,
+    ) -> Result<Result<Option<Order>, actors::engine::dispatcher::OfferError>, ForwardError> {
+        use actors::engine::dispatcher::OfferError;
+        let message = ForwardedCommand::Respond {
+            offer_id,
+            driver_id,
+            accept,
+            on_socket,
+        };
+        Ok(match self.send(region, &message).await? {
+            ForwardedOutcome::Offer(result) => result.map(|order| order.map(|o| *o)),
+            ForwardedOutcome::NotServed { .. } => Err(OfferError::NotFound),
+            _ => Err(OfferError::Unavailable),
+        })
     }
 
     async fn send(
@@ -445,6 +482,25 @@ impl Commands {
                         Ok(ForwardedCommand::Place(forwarded)) => {
                             place(&orders, store.as_ref(), *forwarded).await
                         }
+                        Ok(ForwardedCommand::Respond {
+                            offer_id,
+                            driver_id,
+                            accept,
+                            on_socket,
+                        }) => match cluster.driver_link() {
+                            Some(link) if on_socket => {
+                                link.dispatch()
+                                    .respond_here_async(offer_id, driver_id, accept);
+                                ForwardedOutcome::Offer(Ok(None))
+                            }
+                            Some(link) => ForwardedOutcome::Offer(
+                                link.dispatch()
+                                    .respond_here(offer_id, driver_id, accept)
+                                    .await
+                                    .map(|order| order.map(Box::new)),
+                            ),
+                            None => ForwardedOutcome::Internal("drivers are not linked".into()),
+                        },
                         Err(error) => {
                             ForwardedOutcome::Internal(format!("unreadable command: {error}"))
                         }

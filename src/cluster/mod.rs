@@ -29,6 +29,7 @@
 //! rather than after the TTL.
 
 pub mod commands;
+pub mod drivers;
 mod plan;
 pub mod region;
 pub mod watch;
@@ -160,6 +161,8 @@ struct Inner {
     served_changed: tokio::sync::watch::Sender<u64>,
     /// Forwarded commands, on the NATS connection `start` is given.
     commands: std::sync::OnceLock<commands::Commands>,
+    /// Drivers across nodes, once linked.
+    drivers: std::sync::OnceLock<drivers::DriverLink>,
 }
 
 /// The handle on this node's membership, cheap to clone.
@@ -194,6 +197,7 @@ impl Cluster {
                 free_at_last_look: AtomicUsize::new(usize::MAX),
                 served_changed: tokio::sync::watch::channel(0).0,
                 commands: std::sync::OnceLock::new(),
+                drivers: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -216,15 +220,22 @@ impl Cluster {
         shutdown: CancellationToken,
     ) -> JoinHandle<()> {
         tracing::info!(node = %self.node_id(), bucket = %self.inner.options.bucket, "Joining the cluster");
-        tracing::warn!(
-            "Cluster mode is built in parts: new orders, status changes and order watchers are carried across nodes, but drivers are not: a driver's positions reach only the node its socket is on (README \"Cluster mode\")"
-        );
         let _ = self
             .inner
             .commands
             .set(commands::Commands::new(client.clone(), self));
         self.served_changed();
         tokio::spawn(self.clone().run(client, store, owners, shutdown))
+    }
+
+    /// Drivers connected to any node: call before any driver connects.
+    pub fn link_drivers(&self, link: drivers::DriverLink) {
+        let _ = self.inner.drivers.set(link);
+    }
+
+    /// Drivers across nodes, once linked.
+    pub fn driver_link(&self) -> Option<&drivers::DriverLink> {
+        self.inner.drivers.get()
     }
 
     /// Forwarding of commands to other nodes, once the cluster started.
@@ -896,6 +907,11 @@ pub fn follow_regions(
                 commands
                     .serve_only(&cluster, &leased, &orders, &store)
                     .await;
+            }
+            // Drivers of other nodes near them, for their dispatch.
+            if let Some(link) = cluster.driver_link() {
+                let leased: Vec<Region> = leased.iter().copied().collect();
+                link.serve_only(&leased).await;
             }
             loaded.retain(|region| leased.contains(region));
             if !retry && leased.is_subset(&loaded) {

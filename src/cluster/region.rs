@@ -4,8 +4,9 @@
 //! A grid rather than H3: a region is two integers, computed with two
 //! divisions, named without a lookup table, and needs no new dependency;
 //! at one city's latitude its cells are near enough to equal in area.
-//! H3's even neighbour distances matter for the border margin of the geo
-//! index, which this slice does not build yet (README "Cluster mode").
+//! The geo index's border margin is a box of cells around a driver
+//! ([`Region::around`]); H3's even neighbour distances would make it
+//! rounder, not cheaper (README "Drivers on any node").
 
 use actors::domain::model::LatLon;
 
@@ -22,6 +23,29 @@ impl Region {
             lat: (at.lat / deg).floor() as i32,
             lon: (at.lon / deg).floor() as i32,
         }
+    }
+
+    /// The cells within about `margin_km` of `at` (its own first), a
+    /// bounding box of the margin on this grid, at most `max` cells (the
+    /// box is shrunk around `at` past that).
+    pub fn around(at: LatLon, deg: f64, margin_km: f64, max: usize) -> Vec<Region> {
+        let here = Region::of(at, deg);
+        let dlat = margin_km / 111.0;
+        let dlon = margin_km / (111.0 * at.lat.to_radians().cos().abs().max(0.01));
+        // Cells each way, capped so that the box holds at most `max`.
+        let side = ((max as f64).sqrt() as i32 - 1).max(0) / 2;
+        let span = |d: f64| ((d / deg).ceil() as i32).clamp(0, side);
+        let (la, lo) = (span(dlat), span(dlon));
+        let mut cells = vec![here];
+        for lat in here.lat - la..=here.lat + la {
+            for lon in here.lon - lo..=here.lon + lo {
+                let cell = Region { lat, lon };
+                if cell != here {
+                    cells.push(cell);
+                }
+            }
+        }
+        cells
     }
 
     /// The key token, `r<lat>_<lon>` (digits, `-` and `_`: a valid KV key
@@ -69,5 +93,28 @@ mod tests {
         assert_eq!(Region::parse("r1"), None);
         assert_eq!(Region::parse("x1_2"), None);
         assert_eq!(Region::parse("r1_a"), None);
+    }
+
+    #[test]
+    fn the_cells_around_a_point_cover_the_margin_and_stay_bounded() {
+        let at = LatLon {
+            lat: 30.2686,
+            lon: -97.7425,
+        };
+        let here = Region::of(at, 0.02);
+        let cells = Region::around(at, 0.02, 3.0, 49);
+        assert_eq!(cells[0], here);
+        // 3 km is 0.027 degrees of latitude: two cells each way, so 5 x 5.
+        assert_eq!(cells.len(), 25);
+        let north = Region::of(
+            LatLon {
+                lat: at.lat + 0.02,
+                lon: at.lon,
+            },
+            0.02,
+        );
+        assert!(cells.contains(&north));
+        assert_eq!(Region::around(at, 0.02, 100.0, 49).len(), 49);
+        assert_eq!(Region::around(at, 0.02, 0.0, 49), vec![here]);
     }
 }

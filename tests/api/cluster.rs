@@ -38,7 +38,7 @@ fn cluster_mode_refuses_to_start_on_sqlite_and_says_why() {
 
 /// Cluster mode needs Postgres and NATS: on the SQLite run these tests say
 /// so and pass; without NATS they skip unless `DISPATCHD_TEST_NATS=required`.
-async fn cluster_available() -> bool {
+pub(crate) async fn cluster_available() -> bool {
     if std::env::var("DISPATCHD_TEST_POSTGRES").map_or(true, |url| url.is_empty()) {
         eprintln!("skipped: cluster mode needs Postgres (set DISPATCHD_TEST_POSTGRES)");
         return false;
@@ -57,14 +57,14 @@ async fn cluster_available() -> bool {
 }
 
 /// One test's cluster: a fresh database and a fresh bucket, and its nodes.
-struct TestCluster {
+pub(crate) struct TestCluster {
     db: TestDb,
     bucket: String,
     env: Vec<(String, String)>,
 }
 
 impl TestCluster {
-    async fn new(lease_ttl_ms: u64) -> TestCluster {
+    pub(crate) async fn new(lease_ttl_ms: u64) -> TestCluster {
         let bucket = format!("dispatchd_test_{}", uuid::Uuid::new_v4().simple());
         let env = vec![
             (
@@ -90,7 +90,7 @@ impl TestCluster {
     }
 
     /// Starts a node; the first loads the demo city.
-    async fn node(&self, first: bool) -> TestApp {
+    pub(crate) async fn node(&self, first: bool) -> TestApp {
         let env: Vec<(&str, &str)> = self
             .env
             .iter()
@@ -100,12 +100,12 @@ impl TestCluster {
     }
 
     /// One more setting for every node of this cluster.
-    fn with(mut self, key: &str, value: &str) -> TestCluster {
+    pub(crate) fn with(mut self, key: &str, value: &str) -> TestCluster {
         self.env.push((key.to_string(), value.to_string()));
         self
     }
 
-    async fn drop_bucket(&self) {
+    pub(crate) async fn drop_bucket(&self) {
         if let Ok(client) = async_nats::connect("nats://127.0.0.1:4222").await {
             let _ = async_nats::jetstream::new(client)
                 .delete_key_value(&self.bucket)
@@ -761,12 +761,12 @@ async fn a_node_that_stops_hands_its_orders_to_the_new_owner_of_their_region() {
 }
 
 /// `at` moved by `north_km` (roughly: 111 km a degree of latitude).
-fn north_of(at: (f64, f64), north_km: f64) -> (f64, f64) {
+pub(crate) fn north_of(at: (f64, f64), north_km: f64) -> (f64, f64) {
     (at.0 + north_km / 111.0, at.1)
 }
 
 /// Three nodes; the one holding restaurant 1's region, and the other two.
-async fn three_nodes(cluster: &TestCluster) -> (TestApp, TestApp, TestApp, String) {
+pub(crate) async fn three_nodes(cluster: &TestCluster) -> (TestApp, TestApp, TestApp, String) {
     let first = cluster.node(true).await;
     let second = cluster.node(false).await;
     let third = cluster.node(false).await;

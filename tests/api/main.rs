@@ -6,6 +6,7 @@ mod helpers;
 
 mod auth;
 mod cluster;
+mod cluster_drivers;
 mod crash;
 mod dispatch;
 mod durability;

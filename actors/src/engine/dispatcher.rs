@@ -40,7 +40,7 @@ pub struct Dispatchable {
     pub placed_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum OfferError {
     /// No such offer for this driver (never made, or void after a restart).
     NotFound,
@@ -614,15 +614,58 @@ impl DispatcherState {
     }
 }
 
+pub type RespondFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<Order>, OfferError>> + Send>>;
+
+/// Cluster mode: offers another node's dispatcher made to a driver
+/// connected here (`dispatchd::cluster::drivers` relays them). An answer
+/// to one of those goes back to the node that made it.
+pub trait RemoteOffers: Send + Sync + 'static {
+    /// The answer carried to the offer's node, when `offer_id` is an offer
+    /// to `driver_id` relayed from there; None for this node's own offers.
+    /// `on_socket`: the driver answered on its socket, so the outcome goes
+    /// back as frames on it (as on one node) rather than as the result.
+    fn respond(
+        &self,
+        offer_id: OfferId,
+        driver_id: DriverId,
+        accept: bool,
+        on_socket: bool,
+    ) -> Option<RespondFuture>;
+}
+
 /// The handle on the dispatcher: the only way in from outside it.
 #[derive(Clone)]
 pub struct DispatchHandle {
     slot: Slot<DispatchMessage>,
+    elsewhere: Arc<std::sync::OnceLock<Arc<dyn RemoteOffers>>>,
 }
 
 impl DispatchHandle {
     pub(crate) fn new(slot: Slot<DispatchMessage>) -> DispatchHandle {
-        DispatchHandle { slot }
+        DispatchHandle {
+            slot,
+            elsewhere: Arc::default(),
+        }
+    }
+
+    /// Cluster mode: answers to offers relayed from other nodes go back
+    /// through `offers`. A second call is refused (false).
+    pub fn relay_through(&self, offers: Arc<dyn RemoteOffers>) -> bool {
+        self.elsewhere.set(offers).is_ok()
+    }
+
+    /// The answer to an offer this node relayed, carried to its node.
+    fn relayed(
+        &self,
+        offer_id: OfferId,
+        driver_id: DriverId,
+        accept: bool,
+        on_socket: bool,
+    ) -> Option<RespondFuture> {
+        self.elsewhere
+            .get()?
+            .respond(offer_id, driver_id, accept, on_socket)
     }
 
     /// The order waits for a driver.
@@ -649,6 +692,20 @@ impl DispatchHandle {
         driver_id: DriverId,
         accept: bool,
     ) -> Result<Option<Order>, OfferError> {
+        if let Some(relayed) = self.relayed(offer_id, driver_id, accept, false) {
+            return relayed.await;
+        }
+        self.respond_here(offer_id, driver_id, accept).await
+    }
+
+    /// Answers an offer of this node's dispatcher (also one carried here
+    /// from the driver's node); `Ok(Some(order))` after an accept.
+    pub async fn respond_here(
+        &self,
+        offer_id: OfferId,
+        driver_id: DriverId,
+        accept: bool,
+    ) -> Result<Option<Order>, OfferError> {
         self.slot
             .call(
                 |reply| DispatchMessage::Respond {
@@ -667,6 +724,19 @@ impl DispatchHandle {
     /// Answers an offer from the driver's socket; the result goes back as
     /// an `offer_result` frame.
     pub(crate) fn respond_async(&self, offer_id: OfferId, driver_id: DriverId, accept: bool) {
+        if let Some(relayed) = self.relayed(offer_id, driver_id, accept, true) {
+            // Its node tells the driver's socket how it went, through us.
+            tokio::spawn(async move {
+                let _ = relayed.await;
+            });
+            return;
+        }
+        self.respond_here_async(offer_id, driver_id, accept);
+    }
+
+    /// Answers an offer of this node's dispatcher, the outcome going to
+    /// the driver's socket as frames (wherever the socket is).
+    pub fn respond_here_async(&self, offer_id: OfferId, driver_id: DriverId, accept: bool) {
         self.slot.cast(DispatchMessage::Respond {
             offer_id,
             driver_id,

@@ -111,6 +111,13 @@ pub(crate) enum GeoMessage {
     /// Every indexed driver with the age of its position, and the count of
     /// positions received so far (for the operator's view).
     Everyone(RpcReplyPort<(Vec<(DriverEntry, Duration)>, u64)>),
+    /// Cluster mode: a driver whose socket is on another node, as that
+    /// node published it for this node's regions. `renews` as for a local
+    /// update: a position renews presence, an availability change does not
+    /// bring an offline driver back.
+    Remote { entry: DriverEntry, renews: bool },
+    /// Cluster mode: that node says the driver went offline here.
+    RemoteGone(DriverId),
 }
 
 pub(crate) struct GeoActor;
@@ -136,6 +143,9 @@ pub(crate) struct GeoState {
     available: usize,
     /// Positions received since start.
     positions: u64,
+    /// Cluster mode: the indexed drivers whose entry came from another
+    /// node (they expire as local ones do; a local update takes them over).
+    remote: std::collections::HashSet<DriverId>,
 }
 
 impl Actor for GeoActor {
@@ -160,6 +170,7 @@ impl Actor for GeoActor {
             presence: args.presence,
             available: 0,
             positions: 0,
+            remote: std::collections::HashSet::new(),
         })
     }
 
@@ -181,6 +192,7 @@ impl Actor for GeoActor {
                 };
                 // Counted as received, coalesced or not.
                 state.positions += u64::from(positions);
+                state.remote.remove(&entry.id);
                 if renews {
                     state.last_seen.insert(entry.id, Instant::now());
                 } else if !state.last_seen.contains_key(&entry.id) {
@@ -216,6 +228,23 @@ impl Actor for GeoActor {
                     })
                     .collect();
                 let _ = reply.send(answers);
+            }
+            GeoMessage::Remote { entry, renews } => {
+                if renews {
+                    state.last_seen.insert(entry.id, Instant::now());
+                } else if !state.last_seen.contains_key(&entry.id) {
+                    return Ok(());
+                }
+                state.remote.insert(entry.id);
+                state.upsert(entry);
+            }
+            GeoMessage::RemoteGone(id) => {
+                // Only an entry that came from another node: a driver that
+                // reconnected here is this node's own now.
+                if state.remote.contains(&id) {
+                    state.remove(id);
+                    state.presence.went_stale(id);
+                }
             }
             GeoMessage::Sweep => state.sweep(),
             GeoMessage::Everyone(reply) => {
@@ -267,6 +296,7 @@ impl GeoState {
         }
         self.index.remove(id);
         self.last_seen.remove(&id);
+        self.remote.remove(&id);
     }
 }
 
@@ -321,6 +351,16 @@ impl Geo {
     /// received so far.
     pub(crate) async fn everyone(&self) -> Option<(Vec<(DriverEntry, Duration)>, u64)> {
         self.slot.call(GeoMessage::Everyone, GEO_CALL_TIMEOUT).await
+    }
+
+    /// Cluster mode: a driver of another node, for this node's dispatch.
+    pub(crate) fn remote(&self, entry: DriverEntry, renews: bool) -> bool {
+        self.slot.cast(GeoMessage::Remote { entry, renews })
+    }
+
+    /// Cluster mode: a driver of another node went offline there.
+    pub(crate) fn remote_gone(&self, id: DriverId) -> bool {
+        self.slot.cast(GeoMessage::RemoteGone(id))
     }
 
     /// Tells the geo actor a driver's update is pending; false if it is down.

@@ -113,7 +113,7 @@ impl Engine {
         let config = Arc::new(config);
         let slots = CoreSlots::new();
         let geo = Geo::new(slots.geo.clone());
-        let drivers = Drivers::new(slots.drivers.clone(), store.clone());
+        let drivers = Drivers::new(slots.drivers.clone(), store.clone(), geo.clone());
         let dispatch = DispatchHandle::new(slots.dispatcher.clone());
         let feeds = Arc::new(RestaurantFeeds::default());
         let listener = Arc::new(EngineListener {

@@ -333,12 +333,26 @@ async fn watch_remote(
     order_id: OrderId,
     outbox: &Arc<Outbox>,
 ) -> Result<(), (&'static str, String)> {
+    watch_through_bus(engine.store.as_ref(), bus, order_id, outbox).await
+}
+
+/// Registers `outbox` with the bus as a watcher of `order_id`, which
+/// another node runs, then queues its snapshot from the store (the record)
+/// and what the bus held meanwhile. Also for a driver's own socket on a
+/// node that does not run its order (cluster mode). The error's code and
+/// message, for an error frame.
+pub async fn watch_through_bus(
+    store: &dyn Store,
+    bus: Arc<dyn OrderBus>,
+    order_id: OrderId,
+    outbox: &Arc<Outbox>,
+) -> Result<(), (&'static str, String)> {
     let refused = |error: WatchRefused| match error {
         WatchRefused::Full(_) => ("RATE_LIMITED", error.to_string()),
         WatchRefused::Unavailable(_) => ("ENGINE_UNAVAILABLE", error.to_string()),
     };
     bus.watch(order_id, outbox.clone()).await.map_err(refused)?;
-    let order = match engine.store.order(order_id).await {
+    let order = match store.order(order_id).await {
         Ok(Some(order)) => order,
         Ok(None) | Err(_) => {
             bus.unwatch(order_id, outbox.session_id);
@@ -346,7 +360,7 @@ async fn watch_remote(
         }
     };
     let driver = match order.driver_id {
-        Some(id) => engine.store.driver(id).await.ok().flatten(),
+        Some(id) => store.driver(id).await.ok().flatten(),
         None => None,
     };
     let snapshot = ServerMessage::Snapshot {

@@ -302,6 +302,7 @@ impl RootState {
                         config: args.config.clone(),
                         on_revived: args.on_driver_revived.clone(),
                         pauses: args.drivers.pauses(),
+                        bus: args.drivers.bus(),
                     },
                     supervisor,
                 )

@@ -12,6 +12,7 @@ use crate::domain::input::LocationFix;
 use crate::domain::model::*;
 use crate::engine::breadcrumbs::BreadcrumbSink;
 use crate::engine::config::EngineConfig;
+use crate::engine::driver::{DriverBus, MirroredDriver};
 use crate::engine::geo_actor::{Change, Geo, PendingUpsert};
 use crate::engine::order::{OrderFeed, OrderRef};
 use crate::engine::outbox::{CloseReason, Outbox, SessionId};
@@ -41,6 +42,10 @@ pub(crate) enum DriverMessage {
     },
     /// Delivered, cancelled or unassigned: the slot is free again.
     Release(OrderId),
+    /// Cluster mode: an order another node runs, which this driver carries
+    /// (announced again by its owner every few seconds).
+    CarryElsewhere(OrderId),
+    ReleaseElsewhere(OrderId),
     /// The geo index dropped this driver for lack of positions.
     WentStale,
     /// The geo actor restarted with an empty index: give it this driver's
@@ -70,7 +75,14 @@ pub(crate) struct DriverArguments {
     pub config: Arc<EngineConfig>,
     /// The driver's pause as last stored (it survives restarts).
     pub paused: bool,
+    /// Cluster mode: where this driver's entry goes for other nodes.
+    pub bus: Option<Arc<dyn DriverBus>>,
 }
+
+/// How long an order of another node counts in a driver's load without
+/// its owner announcing it again (its owner died: the order is carried by
+/// whichever node serves its region next, which announces it anew).
+const ELSEWHERE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub(crate) struct DriverState {
     profile: Driver,
@@ -78,6 +90,10 @@ pub(crate) struct DriverState {
     online: bool,
     paused: bool,
     carrying: HashMap<OrderId, Carried>,
+    /// Cluster mode: orders of other nodes it carries, with when their
+    /// owner last said so.
+    elsewhere: HashMap<OrderId, Instant>,
+    bus: Option<Arc<dyn DriverBus>>,
     session: Option<Arc<Outbox>>,
     geo: Geo,
     /// This driver's next update for the geo index, coalesced while the
@@ -89,16 +105,20 @@ pub(crate) struct DriverState {
     config: Arc<EngineConfig>,
 }
 
-/// An order this driver carries.
-struct Carried {
-    order: OrderRef,
-    feed: Arc<OrderFeed>,
+/// An order a driver carries.
+pub(crate) struct Carried {
+    pub(crate) order: OrderRef,
+    pub(crate) feed: Arc<OrderFeed>,
 }
 
 impl Carried {
+    pub(crate) fn restaurant_at(&self) -> LatLon {
+        self.feed.restaurant_at()
+    }
+
     /// Queues the position for the order's watchers; the order actor hears
     /// of it only when it moved the estimate enough to store.
-    fn publish(&self, location: DriverLocation, received_at: Instant) {
+    pub(crate) fn publish(&self, location: DriverLocation, received_at: Instant) {
         let published = self.feed.publish_location(location, received_at);
         if let Some(moved) = published.moved {
             self.order.eta_moved(moved);
@@ -116,7 +136,12 @@ impl DriverState {
         self.online
             && !self.paused
             && self.session.is_some()
-            && (self.carrying.len() as u32) < self.config.max_active_orders
+            && self.active_orders() < self.config.max_active_orders
+    }
+
+    /// Orders carried, this node's and (cluster mode) other nodes'.
+    fn active_orders(&self) -> u32 {
+        (self.carrying.len() + self.elsewhere.len()) as u32
     }
 
     /// Tells the index where the driver is and whether it may be offered.
@@ -131,11 +156,29 @@ impl DriverState {
             id: self.profile.id,
             at: location.at(),
             available: self.available(),
-            active_orders: self.carrying.len() as u32,
+            active_orders: self.active_orders(),
         };
         if self.pending_geo.put(entry, change) && !self.geo.upsert(&self.pending_geo) {
             // No geo actor to take it: do not leave the slot looking told.
             self.pending_geo.take();
+        }
+        if let Some(bus) = &self.bus
+            && change != Change::Rejoin
+        {
+            bus.moved(MirroredDriver {
+                location,
+                available: entry.available,
+                active_orders: entry.active_orders,
+                position: change == Change::Position,
+            });
+        }
+    }
+
+    /// Forgets the orders of other nodes their owner stopped announcing.
+    fn expire_elsewhere(&mut self) {
+        if !self.elsewhere.is_empty() {
+            self.elsewhere
+                .retain(|_, announced| announced.elapsed() < ELSEWHERE_TTL);
         }
     }
 }
@@ -156,6 +199,8 @@ impl Actor for DriverActor {
             online: false,
             paused: args.paused,
             carrying: HashMap::new(),
+            elsewhere: HashMap::new(),
+            bus: args.bus,
             session: None,
             geo: args.geo,
             pending_geo: Arc::new(PendingUpsert::default()),
@@ -183,6 +228,7 @@ impl Actor for DriverActor {
                 };
                 state.location = Some(location);
                 state.online = true;
+                state.expire_elsewhere();
                 state.index(Change::Position);
                 for carried in state.carrying.values() {
                     carried.publish(location, received_at);
@@ -257,8 +303,22 @@ impl Actor for DriverActor {
                     state.index(Change::Availability);
                 }
             }
+            DriverMessage::CarryElsewhere(order_id) => {
+                let new = state.elsewhere.insert(order_id, Instant::now()).is_none();
+                if new {
+                    state.index(Change::Availability);
+                }
+            }
+            DriverMessage::ReleaseElsewhere(order_id) => {
+                if state.elsewhere.remove(&order_id).is_some() {
+                    state.index(Change::Availability);
+                }
+            }
             DriverMessage::WentStale => {
                 state.online = false;
+                if let Some(bus) = &state.bus {
+                    bus.gone(state.profile.id);
+                }
             }
             DriverMessage::Rejoin => {
                 // The old actor may have died holding this driver's update
@@ -278,7 +338,7 @@ impl Actor for DriverActor {
                     paused: state.paused,
                     connected: state.session.is_some(),
                     location: state.location,
-                    active_orders: state.carrying.len() as u32,
+                    active_orders: state.active_orders(),
                 });
             }
         }

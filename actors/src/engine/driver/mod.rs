@@ -6,15 +6,16 @@
 mod actor;
 mod supervisor;
 
-pub(crate) use actor::DriverMessage;
 pub use actor::DriverStatus;
+pub(crate) use actor::{Carried, DriverMessage};
 pub(crate) use supervisor::{
     DriverSupervisor, DriverSupervisorArguments, DriverSupervisorMessage, OnRevived,
 };
 
+use crate::domain::geo_index::DriverEntry;
 use crate::domain::input::LocationFix;
-use crate::domain::model::{Driver, DriverId, DriverLocation};
-use crate::engine::geo_actor::PresenceListener;
+use crate::domain::model::{Driver, DriverId, DriverLocation, LatLon, OrderId};
+use crate::engine::geo_actor::{Geo, PresenceListener};
 use crate::engine::order::{OrderFeed, OrderRef};
 use crate::engine::outbox::{Outbox, SessionId};
 use crate::engine::slot::Slot;
@@ -27,6 +28,62 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const DRIVER_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Drivers of other nodes one node follows at once (cluster mode); the
+/// positions of one more are dropped and counted.
+pub const MAX_REMOTE_DRIVERS: usize = 20_000;
+
+/// What a local driver actor tells the cluster of itself (its entry and
+/// newest position), so that the owners of the regions around it can
+/// dispatch to it. Must not block: it is called from the driver's actor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MirroredDriver {
+    pub location: DriverLocation,
+    pub available: bool,
+    pub active_orders: u32,
+    /// A new position (else only availability or load changed).
+    pub position: bool,
+}
+
+/// A driver of another node, as its node published it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RemoteDriver {
+    pub driver: MirroredDriver,
+    /// Grows with every message its node publishes: an older or repeated
+    /// one (heard on two subjects) is ignored.
+    pub seq: u64,
+}
+
+/// Whether a remote driver's message was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteTaken {
+    Taken,
+    /// Older than one already taken, or the same.
+    Stale,
+    /// This node follows [`MAX_REMOTE_DRIVERS`] already.
+    Full,
+}
+
+pub type PushFuture = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
+
+/// Cluster mode: the seam between this node's drivers and those of other
+/// nodes (`dispatchd::cluster::drivers` carries it over NATS). Nothing of
+/// it may block: the publishing side is a bounded queue.
+pub trait DriverBus: Send + Sync + 'static {
+    /// A local driver's entry changed (position, availability, load).
+    fn moved(&self, driver: MirroredDriver);
+    /// A local driver went offline (no position within the presence TTL).
+    fn gone(&self, driver_id: DriverId);
+    /// Pushes a frame (an offer) to a driver whose socket is on another
+    /// node; resolves to whether it reached the socket.
+    fn push(&self, driver_id: DriverId, frame: Frame) -> PushFuture;
+    /// Queues a frame for a driver on another node, without waiting.
+    fn tell(&self, driver_id: DriverId, frame: Frame);
+    /// The driver, on another node, carries an order of this node now: its
+    /// node sends its positions to the order's region (`restaurant_at`).
+    fn carry(&self, driver_id: DriverId, order_id: OrderId, restaurant_at: LatLon);
+    /// It no longer does.
+    fn release(&self, driver_id: DriverId, order_id: OrderId);
+}
 
 /// Why a driver's actor could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -110,13 +167,33 @@ pub struct Drivers {
     supervisor: Slot<DriverSupervisorMessage>,
     store: Arc<dyn Store>,
     pauses: Pauses,
+    geo: Geo,
+    /// Cluster mode: set once, before any driver connects.
+    bus: Arc<std::sync::OnceLock<Arc<dyn DriverBus>>>,
+    /// Cluster mode: drivers of other nodes in this node's index, with the
+    /// last message taken of each.
+    remote: Arc<DashMap<DriverId, u64>>,
+    /// Cluster mode: the orders of this node each driver carries, for the
+    /// positions that come over the bus (a driver on another node).
+    carried: Arc<DashMap<DriverId, std::collections::HashMap<OrderId, Carried>>>,
+    /// The socket each driver connected here has now.
+    connected: Arc<DashMap<DriverId, Arc<Outbox>>>,
 }
 
 impl Drivers {
-    pub(crate) fn new(supervisor: Slot<DriverSupervisorMessage>, store: Arc<dyn Store>) -> Drivers {
+    pub(crate) fn new(
+        supervisor: Slot<DriverSupervisorMessage>,
+        store: Arc<dyn Store>,
+        geo: Geo,
+    ) -> Drivers {
         Drivers {
             registry: Arc::new(DashMap::new()),
             profiles: Arc::new(DashMap::new()),
+            geo,
+            bus: Arc::default(),
+            remote: Arc::default(),
+            carried: Arc::default(),
+            connected: Arc::default(),
             supervisor,
             pauses: Pauses {
                 known: Arc::new(DashMap::new()),
@@ -124,6 +201,117 @@ impl Drivers {
             },
             store,
         }
+    }
+
+    /// Cluster mode: drivers reach other nodes through `bus`. Call it
+    /// before any driver connects; a second call is refused (false).
+    pub fn link(&self, bus: Arc<dyn DriverBus>) -> bool {
+        self.bus.set(bus).is_ok()
+    }
+
+    /// What each driver actor mirrors itself to (cluster mode).
+    pub(crate) fn bus(&self) -> Arc<std::sync::OnceLock<Arc<dyn DriverBus>>> {
+        self.bus.clone()
+    }
+
+    /// Whether a profile of the driver is known here (cluster mode: a
+    /// remote driver's is read from the store before its entry is taken).
+    pub fn knows(&self, id: DriverId) -> bool {
+        self.profiles.contains_key(&id)
+    }
+
+    /// Remembers a driver's profile (a driver of another node).
+    pub fn learn(&self, profile: Driver) {
+        self.profiles.entry(profile.id).or_insert(profile);
+    }
+
+    /// The driver's socket on this node, if it has one.
+    pub fn connected_here(&self, id: DriverId) -> Option<Arc<Outbox>> {
+        self.connected.get(&id).map(|outbox| outbox.clone())
+    }
+
+    /// Whether the driver's socket is on another node, as far as this one
+    /// knows (its positions come over the bus).
+    pub fn is_remote(&self, id: DriverId) -> bool {
+        self.remote.contains_key(&id)
+    }
+
+    /// Cluster mode: a message of a driver of another node, for this
+    /// node's geo index and, for a position, for the orders of this node
+    /// that it carries (their watchers, ETA and arrivals, as if it were
+    /// connected here).
+    pub fn remote_located(&self, remote: RemoteDriver) -> RemoteTaken {
+        let driver = remote.driver;
+        let id = driver.location.driver_id;
+        match self.remote.get_mut(&id) {
+            Some(mut last) => {
+                if remote.seq <= *last {
+                    return RemoteTaken::Stale;
+                }
+                *last = remote.seq;
+            }
+            None => {
+                if self.remote.len() >= MAX_REMOTE_DRIVERS {
+                    metrics::counter!(crate::metrics::CLUSTER_REMOTE_DRIVERS_REFUSED_TOTAL)
+                        .increment(1);
+                    return RemoteTaken::Full;
+                }
+                self.remote.insert(id, remote.seq);
+                metrics::gauge!(crate::metrics::CLUSTER_REMOTE_DRIVERS)
+                    .set(self.remote.len() as f64);
+            }
+        }
+        let entry = DriverEntry {
+            id,
+            at: driver.location.at(),
+            available: driver.available,
+            active_orders: driver.active_orders,
+        };
+        self.geo.remote(entry, driver.position);
+        if driver.position
+            && let Some(carried) = self.carried.get(&id)
+        {
+            for order in carried.values() {
+                order.publish(driver.location, Instant::now());
+            }
+        }
+        RemoteTaken::Taken
+    }
+
+    /// Cluster mode: a driver of another node went offline there.
+    pub fn remote_gone(&self, id: DriverId) {
+        if self.is_remote(id) {
+            self.geo.remote_gone(id);
+        }
+    }
+
+    /// Cluster mode: an order of another node this node's driver carries
+    /// (it counts in the driver's load); renewed by its owner every few
+    /// seconds, forgotten when not.
+    pub fn carry_elsewhere(&self, id: DriverId, order_id: OrderId) {
+        self.cast(id, DriverMessage::CarryElsewhere(order_id));
+    }
+
+    pub fn release_elsewhere(&self, id: DriverId, order_id: OrderId) {
+        self.cast(id, DriverMessage::ReleaseElsewhere(order_id));
+    }
+
+    /// Cluster mode: the orders of this node carried by drivers whose
+    /// socket is not here (or not known here), with where each order's
+    /// restaurant is, for their owner to announce again.
+    pub fn carried_elsewhere(&self) -> Vec<(DriverId, OrderId, LatLon)> {
+        self.carried
+            .iter()
+            .filter(|entry| !self.connected.contains_key(entry.key()))
+            .flat_map(|entry| {
+                let id = *entry.key();
+                entry
+                    .value()
+                    .iter()
+                    .map(|(order_id, carried)| (id, *order_id, carried.restaurant_at()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// What the driver supervisor starts each actor with.
@@ -182,6 +370,7 @@ impl Drivers {
             actor,
             driver_id,
             pauses: self.pauses.clone(),
+            connected: self.connected.clone(),
         })
     }
 
@@ -196,11 +385,12 @@ impl Drivers {
         let driver = self.open(driver_id).await?;
         if driver
             .actor
-            .cast(DriverMessage::AttachSession(outbox))
+            .cast(DriverMessage::AttachSession(outbox.clone()))
             .is_err()
         {
             return Err(DriverError::Unavailable);
         }
+        self.connected.insert(driver_id, outbox);
         Ok(driver)
     }
 
@@ -249,15 +439,40 @@ impl Drivers {
         .ok_or(DriverError::Unavailable)
     }
 
-    /// Pushes a frame to the driver's socket; false if it has none.
+    /// Pushes a frame to the driver's socket, on this node or (cluster
+    /// mode) on the node its positions come from; false if it has none.
     pub(crate) async fn push(&self, id: DriverId, frame: Frame) -> bool {
+        if self.push_here(id, frame.clone()).await {
+            return true;
+        }
+        match self.bus.get() {
+            Some(bus) if self.is_remote(id) => bus.push(id, frame).await,
+            _ => false,
+        }
+    }
+
+    /// Pushes a frame to the driver's socket on this node; false if it has
+    /// none here.
+    pub async fn push_here(&self, id: DriverId, frame: Frame) -> bool {
         self.ask(id, |reply| DriverMessage::Push(frame, Some(reply)))
             .await
             .unwrap_or(false)
     }
 
-    /// Queues a frame for the driver's socket, if it has one.
+    /// Queues a frame for the driver's socket, if it has one, here or on
+    /// its node.
     pub(crate) fn tell(&self, id: DriverId, frame: Frame) {
+        if let Some(bus) = self.bus.get()
+            && self.is_remote(id)
+            && !self.connected.contains_key(&id)
+        {
+            bus.tell(id, frame.clone());
+        }
+        self.tell_here(id, frame);
+    }
+
+    /// Queues a frame for the driver's socket on this node, if it has one.
+    pub fn tell_here(&self, id: DriverId, frame: Frame) {
         self.cast(id, DriverMessage::Push(frame, None));
     }
 
@@ -269,6 +484,22 @@ impl Drivers {
         feed: Arc<OrderFeed>,
     ) -> bool {
         let order_id = order.order_id();
+        if let Some(bus) = self.bus.get() {
+            // Its positions may come over the bus (its socket elsewhere, now
+            // or after a reconnection): they reach the order from here.
+            self.carried.entry(profile.id).or_default().insert(
+                order_id,
+                Carried {
+                    order: order.clone(),
+                    feed: feed.clone(),
+                },
+            );
+            // Not connected here: its node, if any, hears of it now (and
+            // again every few seconds, `carried_elsewhere`).
+            if !self.connected.contains_key(&profile.id) {
+                bus.carry(profile.id, order_id, feed.restaurant_at());
+            }
+        }
         match self.ensure(profile).await {
             Some(actor) => actor
                 .cast(DriverMessage::Carry {
@@ -282,8 +513,16 @@ impl Drivers {
     }
 
     /// The driver no longer carries this order (delivered, cancelled, unassigned).
-    pub(crate) fn release(&self, id: DriverId, order_id: crate::domain::model::OrderId) {
+    pub(crate) fn release(&self, id: DriverId, order_id: OrderId) {
         self.cast(id, DriverMessage::Release(order_id));
+        if let Some(bus) = self.bus.get() {
+            let carried = self.carried.remove_if_mut(&id, |_, orders| {
+                orders.remove(&order_id);
+                orders.is_empty()
+            });
+            drop(carried);
+            bus.release(id, order_id);
+        }
     }
 
     /// After the geo actor restarted: every driver gives it its entry again.
@@ -297,6 +536,9 @@ impl Drivers {
 impl PresenceListener for Drivers {
     fn went_stale(&self, driver_id: DriverId) {
         self.cast(driver_id, DriverMessage::WentStale);
+        if self.remote.remove(&driver_id).is_some() {
+            metrics::gauge!(crate::metrics::CLUSTER_REMOTE_DRIVERS).set(self.remote.len() as f64);
+        }
     }
 }
 
@@ -306,6 +548,7 @@ pub struct DriverHandle {
     actor: ActorRef<DriverMessage>,
     driver_id: DriverId,
     pauses: Pauses,
+    connected: Arc<DashMap<DriverId, Arc<Outbox>>>,
 }
 
 impl DriverHandle {
@@ -331,6 +574,8 @@ impl DriverHandle {
 
     /// The socket closed.
     pub(crate) fn detach(&self, session_id: SessionId) {
+        self.connected
+            .remove_if(&self.driver_id, |_, outbox| outbox.session_id == session_id);
         let _ = self.actor.cast(DriverMessage::DetachSession(session_id));
     }
 }

@@ -38,6 +38,8 @@ pub(crate) struct DriverSupervisorArguments {
     pub on_revived: Arc<OnRevived>,
     /// Who asked to be paused: a restarted actor keeps the setting.
     pub pauses: super::Pauses,
+    /// Cluster mode: where each driver mirrors its entry for other nodes.
+    pub bus: Arc<OnceLock<Arc<dyn super::DriverBus>>>,
 }
 
 pub(crate) struct DriverSupervisorState {
@@ -129,6 +131,7 @@ impl DriverSupervisorState {
             breadcrumbs: self.args.breadcrumbs.clone(),
             config: self.args.config.clone(),
             paused: self.args.pauses.get(driver_id),
+            bus: self.args.bus.get().cloned(),
         };
         match Actor::spawn_linked(None, DriverActor, args, myself.get_cell()).await {
             Ok((actor, _)) => {

@@ -150,6 +150,11 @@ impl OrderFeed {
             .retain(|_, outbox| outbox.push(frame.clone()));
     }
 
+    /// Where the order's restaurant is (which region the order is of).
+    pub fn restaurant_at(&self) -> LatLon {
+        self.restaurant
+    }
+
     /// The driver whose positions count, while one carries the order.
     pub fn driver_id(&self) -> Option<DriverId> {
         self.lock().trip.map(|trip| trip.driver_id)

@@ -1,0 +1,250 @@
+//! Cluster mode, drivers connected to any node: real `dispatchd` nodes on
+//! one fresh Postgres database and one fresh bucket per test (the helpers
+//! of `cluster.rs`). A driver's socket stays on the node it reached; the
+//! owner of its region dispatches to it over NATS.
+
+use crate::cluster::{TestCluster, cluster_available, north_of, three_nodes};
+use crate::helpers::*;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+/// Whether `app`'s geo index lists the driver near `at` now.
+async fn indexed(app: &TestApp, admin: &str, driver_id: i64, at: (f64, f64)) -> bool {
+    let body = app
+        .get(
+            &format!(
+                "/api/drivers/nearby?lat={}&lon={}&radiusKm=2&limit=500",
+                at.0, at.1
+            ),
+            Some(admin),
+        )
+        .await
+        .expect(200);
+    body["drivers"]
+        .as_array()
+        .expect("drivers")
+        .iter()
+        .any(|d| d["id"] == driver_id)
+}
+
+/// Waits until `app`'s index says `present` of the driver; false after `within`.
+async fn until_indexed(
+    app: &TestApp,
+    admin: &str,
+    driver_id: i64,
+    at: (f64, f64),
+    present: bool,
+    within: Duration,
+) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        if indexed(app, admin, driver_id, at).await == present {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Three nodes, B holding restaurant 1's region; a driver online on A
+/// near restaurant 1, seen in B's index.
+async fn driver_on_a_seen_by_b(cluster: &TestCluster) -> (TestApp, TestApp, TestApp, TestDriver) {
+    let (b, a, c, admin) = three_nodes(cluster).await;
+    let near = north_of(RESTAURANT_1_AT, 0.3);
+    let driver = TestDriver::online(&a, "driver1", near).await;
+    assert!(
+        until_indexed(&b, &admin, driver.id, near, true, Duration::from_secs(5)).await,
+        "the driver on A never reached the owner's index"
+    );
+    (b, a, c, driver)
+}
+
+#[tokio::test]
+async fn a_driver_on_a_node_that_does_not_own_the_region_is_offered_its_order_accepts_there_and_is_watched_from_a_third()
+ {
+    if !cluster_available().await {
+        return;
+    }
+    let cluster = TestCluster::new(3000)
+        .await
+        .with("DISPATCH__DISPATCH__ROUND_INTERVAL_MS", "200");
+    let (b, a, c, mut driver) = driver_on_a_seen_by_b(&cluster).await;
+    assert_eq!(b.metric("dispatch_cluster_remote_drivers").await, 1.0);
+    assert!(
+        a.metric("dispatch_cluster_geo_messages_total{direction=\"out\",kind=\"position\"}")
+            .await
+            >= 1.0
+    );
+    let customer = c.token("customer1").await;
+    let staff = b.token("restaurant1").await;
+    let id = c
+        .create_with_key(&customer, "driver-elsewhere", 1)
+        .await
+        .expect(201)["order"]["id"]
+        .as_i64()
+        .expect("id");
+    let mut watcher = WsClient::connect(&c, &customer).await;
+    watcher
+        .send(json!({ "type": "subscribe", "orderId": id }))
+        .await;
+    watcher.next_of("snapshot", 5).await;
+
+    // Confirmed on B: B's dispatcher offers it to the driver on A, whose
+    // socket gets the offer; the accept on A's socket goes back to B.
+    b.act(&staff, id, "confirm").await.expect(200);
+    let offer = driver.answer_offer(true, 10).await;
+    assert_eq!(offer["orderId"], id, "{offer}");
+    assert_eq!(
+        driver.ws.next_of("offer_result", 5).await["result"],
+        "assigned"
+    );
+    let body = a
+        .get(&format!("/api/orders/{id}"), Some(&customer))
+        .await
+        .expect(200);
+    assert_eq!(body["order"]["driverId"], driver.id, "{body}");
+    // As on one node, the driver's own socket follows the order it carries
+    // (through the bus: A does not run it).
+    let snapshot = driver.ws.next_of("snapshot", 5).await;
+    assert_eq!(snapshot["orderId"], id, "{snapshot}");
+    assert_eq!(snapshot["order"]["driverId"], driver.id, "{snapshot}");
+    b.act(&staff, id, "start_preparing").await.expect(200);
+    driver.ws.next_status("PREPARING", 5).await;
+    watcher.next_status("PREPARING", 5).await;
+    assert!(
+        a.metric("dispatch_cluster_driver_commands_total{kind=\"offer\",result=\"delivered\"}")
+            .await
+            >= 1.0
+    );
+
+    // The driver moves, on A: its positions reach the watcher on C.
+    let steps = 4;
+    for step in 1..=steps {
+        driver
+            .move_to(north_of(RESTAURANT_1_AT, 0.3 - 0.05 * step as f64))
+            .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut lats = Vec::new();
+    while let Some(m) = watcher.next_within(Duration::from_millis(1500)).await {
+        if m["type"] == "driver_location" {
+            assert_eq!(m["location"]["driverId"], driver.id, "{m}");
+            // The owner computed it, as on one node.
+            assert!(m["eta"].is_object(), "{m}");
+            lats.push(m["location"]["lat"].as_f64().unwrap_or_default());
+        }
+    }
+    let last = north_of(RESTAURANT_1_AT, 0.3 - 0.05 * steps as f64).0;
+    assert!(lats.len() >= 2, "positions heard on C: {lats:?}");
+    assert!(
+        lats.last().is_some_and(|lat| (lat - last).abs() < 1e-9),
+        "{lats:?}"
+    );
+    cluster.drop_bucket().await;
+}
+
+#[tokio::test]
+async fn a_decline_on_the_drivers_node_excludes_it_from_the_order_on_the_owner() {
+    if !cluster_available().await {
+        return;
+    }
+    let cluster = TestCluster::new(3000)
+        .await
+        .with("DISPATCH__DISPATCH__ROUND_INTERVAL_MS", "200");
+    let (b, a, _c, mut driver) = driver_on_a_seen_by_b(&cluster).await;
+    let customer = b.token("customer1").await;
+    let staff = b.token("restaurant1").await;
+    let id = b
+        .create_with_key(&customer, "declined-elsewhere", 1)
+        .await
+        .expect(201)["order"]["id"]
+        .as_i64()
+        .expect("id");
+    b.act(&staff, id, "confirm").await.expect(200);
+    let offer = driver.ws.next_of("offer", 10).await;
+    assert_eq!(offer["orderId"], id, "{offer}");
+    let offer_id = offer["offerId"].as_i64().expect("offerId");
+
+    // Declined over REST on A: the owner's answer, as on one node.
+    let declined = a
+        .post(
+            &format!("/api/offers/{offer_id}/decline"),
+            Some(&driver.token),
+            json!({}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(declined["ok"], true, "{declined}");
+    assert_eq!(
+        driver.ws.next_of("offer_result", 5).await["result"],
+        "declined"
+    );
+    // Declined already: the owner no longer knows the offer.
+    a.post(
+        &format!("/api/offers/{offer_id}/decline"),
+        Some(&driver.token),
+        json!({}),
+    )
+    .await
+    .expect_error(404, "NOT_FOUND");
+    // The driver stays online and available, but is never offered the
+    // order again.
+    let mut offered_again = false;
+    let until = Instant::now() + Duration::from_millis(2500);
+    while Instant::now() < until {
+        driver.move_to(north_of(RESTAURANT_1_AT, 0.3)).await;
+        if let Some(m) = driver.ws.next_within(Duration::from_millis(400)).await
+            && m["type"] == "offer"
+        {
+            offered_again = true;
+        }
+    }
+    assert!(!offered_again, "offered the declined order again");
+    let body = b
+        .get(&format!("/api/orders/{id}"), Some(&customer))
+        .await
+        .expect(200);
+    assert!(body["order"]["driverId"].is_null(), "{body}");
+    cluster.drop_bucket().await;
+}
+
+#[tokio::test]
+async fn a_driver_on_another_node_whose_positions_stop_leaves_the_owners_index_and_is_offered_nothing()
+ {
+    if !cluster_available().await {
+        return;
+    }
+    let cluster = TestCluster::new(3000)
+        .await
+        .with("DISPATCH__DISPATCH__ROUND_INTERVAL_MS", "200")
+        .with("DISPATCH__PRESENCE__TTL_SECS", "2");
+    let (b, _a, _c, mut driver) = driver_on_a_seen_by_b(&cluster).await;
+    let admin = b.token("admin").await;
+    let near = north_of(RESTAURANT_1_AT, 0.3);
+    // No more positions (the socket stays open): gone from B's index.
+    assert!(
+        until_indexed(&b, &admin, driver.id, near, false, Duration::from_secs(8)).await,
+        "the silent driver of A is still in B's index"
+    );
+    assert_eq!(b.metric("dispatch_cluster_remote_drivers").await, 0.0);
+    let customer = b.token("customer1").await;
+    let staff = b.token("restaurant1").await;
+    let id = b
+        .create_with_key(&customer, "silent-driver", 1)
+        .await
+        .expect(201)["order"]["id"]
+        .as_i64()
+        .expect("id");
+    b.act(&staff, id, "confirm").await.expect(200);
+    let mut offered = None;
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        if let Some(m) = driver.ws.next_within(Duration::from_millis(500)).await
+            && m["type"] == "offer"
+        {
+            offered = Some(m);
+        }
+    }
+    assert!(offered.is_none(), "a silent driver was offered {offered:?}");
+    cluster.drop_bucket().await;
+}
