@@ -71,6 +71,14 @@ const MAX_CELLS: usize = 441;
 /// How long a driver's targets (which nodes to publish to) are reused
 /// while it stays in its cell.
 const TARGETS_FOR: Duration = Duration::from_millis(1000);
+/// At most one position a driver's node sends other nodes' geo indexes in
+/// this long, while the driver carries none of their orders: their
+/// dispatch rounds (`dispatch.round_interval_ms`, 1 s) read the index no
+/// more often, and a driver at 10 Hz would otherwise send each owner
+/// around it ten messages a second. A driver carrying another node's
+/// order sends every position (its watchers see each one), and a change
+/// of availability or of the nodes it reaches goes at once.
+const GEO_POSITION_EVERY: Duration = Duration::from_millis(1000);
 /// Profiles of remote drivers read from the store at once.
 const LOADING_AT_ONCE: usize = 256;
 
@@ -420,8 +428,28 @@ impl DriverLink {
         if targets.is_empty() {
             return;
         }
+        let carries_theirs = publisher
+            .targets
+            .get(&id)
+            .is_some_and(|targets| !targets.carried.is_empty());
+        if driver.position
+            && !carries_theirs
+            && last == targets
+            && publisher
+                .position_sent_at
+                .get(&id)
+                .is_some_and(|at| at.elapsed() < GEO_POSITION_EVERY)
+        {
+            publisher.published.insert(id, last);
+            metrics::counter!(m::CLUSTER_GEO_MESSAGES_TOTAL, "direction" => "skipped", "kind" => "position")
+                .increment(1);
+            return;
+        }
         if !self.link(id).await {
             return;
+        }
+        if driver.position {
+            publisher.position_sent_at.insert(id, Instant::now());
         }
         let kind = if driver.position {
             KIND_POSITION
@@ -435,6 +463,7 @@ impl DriverLink {
 
     async fn publish_gone(&self, publisher: &mut Publisher, driver_id: DriverId) {
         publisher.targets.remove(&driver_id);
+        publisher.position_sent_at.remove(&driver_id);
         let Some(last) = publisher.published.remove(&driver_id) else {
             return;
         };
@@ -782,6 +811,8 @@ struct Publisher {
     targets: HashMap<DriverId, Targets>,
     /// Where each driver's entry went last (node, and region subject).
     published: HashMap<DriverId, Vec<(String, Region)>>,
+    /// When each driver's last position went out (see [`GEO_POSITION_EVERY`]).
+    position_sent_at: HashMap<DriverId, Instant>,
 }
 
 struct Targets {
@@ -810,6 +841,8 @@ impl Publisher {
         // with their cache entry after a while.
         self.targets
             .retain(|_, targets| targets.at.elapsed() < TARGETS_FOR * 60);
+        self.position_sent_at
+            .retain(|_, at| at.elapsed() < TARGETS_FOR * 60);
     }
 }
 

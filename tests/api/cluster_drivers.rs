@@ -134,12 +134,19 @@ async fn a_driver_on_a_node_that_does_not_own_the_region_is_offered_its_order_ac
             lats.push(m["location"]["lat"].as_f64().unwrap_or_default());
         }
     }
-    let last = north_of(RESTAURANT_1_AT, 0.3 - 0.05 * steps as f64).0;
-    assert!(lats.len() >= 2, "positions heard on C: {lats:?}");
+    // Every one of them: a driver carrying another node's order is not
+    // held to one position a second, as the geo index alone would be.
+    let expected: Vec<f64> = (1..=steps)
+        .map(|step| north_of(RESTAURANT_1_AT, 0.3 - 0.05 * step as f64).0)
+        .collect();
     assert!(
-        lats.last().is_some_and(|lat| (lat - last).abs() < 1e-9),
-        "{lats:?}"
+        lats.len() >= expected.len(),
+        "positions heard on C: {lats:?}"
     );
+    let tail = &lats[lats.len() - expected.len()..];
+    for (got, want) in tail.iter().zip(&expected) {
+        assert!((got - want).abs() < 1e-9, "{lats:?} vs {expected:?}");
+    }
     cluster.drop_bucket().await;
 }
 
@@ -246,5 +253,41 @@ async fn a_driver_on_another_node_whose_positions_stop_leaves_the_owners_index_a
         }
     }
     assert!(offered.is_none(), "a silent driver was offered {offered:?}");
+    cluster.drop_bucket().await;
+}
+
+#[tokio::test]
+async fn a_driver_carrying_nothing_of_another_node_sends_it_at_most_one_position_a_second() {
+    if !cluster_available().await {
+        return;
+    }
+    let cluster = TestCluster::new(3000).await;
+    let (_b, a, _c, mut driver) = driver_on_a_seen_by_b(&cluster).await;
+    let sent = "dispatch_cluster_geo_messages_total{direction=\"out\",kind=\"position\"}";
+    let skipped = "dispatch_cluster_geo_messages_total{direction=\"skipped\",kind=\"position\"}";
+    // Past the first position's second, so the window starts clean.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let sent_before = a.metric(sent).await;
+    let skipped_before = a.metric(skipped).await;
+    // Ten positions in about a second (10 Hz), none of another node's orders carried.
+    let started = Instant::now();
+    for step in 1..=10 {
+        driver
+            .move_to(north_of(RESTAURANT_1_AT, 0.3 - 0.01 * step as f64))
+            .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let seconds = started.elapsed().as_secs_f64().ceil();
+    let sent_now = a.metric(sent).await - sent_before;
+    let skipped_now = a.metric(skipped).await - skipped_before;
+    // One message per owning node it reaches (B, and C if C's regions are
+    // within the margin) per second at most; the rest skipped.
+    assert!(sent_now >= 1.0, "no position went out at all");
+    assert!(
+        sent_now <= 2.0 * (seconds + 1.0),
+        "{sent_now} positions sent in {seconds} s for 10 moves"
+    );
+    assert!(skipped_now >= 5.0, "{skipped_now} skipped of 10");
     cluster.drop_bucket().await;
 }
