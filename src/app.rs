@@ -159,6 +159,8 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
                 .publish_to(Arc::new(crate::cluster::watch::NatsOrderBus::start(
                     client.clone(),
                     cluster.bucket(),
+                    settings.cluster.max_watched_orders,
+                    Duration::from_millis(settings.cluster.watch_timeout_ms),
                 )));
             crate::cluster::follow_regions(
                 &cluster,

@@ -60,6 +60,8 @@ pub const CLUSTER_WATCHED_ORDERS: &str = "dispatch_cluster_watched_orders";
 pub const CLUSTER_REMOTE_WATCHERS: &str = "dispatch_cluster_remote_watchers";
 pub const CLUSTER_ORDER_SUBSCRIPTIONS_TOTAL: &str = "dispatch_cluster_order_subscriptions_total";
 pub const CLUSTER_FANOUT_LATENCY_SECONDS: &str = "dispatch_cluster_fanout_latency_seconds";
+pub const CLUSTER_WATCHERS_MOVED_TOTAL: &str = "dispatch_cluster_watchers_moved_total";
+pub const CLUSTER_ORDERS_READ_TOTAL: &str = "dispatch_cluster_orders_read_total";
 pub const ARRIVAL_EVENTS_TOTAL: &str = "dispatch_arrival_events_total";
 pub const ARRIVAL_REPEATS_SKIPPED_TOTAL: &str = "dispatch_arrival_repeats_skipped_total";
 pub const ZONE_CROSSINGS_TOTAL: &str = "dispatch_zone_crossings_total";
@@ -389,6 +391,14 @@ pub fn describe_realtime() {
         CLUSTER_FANOUT_LATENCY_SECONDS,
         Unit::Seconds,
         "Cluster mode: from an order frame published on the owner's (or driver's) node to its fan-out into this node's outboxes, on the publisher's wall clock, by kind."
+    );
+    describe_counter!(
+        CLUSTER_WATCHERS_MOVED_TOTAL,
+        "Cluster mode: sessions watching an order moved when its region changed hands, to the bus (this node stopped running it) or to its local feed (this node started running it)."
+    );
+    describe_counter!(
+        CLUSTER_ORDERS_READ_TOTAL,
+        "Cluster mode: non-terminal orders read from the store to load the regions this node claimed (only those regions' restaurants)."
     );
     describe_counter!(
         CLUSTER_BUS_MESSAGES_TOTAL,

@@ -16,7 +16,10 @@
 //!   that must not be dropped, positions coalesced per order (drop-oldest),
 //!   exactly as the local path does.
 //!
-//! Bounded: at most [`MAX_WATCHED_ORDERS`] subscriptions per node; each
+//! Bounded: at most `cluster.max_watched_orders` subscriptions per node
+//! (10,000 by default; one more subscribe is refused with RATE_LIMITED),
+//! each held by the server within `cluster.watch_timeout_ms` (5 s) or
+//! refused with ENGINE_UNAVAILABLE; each
 //! subscription's own buffer is async-nats' (bounded; a slow consumer
 //! loses messages there); at most [`MAX_HELD`] frames (one position, the
 //! newest) are held for a watcher until its snapshot is queued, a window
@@ -34,9 +37,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// Orders of other nodes one node may be subscribed to at once; a
-/// subscribe past it is refused with RATE_LIMITED.
-pub const MAX_WATCHED_ORDERS: usize = 10_000;
 /// Frames held for a watcher between its subscription and its snapshot
 /// (a few milliseconds: one store read). Past it the oldest go.
 const MAX_HELD: usize = 64;
@@ -54,9 +54,6 @@ fn admits(kind: BusFrame, free: usize) -> bool {
         BusFrame::Location => free > KEPT_FOR_UPDATES,
     }
 }
-/// How long a subscription to an order's subject may take (NATS away:
-/// the subscribe is answered ENGINE_UNAVAILABLE rather than left waiting).
-const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Header: what the frame is (`update` or `location`).
 const KIND: &str = "Dispatch-Kind";
 /// Header: the publisher's wall clock, in Unix milliseconds, when the
@@ -74,6 +71,10 @@ struct Shared {
     bucket: String,
     outgoing: mpsc::Sender<(OrderId, BusFrame, Frame, i64)>,
     watched: Mutex<HashMap<OrderId, Watched>>,
+    /// At most this many orders subscribed to at once.
+    max_watched: usize,
+    /// How long a subscription may take to be held by the server.
+    watch_timeout: Duration,
     /// Makes one subscription at a time, so two sessions watching the
     /// same order at once end with one subscription.
     subscribing: tokio::sync::Mutex<()>,
@@ -143,8 +144,15 @@ pub fn subject(bucket: &str, order_id: OrderId) -> String {
 }
 
 impl NatsOrderBus {
-    /// The bus on `client`, with its publisher task.
-    pub fn start(client: async_nats::Client, bucket: &str) -> NatsOrderBus {
+    /// The bus on `client`, with its publisher task: following at most
+    /// `max_watched` orders at once, each subscription held by the server
+    /// within `watch_timeout` or refused.
+    pub fn start(
+        client: async_nats::Client,
+        bucket: &str,
+        max_watched: usize,
+        watch_timeout: Duration,
+    ) -> NatsOrderBus {
         let (outgoing, queued) = mpsc::channel(PUBLISH_QUEUE);
         let bus = NatsOrderBus {
             shared: Arc::new(Shared {
@@ -152,6 +160,8 @@ impl NatsOrderBus {
                 bucket: bucket.to_string(),
                 outgoing,
                 watched: Mutex::default(),
+                max_watched,
+                watch_timeout,
                 subscribing: tokio::sync::Mutex::new(()),
             }),
         };
@@ -265,17 +275,17 @@ impl OrderBus for NatsOrderBus {
                     gauges(&watched);
                     return Ok(());
                 }
-                if watched.len() >= MAX_WATCHED_ORDERS {
+                if watched.len() >= bus.shared.max_watched {
                     metrics::counter!(m::CLUSTER_ORDER_SUBSCRIPTIONS_TOTAL, "op" => "refused_full")
                         .increment(1);
-                    return Err(WatchRefused::Full(MAX_WATCHED_ORDERS));
+                    return Err(WatchRefused::Full(bus.shared.max_watched));
                 }
             }
             let client = &bus.shared.client;
             // The flush makes the server hold the subscription before the
             // caller reads the snapshot: no frame published after that
             // read can pass this node by.
-            let subscribed = tokio::time::timeout(SUBSCRIBE_TIMEOUT, async {
+            let subscribed = tokio::time::timeout(bus.shared.watch_timeout, async {
                 let subscriber = client
                     .subscribe(subject(&bus.shared.bucket, order_id))
                     .await
@@ -341,6 +351,22 @@ impl OrderBus for NatsOrderBus {
                 .increment(1);
         }
         gauges(&watched);
+    }
+
+    fn take_watchers(&self, order_id: OrderId) -> Vec<Arc<Outbox>> {
+        let mut watched = lock(&self.shared.watched);
+        let Some(order) = watched.remove(&order_id) else {
+            return Vec::new();
+        };
+        order.task.abort();
+        metrics::counter!(m::CLUSTER_ORDER_SUBSCRIPTIONS_TOTAL, "op" => "unsubscribe").increment(1);
+        gauges(&watched);
+        order
+            .sessions
+            .into_values()
+            .map(|watcher| watcher.outbox().clone())
+            .filter(|outbox| !outbox.is_closed())
+            .collect()
     }
 }
 

@@ -12,7 +12,6 @@ use crate::domain::model::*;
 use crate::engine::dispatcher::DispatchHandle;
 use crate::engine::driver::DriverHandle;
 use crate::engine::feeds::{OpsFeed, RestaurantFeeds};
-use crate::engine::order::bus::{OrderBus, WatchRefused};
 use crate::engine::order::{Orders, SubscribeRefused};
 use crate::engine::outbox::{CloseReason, Outbox};
 use crate::metrics as m;
@@ -238,9 +237,13 @@ impl SessionState {
                         {
                             match engine.orders.bus() {
                                 Some(bus) => {
-                                    match watch_remote(&engine, bus, order_id, &outbox).await {
-                                        Ok(()) => return,
-                                        Err((code, message)) => {
+                                    let failed = engine
+                                        .orders
+                                        .follow_remote(bus, order_id, vec![outbox.clone()], false)
+                                        .await;
+                                    match failed.into_iter().next() {
+                                        None => return,
+                                        Some((_, (code, message))) => {
                                             wire::error_frame(code, &message, reference)
                                         }
                                     }
@@ -320,45 +323,6 @@ impl SessionState {
             forward_location(&driver, &input, reference, received_at, &self.outbox);
         }
     }
-}
-
-/// Cluster mode: watches a live order another node runs. The bus
-/// subscription is made first, then the order is read from the store (the
-/// record every node shares), so the snapshot shows every change committed
-/// before the first frame this node can hear; frames heard meanwhile are
-/// held and follow the snapshot. The error frame's code and message if not.
-async fn watch_remote(
-    engine: &SessionWiring,
-    bus: Arc<dyn OrderBus>,
-    order_id: OrderId,
-    outbox: &Arc<Outbox>,
-) -> Result<(), (&'static str, String)> {
-    let refused = |error: WatchRefused| match error {
-        WatchRefused::Full(_) => ("RATE_LIMITED", error.to_string()),
-        WatchRefused::Unavailable(_) => ("ENGINE_UNAVAILABLE", error.to_string()),
-    };
-    bus.watch(order_id, outbox.clone()).await.map_err(refused)?;
-    let order = match engine.store.order(order_id).await {
-        Ok(Some(order)) => order,
-        Ok(None) | Err(_) => {
-            bus.unwatch(order_id, outbox.session_id);
-            return Err(("STORE_UNAVAILABLE", "the store is unavailable".to_string()));
-        }
-    };
-    let driver = match order.driver_id {
-        Some(id) => engine.store.driver(id).await.ok().flatten(),
-        None => None,
-    };
-    let snapshot = ServerMessage::Snapshot {
-        order_id,
-        order: &order,
-        driver: driver.as_ref(),
-        driver_location: None,
-        eta: None,
-    }
-    .encode();
-    bus.ready(order_id, outbox.session_id, snapshot, order.version);
-    Ok(())
 }
 
 /// Validates a driver's position and hands it to the driver's actor, or

@@ -64,6 +64,10 @@ pub(crate) enum OrderMessage {
     /// leaves dispatch, its driver lets it go, and the actor stops; the
     /// new owner loads it from the store.
     Release,
+    /// Cluster mode: sessions that followed this order over the bus while
+    /// another node ran it; each joins the feed with a snapshot, unless it
+    /// unsubscribed meanwhile (it left the handoff set).
+    AdoptWatchers(Vec<Arc<Outbox>>, super::Handoff),
     /// Assign the driver who accepted an offer.
     Assign {
         driver: Driver,
@@ -208,6 +212,14 @@ impl Actor for OrderActor {
                 );
                 state.listener.order_released(&state.order);
                 myself.stop(Some("region released".into()));
+            }
+            OrderMessage::AdoptWatchers(outboxes, handoff) => {
+                let mut moving = super::lock_handoff(&handoff);
+                for outbox in outboxes {
+                    if moving.remove(&(state.order.id, outbox.session_id)) {
+                        state.subscribe(outbox);
+                    }
+                }
             }
             OrderMessage::Reannounce(audience) => {
                 let concerned = match audience {
