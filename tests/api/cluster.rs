@@ -1071,8 +1071,15 @@ async fn a_watcher_keeps_following_orders_whose_region_its_node_hands_to_a_joini
         let mut body = order_body(restaurant, item, 1);
         body["deliveryAddress"]["lat"] = serde_json::json!(at.0 + 0.001);
         body["deliveryAddress"]["lon"] = serde_json::json!(at.1);
-        let placed = a.post("/api/orders", Some(&customer), body).await.expect(201);
-        orders.push((region, restaurant, placed["order"]["id"].as_i64().expect("id")));
+        let placed = a
+            .post("/api/orders", Some(&customer), body)
+            .await
+            .expect(201);
+        orders.push((
+            region,
+            restaurant,
+            placed["order"]["id"].as_i64().expect("id"),
+        ));
     }
     assert!(orders.len() >= 2, "the test needs two regions: {orders:?}");
     let mut watcher = WsClient::connect(&a, &customer).await;
@@ -1211,7 +1218,11 @@ async fn a_node_follows_at_most_max_watched_orders_of_other_nodes_and_an_unsubsc
     let customer = a.token("customer1").await;
     let mut ids = Vec::new();
     for _ in 0..3 {
-        ids.push(owner.place_order(&customer).await["id"].as_i64().expect("id"));
+        ids.push(
+            owner.place_order(&customer).await["id"]
+                .as_i64()
+                .expect("id"),
+        );
     }
     let mut ws = WsClient::connect(other, &customer).await;
     for id in &ids[..2] {
@@ -1266,10 +1277,8 @@ impl OwnNats {
             .local_addr()
             .ok()?
             .port();
-        let dir = std::env::temp_dir().join(format!(
-            "dispatchd-nats-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("dispatchd-nats-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).ok()?;
         let child = Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
@@ -1281,7 +1290,10 @@ impl OwnNats {
             .ok()?;
         let nats = OwnNats { child, port, dir };
         for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
                 return Some(nats);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1346,7 +1358,10 @@ async fn a_subscribe_to_an_order_of_another_node_while_nats_is_away_answers_engi
         .await;
     let answer = ws.next(10).await;
     let took = asked.elapsed();
-    eprintln!("subscribe with NATS away answered in {} ms", took.as_millis());
+    eprintln!(
+        "subscribe with NATS away answered in {} ms",
+        took.as_millis()
+    );
     assert_eq!(answer["type"], "error", "{answer}");
     assert_eq!(answer["code"], "ENGINE_UNAVAILABLE", "{answer}");
     assert_eq!(answer["ref"], 9, "{answer}");

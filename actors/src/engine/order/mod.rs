@@ -421,9 +421,7 @@ impl Orders {
         }
         metrics::counter!(crate::metrics::CLUSTER_WATCHERS_MOVED_TOTAL, "to" => "local")
             .increment(outboxes.len() as u64);
-        entry
-            .order
-            .adopt_watchers(outboxes, self.handoff.clone());
+        entry.order.adopt_watchers(outboxes, self.handoff.clone());
     }
 
     /// What the order supervisor is started with.
