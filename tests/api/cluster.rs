@@ -1106,33 +1106,30 @@ async fn a_watcher_keeps_following_orders_whose_region_its_node_hands_to_a_joini
         || a.metric("dispatch_order_actors").await != (orders.len() - moved.len()) as f64
     {
         assert!(
-            started.elapsed() < Duration::from_secs(5),
+            started.elapsed() < Duration::from_secs(10),
             "orders {moved:?} not handed to B"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Loading B's regions read their orders only, not A's.
-    assert_eq!(
-        b.metric("dispatch_cluster_orders_read_total").await,
-        moved.len() as f64
-    );
-    assert_eq!(
-        b.metric("dispatch_cluster_orders_loaded_total").await,
-        moved.len() as f64
-    );
+    // Loading B's regions read their orders only, not A's: every order it
+    // read, it started (reading all of them would read A's too).
+    let read = b.metric("dispatch_cluster_orders_read_total").await;
+    let loaded = b.metric("dispatch_cluster_orders_loaded_total").await;
+    assert_eq!(read, loaded, "B read {read} orders to load {loaded}");
+    assert!(loaded >= moved.len() as f64, "{loaded}");
     // A's watcher follows the moved orders over the bus now.
     let started = Instant::now();
     while a.metric("dispatch_cluster_watched_orders").await != moved.len() as f64 {
         assert!(
-            started.elapsed() < Duration::from_secs(5),
+            started.elapsed() < Duration::from_secs(10),
             "A does not follow {moved:?} over the bus"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(
+    assert!(
         a.metric("dispatch_cluster_watchers_moved_total{to=\"bus\"}")
-            .await,
-        moved.len() as f64
+            .await
+            >= moved.len() as f64
     );
     // Each is confirmed by its staff through B, the new owner: the watcher
     // on A hears every one of them, without subscribing again.
@@ -1141,7 +1138,7 @@ async fn a_watcher_keeps_following_orders_whose_region_its_node_hands_to_a_joini
         b.act(&staff, *id, "confirm").await.expect(200);
     }
     let ids: Vec<i64> = moved.iter().map(|(_, id)| *id).collect();
-    statuses_for(&mut watcher, &ids, "CONFIRMED", 5).await;
+    statuses_for(&mut watcher, &ids, "CONFIRMED", 10).await;
     cluster.drop_bucket().await;
 }
 

@@ -40,6 +40,14 @@ fn lock_handoff(handoff: &Handoff) -> std::sync::MutexGuard<'_, HashSet<(OrderId
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Cluster mode: what a released order actor does with its watchers as
+/// it stops: takes them off its feed (recording each in `handoff`, under
+/// its lock) and hands them to `follow`, which subscribes them on the bus.
+pub(crate) struct ReleasedWatchers {
+    pub handoff: Handoff,
+    pub follow: Box<dyn FnOnce(Vec<Arc<Outbox>>) + Send>,
+}
+
 /// Why a watcher could not follow an order over the bus: the error
 /// frame's code and message.
 pub type FollowRefused = (&'static str, String);
@@ -287,38 +295,33 @@ impl Orders {
             .collect();
         for entry in &unserved {
             let order_id = entry.order.order_id;
-            if let Some(bus) = self.bus.get() {
-                // Taken before the actor stops: a change it still commits
-                // reaches the bus, and the snapshot, read after the
-                // subscription, shows every change committed before it.
-                let moved = {
-                    let mut moving = lock_handoff(&self.handoff);
-                    let outboxes = entry.feed.take_watchers();
-                    for outbox in &outboxes {
-                        moving.insert((order_id, outbox.session_id));
-                    }
-                    outboxes
-                };
-                if !moved.is_empty() {
-                    metrics::counter!(crate::metrics::CLUSTER_WATCHERS_MOVED_TOTAL, "to" => "bus")
-                        .increment(moved.len() as u64);
-                    let orders = self.clone();
-                    let bus = bus.clone();
-                    tokio::spawn(async move {
-                        let failed = orders.follow_remote(bus, order_id, moved, true).await;
-                        for (outbox, (code, message)) in failed {
-                            outbox.push(crate::wire::error_frame(
-                                code,
-                                &format!(
-                                    "order {order_id} went to another node and cannot be followed from here: {message}; subscribe again"
-                                ),
-                                None,
-                            ));
-                        }
-                    });
+            // Taken by the actor as it stops, after every message before
+            // it (a subscription just made included): a subscribe after
+            // that finds no actor and follows the order over the bus.
+            let watchers = self.bus.get().map(|bus| {
+                let orders = self.clone();
+                let bus = bus.clone();
+                ReleasedWatchers {
+                    handoff: self.handoff.clone(),
+                    follow: Box::new(move |moved: Vec<Arc<Outbox>>| {
+                        metrics::counter!(crate::metrics::CLUSTER_WATCHERS_MOVED_TOTAL, "to" => "bus")
+                            .increment(moved.len() as u64);
+                        tokio::spawn(async move {
+                            let failed = orders.follow_remote(bus, order_id, moved, true).await;
+                            for (outbox, (code, message)) in failed {
+                                outbox.push(crate::wire::error_frame(
+                                    code,
+                                    &format!(
+                                        "order {order_id} went to another node and cannot be followed from here: {message}; subscribe again"
+                                    ),
+                                    None,
+                                ));
+                            }
+                        });
+                    }),
                 }
-            }
-            let _ = entry.order.actor.cast(OrderMessage::Release);
+            });
+            let _ = entry.order.actor.cast(OrderMessage::Release(watchers));
         }
         unserved.len()
     }
