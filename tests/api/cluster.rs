@@ -1376,3 +1376,48 @@ async fn a_subscribe_to_an_order_of_another_node_while_nats_is_away_answers_engi
     );
     assert_eq!(a.metric("dispatch_cluster_watched_orders").await, 0.0);
 }
+
+#[tokio::test]
+async fn an_unsubscribe_right_after_a_subscribe_to_an_order_of_another_node_leaves_no_subscription()
+{
+    if !cluster_available().await {
+        return;
+    }
+    let cluster = TestCluster::new(3000).await;
+    let a = cluster.node(true).await;
+    let b = cluster.node(false).await;
+    let admin = a.token("admin").await;
+    settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
+    let (owner, other) = holder_of([&a, &b], &admin, &restaurant_1_region()).await;
+    let customer = a.token("customer1").await;
+    let staff = a.token("restaurant1").await;
+    let id = owner.place_order(&customer).await["id"]
+        .as_i64()
+        .expect("id");
+    // In one write: the unsubscribe reaches the session while its
+    // subscribe is still being answered off it (store read, bus).
+    let mut ws = WsClient::connect(other, &customer).await;
+    {
+        use futures::SinkExt;
+        use tokio_tungstenite::tungstenite::Message;
+        for kind in ["subscribe", "unsubscribe"] {
+            let text = serde_json::json!({ "type": kind, "orderId": id }).to_string();
+            ws.socket
+                .feed(Message::Text(text.into()))
+                .await
+                .expect("feed");
+        }
+        ws.socket.flush().await.expect("flush");
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(other.metric("dispatch_cluster_watched_orders").await, 0.0);
+    assert_eq!(other.metric("dispatch_cluster_remote_watchers").await, 0.0);
+    owner.act(&staff, id, "confirm").await.expect(200);
+    while let Some(frame) = ws.next_within(Duration::from_millis(700)).await {
+        assert_ne!(
+            frame["type"], "order_update",
+            "heard after unsubscribing: {frame}"
+        );
+    }
+    cluster.drop_bucket().await;
+}

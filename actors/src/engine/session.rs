@@ -218,6 +218,9 @@ impl SessionState {
                 // Cluster mode: or run by another node, and watched through
                 // the bus; remembered so that leaving unwatches it there.
                 self.orders.insert(order_id);
+                self.engine
+                    .orders
+                    .expect_follow(order_id, self.outbox.session_id);
                 let engine = self.engine.clone();
                 let caller = self.caller;
                 let outbox = self.outbox.clone();
@@ -239,7 +242,7 @@ impl SessionState {
                                 Some(bus) => {
                                     let failed = engine
                                         .orders
-                                        .follow_remote(bus, order_id, vec![outbox.clone()], false)
+                                        .follow_remote(bus, order_id, vec![outbox.clone()], true)
                                         .await;
                                     match failed.into_iter().next() {
                                         None => return,
@@ -283,6 +286,7 @@ impl SessionState {
                             reference,
                         ),
                     };
+                    engine.orders.forget_follow(order_id, outbox.session_id);
                     outbox.push(frame);
                 });
             }

@@ -330,16 +330,17 @@ impl Orders {
     /// `outboxes` over the bus. Each is subscribed first; then the order is
     /// read from the store (the record every node shares), so the snapshot
     /// shows every change committed before the first frame this node can
-    /// hear; frames heard meanwhile are held and follow it. `moved`: these
-    /// watchers come from this node's own feed of the order, and one that
-    /// unsubscribed meanwhile is dropped. Returns those that could not
-    /// follow it, with why.
+    /// hear; frames heard meanwhile are held and follow it. `tracked`:
+    /// these watchers are in the handoff set (moved off this node's feed
+    /// of the order, or subscribing: [`Orders::expect_follow`]), and one
+    /// that unsubscribed meanwhile is dropped. Returns those that could
+    /// not follow it, with why.
     pub async fn follow_remote(
         &self,
         bus: Arc<dyn bus::OrderBus>,
         order_id: OrderId,
         outboxes: Vec<Arc<Outbox>>,
-        moved: bool,
+        tracked: bool,
     ) -> Vec<(Arc<Outbox>, FollowRefused)> {
         let refused = |error: bus::WatchRefused| match error {
             bus::WatchRefused::Full(_) => ("RATE_LIMITED", error.to_string()),
@@ -350,8 +351,8 @@ impl Orders {
         for outbox in outboxes {
             let session_id = outbox.session_id;
             let watched = bus.watch(order_id, outbox.clone()).await;
-            if moved && !lock_handoff(&self.handoff).remove(&(order_id, session_id)) {
-                // It unsubscribed while it was moved.
+            if tracked && !lock_handoff(&self.handoff).remove(&(order_id, session_id)) {
+                // It unsubscribed meanwhile.
                 if watched.is_ok() {
                     bus.unwatch(order_id, session_id);
                 }
@@ -401,6 +402,24 @@ impl Orders {
             self.adopt_from_bus(&entry);
         }
         failed
+    }
+
+    /// Cluster mode: a session's subscribe to `order_id` is answered off
+    /// the session (a store read, maybe a subscription on the bus); an
+    /// unsubscribe meanwhile cancels it, so that the subscription is not
+    /// made after the session left. Nothing without a bus.
+    pub fn expect_follow(&self, order_id: OrderId, session_id: SessionId) {
+        if self.bus.get().is_some() {
+            lock_handoff(&self.handoff).insert((order_id, session_id));
+        }
+    }
+
+    /// The subscribe [`Orders::expect_follow`] announced was answered
+    /// without the bus.
+    pub fn forget_follow(&self, order_id: OrderId, session_id: SessionId) {
+        if self.bus.get().is_some() {
+            lock_handoff(&self.handoff).remove(&(order_id, session_id));
+        }
     }
 
     /// Cluster mode: this node runs `entry`'s order now; the local
