@@ -1421,3 +1421,81 @@ async fn an_unsubscribe_right_after_a_subscribe_to_an_order_of_another_node_leav
     }
     cluster.drop_bucket().await;
 }
+
+/// The per-region load query on the store itself, on both backends (it
+/// runs in cluster mode only, on Postgres, but the `Store` trait keeps it
+/// on SQLite too): only the non-terminal orders of restaurants inside the
+/// boxes.
+#[tokio::test]
+async fn the_store_reads_the_live_orders_of_the_restaurants_inside_given_boxes_only() {
+    use actors::store::GeoBox;
+    use dispatchd::store::StoreOptions;
+    let app = TestApp::spawn().await;
+    let customer = app.token("customer1").await;
+    let restaurants = one_restaurant_per_region(&app).await;
+    assert!(restaurants.len() >= 2);
+    let mut placed = Vec::new();
+    for (_, restaurant, item, at) in &restaurants[..2] {
+        let mut body = order_body(*restaurant, *item, 1);
+        body["deliveryAddress"]["lat"] = serde_json::json!(at.0 + 0.001);
+        body["deliveryAddress"]["lon"] = serde_json::json!(at.1);
+        let order = app
+            .post("/api/orders", Some(&customer), body)
+            .await
+            .expect(201);
+        placed.push(order["order"]["id"].as_i64().expect("id"));
+    }
+    // A cancelled order at the first restaurant is left out.
+    let (_, first, item, at) = restaurants[0];
+    let mut body = order_body(first, item, 1);
+    body["deliveryAddress"]["lat"] = serde_json::json!(at.0 + 0.001);
+    body["deliveryAddress"]["lon"] = serde_json::json!(at.1);
+    let cancelled = app
+        .post("/api/orders", Some(&customer), body)
+        .await
+        .expect(201)["order"]["id"]
+        .as_i64()
+        .expect("id");
+    app.act(&customer, cancelled, "cancel").await.expect(200);
+
+    let store = dispatchd::store::open(&StoreOptions {
+        url: app.db.url(),
+        max_connections: 2,
+        acquire_timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(5),
+    })
+    .await
+    .expect("open the store");
+    let around = |at: (f64, f64)| GeoBox {
+        min_lat: at.0 - 0.001,
+        max_lat: at.0 + 0.001,
+        min_lon: at.1 - 0.001,
+        max_lon: at.1 + 0.001,
+    };
+    let ids = |orders: Vec<actors::domain::model::Order>| -> Vec<i64> {
+        orders.iter().map(|o| o.id).collect()
+    };
+    let (first_at, second_at) = (restaurants[0].3, restaurants[1].3);
+    let one = store
+        .active_orders_within(&[around(first_at)])
+        .await
+        .expect("read");
+    assert_eq!(ids(one), vec![placed[0]]);
+    let both = store
+        .active_orders_within(&[around(second_at), around(first_at)])
+        .await
+        .expect("read");
+    assert_eq!(ids(both), placed);
+    let nowhere = store
+        .active_orders_within(&[around((0.0, 0.0))])
+        .await
+        .expect("read");
+    assert!(nowhere.is_empty());
+    assert!(
+        store
+            .active_orders_within(&[])
+            .await
+            .expect("read")
+            .is_empty()
+    );
+}
