@@ -62,6 +62,8 @@ pub const CLUSTER_ORDER_SUBSCRIPTIONS_TOTAL: &str = "dispatch_cluster_order_subs
 pub const CLUSTER_FANOUT_LATENCY_SECONDS: &str = "dispatch_cluster_fanout_latency_seconds";
 pub const CLUSTER_WATCHERS_MOVED_TOTAL: &str = "dispatch_cluster_watchers_moved_total";
 pub const CLUSTER_ORDERS_READ_TOTAL: &str = "dispatch_cluster_orders_read_total";
+pub const CLUSTER_ORDER_INTEREST: &str = "dispatch_cluster_order_interest";
+pub const CLUSTER_INTEREST_MESSAGES_TOTAL: &str = "dispatch_cluster_interest_messages_total";
 pub const ARRIVAL_EVENTS_TOTAL: &str = "dispatch_arrival_events_total";
 pub const ARRIVAL_REPEATS_SKIPPED_TOTAL: &str = "dispatch_arrival_repeats_skipped_total";
 pub const ZONE_CROSSINGS_TOTAL: &str = "dispatch_zone_crossings_total";
@@ -391,6 +393,14 @@ pub fn describe_realtime() {
         CLUSTER_FANOUT_LATENCY_SECONDS,
         Unit::Seconds,
         "Cluster mode: from an order frame published on the owner's (or driver's) node to its fan-out into this node's outboxes, on the publisher's wall clock, by kind."
+    );
+    describe_gauge!(
+        CLUSTER_ORDER_INTEREST,
+        "Cluster mode: orders some node announced it watches (their positions are published on the bus; other orders' are not)."
+    );
+    describe_counter!(
+        CLUSTER_INTEREST_MESSAGES_TOTAL,
+        "Cluster mode: announcements on <bucket>.interest, sent (out) or heard (in), and orders not kept because the interest set was full (refused_full)."
     );
     describe_counter!(
         CLUSTER_WATCHERS_MOVED_TOTAL,

@@ -4,17 +4,29 @@
 //! clusters sharing a NATS server stay apart).
 //!
 //! - **Publishing.** The node that runs an order's feed publishes each of
-//!   its frames once: the owner its status updates, and the carrying
-//!   driver's node its positions (today that is the owner too, since a
-//!   driver's positions reach only the node its socket is on). Publishing
+//!   its status updates once, and each of its driver positions once *if
+//!   some node has declared interest in the order* (below): a position
+//!   nobody on another node watches never leaves the process. Publishing
 //!   never blocks the feed: frames go through one bounded queue to one
 //!   publisher task; when it is full they are dropped and counted.
+//! - **Interest.** A node with at least one local session watching an
+//!   order another node runs announces the order on `<bucket>.interest`
+//!   before it reads the snapshot, and every [`INTEREST_RENEW`] announces
+//!   all the orders it watches again. Every node hears that subject and
+//!   keeps each announced order for [`INTEREST_TTL`] since its last
+//!   announcement, so a watcher node that dies or stops watching costs the
+//!   publisher nothing after that.
 //! - **Watching.** A node with at least one local session watching an
 //!   order another node runs subscribes to its subject once, and ends that
 //!   subscription when its last local watcher leaves. Each bus message is
 //!   fanned out to the local watchers' outboxes: status updates as frames
 //!   that must not be dropped, positions coalesced per order (drop-oldest),
 //!   exactly as the local path does.
+//! - **Payload.** One byte for the kind (`U` update, `L` location), the
+//!   publisher's wall clock in Unix milliseconds (8 bytes, big-endian; for
+//!   the cross-node latency), then the frame as the local watchers get it.
+//!   No NATS headers: a header map per message was a tenth of the bus's
+//!   cost per position (benches/README.md).
 //!
 //! Bounded: at most `cluster.max_watched_orders` subscriptions per node
 //! (10,000 by default; one more subscribe is refused with RATE_LIMITED),
@@ -23,7 +35,8 @@
 //! subscription's own buffer is async-nats' (bounded; a slow consumer
 //! loses messages there); at most [`MAX_HELD`] frames (one position, the
 //! newest) are held for a watcher until its snapshot is queued, a window
-//! of one store read.
+//! of one store read; at most [`INTEREST_NODES`] times
+//! `cluster.max_watched_orders` orders of interest are kept.
 
 use actors::domain::model::{OrderId, OrderStatus};
 use actors::engine::order::bus::{BusFrame, OrderBus, WatchFuture, WatchRefused};
@@ -54,11 +67,20 @@ fn admits(kind: BusFrame, free: usize) -> bool {
         BusFrame::Location => free > KEPT_FOR_UPDATES,
     }
 }
-/// Header: what the frame is (`update` or `location`).
-const KIND: &str = "Dispatch-Kind";
-/// Header: the publisher's wall clock, in Unix milliseconds, when the
-/// feed handed the frame over (for the cross-node fan-out latency).
-const PUBLISHED_MS: &str = "Dispatch-Published-Ms";
+/// How often a node announces again every order it watches remotely.
+pub const INTEREST_RENEW: Duration = Duration::from_secs(2);
+/// How long an announced interest lasts without a renewal: three renewals,
+/// so one lost announcement costs nothing.
+pub const INTEREST_TTL: Duration = Duration::from_secs(6);
+/// Orders in one interest announcement (about 8 KB of JSON).
+const INTEREST_CHUNK: usize = 1_000;
+/// Orders of interest one node keeps, in nodes' worth of its own
+/// `cluster.max_watched_orders` (every other node's watched orders, for
+/// up to ten nodes with the same setting); past it, newly announced
+/// orders are not kept and their positions not published.
+const INTEREST_NODES: usize = 10;
+/// Bytes before the frame in a bus payload: the kind, the publish time.
+const PREFIX_LEN: usize = 9;
 
 /// The NATS side of [`OrderBus`], cheap to clone.
 #[derive(Clone)]
@@ -75,6 +97,9 @@ struct Shared {
     max_watched: usize,
     /// How long a subscription may take to be held by the server.
     watch_timeout: Duration,
+    /// Orders some node (this one included) announced it watches, with
+    /// when that interest lapses: only their positions are published.
+    interest: Mutex<HashMap<OrderId, Instant>>,
     /// Makes one subscription at a time, so two sessions watching the
     /// same order at once end with one subscription.
     subscribing: tokio::sync::Mutex<()>,
@@ -143,6 +168,39 @@ pub fn subject(bucket: &str, order_id: OrderId) -> String {
     format!("{bucket}.order.{order_id}.out")
 }
 
+pub fn interest_subject(bucket: &str) -> String {
+    format!("{bucket}.interest")
+}
+
+/// One announcement on the interest subject: orders its sender watches.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Interest {
+    orders: Vec<OrderId>,
+}
+
+/// A frame as it travels on an order's subject (see the module's "Payload").
+fn encode(kind: BusFrame, published_ms: i64, frame: &Frame) -> bytes::Bytes {
+    let mut payload = bytes::BytesMut::with_capacity(PREFIX_LEN + frame.len());
+    payload.extend_from_slice(match kind {
+        BusFrame::Update => b"U",
+        BusFrame::Location => b"L",
+    });
+    payload.extend_from_slice(&published_ms.to_be_bytes());
+    payload.extend_from_slice(frame);
+    payload.freeze()
+}
+
+/// The kind, publish time and frame of a bus payload; None if malformed.
+fn decode(payload: &bytes::Bytes) -> Option<(BusFrame, i64, Frame)> {
+    let kind = match payload.first()? {
+        b'U' => BusFrame::Update,
+        b'L' => BusFrame::Location,
+        _ => return None,
+    };
+    let published_ms = i64::from_be_bytes(payload.get(1..PREFIX_LEN)?.try_into().ok()?);
+    Some((kind, published_ms, payload.slice(PREFIX_LEN..)))
+}
+
 impl NatsOrderBus {
     /// The bus on `client`, with its publisher task: following at most
     /// `max_watched` orders at once, each subscription held by the server
@@ -162,22 +220,111 @@ impl NatsOrderBus {
                 watched: Mutex::default(),
                 max_watched,
                 watch_timeout,
+                interest: Mutex::default(),
                 subscribing: tokio::sync::Mutex::new(()),
             }),
         };
         tokio::spawn(bus.clone().publish_queued(queued));
+        tokio::spawn(bus.clone().hear_interest());
+        tokio::spawn(bus.clone().renew_interest());
         bus
+    }
+
+    /// Whether some node watches `order_id` now (its positions go out).
+    fn interested(&self, order_id: OrderId) -> bool {
+        lock(&self.shared.interest)
+            .get(&order_id)
+            .is_some_and(|until| *until > Instant::now())
+    }
+
+    /// Keeps what every node announces on the interest subject, for
+    /// [`INTEREST_TTL`]; subscribes again if the subscription ends.
+    async fn hear_interest(self) {
+        let subject = interest_subject(&self.shared.bucket);
+        loop {
+            match self.shared.client.subscribe(subject.clone()).await {
+                Ok(mut subscriber) => {
+                    while let Some(message) = subscriber.next().await {
+                        metrics::counter!(m::CLUSTER_INTEREST_MESSAGES_TOTAL, "direction" => "in")
+                            .increment(1);
+                        match serde_json::from_slice::<Interest>(&message.payload) {
+                            Ok(interest) => self.keep_interest(&interest.orders),
+                            Err(error) => {
+                                tracing::debug!(%error, "Malformed interest announcement")
+                            }
+                        }
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "Interest subject not subscribed"),
+            }
+            tokio::time::sleep(INTEREST_RENEW).await;
+        }
+    }
+
+    fn keep_interest(&self, orders: &[OrderId]) {
+        let until = Instant::now() + INTEREST_TTL;
+        let mut interest = lock(&self.shared.interest);
+        for order_id in orders {
+            if interest.len() >= INTEREST_NODES * self.shared.max_watched
+                && !interest.contains_key(order_id)
+            {
+                metrics::counter!(m::CLUSTER_INTEREST_MESSAGES_TOTAL, "direction" => "refused_full")
+                    .increment(1);
+                continue;
+            }
+            interest.insert(*order_id, until);
+        }
+        metrics::gauge!(m::CLUSTER_ORDER_INTEREST).set(interest.len() as f64);
+    }
+
+    /// Announces `orders` (this node watches them) on the interest subject.
+    async fn announce(&self, orders: &[OrderId]) {
+        for chunk in orders.chunks(INTEREST_CHUNK) {
+            let Ok(body) = serde_json::to_vec(&Interest {
+                orders: chunk.to_vec(),
+            }) else {
+                continue;
+            };
+            let sent = self
+                .shared
+                .client
+                .publish(interest_subject(&self.shared.bucket), body.into())
+                .await;
+            match sent {
+                Ok(()) => {
+                    metrics::counter!(m::CLUSTER_INTEREST_MESSAGES_TOTAL, "direction" => "out")
+                        .increment(1)
+                }
+                Err(error) => tracing::debug!(%error, "Interest not announced"),
+            }
+        }
+    }
+
+    /// Every [`INTEREST_RENEW`]: announces every order this node watches
+    /// again, and forgets the interest nobody renewed.
+    async fn renew_interest(self) {
+        let mut tick = tokio::time::interval(INTEREST_RENEW);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let watched: Vec<OrderId> = lock(&self.shared.watched).keys().copied().collect();
+            self.announce(&watched).await;
+            let now = Instant::now();
+            let mut interest = lock(&self.shared.interest);
+            interest.retain(|_, until| *until > now);
+            metrics::gauge!(m::CLUSTER_ORDER_INTEREST).set(interest.len() as f64);
+        }
     }
 
     async fn publish_queued(self, mut queued: mpsc::Receiver<(OrderId, BusFrame, Frame, i64)>) {
         while let Some((order_id, kind, frame, published_ms)) = queued.recv().await {
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert(KIND, kind.as_str());
-            headers.insert(PUBLISHED_MS, published_ms.to_string().as_str());
             let sent = self
                 .shared
                 .client
-                .publish_with_headers(subject(&self.shared.bucket, order_id), headers, frame)
+                .publish(
+                    subject(&self.shared.bucket, order_id),
+                    encode(kind, published_ms, &frame),
+                )
                 .await;
             match sent {
                 Ok(()) => metrics::counter!(m::CLUSTER_ORDER_BUS_MESSAGES_TOTAL, "direction" => "out", "kind" => kind.as_str()).increment(1),
@@ -195,16 +342,9 @@ impl NatsOrderBus {
     /// every one of them is found closed.
     async fn fan_out(self, order_id: OrderId, mut subscriber: async_nats::Subscriber) {
         while let Some(message) = subscriber.next().await {
-            let header = |name: &str| {
-                message
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get(name))
-                    .map(|v| v.as_str().to_string())
-            };
-            let kind = match header(KIND).as_deref() {
-                Some("location") => BusFrame::Location,
-                _ => BusFrame::Update,
+            let Some((kind, published_ms, frame)) = decode(&message.payload) else {
+                tracing::debug!(order_id, "Malformed frame on an order subject");
+                continue;
             };
             metrics::counter!(m::CLUSTER_ORDER_BUS_MESSAGES_TOTAL, "direction" => "in", "kind" => kind.as_str()).increment(1);
             let everyone_left = {
@@ -214,22 +354,20 @@ impl NatsOrderBus {
                 };
                 order
                     .sessions
-                    .retain(|_, watcher| watcher.deliver(order_id, kind, &message.payload));
+                    .retain(|_, watcher| watcher.deliver(order_id, kind, &frame));
                 // A delivered or cancelled order says nothing more: its
                 // watchers keep their last frame, the subscription ends.
                 let left = order.sessions.is_empty()
-                    || (kind == BusFrame::Update && is_terminal_update(&message.payload));
+                    || (kind == BusFrame::Update && is_terminal_update(&frame));
                 if left {
                     watched.remove(&order_id);
                 }
                 gauges(&watched);
                 left
             };
-            if let Some(published_ms) = header(PUBLISHED_MS).and_then(|ms| ms.parse::<i64>().ok()) {
-                let waited_ms = (chrono::Utc::now().timestamp_millis() - published_ms).max(0);
-                metrics::histogram!(m::CLUSTER_FANOUT_LATENCY_SECONDS, "kind" => kind.as_str())
-                    .record(waited_ms as f64 / 1000.0);
-            }
+            let waited_ms = (chrono::Utc::now().timestamp_millis() - published_ms).max(0);
+            metrics::histogram!(m::CLUSTER_FANOUT_LATENCY_SECONDS, "kind" => kind.as_str())
+                .record(waited_ms as f64 / 1000.0);
             if everyone_left {
                 metrics::counter!(m::CLUSTER_ORDER_SUBSCRIPTIONS_TOTAL, "op" => "unsubscribe")
                     .increment(1);
@@ -248,6 +386,11 @@ fn gauges(watched: &HashMap<OrderId, Watched>) {
 
 impl OrderBus for NatsOrderBus {
     fn publish(&self, order_id: OrderId, kind: BusFrame, frame: &Frame) {
+        // A status update always goes (a watcher subscribing now must not
+        // miss it); a position only for an order some node watches.
+        if kind == BusFrame::Location && !self.interested(order_id) {
+            return;
+        }
         let now_ms = chrono::Utc::now().timestamp_millis();
         let outgoing = &self.shared.outgoing;
         if !admits(kind, outgoing.capacity())
@@ -282,14 +425,16 @@ impl OrderBus for NatsOrderBus {
                 }
             }
             let client = &bus.shared.client;
-            // The flush makes the server hold the subscription before the
-            // caller reads the snapshot: no frame published after that
-            // read can pass this node by.
+            // The flush makes the server hold the subscription, and pass
+            // the interest on, before the caller reads the snapshot: no
+            // status update published after that read can pass this node
+            // by, and the publisher starts sending positions.
             let subscribed = tokio::time::timeout(bus.shared.watch_timeout, async {
                 let subscriber = client
                     .subscribe(subject(&bus.shared.bucket, order_id))
                     .await
                     .map_err(|e| e.to_string())?;
+                bus.announce(&[order_id]).await;
                 client.flush().await.map_err(|e| e.to_string())?;
                 Ok::<_, String>(subscriber)
             })
@@ -406,6 +551,27 @@ fn failed(error: String) -> WatchRefused {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bus_payload_carries_kind_time_and_frame_and_a_malformed_one_is_refused() {
+        let frame = update(4);
+        let payload = encode(BusFrame::Location, 1_733_100_000_123, &frame);
+        assert_eq!(payload.len(), PREFIX_LEN + frame.len());
+        assert_eq!(
+            decode(&payload),
+            Some((BusFrame::Location, 1_733_100_000_123, frame.clone()))
+        );
+        let payload = encode(BusFrame::Update, -1, &frame);
+        assert_eq!(decode(&payload), Some((BusFrame::Update, -1, frame)));
+        assert_eq!(decode(&bytes::Bytes::from_static(b"")), None);
+        assert_eq!(decode(&bytes::Bytes::from_static(b"L1234")), None);
+        assert_eq!(decode(&bytes::Bytes::from_static(b"X12345678{}")), None);
+        // A frame may be empty; the prefix alone is well-formed.
+        assert_eq!(
+            decode(&bytes::Bytes::from_static(b"U\0\0\0\0\0\0\0\x01")),
+            Some((BusFrame::Update, 1, Frame::new()))
+        );
+    }
 
     #[test]
     fn positions_leave_room_in_the_publish_queue_for_status_updates() {

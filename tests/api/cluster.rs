@@ -924,6 +924,102 @@ async fn a_watcher_on_a_node_that_does_not_run_the_order_gets_every_status_chang
 }
 
 #[tokio::test]
+async fn an_owner_publishes_an_orders_positions_only_while_another_node_watches_it() {
+    if !cluster_available().await {
+        return;
+    }
+    let cluster = TestCluster::new(3000)
+        .await
+        .with("DISPATCH__DISPATCH__ROUND_INTERVAL_MS", "200");
+    let a = cluster.node(true).await;
+    let b = cluster.node(false).await;
+    let admin = a.token("admin").await;
+    settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
+    let (owner, other) = holder_of([&a, &b], &admin, &restaurant_1_region()).await;
+    let customer = owner.token("customer1").await;
+    let staff = owner.token("restaurant1").await;
+    let id = owner
+        .create_with_key(&customer, "interest", 1)
+        .await
+        .expect(201)["order"]["id"]
+        .as_i64()
+        .expect("id");
+    let mut driver = TestDriver::online(owner, "driver1", north_of(RESTAURANT_1_AT, 0.3)).await;
+    owner.act(&staff, id, "confirm").await.expect(200);
+    assert_eq!(driver.answer_offer(true, 10).await["orderId"], id);
+    let published =
+        "dispatch_cluster_order_bus_messages_total{direction=\"out\",kind=\"location\"}";
+    // Nobody on another node watches: the positions stay on the owner.
+    for step in 1..=3 {
+        driver
+            .move_to(north_of(RESTAURANT_1_AT, 0.3 - 0.05 * step as f64))
+            .await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert!(
+        owner.metric("dispatch_location_updates_total").await >= 3.0,
+        "the owner took the positions"
+    );
+    assert_eq!(
+        owner.metric(published).await,
+        0.0,
+        "published unwatched positions"
+    );
+    assert!(
+        owner
+            .metric("dispatch_cluster_order_bus_messages_total{direction=\"out\",kind=\"update\"}")
+            .await
+            >= 1.0,
+        "status updates are published whoever watches"
+    );
+
+    // A customer on the other node watches: from its snapshot on, every
+    // position goes out (the subscribe announced the order first).
+    let mut watcher = WsClient::connect(other, &customer).await;
+    watcher
+        .send(serde_json::json!({ "type": "subscribe", "orderId": id }))
+        .await;
+    watcher.next_of("snapshot", 5).await;
+    assert_eq!(owner.metric("dispatch_cluster_order_interest").await, 1.0);
+    for step in 1..=3 {
+        driver
+            .move_to(north_of(RESTAURANT_1_AT, 0.1 * step as f64))
+            .await;
+        let heard = watcher.next_of("driver_location", 5).await;
+        let lat = heard["location"]["lat"].as_f64().unwrap_or_default();
+        assert!(
+            (lat - north_of(RESTAURANT_1_AT, 0.1 * step as f64).0).abs() < 1e-9,
+            "{heard}"
+        );
+    }
+    assert_eq!(owner.metric(published).await, 3.0);
+
+    // It leaves: once its interest lapses (not renewed), nothing goes out.
+    watcher
+        .send(serde_json::json!({ "type": "unsubscribe", "orderId": id }))
+        .await;
+    let lapsed = std::time::Instant::now() + Duration::from_secs(12);
+    while owner.metric("dispatch_cluster_order_interest").await != 0.0 {
+        assert!(
+            std::time::Instant::now() < lapsed,
+            "the interest never lapsed"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let before = owner.metric(published).await;
+    driver.move_to(RESTAURANT_1_AT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    driver.move_to(north_of(RESTAURANT_1_AT, 0.02)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        owner.metric(published).await,
+        before,
+        "published after the interest lapsed"
+    );
+    cluster.drop_bucket().await;
+}
+
+#[tokio::test]
 async fn subscribing_on_a_node_that_does_not_run_an_order_answers_bad_ids_as_a_single_node_does() {
     if !cluster_available().await {
         return;
