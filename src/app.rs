@@ -159,6 +159,8 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
                 .publish_to(Arc::new(crate::cluster::watch::NatsOrderBus::start(
                     client.clone(),
                     cluster.bucket(),
+                    settings.cluster.max_watched_orders,
+                    Duration::from_millis(settings.cluster.watch_timeout_ms),
                 )));
             // Before any driver connects: every driver actor mirrors itself
             // to the owners around it, and answers to offers relayed here
@@ -169,7 +171,7 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
                 engine.drivers().clone(),
                 engine.dispatch().clone(),
                 store.clone(),
-                engine.orders().bus(),
+                engine.orders().clone(),
                 if settings.cluster.geo_margin_km > 0.0 {
                     settings.cluster.geo_margin_km
                 } else {

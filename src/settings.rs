@@ -47,6 +47,11 @@ pub struct ClusterSettings {
     /// A driver's entry goes to the owners of the regions within this many
     /// km of it; 0: `dispatch.max_radius_km`, the widest dispatch looks.
     pub geo_margin_km: f64,
+    /// Orders of other nodes this node may follow over the bus at once.
+    pub max_watched_orders: usize,
+    /// How long a subscription to an order's subject may take before the
+    /// `subscribe` is answered ENGINE_UNAVAILABLE.
+    pub watch_timeout_ms: u64,
     /// For tests only: write with the last recorded epoch whatever the
     /// local clock says, so only Postgres fences (README "Cluster mode").
     pub unsafe_skip_local_fence_for_tests: bool,
@@ -460,6 +465,12 @@ impl Settings {
         if !(cluster.geo_margin_km >= 0.0 && cluster.geo_margin_km <= 100.0) {
             problems.push("cluster.geo_margin_km must be between 0 and 100");
         }
+        if !(1..=1_000_000).contains(&cluster.max_watched_orders) {
+            problems.push("cluster.max_watched_orders must be between 1 and 1000000");
+        }
+        if !(100..=60_000).contains(&cluster.watch_timeout_ms) {
+            problems.push("cluster.watch_timeout_ms must be between 100 and 60000");
+        }
         let events_url = self.events.nats_url.trim();
         if cluster.enabled() && !events_url.is_empty() && events_url != cluster.nats_url.trim() {
             problems.push("events.nats_url and cluster.nats_url must be the same server when both are set (the process has one NATS connection)");
@@ -793,6 +804,16 @@ mod tests {
                 "-1",
                 "cluster.geo_margin_km",
             ),
+            (
+                "DISPATCH__CLUSTER__MAX_WATCHED_ORDERS",
+                "0",
+                "cluster.max_watched_orders",
+            ),
+            (
+                "DISPATCH__CLUSTER__WATCH_TIMEOUT_MS",
+                "50",
+                "cluster.watch_timeout_ms",
+            ),
             ("DISPATCH__ARRIVALS__LEAVE_M", "10", "arrivals"),
             (
                 "DISPATCH__WEBHOOKS__MAX_ATTEMPTS",
@@ -843,6 +864,8 @@ mod tests {
         let s = Settings::load_from(None, env(&[])).unwrap();
         assert!(!s.cluster.enabled());
         assert_eq!(s.nats_url(), None);
+        assert_eq!(s.cluster.max_watched_orders, 10_000);
+        assert_eq!(s.cluster.watch_timeout_ms, 5000);
         s.check_cluster_store("sqlite:var/x.db").unwrap();
         let s = Settings::load_from(
             None,

@@ -60,6 +60,8 @@ pub const CLUSTER_WATCHED_ORDERS: &str = "dispatch_cluster_watched_orders";
 pub const CLUSTER_REMOTE_WATCHERS: &str = "dispatch_cluster_remote_watchers";
 pub const CLUSTER_ORDER_SUBSCRIPTIONS_TOTAL: &str = "dispatch_cluster_order_subscriptions_total";
 pub const CLUSTER_FANOUT_LATENCY_SECONDS: &str = "dispatch_cluster_fanout_latency_seconds";
+pub const CLUSTER_WATCHERS_MOVED_TOTAL: &str = "dispatch_cluster_watchers_moved_total";
+pub const CLUSTER_ORDERS_READ_TOTAL: &str = "dispatch_cluster_orders_read_total";
 pub const CLUSTER_ORDER_INTEREST: &str = "dispatch_cluster_order_interest";
 pub const CLUSTER_INTEREST_MESSAGES_TOTAL: &str = "dispatch_cluster_interest_messages_total";
 pub const CLUSTER_REMOTE_DRIVERS: &str = "dispatch_cluster_remote_drivers";
@@ -435,6 +437,14 @@ pub fn describe_realtime() {
     describe_counter!(
         CLUSTER_INTEREST_MESSAGES_TOTAL,
         "Cluster mode: announcements on <bucket>.interest, sent (out) or heard (in), and orders not kept because the interest set was full (refused_full)."
+    );
+    describe_counter!(
+        CLUSTER_WATCHERS_MOVED_TOTAL,
+        "Cluster mode: sessions watching an order moved when its region changed hands, to the bus (this node stopped running it) or to its local feed (this node started running it)."
+    );
+    describe_counter!(
+        CLUSTER_ORDERS_READ_TOTAL,
+        "Cluster mode: non-terminal orders read from the store to load the regions this node claimed (only those regions' restaurants)."
     );
     describe_counter!(
         CLUSTER_BUS_MESSAGES_TOTAL,

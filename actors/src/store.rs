@@ -69,6 +69,16 @@ pub struct RestaurantFilter {
     pub open_only: bool,
 }
 
+/// A latitude/longitude box, bounds included (cluster mode: a region's
+/// grid cell, with a hair of margin).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GeoBox {
+    pub min_lat: f64,
+    pub max_lat: f64,
+    pub min_lon: f64,
+    pub max_lon: f64,
+}
+
 /// Whose orders a listing shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrderScope {
@@ -227,6 +237,9 @@ pub trait Store: Send + Sync + 'static {
     async fn list_orders(&self, query: OrderQuery) -> StoreResult<Vec<Order>>;
     /// Every order that is neither delivered nor cancelled (recovery).
     async fn active_orders(&self) -> StoreResult<Vec<Order>>;
+    /// The non-terminal orders of the restaurants inside any of `areas`
+    /// (cluster mode: loading the regions a node just claimed), by id.
+    async fn active_orders_within(&self, areas: &[GeoBox]) -> StoreResult<Vec<Order>>;
     /// Writes `change.order` (version `from_version + 1`) and its event, or
     /// `Conflict` when the order moved on meanwhile.
     async fn apply_change(&self, change: &OrderChange) -> StoreResult<()>;

@@ -33,7 +33,7 @@ use super::region::Region;
 use actors::domain::model::{Driver, DriverId, DriverLocation, LatLon, OfferId, OrderId};
 use actors::engine::dispatcher::{DispatchHandle, OfferError, RemoteOffers, RespondFuture};
 use actors::engine::driver::{DriverBus, Drivers, MirroredDriver, PushFuture, RemoteDriver};
-use actors::engine::order::bus::OrderBus;
+use actors::engine::order::Orders;
 use actors::engine::outbox::SessionId;
 use actors::metrics as m;
 use actors::store::Store;
@@ -235,7 +235,7 @@ struct Inner {
     store: Arc<dyn Store>,
     /// Where a local driver's socket watches the orders of other nodes it
     /// carries (as on one node, where it is subscribed to them by itself).
-    orders: Option<Arc<dyn OrderBus>>,
+    orders: Orders,
     margin_km: f64,
     outgoing: mpsc::Sender<Out>,
     seq: AtomicU64,
@@ -273,7 +273,7 @@ impl DriverLink {
         drivers: Drivers,
         dispatch: DispatchHandle,
         store: Arc<dyn Store>,
-        orders: Option<Arc<dyn OrderBus>>,
+        orders: Orders,
         margin_km: f64,
     ) -> DriverLink {
         let (outgoing, queued) = mpsc::channel(QUEUE);
@@ -648,18 +648,14 @@ impl DriverLink {
             }
         };
         self.inner.drivers.carry_elsewhere(driver_id, order_id);
-        if let (true, Some(bus), Some(outbox)) = (watch, self.inner.orders.clone(), socket) {
-            let store = self.inner.store.clone();
+        if let (true, Some(bus), Some(outbox)) = (watch, self.inner.orders.bus(), socket) {
+            let orders = self.inner.orders.clone();
             let link = self.clone();
             tokio::spawn(async move {
-                let watched = actors::engine::session::watch_through_bus(
-                    store.as_ref(),
-                    bus,
-                    order_id,
-                    &outbox,
-                )
-                .await;
-                if let Err((code, error)) = watched {
+                let failed = orders
+                    .follow_remote(bus, order_id, vec![outbox], false)
+                    .await;
+                if let Some((_, (code, error))) = failed.into_iter().next() {
                     tracing::debug!(driver_id, order_id, code, %error, "Driver's socket not watching its order of another node; the next announcement tries again");
                     let mut carried = super::lock(&link.inner.carried);
                     if let Some(entry) = carried

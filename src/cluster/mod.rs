@@ -868,8 +868,11 @@ impl actors::engine::order::OrderPartition for Cluster {
 
 /// Keeps this node's order actors to the regions it serves: whenever they
 /// change, the actors of orders in regions it lost or handed over stop
-/// (each leaves dispatch first), then the live orders of the regions it
-/// claimed are read from Postgres and started. Runs until `shutdown`.
+/// (each leaves dispatch first; their local watchers go on following them
+/// over the bus), then the live orders of the restaurants of the regions
+/// it claimed, and only those, are read from Postgres and started (their
+/// watchers here that followed them over the bus move to the new feeds).
+/// Runs until `shutdown`.
 pub fn follow_regions(
     cluster: &Cluster,
     orders: actors::engine::order::Orders,
@@ -914,17 +917,24 @@ pub fn follow_regions(
                 link.serve_only(&leased).await;
             }
             loaded.retain(|region| leased.contains(region));
-            if !retry && leased.is_subset(&loaded) {
+            // Only the regions claimed since the last load are read.
+            let claimed: Vec<Region> = leased.difference(&loaded).copied().collect();
+            if claimed.is_empty() {
+                retry = false;
                 continue;
             }
             let started = Instant::now();
-            match orders.recover().await {
-                Ok(count) => {
+            let deg = cluster.inner.options.region_deg;
+            let areas: Vec<_> = claimed.iter().map(|region| region.area(deg)).collect();
+            match orders.recover_within(&areas).await {
+                Ok((read, count)) => {
                     retry = false;
-                    loaded = leased;
+                    loaded.extend(claimed);
+                    metrics::counter!(m::CLUSTER_ORDERS_READ_TOTAL).increment(read as u64);
                     metrics::counter!(m::CLUSTER_ORDERS_LOADED_TOTAL).increment(count as u64);
                     tracing::info!(
                         orders = count,
+                        read,
                         millis = started.elapsed().as_millis() as u64,
                         "Live orders of claimed regions loaded"
                     );

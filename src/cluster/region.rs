@@ -9,6 +9,7 @@
 //! rounder, not cheaper (README "Drivers on any node").
 
 use actors::domain::model::LatLon;
+use actors::store::GeoBox;
 
 /// One grid cell: `floor(lat / deg)`, `floor(lon / deg)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -46,6 +47,19 @@ impl Region {
             }
         }
         cells
+    }
+
+    /// The cell as a box of `deg` degrees, widened by a hair so that a
+    /// restaurant on an edge is never left out by rounding (the store's
+    /// answer is filtered by [`Region::of`] again).
+    pub fn area(&self, deg: f64) -> GeoBox {
+        let margin = deg * 1e-6;
+        GeoBox {
+            min_lat: self.lat as f64 * deg - margin,
+            max_lat: (self.lat + 1) as f64 * deg + margin,
+            min_lon: self.lon as f64 * deg - margin,
+            max_lon: (self.lon + 1) as f64 * deg + margin,
+        }
     }
 
     /// The key token, `r<lat>_<lon>` (digits, `-` and `_`: a valid KV key
@@ -93,6 +107,12 @@ mod tests {
         assert_eq!(Region::parse("r1"), None);
         assert_eq!(Region::parse("x1_2"), None);
         assert_eq!(Region::parse("r1_a"), None);
+        // Its box holds the point, and the next cell's box does not.
+        let area = region.area(0.05);
+        assert!(area.min_lat <= capitol.lat && capitol.lat <= area.max_lat);
+        assert!(area.min_lon <= capitol.lon && capitol.lon <= area.max_lon);
+        let next = across.area(0.05);
+        assert!(capitol.lon > next.max_lon);
     }
 
     #[test]

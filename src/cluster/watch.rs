@@ -28,11 +28,15 @@
 //!   No NATS headers: a header map per message was a tenth of the bus's
 //!   cost per position (benches/README.md).
 //!
-//! Bounded: at most [`MAX_WATCHED_ORDERS`] subscriptions per node; each
+//! Bounded: at most `cluster.max_watched_orders` subscriptions per node
+//! (10,000 by default; one more subscribe is refused with RATE_LIMITED),
+//! each held by the server within `cluster.watch_timeout_ms` (5 s) or
+//! refused with ENGINE_UNAVAILABLE; each
 //! subscription's own buffer is async-nats' (bounded; a slow consumer
 //! loses messages there); at most [`MAX_HELD`] frames (one position, the
 //! newest) are held for a watcher until its snapshot is queued, a window
-//! of one store read; at most [`MAX_INTEREST`] orders of interest are kept.
+//! of one store read; at most [`INTEREST_NODES`] times
+//! `cluster.max_watched_orders` orders of interest are kept.
 
 use actors::domain::model::{OrderId, OrderStatus};
 use actors::engine::order::bus::{BusFrame, OrderBus, WatchFuture, WatchRefused};
@@ -46,9 +50,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// Orders of other nodes one node may be subscribed to at once; a
-/// subscribe past it is refused with RATE_LIMITED.
-pub const MAX_WATCHED_ORDERS: usize = 10_000;
 /// Frames held for a watcher between its subscription and its snapshot
 /// (a few milliseconds: one store read). Past it the oldest go.
 const MAX_HELD: usize = 64;
@@ -66,9 +67,6 @@ fn admits(kind: BusFrame, free: usize) -> bool {
         BusFrame::Location => free > KEPT_FOR_UPDATES,
     }
 }
-/// How long a subscription to an order's subject may take (NATS away:
-/// the subscribe is answered ENGINE_UNAVAILABLE rather than left waiting).
-const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a node announces again every order it watches remotely.
 pub const INTEREST_RENEW: Duration = Duration::from_secs(2);
 /// How long an announced interest lasts without a renewal: three renewals,
@@ -76,10 +74,11 @@ pub const INTEREST_RENEW: Duration = Duration::from_secs(2);
 pub const INTEREST_TTL: Duration = Duration::from_secs(6);
 /// Orders in one interest announcement (about 8 KB of JSON).
 const INTEREST_CHUNK: usize = 1_000;
-/// Orders of interest one node keeps (every other node's watched orders:
-/// [`MAX_WATCHED_ORDERS`] for each of up to ten nodes); past it, newly
-/// announced orders are not kept and their positions not published.
-const MAX_INTEREST: usize = 10 * MAX_WATCHED_ORDERS;
+/// Orders of interest one node keeps, in nodes' worth of its own
+/// `cluster.max_watched_orders` (every other node's watched orders, for
+/// up to ten nodes with the same setting); past it, newly announced
+/// orders are not kept and their positions not published.
+const INTEREST_NODES: usize = 10;
 /// Bytes before the frame in a bus payload: the kind, the publish time.
 const PREFIX_LEN: usize = 9;
 
@@ -94,6 +93,10 @@ struct Shared {
     bucket: String,
     outgoing: mpsc::Sender<(OrderId, BusFrame, Frame, i64)>,
     watched: Mutex<HashMap<OrderId, Watched>>,
+    /// At most this many orders subscribed to at once.
+    max_watched: usize,
+    /// How long a subscription may take to be held by the server.
+    watch_timeout: Duration,
     /// Orders some node (this one included) announced it watches, with
     /// when that interest lapses: only their positions are published.
     interest: Mutex<HashMap<OrderId, Instant>>,
@@ -199,8 +202,15 @@ fn decode(payload: &bytes::Bytes) -> Option<(BusFrame, i64, Frame)> {
 }
 
 impl NatsOrderBus {
-    /// The bus on `client`, with its publisher task.
-    pub fn start(client: async_nats::Client, bucket: &str) -> NatsOrderBus {
+    /// The bus on `client`, with its publisher task: following at most
+    /// `max_watched` orders at once, each subscription held by the server
+    /// within `watch_timeout` or refused.
+    pub fn start(
+        client: async_nats::Client,
+        bucket: &str,
+        max_watched: usize,
+        watch_timeout: Duration,
+    ) -> NatsOrderBus {
         let (outgoing, queued) = mpsc::channel(PUBLISH_QUEUE);
         let bus = NatsOrderBus {
             shared: Arc::new(Shared {
@@ -208,6 +218,8 @@ impl NatsOrderBus {
                 bucket: bucket.to_string(),
                 outgoing,
                 watched: Mutex::default(),
+                max_watched,
+                watch_timeout,
                 interest: Mutex::default(),
                 subscribing: tokio::sync::Mutex::new(()),
             }),
@@ -253,7 +265,9 @@ impl NatsOrderBus {
         let until = Instant::now() + INTEREST_TTL;
         let mut interest = lock(&self.shared.interest);
         for order_id in orders {
-            if interest.len() >= MAX_INTEREST && !interest.contains_key(order_id) {
+            if interest.len() >= INTEREST_NODES * self.shared.max_watched
+                && !interest.contains_key(order_id)
+            {
                 metrics::counter!(m::CLUSTER_INTEREST_MESSAGES_TOTAL, "direction" => "refused_full")
                     .increment(1);
                 continue;
@@ -404,10 +418,10 @@ impl OrderBus for NatsOrderBus {
                     gauges(&watched);
                     return Ok(());
                 }
-                if watched.len() >= MAX_WATCHED_ORDERS {
+                if watched.len() >= bus.shared.max_watched {
                     metrics::counter!(m::CLUSTER_ORDER_SUBSCRIPTIONS_TOTAL, "op" => "refused_full")
                         .increment(1);
-                    return Err(WatchRefused::Full(MAX_WATCHED_ORDERS));
+                    return Err(WatchRefused::Full(bus.shared.max_watched));
                 }
             }
             let client = &bus.shared.client;
@@ -415,7 +429,7 @@ impl OrderBus for NatsOrderBus {
             // the interest on, before the caller reads the snapshot: no
             // status update published after that read can pass this node
             // by, and the publisher starts sending positions.
-            let subscribed = tokio::time::timeout(SUBSCRIBE_TIMEOUT, async {
+            let subscribed = tokio::time::timeout(bus.shared.watch_timeout, async {
                 let subscriber = client
                     .subscribe(subject(&bus.shared.bucket, order_id))
                     .await
@@ -482,6 +496,22 @@ impl OrderBus for NatsOrderBus {
                 .increment(1);
         }
         gauges(&watched);
+    }
+
+    fn take_watchers(&self, order_id: OrderId) -> Vec<Arc<Outbox>> {
+        let mut watched = lock(&self.shared.watched);
+        let Some(order) = watched.remove(&order_id) else {
+            return Vec::new();
+        };
+        order.task.abort();
+        metrics::counter!(m::CLUSTER_ORDER_SUBSCRIPTIONS_TOTAL, "op" => "unsubscribe").increment(1);
+        gauges(&watched);
+        order
+            .sessions
+            .into_values()
+            .map(|watcher| watcher.outbox().clone())
+            .filter(|outbox| !outbox.is_closed())
+            .collect()
     }
 }
 

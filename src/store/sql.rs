@@ -781,6 +781,41 @@ impl Store for SqlStore {
         rows.iter().map(order_from).collect()
     }
 
+    async fn active_orders_within(&self, areas: &[GeoBox]) -> StoreResult<Vec<Order>> {
+        // A few regions per claim; chunked all the same, well inside
+        // SQLite's placeholder limit.
+        let mut orders = std::collections::BTreeMap::new();
+        for chunk in areas.chunks(100) {
+            let mut builder = sqlx::QueryBuilder::<Db>::new(concat!(
+                "SELECT ", order_columns!(), " FROM orders WHERE status NOT IN ('DELIVERED', 'CANCELLED') ",
+                "AND restaurant_id IN (SELECT id FROM restaurants WHERE "
+            ));
+            for (i, area) in chunk.iter().enumerate() {
+                if i > 0 {
+                    builder.push(" OR ");
+                }
+                builder
+                    .push("(lat BETWEEN ")
+                    .push_bind(area.min_lat)
+                    .push(" AND ")
+                    .push_bind(area.max_lat)
+                    .push(" AND lon BETWEEN ")
+                    .push_bind(area.min_lon)
+                    .push(" AND ")
+                    .push_bind(area.max_lon)
+                    .push(")");
+            }
+            builder.push(") ORDER BY id");
+            let query = builder.build();
+            let rows = query.fetch_all(&self.pool).await.map_err(map_error)?;
+            for row in &rows {
+                let order = order_from(row)?;
+                orders.insert(order.id, order);
+            }
+        }
+        Ok(orders.into_values().collect())
+    }
+
     async fn apply_change(&self, change: &OrderChange) -> StoreResult<()> {
         let o = &change.order;
         let mut tx = self.pool.begin().await.map_err(map_error)?;

@@ -1093,3 +1093,505 @@ async fn a_nodes_subscription_to_an_order_of_another_node_ends_when_the_order_do
     assert!(ended, "still subscribed to a cancelled order");
     cluster.drop_bucket().await;
 }
+
+/// The demo restaurants, one per region of the tests' 0.02-degree grid:
+/// (region, restaurant id, one of its menu items, where it is).
+async fn one_restaurant_per_region(app: &TestApp) -> Vec<(String, i64, i64, (f64, f64))> {
+    let listed = app
+        .get("/api/restaurants?limit=100", None)
+        .await
+        .expect(200);
+    let mut per_region = std::collections::BTreeMap::new();
+    for restaurant in listed["restaurants"].as_array().expect("restaurants") {
+        let (lat, lon) = (
+            restaurant["location"]["lat"].as_f64().expect("lat"),
+            restaurant["location"]["lon"].as_f64().expect("lon"),
+        );
+        let region = format!(
+            "r{}_{}",
+            (lat / 0.02).floor() as i64,
+            (lon / 0.02).floor() as i64
+        );
+        let id = restaurant["id"].as_i64().expect("id");
+        per_region.entry(region).or_insert((id, (lat, lon)));
+    }
+    let mut chosen = Vec::new();
+    for (region, (id, at)) in per_region {
+        let menu = app
+            .get(&format!("/api/restaurants/{id}"), None)
+            .await
+            .expect(200);
+        let item = menu["menu"][0]["id"].as_i64().expect("a menu item");
+        chosen.push((region, id, item, at));
+    }
+    chosen
+}
+
+/// Reads `ws` until it has an `order_update` to `status` for each of
+/// `ids`, within `secs`; returns every frame read.
+async fn statuses_for(ws: &mut WsClient, ids: &[i64], status: &str, secs: u64) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    let mut waiting: BTreeSet<i64> = ids.iter().copied().collect();
+    let mut frames = Vec::new();
+    while !waiting.is_empty() {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Some(frame) = ws.next_within(left).await else {
+            panic!("no order_update to {status} for {waiting:?} within {secs} s; read {frames:?}");
+        };
+        if frame["type"] == "order_update" && frame["status"] == status {
+            if let Some(id) = frame["orderId"].as_i64() {
+                waiting.remove(&id);
+            }
+        }
+        frames.push(frame);
+    }
+    frames
+}
+
+use serde_json::Value;
+
+#[tokio::test]
+async fn a_watcher_keeps_following_orders_whose_region_its_node_hands_to_a_joining_node() {
+    if !cluster_available().await {
+        return;
+    }
+    let cluster = TestCluster::new(3000).await;
+    let a = cluster.node(true).await;
+    let admin = a.token("admin").await;
+    settled(&[&a], &admin, Duration::from_secs(10)).await;
+    let customer = a.token("customer1").await;
+    // Alone, A runs an order in every region; a customer watches them all on A.
+    let mut orders = Vec::new();
+    for (region, restaurant, item, at) in one_restaurant_per_region(&a).await {
+        // Delivered next door: within every restaurant's radius.
+        let mut body = order_body(restaurant, item, 1);
+        body["deliveryAddress"]["lat"] = serde_json::json!(at.0 + 0.001);
+        body["deliveryAddress"]["lon"] = serde_json::json!(at.1);
+        let placed = a
+            .post("/api/orders", Some(&customer), body)
+            .await
+            .expect(201);
+        orders.push((
+            region,
+            restaurant,
+            placed["order"]["id"].as_i64().expect("id"),
+        ));
+    }
+    assert!(orders.len() >= 2, "the test needs two regions: {orders:?}");
+    let mut watcher = WsClient::connect(&a, &customer).await;
+    for (_, _, id) in &orders {
+        watcher
+            .send(serde_json::json!({ "type": "subscribe", "orderId": id }))
+            .await;
+        assert_eq!(watcher.next_of("snapshot", 5).await["orderId"], *id);
+    }
+    assert_eq!(a.metric("dispatch_order_actors").await, orders.len() as f64);
+
+    // B joins: A hands it half the regions, and stops running their orders.
+    let b = cluster.node(false).await;
+    let owned = settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
+    let b_regions: BTreeSet<String> = owned[1].iter().map(|(r, _)| r.clone()).collect();
+    let moved: Vec<(i64, i64)> = orders
+        .iter()
+        .filter(|(region, _, _)| b_regions.contains(region))
+        .map(|(_, restaurant, id)| (*restaurant, *id))
+        .collect();
+    assert!(!moved.is_empty(), "B holds none of {orders:?}");
+    let started = Instant::now();
+    while b.metric("dispatch_order_actors").await != moved.len() as f64
+        || a.metric("dispatch_order_actors").await != (orders.len() - moved.len()) as f64
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "orders {moved:?} not handed to B"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Loading B's regions read their orders only, not A's: every order it
+    // read, it started (reading all of them would read A's too).
+    let read = b.metric("dispatch_cluster_orders_read_total").await;
+    let loaded = b.metric("dispatch_cluster_orders_loaded_total").await;
+    assert_eq!(read, loaded, "B read {read} orders to load {loaded}");
+    assert!(loaded >= moved.len() as f64, "{loaded}");
+    // A's watcher follows the moved orders over the bus now.
+    let started = Instant::now();
+    while a.metric("dispatch_cluster_watched_orders").await != moved.len() as f64 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "A does not follow {moved:?} over the bus"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        a.metric("dispatch_cluster_watchers_moved_total{to=\"bus\"}")
+            .await
+            >= moved.len() as f64
+    );
+    // Each is confirmed by its staff through B, the new owner: the watcher
+    // on A hears every one of them, without subscribing again.
+    for (restaurant, id) in &moved {
+        let staff = a.token(&format!("restaurant{restaurant}")).await;
+        b.act(&staff, *id, "confirm").await.expect(200);
+    }
+    let ids: Vec<i64> = moved.iter().map(|(_, id)| *id).collect();
+    statuses_for(&mut watcher, &ids, "CONFIRMED", 10).await;
+    cluster.drop_bucket().await;
+}
+
+#[tokio::test]
+async fn a_node_that_starts_running_an_order_it_watched_over_the_bus_feeds_its_watcher_itself() {
+    if !cluster_available().await {
+        return;
+    }
+    // A long TTL: the region moves by the SIGTERMed owner's hand-over.
+    let cluster = TestCluster::new(8000).await;
+    let mut a = cluster.node(true).await;
+    let mut b = cluster.node(false).await;
+    let admin = a.token("admin").await;
+    settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
+    let region = restaurant_1_region();
+    let a_holds = seen(&a, &admin)
+        .await
+        .mine()
+        .iter()
+        .any(|(r, _)| *r == region);
+    let (owner, other) = if a_holds { (&mut a, &b) } else { (&mut b, &a) };
+    let customer = other.token("customer1").await;
+    let staff = other.token("restaurant1").await;
+    let id = owner.place_order(&customer).await["id"]
+        .as_i64()
+        .expect("id");
+    let mut watcher = WsClient::connect(other, &customer).await;
+    watcher
+        .send(serde_json::json!({ "type": "subscribe", "orderId": id }))
+        .await;
+    watcher.next_of("snapshot", 5).await;
+    assert_eq!(other.metric("dispatch_cluster_watched_orders").await, 1.0);
+
+    // The owner leaves gracefully: the other node claims the region, runs
+    // the order, and its watcher moves from the bus to the order's feed.
+    assert!(owner.terminate().success());
+    let stopped = Instant::now();
+    while other.metric("dispatch_order_actors").await != 1.0
+        || other.metric("dispatch_cluster_watched_orders").await != 0.0
+    {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(4),
+            "order {id} not run by the other node, or still followed over the bus"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        other
+            .metric("dispatch_cluster_watchers_moved_total{to=\"local\"}")
+            .await,
+        1.0
+    );
+    // The fresh snapshot from the order's actor, then its next change.
+    assert_eq!(watcher.next_of("snapshot", 5).await["orderId"], id);
+    other.act(&staff, id, "confirm").await.expect(200);
+    watcher.next_status("CONFIRMED", 5).await;
+    assert_eq!(other.metric("dispatch_cluster_remote_watchers").await, 0.0);
+    cluster.drop_bucket().await;
+}
+
+#[tokio::test]
+async fn a_node_follows_at_most_max_watched_orders_of_other_nodes_and_an_unsubscribe_frees_one() {
+    if !cluster_available().await {
+        return;
+    }
+    let cluster = TestCluster::new(3000)
+        .await
+        .with("DISPATCH__CLUSTER__MAX_WATCHED_ORDERS", "2");
+    let a = cluster.node(true).await;
+    let b = cluster.node(false).await;
+    let admin = a.token("admin").await;
+    settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
+    let (owner, other) = holder_of([&a, &b], &admin, &restaurant_1_region()).await;
+    let customer = a.token("customer1").await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(
+            owner.place_order(&customer).await["id"]
+                .as_i64()
+                .expect("id"),
+        );
+    }
+    let mut ws = WsClient::connect(other, &customer).await;
+    for id in &ids[..2] {
+        ws.send(serde_json::json!({ "type": "subscribe", "orderId": id }))
+            .await;
+        assert_eq!(ws.next_of("snapshot", 5).await["orderId"], *id);
+    }
+    // A third order of another node: refused, as documented.
+    ws.send(serde_json::json!({ "type": "subscribe", "orderId": ids[2], "ref": 3 }))
+        .await;
+    let refused = ws.next_of("error", 5).await;
+    assert_eq!(refused["code"], "RATE_LIMITED", "{refused}");
+    assert_eq!(
+        refused["message"], "this node watches 2 orders of other nodes, its limit",
+        "{refused}"
+    );
+    assert_eq!(refused["ref"], 3, "{refused}");
+    assert_eq!(other.metric("dispatch_cluster_watched_orders").await, 2.0);
+    assert_eq!(
+        other
+            .metric("dispatch_cluster_order_subscriptions_total{op=\"refused_full\"}")
+            .await,
+        1.0
+    );
+    // Unsubscribing from one frees its slot.
+    ws.send(serde_json::json!({ "type": "unsubscribe", "orderId": ids[0] }))
+        .await;
+    let started = Instant::now();
+    while other.metric("dispatch_cluster_watched_orders").await != 1.0 {
+        assert!(started.elapsed() < Duration::from_secs(3), "slot not freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ws.send(serde_json::json!({ "type": "subscribe", "orderId": ids[2] }))
+        .await;
+    assert_eq!(ws.next_of("snapshot", 5).await["orderId"], ids[2]);
+    assert_eq!(other.metric("dispatch_cluster_watched_orders").await, 2.0);
+    cluster.drop_bucket().await;
+}
+
+/// A NATS server of the test's own (JetStream, a fresh store directory, an
+/// ephemeral port), which it may kill: never the machine's shared one.
+struct OwnNats {
+    child: std::process::Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl OwnNats {
+    async fn start() -> Option<OwnNats> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("dispatchd-nats-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let nats = OwnNats { child, port, dir };
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Some(nats);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnNats {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn a_subscribe_to_an_order_of_another_node_while_nats_is_away_answers_engine_unavailable_in_time()
+ {
+    if !cluster_available().await {
+        return;
+    }
+    let Some(mut nats) = OwnNats::start().await else {
+        if std::env::var("DISPATCHD_TEST_NATS").as_deref() == Ok("required") {
+            panic!("could not start a nats-server of the test's own");
+        }
+        eprintln!("skipped: no nats-server to start");
+        return;
+    };
+    let cluster = TestCluster::new(2000)
+        .await
+        .with("DISPATCH__CLUSTER__NATS_URL", &nats.url())
+        .with("DISPATCH__CLUSTER__WATCH_TIMEOUT_MS", "1500");
+    let a = cluster.node(true).await;
+    let admin = a.token("admin").await;
+    settled(&[&a], &admin, Duration::from_secs(10)).await;
+    let customer = a.token("customer1").await;
+    let id = a.place_order(&customer).await["id"].as_i64().expect("id");
+    let mut ws = WsClient::connect(&a, &customer).await;
+
+    // NATS goes away: the node's leases lapse, it stops running the order,
+    // and a subscribe to it now needs the bus, which does not answer.
+    nats.kill();
+    let started = Instant::now();
+    while a.metric("dispatch_order_actors").await != 0.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the node still runs order {id} without its lease"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let asked = Instant::now();
+    ws.send(serde_json::json!({ "type": "subscribe", "orderId": id, "ref": 9 }))
+        .await;
+    let answer = ws.next(10).await;
+    let took = asked.elapsed();
+    eprintln!(
+        "subscribe with NATS away answered in {} ms",
+        took.as_millis()
+    );
+    assert_eq!(answer["type"], "error", "{answer}");
+    assert_eq!(answer["code"], "ENGINE_UNAVAILABLE", "{answer}");
+    assert_eq!(answer["ref"], 9, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("the cluster bus is unavailable")),
+        "{answer}"
+    );
+    assert!(took < Duration::from_millis(1500 + 1500), "{took:?}");
+    assert_eq!(
+        a.metric("dispatch_cluster_order_subscriptions_total{op=\"failed\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(a.metric("dispatch_cluster_watched_orders").await, 0.0);
+}
+
+#[tokio::test]
+async fn an_unsubscribe_right_after_a_subscribe_to_an_order_of_another_node_leaves_no_subscription()
+{
+    if !cluster_available().await {
+        return;
+    }
+    let cluster = TestCluster::new(3000).await;
+    let a = cluster.node(true).await;
+    let b = cluster.node(false).await;
+    let admin = a.token("admin").await;
+    settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
+    let (owner, other) = holder_of([&a, &b], &admin, &restaurant_1_region()).await;
+    let customer = a.token("customer1").await;
+    let staff = a.token("restaurant1").await;
+    let id = owner.place_order(&customer).await["id"]
+        .as_i64()
+        .expect("id");
+    // In one write: the unsubscribe reaches the session while its
+    // subscribe is still being answered off it (store read, bus).
+    let mut ws = WsClient::connect(other, &customer).await;
+    {
+        use futures::SinkExt;
+        use tokio_tungstenite::tungstenite::Message;
+        for kind in ["subscribe", "unsubscribe"] {
+            let text = serde_json::json!({ "type": kind, "orderId": id }).to_string();
+            ws.socket
+                .feed(Message::Text(text.into()))
+                .await
+                .expect("feed");
+        }
+        ws.socket.flush().await.expect("flush");
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(other.metric("dispatch_cluster_watched_orders").await, 0.0);
+    assert_eq!(other.metric("dispatch_cluster_remote_watchers").await, 0.0);
+    owner.act(&staff, id, "confirm").await.expect(200);
+    while let Some(frame) = ws.next_within(Duration::from_millis(700)).await {
+        assert_ne!(
+            frame["type"], "order_update",
+            "heard after unsubscribing: {frame}"
+        );
+    }
+    cluster.drop_bucket().await;
+}
+
+/// The per-region load query on the store itself, on both backends (it
+/// runs in cluster mode only, on Postgres, but the `Store` trait keeps it
+/// on SQLite too): only the non-terminal orders of restaurants inside the
+/// boxes.
+#[tokio::test]
+async fn the_store_reads_the_live_orders_of_the_restaurants_inside_given_boxes_only() {
+    use actors::store::GeoBox;
+    use dispatchd::store::StoreOptions;
+    let app = TestApp::spawn().await;
+    let customer = app.token("customer1").await;
+    let restaurants = one_restaurant_per_region(&app).await;
+    assert!(restaurants.len() >= 2);
+    let mut placed = Vec::new();
+    for (_, restaurant, item, at) in &restaurants[..2] {
+        let mut body = order_body(*restaurant, *item, 1);
+        body["deliveryAddress"]["lat"] = serde_json::json!(at.0 + 0.001);
+        body["deliveryAddress"]["lon"] = serde_json::json!(at.1);
+        let order = app
+            .post("/api/orders", Some(&customer), body)
+            .await
+            .expect(201);
+        placed.push(order["order"]["id"].as_i64().expect("id"));
+    }
+    // A cancelled order at the first restaurant is left out.
+    let (_, first, item, at) = restaurants[0];
+    let mut body = order_body(first, item, 1);
+    body["deliveryAddress"]["lat"] = serde_json::json!(at.0 + 0.001);
+    body["deliveryAddress"]["lon"] = serde_json::json!(at.1);
+    let cancelled = app
+        .post("/api/orders", Some(&customer), body)
+        .await
+        .expect(201)["order"]["id"]
+        .as_i64()
+        .expect("id");
+    app.act(&customer, cancelled, "cancel").await.expect(200);
+
+    let store = dispatchd::store::open(&StoreOptions {
+        url: app.db.url(),
+        max_connections: 2,
+        acquire_timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(5),
+    })
+    .await
+    .expect("open the store");
+    let around = |at: (f64, f64)| GeoBox {
+        min_lat: at.0 - 0.001,
+        max_lat: at.0 + 0.001,
+        min_lon: at.1 - 0.001,
+        max_lon: at.1 + 0.001,
+    };
+    let ids = |orders: Vec<actors::domain::model::Order>| -> Vec<i64> {
+        orders.iter().map(|o| o.id).collect()
+    };
+    let (first_at, second_at) = (restaurants[0].3, restaurants[1].3);
+    let one = store
+        .active_orders_within(&[around(first_at)])
+        .await
+        .expect("read");
+    assert_eq!(ids(one), vec![placed[0]]);
+    let both = store
+        .active_orders_within(&[around(second_at), around(first_at)])
+        .await
+        .expect("read");
+    assert_eq!(ids(both), placed);
+    let nowhere = store
+        .active_orders_within(&[around((0.0, 0.0))])
+        .await
+        .expect("read");
+    assert!(nowhere.is_empty());
+    assert!(
+        store
+            .active_orders_within(&[])
+            .await
+            .expect("read")
+            .is_empty()
+    );
+}

@@ -12,7 +12,6 @@ use crate::domain::model::*;
 use crate::engine::dispatcher::DispatchHandle;
 use crate::engine::driver::DriverHandle;
 use crate::engine::feeds::{OpsFeed, RestaurantFeeds};
-use crate::engine::order::bus::{OrderBus, WatchRefused};
 use crate::engine::order::{Orders, SubscribeRefused};
 use crate::engine::outbox::{CloseReason, Outbox};
 use crate::metrics as m;
@@ -219,6 +218,9 @@ impl SessionState {
                 // Cluster mode: or run by another node, and watched through
                 // the bus; remembered so that leaving unwatches it there.
                 self.orders.insert(order_id);
+                self.engine
+                    .orders
+                    .expect_follow(order_id, self.outbox.session_id);
                 let engine = self.engine.clone();
                 let caller = self.caller;
                 let outbox = self.outbox.clone();
@@ -238,9 +240,13 @@ impl SessionState {
                         {
                             match engine.orders.bus() {
                                 Some(bus) => {
-                                    match watch_remote(&engine, bus, order_id, &outbox).await {
-                                        Ok(()) => return,
-                                        Err((code, message)) => {
+                                    let failed = engine
+                                        .orders
+                                        .follow_remote(bus, order_id, vec![outbox.clone()], true)
+                                        .await;
+                                    match failed.into_iter().next() {
+                                        None => return,
+                                        Some((_, (code, message))) => {
                                             wire::error_frame(code, &message, reference)
                                         }
                                     }
@@ -280,6 +286,7 @@ impl SessionState {
                             reference,
                         ),
                     };
+                    engine.orders.forget_follow(order_id, outbox.session_id);
                     outbox.push(frame);
                 });
             }
@@ -320,59 +327,6 @@ impl SessionState {
             forward_location(&driver, &input, reference, received_at, &self.outbox);
         }
     }
-}
-
-/// Cluster mode: watches a live order another node runs. The bus
-/// subscription is made first, then the order is read from the store (the
-/// record every node shares), so the snapshot shows every change committed
-/// before the first frame this node can hear; frames heard meanwhile are
-/// held and follow the snapshot. The error frame's code and message if not.
-async fn watch_remote(
-    engine: &SessionWiring,
-    bus: Arc<dyn OrderBus>,
-    order_id: OrderId,
-    outbox: &Arc<Outbox>,
-) -> Result<(), (&'static str, String)> {
-    watch_through_bus(engine.store.as_ref(), bus, order_id, outbox).await
-}
-
-/// Registers `outbox` with the bus as a watcher of `order_id`, which
-/// another node runs, then queues its snapshot from the store (the record)
-/// and what the bus held meanwhile. Also for a driver's own socket on a
-/// node that does not run its order (cluster mode). The error's code and
-/// message, for an error frame.
-pub async fn watch_through_bus(
-    store: &dyn Store,
-    bus: Arc<dyn OrderBus>,
-    order_id: OrderId,
-    outbox: &Arc<Outbox>,
-) -> Result<(), (&'static str, String)> {
-    let refused = |error: WatchRefused| match error {
-        WatchRefused::Full(_) => ("RATE_LIMITED", error.to_string()),
-        WatchRefused::Unavailable(_) => ("ENGINE_UNAVAILABLE", error.to_string()),
-    };
-    bus.watch(order_id, outbox.clone()).await.map_err(refused)?;
-    let order = match store.order(order_id).await {
-        Ok(Some(order)) => order,
-        Ok(None) | Err(_) => {
-            bus.unwatch(order_id, outbox.session_id);
-            return Err(("STORE_UNAVAILABLE", "the store is unavailable".to_string()));
-        }
-    };
-    let driver = match order.driver_id {
-        Some(id) => store.driver(id).await.ok().flatten(),
-        None => None,
-    };
-    let snapshot = ServerMessage::Snapshot {
-        order_id,
-        order: &order,
-        driver: driver.as_ref(),
-        driver_location: None,
-        eta: None,
-    }
-    .encode();
-    bus.ready(order_id, outbox.session_id, snapshot, order.version);
-    Ok(())
 }
 
 /// Validates a driver's position and hands it to the driver's actor, or

@@ -62,8 +62,13 @@ pub(crate) enum OrderMessage {
     DriverNear(Option<NearestDriver>),
     /// Cluster mode: the order's region went to another node. The order
     /// leaves dispatch, its driver lets it go, and the actor stops; the
-    /// new owner loads it from the store.
-    Release,
+    /// new owner loads it from the store. Its watchers, if given, go on
+    /// following it over the bus.
+    Release(Option<super::ReleasedWatchers>),
+    /// Cluster mode: sessions that followed this order over the bus while
+    /// another node ran it; each joins the feed with a snapshot, unless it
+    /// unsubscribed meanwhile (it left the handoff set).
+    AdoptWatchers(Vec<Arc<Outbox>>, super::Handoff),
     /// Assign the driver who accepted an offer.
     Assign {
         driver: Driver,
@@ -201,13 +206,34 @@ impl Actor for OrderActor {
             OrderMessage::Unsubscribe(session_id) => state.feed.unsubscribe(session_id),
             OrderMessage::EtaMoved(fresh) => state.eta_moved(fresh),
             OrderMessage::Arrived(arrival) => state.arrived(&myself, arrival).await,
-            OrderMessage::Release => {
+            OrderMessage::Release(watchers) => {
+                if let Some(watchers) = watchers {
+                    let moved = {
+                        let mut moving = super::lock_handoff(&watchers.handoff);
+                        let outboxes = state.feed.take_watchers();
+                        for outbox in &outboxes {
+                            moving.insert((state.order.id, outbox.session_id));
+                        }
+                        outboxes
+                    };
+                    if !moved.is_empty() {
+                        (watchers.follow)(moved);
+                    }
+                }
                 tracing::info!(
                     order_id = state.order.id,
                     "Order handed to its region's new owner"
                 );
                 state.listener.order_released(&state.order);
                 myself.stop(Some("region released".into()));
+            }
+            OrderMessage::AdoptWatchers(outboxes, handoff) => {
+                let mut moving = super::lock_handoff(&handoff);
+                for outbox in outboxes {
+                    if moving.remove(&(state.order.id, outbox.session_id)) {
+                        state.subscribe(outbox);
+                    }
+                }
             }
             OrderMessage::Reannounce(audience) => {
                 let concerned = match audience {

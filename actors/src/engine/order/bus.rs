@@ -62,4 +62,9 @@ pub trait OrderBus: Send + Sync + 'static {
     /// The session stopped watching; the last local watcher of an order
     /// ends this node's subscription to it.
     fn unwatch(&self, order_id: OrderId, session_id: SessionId);
+
+    /// This node now runs `order_id` itself (it claimed the order's
+    /// region): hands over every local watcher of it, waiting or live, and
+    /// ends the subscription. The order's feed takes them from here.
+    fn take_watchers(&self, order_id: OrderId) -> Vec<Arc<Outbox>>;
 }

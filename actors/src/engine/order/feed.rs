@@ -169,6 +169,26 @@ impl OrderFeed {
         self.lock().watchers.remove(&session_id);
     }
 
+    /// Cluster mode: the order's actor stops here (its region went to
+    /// another node): its watchers leave this feed, to follow the order
+    /// over the bus. The carrying driver's own socket stays (it is the
+    /// driver's actor's, not a subscription).
+    pub fn take_watchers(&self) -> Vec<Arc<Outbox>> {
+        let mut inner = self.lock();
+        let driver_session = inner.driver_session;
+        let taken: Vec<SessionId> = inner
+            .watchers
+            .keys()
+            .filter(|id| Some(**id) != driver_session)
+            .copied()
+            .collect();
+        taken
+            .iter()
+            .filter_map(|id| inner.watchers.remove(id))
+            .filter(|outbox| !outbox.is_closed())
+            .collect()
+    }
+
     /// Queues a frame that must not be dropped for every watcher, forgetting
     /// those whose session closed.
     pub fn broadcast(&self, frame: &Frame) {

@@ -22,9 +22,35 @@ use dashmap::DashMap;
 use feed::MovedEta;
 use ractor::rpc::CallResult;
 use ractor::{ActorCell, ActorRef};
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::Instrument;
+
+/// Cluster mode: the watchers being moved between an order's local feed
+/// and the bus, as (order, session). A session that unsubscribes while it
+/// is moved leaves this set, and the move then drops it instead of
+/// delivering it. Every move and every unsubscribe takes this lock first,
+/// then the feed's or the bus's own.
+pub(crate) type Handoff = Arc<Mutex<HashSet<(OrderId, SessionId)>>>;
+
+fn lock_handoff(handoff: &Handoff) -> std::sync::MutexGuard<'_, HashSet<(OrderId, SessionId)>> {
+    handoff
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Cluster mode: what a released order actor does with its watchers as
+/// it stops: takes them off its feed (recording each in `handoff`, under
+/// its lock) and hands them to `follow`, which subscribes them on the bus.
+pub(crate) struct ReleasedWatchers {
+    pub handoff: Handoff,
+    pub follow: Box<dyn FnOnce(Vec<Arc<Outbox>>) + Send>,
+}
+
+/// Why a watcher could not follow an order over the bus: the error
+/// frame's code and message.
+pub type FollowRefused = (&'static str, String);
 
 /// How long a caller waits for an order actor. Longer than any store write
 /// may take (the pool's acquire timeout plus the statement), so that a
@@ -131,6 +157,14 @@ impl OrderRef {
     fn reannounce(&self, audience: Audience) {
         let _ = self.actor.cast(OrderMessage::Reannounce(audience));
     }
+
+    /// Cluster mode: watchers that followed the order over the bus join
+    /// its feed, each with a snapshot, unless it left meanwhile.
+    fn adopt_watchers(&self, outboxes: Vec<Arc<Outbox>>, handoff: Handoff) {
+        let _ = self
+            .actor
+            .cast(OrderMessage::AdoptWatchers(outboxes, handoff));
+    }
 }
 
 /// Who a live order tells of itself again, after that side restarted.
@@ -182,6 +216,8 @@ pub struct Orders {
     /// Cluster mode: where feeds publish for other nodes' watchers, and
     /// where this node's watchers of other nodes' orders are registered.
     bus: Arc<std::sync::OnceLock<Arc<dyn bus::OrderBus>>>,
+    /// Cluster mode: watchers on their way between a feed and the bus.
+    handoff: Handoff,
 }
 
 impl Orders {
@@ -201,6 +237,7 @@ impl Orders {
             listener,
             partition: Arc::default(),
             bus: Arc::default(),
+            handoff: Arc::default(),
         }
     }
 
@@ -244,17 +281,169 @@ impl Orders {
     /// Cluster mode: stops the actors of the orders this node no longer
     /// runs (their region went elsewhere); each withdraws from dispatch
     /// and lets its driver go first. Returns how many were told to stop.
+    ///
+    /// Their local watchers keep following them, over the bus: each is
+    /// subscribed to the order's subject, then gets a snapshot read from
+    /// the store (the record the new owner loads from), and from then on
+    /// what the new owner publishes.
     pub fn release_unserved(&self) -> usize {
-        let unserved: Vec<OrderRef> = self
+        let unserved: Vec<OrderEntry> = self
             .registry
             .iter()
             .filter(|entry| self.check_served(entry.restaurant_at).is_err())
-            .map(|entry| entry.order.clone())
+            .map(|entry| entry.clone())
             .collect();
-        for order in &unserved {
-            let _ = order.actor.cast(OrderMessage::Release);
+        for entry in &unserved {
+            let order_id = entry.order.order_id;
+            // Taken by the actor as it stops, after every message before
+            // it (a subscription just made included): a subscribe after
+            // that finds no actor and follows the order over the bus.
+            let watchers = self.bus.get().map(|bus| {
+                let orders = self.clone();
+                let bus = bus.clone();
+                ReleasedWatchers {
+                    handoff: self.handoff.clone(),
+                    follow: Box::new(move |moved: Vec<Arc<Outbox>>| {
+                        metrics::counter!(crate::metrics::CLUSTER_WATCHERS_MOVED_TOTAL, "to" => "bus")
+                            .increment(moved.len() as u64);
+                        tokio::spawn(async move {
+                            let failed = orders.follow_remote(bus, order_id, moved, true).await;
+                            for (outbox, (code, message)) in failed {
+                                outbox.push(crate::wire::error_frame(
+                                    code,
+                                    &format!(
+                                        "order {order_id} went to another node and cannot be followed from here: {message}; subscribe again"
+                                    ),
+                                    None,
+                                ));
+                            }
+                        });
+                    }),
+                }
+            });
+            let _ = entry.order.actor.cast(OrderMessage::Release(watchers));
         }
         unserved.len()
+    }
+
+    /// Cluster mode: follows `order_id`, which another node runs, for
+    /// `outboxes` over the bus. Each is subscribed first; then the order is
+    /// read from the store (the record every node shares), so the snapshot
+    /// shows every change committed before the first frame this node can
+    /// hear; frames heard meanwhile are held and follow it. `tracked`:
+    /// these watchers are in the handoff set (moved off this node's feed
+    /// of the order, or subscribing: [`Orders::expect_follow`]), and one
+    /// that unsubscribed meanwhile is dropped. Returns those that could
+    /// not follow it, with why.
+    pub async fn follow_remote(
+        &self,
+        bus: Arc<dyn bus::OrderBus>,
+        order_id: OrderId,
+        outboxes: Vec<Arc<Outbox>>,
+        tracked: bool,
+    ) -> Vec<(Arc<Outbox>, FollowRefused)> {
+        let refused = |error: bus::WatchRefused| match error {
+            bus::WatchRefused::Full(_) => ("RATE_LIMITED", error.to_string()),
+            bus::WatchRefused::Unavailable(_) => ("ENGINE_UNAVAILABLE", error.to_string()),
+        };
+        let mut failed = Vec::new();
+        let mut watching = Vec::new();
+        for outbox in outboxes {
+            let session_id = outbox.session_id;
+            let watched = bus.watch(order_id, outbox.clone()).await;
+            if tracked && !lock_handoff(&self.handoff).remove(&(order_id, session_id)) {
+                // It unsubscribed meanwhile.
+                if watched.is_ok() {
+                    bus.unwatch(order_id, session_id);
+                }
+                continue;
+            }
+            match watched {
+                Ok(()) => watching.push(outbox),
+                Err(error) => failed.push((outbox, refused(error))),
+            }
+        }
+        if watching.is_empty() {
+            return failed;
+        }
+        let order = match self.store.order(order_id).await {
+            Ok(Some(order)) => order,
+            Ok(None) | Err(_) => {
+                for outbox in watching {
+                    bus.unwatch(order_id, outbox.session_id);
+                    let why = ("STORE_UNAVAILABLE", "the store is unavailable".to_string());
+                    failed.push((outbox, why));
+                }
+                return failed;
+            }
+        };
+        let driver = match order.driver_id {
+            Some(id) => self.store.driver(id).await.ok().flatten(),
+            None => None,
+        };
+        let snapshot = crate::wire::ServerMessage::Snapshot {
+            order_id,
+            order: &order,
+            driver: driver.as_ref(),
+            driver_location: None,
+            eta: None,
+        }
+        .encode();
+        for outbox in &watching {
+            bus.ready(order_id, outbox.session_id, snapshot.clone(), order.version);
+            // Nothing more will be published of it.
+            if order.status.is_terminal() {
+                bus.unwatch(order_id, outbox.session_id);
+            }
+        }
+        // Started here meanwhile (this node claimed its region): its
+        // watchers move on to its feed.
+        if let Some(entry) = self.registry.get(&order_id).map(|e| e.clone()) {
+            self.adopt_from_bus(&entry);
+        }
+        failed
+    }
+
+    /// Cluster mode: a session's subscribe to `order_id` is answered off
+    /// the session (a store read, maybe a subscription on the bus); an
+    /// unsubscribe meanwhile cancels it, so that the subscription is not
+    /// made after the session left. Nothing without a bus.
+    pub fn expect_follow(&self, order_id: OrderId, session_id: SessionId) {
+        if self.bus.get().is_some() {
+            lock_handoff(&self.handoff).insert((order_id, session_id));
+        }
+    }
+
+    /// The subscribe [`Orders::expect_follow`] announced was answered
+    /// without the bus.
+    pub fn forget_follow(&self, order_id: OrderId, session_id: SessionId) {
+        if self.bus.get().is_some() {
+            lock_handoff(&self.handoff).remove(&(order_id, session_id));
+        }
+    }
+
+    /// Cluster mode: this node runs `entry`'s order now; the local
+    /// watchers that followed it over the bus move to its feed (each gets
+    /// a snapshot from its actor) and the bus subscription ends.
+    fn adopt_from_bus(&self, entry: &OrderEntry) {
+        let Some(bus) = self.bus.get() else {
+            return;
+        };
+        let order_id = entry.order.order_id;
+        let outboxes = {
+            let mut moving = lock_handoff(&self.handoff);
+            let outboxes = bus.take_watchers(order_id);
+            for outbox in &outboxes {
+                moving.insert((order_id, outbox.session_id));
+            }
+            outboxes
+        };
+        if outboxes.is_empty() {
+            return;
+        }
+        metrics::counter!(crate::metrics::CLUSTER_WATCHERS_MOVED_TOTAL, "to" => "local")
+            .increment(outboxes.len() as u64);
+        entry.order.adopt_watchers(outboxes, self.handoff.clone());
     }
 
     /// What the order supervisor is started with.
@@ -296,6 +485,26 @@ impl Orders {
     /// Returns how many it started.
     pub async fn recover(&self) -> Result<usize, StoreError> {
         let active = self.store.active_orders().await?;
+        self.start_all(active).await
+    }
+
+    /// Cluster mode: starts an actor for every non-terminal order of the
+    /// restaurants inside `areas` (the regions this node just claimed)
+    /// that has none, reading only those orders. Returns how many it read
+    /// and how many it started.
+    pub async fn recover_within(
+        &self,
+        areas: &[crate::store::GeoBox],
+    ) -> Result<(usize, usize), StoreError> {
+        if areas.is_empty() {
+            return Ok((0, 0));
+        }
+        let active = self.store.active_orders_within(areas).await?;
+        let read = active.len();
+        Ok((read, self.start_all(active).await?))
+    }
+
+    async fn start_all(&self, active: Vec<Order>) -> Result<usize, StoreError> {
         let mut count = 0;
         for order in active {
             if self.registry.contains_key(&order.id) {
@@ -416,7 +625,12 @@ impl Orders {
             )
             .await;
         match started {
-            Some(entry) => Ok(entry),
+            Some(entry) => {
+                if let Some(entry) = &entry {
+                    self.adopt_from_bus(entry);
+                }
+                Ok(entry)
+            }
             None => {
                 tracing::error!(order_id, "Order supervisor did not answer");
                 Ok(None)
@@ -480,13 +694,22 @@ impl Orders {
     }
 
     pub fn unsubscribe(&self, order_id: OrderId, session_id: SessionId) {
-        if let Some(actor) = self.actor(order_id) {
-            let _ = actor.cast(OrderMessage::Unsubscribe(session_id));
+        let Some(bus) = self.bus.get() else {
+            if let Some(actor) = self.actor(order_id) {
+                let _ = actor.cast(OrderMessage::Unsubscribe(session_id));
+            }
+            return;
+        };
+        // Cluster mode: the watcher may be on the order's feed, on the bus
+        // (an order run elsewhere), or moving between them; under the
+        // handoff lock, so that no move puts it back after this.
+        let feed = self.registry.get(&order_id).map(|entry| entry.feed.clone());
+        let mut moving = lock_handoff(&self.handoff);
+        moving.remove(&(order_id, session_id));
+        if let Some(feed) = feed {
+            feed.unsubscribe(session_id);
         }
-        // A watcher of an order run elsewhere (cluster mode), if it was one.
-        if let Some(bus) = self.bus.get() {
-            bus.unwatch(order_id, session_id);
-        }
+        bus.unwatch(order_id, session_id);
     }
 
     /// Assigns `driver` to the order (an accepted offer).
