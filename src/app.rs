@@ -162,6 +162,15 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
                     settings.cluster.max_watched_orders,
                     Duration::from_millis(settings.cluster.watch_timeout_ms),
                 )));
+            // Tablets on any node hear their restaurant's orders.
+            engine.restaurant_feeds().publish_to(Arc::new(
+                crate::cluster::restaurants::NatsRestaurantBus::start(
+                    client.clone(),
+                    cluster.bucket(),
+                    cluster.node_id(),
+                    engine.restaurant_feeds().clone(),
+                ),
+            ));
             // Before any driver connects: every driver actor mirrors itself
             // to the owners around it, and answers to offers relayed here
             // go back to their node.

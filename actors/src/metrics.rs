@@ -62,6 +62,8 @@ pub const CLUSTER_ORDER_SUBSCRIPTIONS_TOTAL: &str = "dispatch_cluster_order_subs
 pub const CLUSTER_FANOUT_LATENCY_SECONDS: &str = "dispatch_cluster_fanout_latency_seconds";
 pub const CLUSTER_WATCHERS_MOVED_TOTAL: &str = "dispatch_cluster_watchers_moved_total";
 pub const CLUSTER_ORDERS_READ_TOTAL: &str = "dispatch_cluster_orders_read_total";
+pub const CLUSTER_RESTAURANT_BUS_MESSAGES_TOTAL: &str =
+    "dispatch_cluster_restaurant_bus_messages_total";
 pub const CLUSTER_ORDER_INTEREST: &str = "dispatch_cluster_order_interest";
 pub const CLUSTER_INTEREST_MESSAGES_TOTAL: &str = "dispatch_cluster_interest_messages_total";
 pub const CLUSTER_REMOTE_DRIVERS: &str = "dispatch_cluster_remote_drivers";
@@ -429,6 +431,10 @@ pub fn describe_realtime() {
         CLUSTER_FANOUT_LATENCY_SECONDS,
         Unit::Seconds,
         "Cluster mode: from an order frame published on the owner's (or driver's) node to its fan-out into this node's outboxes, on the publisher's wall clock, by kind."
+    );
+    describe_counter!(
+        CLUSTER_RESTAURANT_BUS_MESSAGES_TOTAL,
+        "Cluster mode: restaurant feed frames on <bucket>.restaurant.<id>.out, published (out), heard from other nodes (in), or dropped (the publisher's bounded queue was full, or NATS refused)."
     );
     describe_gauge!(
         CLUSTER_ORDER_INTEREST,

@@ -611,7 +611,7 @@ impl DriverLink {
                             }
                         }
                         drop(carried);
-                        if let (Some(bus), Some(session_id)) = (&self.inner.orders, watching) {
+                        if let (Some(bus), Some(session_id)) = (self.inner.orders.bus(), watching) {
                             bus.unwatch(order_id, session_id);
                         }
                         self.inner.drivers.release_elsewhere(driver_id, order_id);

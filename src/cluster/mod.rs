@@ -32,6 +32,7 @@ pub mod commands;
 pub mod drivers;
 mod plan;
 pub mod region;
+pub mod restaurants;
 pub mod watch;
 
 use actors::domain::model::LatLon;

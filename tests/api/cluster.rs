@@ -1020,6 +1020,62 @@ async fn an_owner_publishes_an_orders_positions_only_while_another_node_watches_
 }
 
 #[tokio::test]
+async fn a_tablet_on_a_node_that_does_not_run_its_restaurants_orders_sees_them_arrive_and_change() {
+    if !cluster_available().await {
+        return;
+    }
+    let cluster = TestCluster::new(3000).await;
+    let a = cluster.node(true).await;
+    let b = cluster.node(false).await;
+    let admin = a.token("admin").await;
+    settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
+    let (owner, other) = holder_of([&a, &b], &admin, &restaurant_1_region()).await;
+    let staff = other.token("restaurant1").await;
+    let mut tablet = WsClient::connect(other, &staff).await;
+    tablet
+        .send(serde_json::json!({ "type": "subscribe_restaurant", "restaurantId": 1 }))
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Placed on the owner: the tablet on the other node hears it arrive.
+    let customer = owner.token("customer1").await;
+    let id = owner
+        .create_with_key(&customer, "tablet-elsewhere", 1)
+        .await
+        .expect(201)["order"]["id"]
+        .as_i64()
+        .expect("id");
+    let placed = tablet.next_of("order_update", 5).await;
+    assert_eq!(placed["orderId"], id, "{placed}");
+    assert_eq!(placed["status"], "PLACED", "{placed}");
+    // Confirmed from the tablet's node (carried to the owner): it hears that too, once.
+    other.act(&staff, id, "confirm").await.expect(200);
+    let confirmed = tablet.next_of("order_update", 5).await;
+    assert_eq!(confirmed["status"], "CONFIRMED", "{confirmed}");
+    assert!(
+        tablet
+            .next_within(Duration::from_millis(500))
+            .await
+            .is_none(),
+        "a frame heard twice"
+    );
+    assert!(
+        other
+            .metric("dispatch_cluster_restaurant_bus_messages_total{direction=\"in\"}")
+            .await
+            >= 2.0
+    );
+    // The owner's own tablets are not sent its frames a second time.
+    assert_eq!(
+        owner
+            .metric("dispatch_cluster_restaurant_bus_messages_total{direction=\"in\"}")
+            .await,
+        0.0
+    );
+    cluster.drop_bucket().await;
+}
+
+#[tokio::test]
 async fn subscribing_on_a_node_that_does_not_run_an_order_answers_bad_ids_as_a_single_node_does() {
     if !cluster_available().await {
         return;

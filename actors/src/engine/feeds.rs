@@ -16,6 +16,16 @@ use tokio_util::sync::CancellationToken;
 #[derive(Default)]
 pub struct RestaurantFeeds {
     watchers: DashMap<RestaurantId, HashMap<SessionId, Arc<Outbox>>>,
+    /// Cluster mode: where this node's restaurant frames also go, for the
+    /// tablets connected to other nodes (the restaurant's orders run on
+    /// its region's owner only).
+    bus: std::sync::OnceLock<Arc<dyn RestaurantBus>>,
+}
+
+/// Cluster mode: carries restaurant frames to the other nodes
+/// (`dispatchd::cluster::restaurants`). Must not block.
+pub trait RestaurantBus: Send + Sync + 'static {
+    fn publish(&self, restaurant_id: RestaurantId, frame: &Frame);
 }
 
 impl RestaurantFeeds {
@@ -32,10 +42,25 @@ impl RestaurantFeeds {
         }
     }
 
+    /// A frame of one of this node's orders: to its local watchers, and
+    /// in cluster mode to the other nodes'.
     pub fn publish(&self, restaurant_id: RestaurantId, frame: &Frame) {
+        self.deliver(restaurant_id, frame);
+        if let Some(bus) = self.bus.get() {
+            bus.publish(restaurant_id, frame);
+        }
+    }
+
+    /// A frame another node published: to the local watchers only.
+    pub fn deliver(&self, restaurant_id: RestaurantId, frame: &Frame) {
         if let Some(mut sessions) = self.watchers.get_mut(&restaurant_id) {
             sessions.retain(|_, outbox| outbox.push(frame.clone()));
         }
+    }
+
+    /// Cluster mode: publish to `bus` too from now on (set once, at start).
+    pub fn publish_to(&self, bus: Arc<dyn RestaurantBus>) -> bool {
+        self.bus.set(bus).is_ok()
     }
 }
 

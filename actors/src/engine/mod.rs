@@ -185,6 +185,11 @@ impl Engine {
         &self.drivers
     }
 
+    /// The restaurants' feeds (tablets), for cluster mode's bus.
+    pub fn restaurant_feeds(&self) -> &Arc<RestaurantFeeds> {
+        &self.feeds
+    }
+
     pub fn geo(&self) -> &Geo {
         &self.geo
     }
