@@ -41,6 +41,14 @@ const SERVING_AT_ONCE: usize = 256;
 /// new owner, subscribed too, answers first, and a requester takes the
 /// first answer only.
 const NOT_OWNER_GRACE: Duration = Duration::from_secs(2);
+/// How long a command waits for a region that is between owners after a
+/// graceful hand-over (its lease deleted, no node named yet): the next
+/// owner claims it at its next rebalance (`cluster.rebalance_ms`, 1 s) and
+/// loads its orders, so the client gets its answer instead of a 503. A
+/// region whose lease still names a node that does not answer (a failover
+/// in progress) is answered 503 at once.
+const HANDOVER_WAIT: Duration = Duration::from_secs(3);
+const HANDOVER_RETRY: Duration = Duration::from_millis(100);
 
 /// What travels to a region's owner.
 #[derive(Debug, Serialize, Deserialize)]
@@ -292,6 +300,9 @@ fn subject(bucket: &str, region: &str) -> String {
 pub struct Commands {
     client: async_nats::Client,
     bucket: String,
+    /// Who holds which region, as this node sees it (both live as long as
+    /// the process: the cycle through the cluster's handle is harmless).
+    cluster: Cluster,
     /// One subscription task per region served.
     serving: Arc<std::sync::Mutex<BTreeMap<Region, JoinHandle<()>>>>,
     permits: Arc<Semaphore>,
@@ -302,6 +313,7 @@ impl Commands {
         Commands {
             client,
             bucket: cluster.inner.options.bucket.clone(),
+            cluster: cluster.clone(),
             serving: Arc::default(),
             permits: Arc::new(Semaphore::new(SERVING_AT_ONCE)),
         }
@@ -365,34 +377,33 @@ impl Commands {
         })
     }
 
+    /// Sends `message` to the owner of `region`; while nobody answers and
+    /// the region is between owners after a hand-over, asks again for up
+    /// to [`HANDOVER_WAIT`].
     async fn send(
         &self,
         region: &str,
         message: &ForwardedCommand,
     ) -> Result<ForwardedOutcome, ForwardError> {
-        let payload =
-            serde_json::to_vec(message).map_err(|e| ForwardError::Failed(e.to_string()))?;
+        let payload: bytes::Bytes = serde_json::to_vec(message)
+            .map_err(|e| ForwardError::Failed(e.to_string()))?
+            .into();
         let started = Instant::now();
-        let asked = self
-            .client
-            .send_request(
-                subject(&self.bucket, region),
-                async_nats::Request::new()
-                    .payload(payload.into())
-                    .timeout(Some(FORWARD_TIMEOUT)),
-            )
-            .await;
-        metrics::counter!(m::CLUSTER_BUS_MESSAGES_TOTAL, "direction" => "out").increment(1);
-        let outcome = match asked {
-            Ok(reply) => serde_json::from_slice::<ForwardedOutcome>(&reply.payload)
-                .map_err(|e| ForwardError::Failed(format!("unreadable answer: {e}"))),
-            Err(error) => Err(match error.kind() {
-                async_nats::RequestErrorKind::NoResponders => {
-                    ForwardError::NoOwner(region.to_string())
+        let waiting_until = started + HANDOVER_WAIT;
+        let outcome = loop {
+            let outcome = self.ask(region, payload.clone()).await;
+            let between_owners = Region::parse(region)
+                .is_some_and(|parsed| self.cluster.holder_of(parsed).is_none());
+            match outcome {
+                Err(ForwardError::NoOwner(_))
+                    if between_owners && Instant::now() + HANDOVER_RETRY < waiting_until =>
+                {
+                    metrics::counter!(m::CLUSTER_FORWARDED_COMMANDS_TOTAL, "result" => "waited_for_owner")
+                        .increment(1);
+                    tokio::time::sleep(HANDOVER_RETRY).await;
                 }
-                async_nats::RequestErrorKind::TimedOut => ForwardError::TimedOut,
-                async_nats::RequestErrorKind::Other => ForwardError::Failed(error.to_string()),
-            }),
+                outcome => break outcome,
+            }
         };
         let result = match &outcome {
             Ok(_) => "ok",
@@ -404,6 +415,35 @@ impl Commands {
         metrics::histogram!(m::CLUSTER_FORWARD_DURATION_SECONDS)
             .record(started.elapsed().as_secs_f64());
         outcome
+    }
+
+    /// One request to the region's command subject.
+    async fn ask(
+        &self,
+        region: &str,
+        payload: bytes::Bytes,
+    ) -> Result<ForwardedOutcome, ForwardError> {
+        let asked = self
+            .client
+            .send_request(
+                subject(&self.bucket, region),
+                async_nats::Request::new()
+                    .payload(payload)
+                    .timeout(Some(FORWARD_TIMEOUT)),
+            )
+            .await;
+        metrics::counter!(m::CLUSTER_BUS_MESSAGES_TOTAL, "direction" => "out").increment(1);
+        match asked {
+            Ok(reply) => serde_json::from_slice::<ForwardedOutcome>(&reply.payload)
+                .map_err(|e| ForwardError::Failed(format!("unreadable answer: {e}"))),
+            Err(error) => Err(match error.kind() {
+                async_nats::RequestErrorKind::NoResponders => {
+                    ForwardError::NoOwner(region.to_string())
+                }
+                async_nats::RequestErrorKind::TimedOut => ForwardError::TimedOut,
+                async_nats::RequestErrorKind::Other => ForwardError::Failed(error.to_string()),
+            }),
+        }
     }
 
     /// Subscribes to the command subjects of `served` and drops the others'.

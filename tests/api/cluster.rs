@@ -760,6 +760,64 @@ async fn a_node_that_stops_hands_its_orders_to_the_new_owner_of_their_region() {
     cluster.drop_bucket().await;
 }
 
+#[tokio::test]
+async fn orders_placed_through_another_node_while_the_owner_leaves_gracefully_are_never_refused() {
+    if !cluster_available().await {
+        return;
+    }
+    let cluster = TestCluster::new(8000)
+        .await
+        .with("DISPATCH__ORDERS__PER_CUSTOMER_PER_MINUTE", "100000");
+    let mut a = cluster.node(true).await;
+    let mut b = cluster.node(false).await;
+    let admin = a.token("admin").await;
+    settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
+    let a_holds = seen(&a, &admin)
+        .await
+        .mine()
+        .iter()
+        .any(|(r, _)| *r == restaurant_1_region());
+    let (owner, other) = if a_holds { (&mut a, &b) } else { (&mut b, &a) };
+    let customer = other.token("customer1").await;
+    // SIGTERM: the owner hands its regions over and exits, while orders
+    // keep arriving through the other node, which must serve each one
+    // (forwarded, then its own once it holds the region).
+    owner.signal("TERM");
+    let started = Instant::now();
+    let mut placed = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        let answer = other
+            .create_with_key(&customer, &format!("during-leave-{placed}"), 1)
+            .await;
+        assert_eq!(
+            answer.status,
+            201,
+            "order {placed} at {:?} after SIGTERM: {}",
+            started.elapsed(),
+            answer.body
+        );
+        placed += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(owner.wait_for_exit(10).success());
+    // The hand-over's gap was there and was waited out, not refused.
+    assert!(
+        other
+            .metric("dispatch_cluster_forwarded_commands_total{result=\"waited_for_owner\"}")
+            .await
+            >= 1.0,
+        "no order met the region between owners: the test proved nothing"
+    );
+    assert_eq!(
+        other
+            .metric("dispatch_cluster_forwarded_commands_total{result=\"no_owner\"}")
+            .await,
+        0.0
+    );
+    assert_eq!(other.metric("dispatch_order_actors").await, placed as f64);
+    cluster.drop_bucket().await;
+}
+
 /// `at` moved by `north_km` (roughly: 111 km a degree of latitude).
 pub(crate) fn north_of(at: (f64, f64), north_km: f64) -> (f64, f64) {
     (at.0 + north_km / 111.0, at.1)
