@@ -464,6 +464,13 @@ impl DriverLink {
     async fn publish_gone(&self, publisher: &mut Publisher, driver_id: DriverId) {
         publisher.targets.remove(&driver_id);
         publisher.position_sent_at.remove(&driver_id);
+        // Offline: nobody offers it anything until its next position. Its
+        // command subscription ends whether or not its entry went anywhere
+        // last (a driver out of every other node's reach still holds one).
+        if let Some(task) = super::lock(&self.inner.linked).remove(&driver_id) {
+            task.abort();
+        }
+        self.linked_gauge();
         let Some(last) = publisher.published.remove(&driver_id) else {
             return;
         };
@@ -482,11 +489,6 @@ impl DriverLink {
             position: false,
         };
         self.publish(&last, KIND_GONE, driver).await;
-        // Offline: nobody offers it anything until its next position.
-        if let Some(task) = super::lock(&self.inner.linked).remove(&driver_id) {
-            task.abort();
-        }
-        self.linked_gauge();
     }
 
     async fn publish(&self, regions: &[Region], kind: u8, driver: MirroredDriver) {
@@ -622,6 +624,11 @@ impl DriverLink {
             metrics::counter!(m::CLUSTER_DRIVER_COMMANDS_TOTAL, "kind" => kind, "result" => result)
                 .increment(1);
         }
+        // The subscription ended (NATS dropped it): forget it, so that the
+        // driver's next position subscribes again instead of leaving the
+        // driver deaf to offers.
+        super::lock(&self.inner.linked).remove(&driver_id);
+        self.linked_gauge();
     }
 
     /// A local driver carries an order of another node (announced again):

@@ -115,7 +115,9 @@ pub(crate) enum GeoMessage {
     /// node published it for this node's regions. `renews` as for a local
     /// update: a position renews presence, an availability change does not
     /// bring an offline driver back.
-    Remote { entry: DriverEntry, renews: bool },
+    /// Coalesced per driver like a local update, so that a flood of bus
+    /// messages holds at most one message per remote driver here.
+    Remote(Arc<PendingUpsert>),
     /// Cluster mode: that node says the driver went offline here.
     RemoteGone(DriverId),
 }
@@ -229,7 +231,10 @@ impl Actor for GeoActor {
                     .collect();
                 let _ = reply.send(answers);
             }
-            GeoMessage::Remote { entry, renews } => {
+            GeoMessage::Remote(pending) => {
+                let Some(Pending { entry, renews, .. }) = pending.take() else {
+                    return Ok(());
+                };
                 if renews {
                     state.last_seen.insert(entry.id, Instant::now());
                 } else if !state.last_seen.contains_key(&entry.id) {
@@ -354,8 +359,8 @@ impl Geo {
     }
 
     /// Cluster mode: a driver of another node, for this node's dispatch.
-    pub(crate) fn remote(&self, entry: DriverEntry, renews: bool) -> bool {
-        self.slot.cast(GeoMessage::Remote { entry, renews })
+    pub(crate) fn remote(&self, pending: &Arc<PendingUpsert>) -> bool {
+        self.slot.cast(GeoMessage::Remote(pending.clone()))
     }
 
     /// Cluster mode: a driver of another node went offline there.

@@ -15,7 +15,7 @@ pub(crate) use supervisor::{
 use crate::domain::geo_index::DriverEntry;
 use crate::domain::input::LocationFix;
 use crate::domain::model::{Driver, DriverId, DriverLocation, LatLon, OrderId};
-use crate::engine::geo_actor::{Geo, PresenceListener};
+use crate::engine::geo_actor::{Change, Geo, PendingUpsert, PresenceListener};
 use crate::engine::order::{OrderFeed, OrderRef};
 use crate::engine::outbox::{Outbox, SessionId};
 use crate::engine::slot::Slot;
@@ -173,6 +173,10 @@ pub struct Drivers {
     /// Cluster mode: drivers of other nodes in this node's index, with the
     /// last message taken of each.
     remote: Arc<DashMap<DriverId, u64>>,
+    /// Cluster mode: each remote driver's next entry for the geo index,
+    /// coalesced while the geo actor has not taken it (as a local
+    /// driver's: its mailbox holds at most one message per driver).
+    remote_pending: Arc<DashMap<DriverId, Arc<PendingUpsert>>>,
     /// Cluster mode: the orders of this node each driver carries, for the
     /// positions that come over the bus (a driver on another node).
     carried: Arc<DashMap<DriverId, std::collections::HashMap<OrderId, Carried>>>,
@@ -192,6 +196,7 @@ impl Drivers {
             geo,
             bus: Arc::default(),
             remote: Arc::default(),
+            remote_pending: Arc::default(),
             carried: Arc::default(),
             connected: Arc::default(),
             supervisor,
@@ -251,6 +256,12 @@ impl Drivers {
                 *last = remote.seq;
             }
             None => {
+                // Only a position brings a driver into the index: an
+                // availability change of one this node does not follow
+                // would leave an id here that nothing ever sweeps.
+                if !driver.position {
+                    return RemoteTaken::Stale;
+                }
                 if self.remote.len() >= MAX_REMOTE_DRIVERS {
                     metrics::counter!(crate::metrics::CLUSTER_REMOTE_DRIVERS_REFUSED_TOTAL)
                         .increment(1);
@@ -267,7 +278,20 @@ impl Drivers {
             available: driver.available,
             active_orders: driver.active_orders,
         };
-        self.geo.remote(entry, driver.position);
+        let pending = self
+            .remote_pending
+            .entry(id)
+            .or_insert_with(|| Arc::new(PendingUpsert::default()))
+            .clone();
+        let change = if driver.position {
+            Change::Position
+        } else {
+            Change::Availability
+        };
+        if pending.put(entry, change) && !self.geo.remote(&pending) {
+            // No geo actor to take it: do not leave the slot looking told.
+            pending.take();
+        }
         if driver.position
             && let Some(carried) = self.carried.get(&id)
         {
@@ -536,6 +560,7 @@ impl Drivers {
 impl PresenceListener for Drivers {
     fn went_stale(&self, driver_id: DriverId) {
         self.cast(driver_id, DriverMessage::WentStale);
+        self.remote_pending.remove(&driver_id);
         if self.remote.remove(&driver_id).is_some() {
             metrics::gauge!(crate::metrics::CLUSTER_REMOTE_DRIVERS).set(self.remote.len() as f64);
         }
