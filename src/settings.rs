@@ -172,6 +172,8 @@ pub struct DispatchSettings {
     pub max_bundle: usize,
     pub bundle_ready_gap_secs: u64,
     pub bundle_max_delay_secs: u64,
+    pub peak_bundle_ready_gap_secs: u64,
+    pub peak_unserved_jobs: usize,
     /// 0: commit a driver at once, however long it would wait for the food.
     pub commit_ahead_secs: u64,
     pub max_click_to_door_mins: u64,
@@ -531,6 +533,8 @@ impl Settings {
             max_bundle: self.dispatch.max_bundle,
             bundle_ready_gap: Duration::from_secs(self.dispatch.bundle_ready_gap_secs),
             bundle_max_delay: Duration::from_secs(self.dispatch.bundle_max_delay_secs),
+            peak_bundle_ready_gap: Duration::from_secs(self.dispatch.peak_bundle_ready_gap_secs),
+            peak_unserved_jobs: self.dispatch.peak_unserved_jobs,
             commit_ahead: (self.dispatch.commit_ahead_secs > 0)
                 .then(|| Duration::from_secs(self.dispatch.commit_ahead_secs)),
             max_click_to_door: Duration::from_secs(self.dispatch.max_click_to_door_mins * 60),

@@ -197,6 +197,7 @@ pub const DISPATCH_ROUND_SECONDS: &str = "dispatch_round_duration_seconds";
 pub const HOPELESS_ORDERS_TOTAL: &str = "dispatch_hopeless_orders_total";
 pub const BUNDLED_OFFERS_TOTAL: &str = "dispatch_bundled_offers_total";
 pub const RADIUS_WIDENINGS_TOTAL: &str = "dispatch_radius_widenings_total";
+pub const UNSERVED_JOBS: &str = "dispatch_unserved_jobs";
 pub const ETA_UPDATES_TOTAL: &str = "dispatch_eta_updates_total";
 pub const ACTOR_RESTARTS_TOTAL: &str = "dispatch_actor_restarts_total";
 pub const CORE_ACTORS_DOWN: &str = "dispatch_core_actors_down";
@@ -291,6 +292,10 @@ pub fn describe_realtime() {
     describe_counter!(
         RADIUS_WIDENINGS_TOTAL,
         "Times an order's search radius was widened."
+    );
+    describe_gauge!(
+        UNSERVED_JOBS,
+        "Jobs (single orders or bundles) the last dispatch round left without a driver; at dispatch.peak_unserved_jobs or more the next round bundles with the peak gap."
     );
     describe_counter!(
         ETA_UPDATES_TOTAL,

@@ -31,6 +31,10 @@ pub struct EngineConfig {
     pub bundle_ready_gap: Duration,
     /// No order of a bundle may arrive later than this against going alone.
     pub bundle_max_delay: Duration,
+    /// Peak-aware bundling: the ready gap after a round that left at least
+    /// `peak_unserved_jobs` jobs without a driver (0 jobs: never).
+    pub peak_bundle_ready_gap: Duration,
+    pub peak_unserved_jobs: usize,
     /// A driver who would wait at the restaurant longer than this is not
     /// committed yet (None: commit at once).
     pub commit_ahead: Option<Duration>,
@@ -69,6 +73,8 @@ impl Default for EngineConfig {
             max_bundle: 2,
             bundle_ready_gap: Duration::from_secs(300),
             bundle_max_delay: Duration::from_secs(600),
+            peak_bundle_ready_gap: Duration::from_secs(600),
+            peak_unserved_jobs: 20,
             commit_ahead: None,
             max_click_to_door: Duration::from_secs(90 * 60),
             slack_weight: 0.25,
@@ -91,6 +97,8 @@ impl EngineConfig {
             max_bundle: self.max_bundle.min(self.max_active_orders as usize).max(1),
             bundle_ready_gap_secs: self.bundle_ready_gap.as_secs_f64(),
             bundle_max_delay_secs: self.bundle_max_delay.as_secs_f64(),
+            peak_bundle_ready_gap_secs: self.peak_bundle_ready_gap.as_secs_f64(),
+            peak_unserved_jobs: self.peak_unserved_jobs,
             max_click_to_door_secs: self.max_click_to_door.as_secs_f64(),
             enforce_max_click_to_door: false,
         }

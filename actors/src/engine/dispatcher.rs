@@ -320,6 +320,7 @@ impl DispatcherState {
         }
         let decision = self.board.decide(plan, answers);
         metrics::counter!(m::RADIUS_WIDENINGS_TOTAL).increment(decision.widened as u64);
+        metrics::gauge!(m::UNSERVED_JOBS).set(self.board.unserved() as f64);
         metrics::histogram!(m::DISPATCH_ROUND_SECONDS).record(started.elapsed().as_secs_f64());
 
         for assignment in decision.assignments {

@@ -54,6 +54,14 @@ pub struct BoardRules {
     /// `max_click_to_door_secs` (the replay: such orders are dropped), or
     /// the maximum only flags (live: the operator decides).
     pub enforce_max_click_to_door: bool,
+    /// Peak-aware bundling: after a round that left at least
+    /// `peak_unserved_jobs` jobs without a driver, orders ready up to this
+    /// far apart may be bundled (food waits; a trip is saved). Not above
+    /// `bundle_ready_gap_secs`: off.
+    pub peak_bundle_ready_gap_secs: f64,
+    /// Jobs a round must leave without a driver for the next round to
+    /// bundle with the peak gap (0: never).
+    pub peak_unserved_jobs: usize,
 }
 
 impl Default for BoardRules {
@@ -67,6 +75,8 @@ impl Default for BoardRules {
             bundle_max_delay_secs: 600.0,
             max_click_to_door_secs: 90.0 * 60.0,
             enforce_max_click_to_door: false,
+            peak_bundle_ready_gap_secs: 600.0,
+            peak_unserved_jobs: 20,
         }
     }
 }
@@ -159,11 +169,19 @@ pub struct Board {
     entries: HashMap<OrderId, BoardEntry>,
     pub rules: BoardRules,
     pub params: PolicyParams,
+    /// Jobs the last round left without a driver.
+    unserved: usize,
 }
 
 /// Hard cap on one restaurant's query, whatever its queue: beyond this many
 /// drivers per round the solver's work, not the search, is the limit.
 const MAX_QUERY_K: usize = 4096;
+
+/// A bundle made only because of the peak gap must leave at least this
+/// long between its earliest pickup (the later food) and its latest one
+/// (the earlier order's deadline): a driver has to get there, and a bundle
+/// no one can reach in time would lose the order that could go alone.
+const PEAK_BUNDLE_MIN_SLACK_SECS: f64 = 600.0;
 
 fn secs_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
     (to - from).num_milliseconds() as f64 / 1000.0
@@ -175,7 +193,19 @@ impl Board {
             entries: HashMap::new(),
             rules,
             params,
+            unserved: 0,
         }
+    }
+
+    /// Whether the last round left so many jobs without a driver that this
+    /// one bundles with the peak gap.
+    pub fn at_peak(&self) -> bool {
+        self.rules.peak_unserved_jobs > 0 && self.unserved >= self.rules.peak_unserved_jobs
+    }
+
+    /// Jobs the last round left without a driver.
+    pub fn unserved(&self) -> usize {
+        self.unserved
     }
 
     /// The order waits for a driver from `now` (again a no-op if it already does).
@@ -308,7 +338,7 @@ impl Board {
                     .then(a.order.order_id.cmp(&b.order.order_id))
             });
             let first_job = plan.jobs.len();
-            for sequence in self.bundles(waiting) {
+            for sequence in self.bundles(now, waiting) {
                 plan.jobs.push(self.job(now, &sequence));
             }
             let members: Vec<usize> = (first_job..plan.jobs.len()).collect();
@@ -335,8 +365,21 @@ impl Board {
     /// Splits one restaurant's waiting orders (by ready time) into drop-off
     /// sequences: each order starts a bundle, and takes the next ones whose
     /// food is ready within the gap while no order of it is delayed by more
-    /// than `bundle_max_delay_secs` against going alone.
-    fn bundles<'a>(&self, waiting: &[&'a BoardEntry]) -> Vec<Vec<&'a BoardEntry>> {
+    /// than `bundle_max_delay_secs` against going alone. At the peak
+    /// ([`Board::at_peak`]) the gap is `peak_bundle_ready_gap_secs`, for
+    /// bundles that still leave a driver time to reach them.
+    fn bundles<'a>(
+        &self,
+        now: DateTime<Utc>,
+        waiting: &[&'a BoardEntry],
+    ) -> Vec<Vec<&'a BoardEntry>> {
+        let gap_limit = if self.at_peak() {
+            self.rules
+                .peak_bundle_ready_gap_secs
+                .max(self.rules.bundle_ready_gap_secs)
+        } else {
+            self.rules.bundle_ready_gap_secs
+        };
         let mut taken = vec![false; waiting.len()];
         let mut sequences = Vec::new();
         for i in 0..waiting.len() {
@@ -353,10 +396,13 @@ impl Board {
                     continue;
                 }
                 let gap = secs_between(waiting[i].order.ready_at, waiting[j].order.ready_at);
-                if gap > self.rules.bundle_ready_gap_secs {
+                if gap > gap_limit {
                     break;
                 }
                 if let Some(better) = self.best_sequence(&sequence, waiting[j]) {
+                    if gap > self.rules.bundle_ready_gap_secs && !self.reachable(now, &better) {
+                        continue;
+                    }
                     sequence = better;
                     taken[j] = true;
                 }
@@ -364,6 +410,18 @@ impl Board {
             sequences.push(sequence);
         }
         sequences
+    }
+
+    /// Whether a driver could still pick `sequence` up with
+    /// [`PEAK_BUNDLE_MIN_SLACK_SECS`] to spare before its latest pickup.
+    fn reachable(&self, now: DateTime<Utc>, sequence: &[&BoardEntry]) -> bool {
+        let offsets = self.drop_offsets(sequence[0].order.restaurant, sequence);
+        let latest = self.latest_pickup(now, sequence, &offsets);
+        let earliest = sequence
+            .iter()
+            .map(|e| secs_between(now, e.order.ready_at))
+            .fold(self.params.pickup_service_secs, f64::max);
+        earliest + PEAK_BUNDLE_MIN_SLACK_SECS <= latest
     }
 
     /// `sequence` with `extra` inserted where the drop-offs finish soonest in
@@ -487,6 +545,7 @@ impl Board {
         }
         let rows: Vec<OpenOrder> = plan.jobs.iter().map(|j| j.row.clone()).collect();
         let pairings = assign_round(&rows, &candidates, &self.params);
+        self.unserved = rows.len().saturating_sub(pairings.len());
         let mut assignments = Vec::with_capacity(pairings.len());
         for pairing in pairings {
             let Some(j) = rows.iter().position(|r| r.order_id == pairing.order_id) else {
@@ -596,6 +655,56 @@ mod tests {
         ];
         let done = round(&mut b, at(9), &fleet);
         assert_eq!(done.len(), 3, "{done:?}");
+        assert!(done.iter().all(|a| a.orders.len() == 1));
+    }
+
+    /// A board whose last round left two jobs without a driver (at `now`
+    /// minus a minute, nobody near): the peak, with `peak_unserved_jobs` 2.
+    fn board_at_peak(orders: &[WaitingOrder], now: i64) -> Board {
+        let rules = BoardRules {
+            peak_unserved_jobs: 2,
+            ..BoardRules::default()
+        };
+        let mut b = Board::new(rules, PolicyParams::default());
+        for o in orders {
+            b.open(o.clone(), at(0));
+        }
+        assert!(round(&mut b, at(now - 1), &[]).is_empty());
+        assert!(b.at_peak(), "{} unserved", b.unserved());
+        b
+    }
+
+    #[test]
+    fn at_the_peak_orders_ready_further_apart_are_bundled_to_save_a_trip() {
+        // Ready 8 minutes apart: past the usual 5-minute gap.
+        let orders = [waiting(1, 7, 0.0, 10), waiting(2, 7, 0.0, 18)];
+        let fleet = [driver(1, east(0.5)), driver(2, east(0.6))];
+        // Drivers to spare: each order goes alone.
+        let mut calm = board();
+        for o in &orders {
+            calm.open(o.clone(), at(0));
+        }
+        let done = round(&mut calm, at(2), &fleet);
+        assert_eq!(done.len(), 2, "{done:?}");
+        assert!(done.iter().all(|a| a.orders.len() == 1));
+        // The last round left jobs without a driver: one driver takes both.
+        let mut b = board_at_peak(&orders, 2);
+        let done = round(&mut b, at(2), &fleet);
+        assert_eq!(done.len(), 1, "{done:?}");
+        assert_eq!(done[0].orders.len(), 2);
+        // The round served everyone: the peak is over.
+        assert!(!b.at_peak());
+    }
+
+    #[test]
+    fn a_peak_bundle_no_driver_could_reach_in_time_is_not_made() {
+        // Order 1 (placed at 0) must be picked up within about 15 minutes
+        // of minute 72; order 2's food is ready in 9: too tight to bundle.
+        let orders = [waiting(1, 7, 0.0, 75), waiting(2, 7, 0.0, 81)];
+        let mut b = board_at_peak(&orders, 72);
+        let fleet = [driver(1, east(0.5)), driver(2, east(0.6))];
+        let done = round(&mut b, at(72), &fleet);
+        assert_eq!(done.len(), 2, "{done:?}");
         assert!(done.iter().all(|a| a.orders.len() == 1));
     }
 
