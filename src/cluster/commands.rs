@@ -454,20 +454,8 @@ impl Commands {
         orders: &Orders,
         store: &Arc<dyn Store>,
     ) {
-        let stale: Vec<JoinHandle<()>> = {
-            let mut serving = super::lock(&self.serving);
-            let gone: Vec<Region> = serving
-                .keys()
-                .filter(|region| !served.contains(region))
-                .copied()
-                .collect();
-            gone.iter().filter_map(|r| serving.remove(r)).collect()
-        };
-        // Aborting the task drops its subscriber: NATS stops routing the
-        // region's commands here (commands already taken finish).
-        for task in stale {
-            task.abort();
-        }
+        // Commands already taken by a dropped region's task finish.
+        super::drop_unserved(&self.serving, served);
         for region in served {
             if super::lock(&self.serving).contains_key(region) {
                 continue;

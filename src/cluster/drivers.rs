@@ -714,18 +714,7 @@ impl DriverLink {
     /// Subscribes to the `geo.<region>` subjects of `served` and drops the
     /// others'.
     pub async fn serve_only(&self, served: &[Region]) {
-        let stale: Vec<JoinHandle<()>> = {
-            let mut serving = super::lock(&self.inner.serving);
-            let gone: Vec<Region> = serving
-                .keys()
-                .filter(|region| !served.contains(region))
-                .copied()
-                .collect();
-            gone.iter().filter_map(|r| serving.remove(r)).collect()
-        };
-        for task in stale {
-            task.abort();
-        }
+        super::drop_unserved(&self.inner.serving, served);
         for region in served {
             if super::lock(&self.inner.serving).contains_key(region) {
                 continue;

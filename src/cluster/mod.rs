@@ -172,6 +172,24 @@ pub struct Cluster {
     inner: Arc<Inner>,
 }
 
+/// Ends the per-region subscriptions in `serving` of the regions not in
+/// `served` (aborting a task drops its subscriber: NATS stops routing the
+/// region's messages here); the command and geo subjects share this.
+fn drop_unserved(serving: &Mutex<BTreeMap<Region, JoinHandle<()>>>, served: &[Region]) {
+    let stale: Vec<JoinHandle<()>> = {
+        let mut serving = lock(serving);
+        let gone: Vec<Region> = serving
+            .keys()
+            .filter(|region| !served.contains(region))
+            .copied()
+            .collect();
+        gone.iter().filter_map(|r| serving.remove(r)).collect()
+    };
+    for task in stale {
+        task.abort();
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
