@@ -379,6 +379,25 @@ async fn holder_of<'a>(
     panic!("nobody holds {region}");
 }
 
+/// Two nodes; the one holding restaurant 1's region, the other, and an
+/// admin's token.
+async fn two_nodes(cluster: &TestCluster) -> (TestApp, TestApp, String) {
+    let a = cluster.node(true).await;
+    let b = cluster.node(false).await;
+    let admin = a.token("admin").await;
+    settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
+    let a_holds = seen(&a, &admin)
+        .await
+        .mine()
+        .iter()
+        .any(|(r, _)| *r == restaurant_1_region());
+    if a_holds {
+        (a, b, admin)
+    } else {
+        (b, a, admin)
+    }
+}
+
 /// The `details` of an error answer as (field, message) pairs.
 fn details(response: &Response) -> Vec<(String, String)> {
     response.body["details"]
@@ -726,17 +745,8 @@ async fn a_node_that_stops_hands_its_orders_to_the_new_owner_of_their_region() {
     // A long TTL: an order that waited for its owner's lease to lapse
     // would not run again for 8 s.
     let cluster = TestCluster::new(8000).await;
-    let mut a = cluster.node(true).await;
-    let mut b = cluster.node(false).await;
-    let admin = a.token("admin").await;
-    settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
-    let region = restaurant_1_region();
-    let a_holds = seen(&a, &admin)
-        .await
-        .mine()
-        .iter()
-        .any(|(r, _)| *r == region);
-    let (owner, other) = if a_holds { (&mut a, &b) } else { (&mut b, &a) };
+    let (mut owner, other, _admin) = two_nodes(&cluster).await;
+    let (owner, other) = (&mut owner, &other);
     let customer = other.token("customer1").await;
     let staff = other.token("restaurant1").await;
     let id = owner.place_order(&customer).await["id"]
@@ -768,16 +778,8 @@ async fn orders_placed_through_another_node_while_the_owner_leaves_gracefully_ar
     let cluster = TestCluster::new(8000)
         .await
         .with("DISPATCH__ORDERS__PER_CUSTOMER_PER_MINUTE", "100000");
-    let mut a = cluster.node(true).await;
-    let mut b = cluster.node(false).await;
-    let admin = a.token("admin").await;
-    settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
-    let a_holds = seen(&a, &admin)
-        .await
-        .mine()
-        .iter()
-        .any(|(r, _)| *r == restaurant_1_region());
-    let (owner, other) = if a_holds { (&mut a, &b) } else { (&mut b, &a) };
+    let (mut owner, other, _admin) = two_nodes(&cluster).await;
+    let (owner, other) = (&mut owner, &other);
     let customer = other.token("customer1").await;
     // SIGTERM: the owner hands its regions over and exits, while orders
     // keep arriving through the other node, which must serve each one
@@ -989,11 +991,8 @@ async fn an_owner_publishes_an_orders_positions_only_while_another_node_watches_
     let cluster = TestCluster::new(3000)
         .await
         .with("DISPATCH__DISPATCH__ROUND_INTERVAL_MS", "200");
-    let a = cluster.node(true).await;
-    let b = cluster.node(false).await;
-    let admin = a.token("admin").await;
-    settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
-    let (owner, other) = holder_of([&a, &b], &admin, &restaurant_1_region()).await;
+    let (owner, other, _admin) = two_nodes(&cluster).await;
+    let (owner, other) = (&owner, &other);
     let customer = owner.token("customer1").await;
     let staff = owner.token("restaurant1").await;
     let id = owner
@@ -1083,11 +1082,8 @@ async fn a_tablet_on_a_node_that_does_not_run_its_restaurants_orders_sees_them_a
         return;
     }
     let cluster = TestCluster::new(3000).await;
-    let a = cluster.node(true).await;
-    let b = cluster.node(false).await;
-    let admin = a.token("admin").await;
-    settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
-    let (owner, other) = holder_of([&a, &b], &admin, &restaurant_1_region()).await;
+    let (owner, other, _admin) = two_nodes(&cluster).await;
+    let (owner, other) = (&owner, &other);
     let staff = other.token("restaurant1").await;
     let mut tablet = WsClient::connect(other, &staff).await;
     tablet
@@ -1139,12 +1135,9 @@ async fn subscribing_on_a_node_that_does_not_run_an_order_answers_bad_ids_as_a_s
         return;
     }
     let cluster = TestCluster::new(3000).await;
-    let a = cluster.node(true).await;
-    let b = cluster.node(false).await;
-    let admin = a.token("admin").await;
-    settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
-    let (owner, other) = holder_of([&a, &b], &admin, &restaurant_1_region()).await;
-    let customer = a.token("customer1").await;
+    let (owner, other, _admin) = two_nodes(&cluster).await;
+    let (owner, other) = (&owner, &other);
+    let customer = owner.token("customer1").await;
     let id = owner
         .create_with_key(&customer, "bad-inputs", 1)
         .await
@@ -1159,7 +1152,7 @@ async fn subscribing_on_a_node_that_does_not_run_an_order_answers_bad_ids_as_a_s
         assert_eq!(error["code"], code, "{error}");
     }
     // Somebody else's order: not found, as on one node; no subscription made.
-    let mut stranger = WsClient::connect(other, &a.token("customer2").await).await;
+    let mut stranger = WsClient::connect(other, &owner.token("customer2").await).await;
     stranger
         .send(serde_json::json!({ "type": "subscribe", "orderId": id }))
         .await;
@@ -1174,12 +1167,9 @@ async fn a_nodes_subscription_to_an_order_of_another_node_ends_when_the_order_do
         return;
     }
     let cluster = TestCluster::new(3000).await;
-    let a = cluster.node(true).await;
-    let b = cluster.node(false).await;
-    let admin = a.token("admin").await;
-    settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
-    let (owner, other) = holder_of([&a, &b], &admin, &restaurant_1_region()).await;
-    let customer = a.token("customer1").await;
+    let (owner, other, _admin) = two_nodes(&cluster).await;
+    let (owner, other) = (&owner, &other);
+    let customer = owner.token("customer1").await;
     let id = owner
         .create_with_key(&customer, "ends-with-order", 1)
         .await
@@ -1359,17 +1349,8 @@ async fn a_node_that_starts_running_an_order_it_watched_over_the_bus_feeds_its_w
     }
     // A long TTL: the region moves by the SIGTERMed owner's hand-over.
     let cluster = TestCluster::new(8000).await;
-    let mut a = cluster.node(true).await;
-    let mut b = cluster.node(false).await;
-    let admin = a.token("admin").await;
-    settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
-    let region = restaurant_1_region();
-    let a_holds = seen(&a, &admin)
-        .await
-        .mine()
-        .iter()
-        .any(|(r, _)| *r == region);
-    let (owner, other) = if a_holds { (&mut a, &b) } else { (&mut b, &a) };
+    let (mut owner, other, _admin) = two_nodes(&cluster).await;
+    let (owner, other) = (&mut owner, &other);
     let customer = other.token("customer1").await;
     let staff = other.token("restaurant1").await;
     let id = owner.place_order(&customer).await["id"]
@@ -1417,12 +1398,9 @@ async fn a_node_follows_at_most_max_watched_orders_of_other_nodes_and_an_unsubsc
     let cluster = TestCluster::new(3000)
         .await
         .with("DISPATCH__CLUSTER__MAX_WATCHED_ORDERS", "2");
-    let a = cluster.node(true).await;
-    let b = cluster.node(false).await;
-    let admin = a.token("admin").await;
-    settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
-    let (owner, other) = holder_of([&a, &b], &admin, &restaurant_1_region()).await;
-    let customer = a.token("customer1").await;
+    let (owner, other, _admin) = two_nodes(&cluster).await;
+    let (owner, other) = (&owner, &other);
+    let customer = owner.token("customer1").await;
     let mut ids = Vec::new();
     for _ in 0..3 {
         ids.push(
@@ -1594,13 +1572,10 @@ async fn an_unsubscribe_right_after_a_subscribe_to_an_order_of_another_node_leav
         return;
     }
     let cluster = TestCluster::new(3000).await;
-    let a = cluster.node(true).await;
-    let b = cluster.node(false).await;
-    let admin = a.token("admin").await;
-    settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
-    let (owner, other) = holder_of([&a, &b], &admin, &restaurant_1_region()).await;
-    let customer = a.token("customer1").await;
-    let staff = a.token("restaurant1").await;
+    let (owner, other, _admin) = two_nodes(&cluster).await;
+    let (owner, other) = (&owner, &other);
+    let customer = owner.token("customer1").await;
+    let staff = owner.token("restaurant1").await;
     let id = owner.place_order(&customer).await["id"]
         .as_i64()
         .expect("id");
