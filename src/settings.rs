@@ -178,6 +178,11 @@ pub struct DispatchSettings {
     pub commit_ahead_secs: u64,
     pub max_click_to_door_mins: u64,
     pub slack_weight: f64,
+    pub throughput_weight: f64,
+    pub peak_throughput_weight: f64,
+    pub plan_ahead_secs: u64,
+    /// 0: every pairing a round makes is committed.
+    pub commit_within_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -392,6 +397,15 @@ impl Settings {
         if !(self.dispatch.slack_weight >= 0.0 && self.dispatch.slack_weight <= 100.0) {
             problems.push("dispatch.slack_weight must be between 0 and 100");
         }
+        if !(self.dispatch.throughput_weight >= 0.0
+            && self.dispatch.throughput_weight <= 100.0
+            && self.dispatch.peak_throughput_weight >= 0.0
+            && self.dispatch.peak_throughput_weight <= 100.0)
+        {
+            problems.push(
+                "dispatch.throughput_weight and peak_throughput_weight must be between 0 and 100",
+            );
+        }
         if !(self.dispatch.road_factor >= 1.0
             && self.dispatch.max_radius_km >= self.dispatch.search_radius_km)
         {
@@ -539,6 +553,11 @@ impl Settings {
                 .then(|| Duration::from_secs(self.dispatch.commit_ahead_secs)),
             max_click_to_door: Duration::from_secs(self.dispatch.max_click_to_door_mins * 60),
             slack_weight: self.dispatch.slack_weight,
+            throughput_weight: self.dispatch.throughput_weight,
+            peak_throughput_weight: self.dispatch.peak_throughput_weight,
+            plan_ahead: Duration::from_secs(self.dispatch.plan_ahead_secs),
+            commit_within: (self.dispatch.commit_within_secs > 0)
+                .then(|| Duration::from_secs(self.dispatch.commit_within_secs)),
             max_restarts: self.supervision.max_restarts,
             restart_window: Duration::from_secs(self.supervision.restart_window_secs),
             restart_delay: Duration::from_millis(self.supervision.restart_delay_ms),

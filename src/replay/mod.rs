@@ -104,13 +104,6 @@ fn print_table(r: &Report) {
 /// Metres per degree on the engine's sphere, at the equator.
 const METRES_PER_DEGREE: f64 = 6_371_008.8 * std::f64::consts::PI / 180.0;
 
-/// A courier planned from its last drop-off is indexed once it will be
-/// free within this many minutes: further ahead, an idle courier elsewhere
-/// is the better candidate, and the index should not hand out the busy ones
-/// first (measured on the shared instances: 5 and 15 minutes delivered
-/// fewer orders than 2).
-const FREE_SOON_MINUTES: i64 = 2;
-
 /// Minutes of slack the board keeps below the maximum click-to-door: each
 /// leg's travel is rounded up to a whole minute, and a round's decision
 /// leaves at the next whole minute.
@@ -192,6 +185,10 @@ pub fn replay(instance: &Instance, config: &EngineConfig) -> (Solution, usize) {
     rules.max_click_to_door_secs =
         ((instance.params.max_click_to_door - ROUNDING_SLACK_MINUTES).max(0) * 60) as f64;
     let max_active_orders = params.max_active_orders;
+    // A courier planned from its last drop-off is indexed once it will be
+    // free within `dispatch.plan_ahead_secs` (committed to, committed only
+    // within `commit_within_secs`: see the board's rolling horizon).
+    let plan_ahead_min = config.plan_ahead.as_secs_f64() / 60.0;
     let mut board = Board::new(rules, params);
     let epoch = DateTime::<Utc>::UNIX_EPOCH;
 
@@ -252,7 +249,7 @@ pub fn replay(instance: &Instance, config: &EngineConfig) -> (Solution, usize) {
             let duty = &instance.couriers[c];
             let available = (duty.on as f64) <= t
                 && t < duty.off as f64
-                && (courier.free_at - FREE_SOON_MINUTES) as f64 <= t;
+                && courier.free_at as f64 - plan_ahead_min <= t;
             courier.on_duty = (duty.on as f64) <= t && t < duty.off as f64;
             if available != courier.indexed_available {
                 // Only available couriers are indexed, as in the live geo

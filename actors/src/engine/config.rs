@@ -43,6 +43,16 @@ pub struct EngineConfig {
     /// Cost per second of slack before an order's latest pickup (only where
     /// the maximum is enforced: the replay).
     pub slack_weight: f64,
+    /// Cost per second of driver time per order of a job (throughput), and
+    /// at least this at the peak.
+    pub throughput_weight: f64,
+    pub peak_throughput_weight: f64,
+    /// Rolling horizon: drivers free within `plan_ahead` are planned (where
+    /// the caller knows when a busy driver will be free: the replay), and
+    /// only the jobs of drivers free within `commit_within` are committed
+    /// (None: all).
+    pub plan_ahead: Duration,
+    pub commit_within: Option<Duration>,
     /// A core actor that fails more often than this within
     /// `restart_window` is not started again: the engine stops, and the
     /// process exits non-zero for its own supervisor to restart.
@@ -78,6 +88,10 @@ impl Default for EngineConfig {
             commit_ahead: None,
             max_click_to_door: Duration::from_secs(90 * 60),
             slack_weight: 0.25,
+            throughput_weight: 0.0,
+            peak_throughput_weight: 0.0,
+            plan_ahead: Duration::from_secs(120),
+            commit_within: None,
             max_restarts: 5,
             restart_window: Duration::from_secs(60),
             restart_delay: Duration::from_millis(100),
@@ -101,6 +115,10 @@ impl EngineConfig {
             peak_unserved_jobs: self.peak_unserved_jobs,
             max_click_to_door_secs: self.max_click_to_door.as_secs_f64(),
             enforce_max_click_to_door: false,
+            peak_throughput_weight: self.peak_throughput_weight,
+            commit_within_secs: self
+                .commit_within
+                .map_or(f64::INFINITY, |within| within.as_secs_f64()),
         }
     }
 
@@ -113,6 +131,7 @@ impl EngineConfig {
                 .commit_ahead
                 .map_or(f64::INFINITY, |window| window.as_secs_f64()),
             slack_weight: self.slack_weight,
+            throughput_weight: self.throughput_weight,
             ..PolicyParams::default()
         }
     }

@@ -62,6 +62,16 @@ pub struct BoardRules {
     /// Jobs a round must leave without a driver for the next round to
     /// bundle with the peak gap (0: never).
     pub peak_unserved_jobs: usize,
+    /// At the peak, [`PolicyParams::throughput_weight`] is at least this
+    /// (the driver time a job takes per order counts when drivers are
+    /// short); 0: the usual weight at the peak too.
+    pub peak_throughput_weight: f64,
+    /// Rolling horizon: a round plans drivers who will be free soon (their
+    /// candidates' `free_in_secs`), but commits only the jobs of drivers
+    /// free within this; a job given to a driver free later is a
+    /// reservation: it keeps that job from a worse driver now, and the next
+    /// round plans it again. Infinite: every pairing is committed.
+    pub commit_within_secs: f64,
 }
 
 impl Default for BoardRules {
@@ -77,6 +87,8 @@ impl Default for BoardRules {
             enforce_max_click_to_door: false,
             peak_bundle_ready_gap_secs: 600.0,
             peak_unserved_jobs: 20,
+            peak_throughput_weight: 0.0,
+            commit_within_secs: f64::INFINITY,
         }
     }
 }
@@ -150,6 +162,9 @@ pub struct Decision {
     pub assignments: Vec<Assignment>,
     /// Orders whose search radius grew because their restaurant found nobody.
     pub widened: usize,
+    /// Jobs planned for a driver not free yet (beyond
+    /// [`BoardRules::commit_within_secs`]): not offered, planned again.
+    pub reserved: usize,
 }
 
 /// A job the round gives to a driver.
@@ -471,6 +486,9 @@ impl Board {
                 dropoff: sequence[0].order.dropoff,
                 ready_in_secs,
                 latest_pickup_secs,
+                trip_secs: offsets.last().copied().unwrap_or(0.0)
+                    + self.params.dropoff_service_secs,
+                orders: sequence.len() as u32,
             },
             drop_offsets_secs: offsets,
         }
@@ -544,9 +562,11 @@ impl Board {
             }
         }
         let rows: Vec<OpenOrder> = plan.jobs.iter().map(|j| j.row.clone()).collect();
-        let pairings = assign_round(&rows, &candidates, &self.params);
+        let params = self.round_params();
+        let pairings = assign_round(&rows, &candidates, &params);
         self.unserved = rows.len().saturating_sub(pairings.len());
         let mut assignments = Vec::with_capacity(pairings.len());
+        let mut reserved = 0;
         for pairing in pairings {
             let Some(j) = rows.iter().position(|r| r.order_id == pairing.order_id) else {
                 continue;
@@ -558,6 +578,10 @@ impl Board {
             else {
                 continue;
             };
+            if driver.free_in_secs > self.rules.commit_within_secs {
+                reserved += 1;
+                continue;
+            }
             let job = &plan.jobs[j];
             for id in &job.orders {
                 if let Some(entry) = self.entries.get_mut(id) {
@@ -574,7 +598,20 @@ impl Board {
         Decision {
             assignments,
             widened,
+            reserved,
         }
+    }
+
+    /// The cost model of this round: at the peak, with the peak's
+    /// throughput weight.
+    fn round_params(&self) -> PolicyParams {
+        let mut params = self.params.clone();
+        if self.at_peak() {
+            params.throughput_weight = params
+                .throughput_weight
+                .max(self.rules.peak_throughput_weight);
+        }
+        params
     }
 }
 
@@ -825,6 +862,78 @@ mod tests {
         let done = round(&mut b, at(2), &fleet);
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].driver.driver_id, 99);
+    }
+
+    #[test]
+    fn a_driver_free_soon_is_planned_but_committed_only_once_free_within_the_window() {
+        let rules = BoardRules {
+            commit_within_secs: 120.0,
+            ..BoardRules::default()
+        };
+        let mut b = Board::new(rules, PolicyParams::default());
+        b.open(waiting(1, 7, 0.0, 10), at(0));
+        // At the restaurant in 5 minutes, against 6 km away now.
+        let soon = |secs| Candidate {
+            free_in_secs: secs,
+            ..driver(1, east(0.1))
+        };
+        let far = driver(2, east(6.0));
+        let done = round(&mut b, at(5), &[soon(300.0), far]);
+        // The soon-free driver keeps the order from the far one, uncommitted.
+        assert!(done.is_empty(), "{done:?}");
+        assert!(b.get(1).is_some_and(|e| !e.offered));
+        let plan = b.plan(at(6), &HashSet::new());
+        let answers = plan
+            .queries
+            .iter()
+            .map(|q| answer(q, &[soon(240.0), far]))
+            .collect();
+        assert_eq!(b.decide(plan, answers).reserved, 1);
+        // Free within the window: committed.
+        let done = round(&mut b, at(8), &[soon(60.0), far]);
+        assert_eq!(done.len(), 1, "{done:?}");
+        assert_eq!(done[0].driver.driver_id, 1);
+        assert!(b.get(1).is_some_and(|e| e.offered));
+        // Without a window (the default), the busy driver is committed at once.
+        let mut eager = board();
+        eager.open(waiting(1, 7, 0.0, 10), at(0));
+        let done = round(&mut eager, at(5), &[soon(300.0), far]);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].driver.driver_id, 1);
+    }
+
+    #[test]
+    fn at_the_peak_the_throughput_weight_prefers_the_job_that_frees_the_driver_sooner() {
+        // One driver, two orders of two restaurants, ready now: the first a
+        // long trip (12 km out), the second a short one (1 km out) at a
+        // restaurant a little further from the driver.
+        let mut long = waiting(1, 7, 0.0, 0);
+        long.dropoff = east(12.0);
+        let mut short = waiting(2, 8, 0.3, 0);
+        short.dropoff = east(-0.7);
+        let fleet = [driver(1, east(0.0))];
+        let rules = BoardRules {
+            peak_unserved_jobs: 1,
+            peak_throughput_weight: 1.0,
+            ..BoardRules::default()
+        };
+        let mut calm = Board::new(rules.clone(), PolicyParams::default());
+        calm.open(long.clone(), at(0));
+        calm.open(short.clone(), at(0));
+        // Nearest first while not at the peak (no round left anyone out yet).
+        let done = round(&mut calm, at(1), &fleet);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].orders, vec![1]);
+        // The round left one job without a driver: the next is at the peak.
+        assert!(calm.at_peak());
+        let mut b = Board::new(rules, PolicyParams::default());
+        b.open(long, at(0));
+        b.open(short, at(0));
+        assert!(round(&mut b, at(0), &[]).is_empty());
+        assert!(b.at_peak());
+        let done = round(&mut b, at(1), &fleet);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].orders, vec![2]);
     }
 
     #[test]

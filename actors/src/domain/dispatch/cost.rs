@@ -44,6 +44,13 @@ pub struct PolicyParams {
     /// to miss the maximum click-to-door go first, and the ones that can
     /// wait, wait. No effect on orders without a deadline.
     pub slack_weight: f64,
+    /// Throughput: cost per second of the driver's time the job takes per
+    /// order it carries (from the moment the driver is free to its last
+    /// drop-off, over the job's orders). When drivers are short, a round
+    /// that spends less driver time per order serves more orders; 0: off.
+    /// Jobs without a known trip (`trip_secs` 0) count only the way to the
+    /// pickup.
+    pub throughput_weight: f64,
 }
 
 /// Slack beyond this is all the same to [`PolicyParams::slack_weight`].
@@ -61,6 +68,7 @@ impl Default for PolicyParams {
             dropoff_service_secs: 0.0,
             commit_ahead_secs: f64::INFINITY,
             slack_weight: 0.0,
+            throughput_weight: 0.0,
         }
     }
 }
@@ -77,6 +85,11 @@ pub struct OpenOrder {
     /// past its deadline: such a driver is no candidate. Infinite when no
     /// deadline binds.
     pub latest_pickup_secs: f64,
+    /// Seconds from the pickup until the driver is free again after the
+    /// job's last drop-off (0 when unknown).
+    pub trip_secs: f64,
+    /// Orders the job carries (a bundle: more than one).
+    pub orders: u32,
 }
 
 /// A driver the geo index found near an order's restaurant.
@@ -123,6 +136,8 @@ impl Candidate {
 ///        + travel_weight      * travel                 // the driving itself
 ///        + food_wait_weight   * max(travel - ready, 0) // food waits for driver
 ///        + load_penalty_secs  * driver.active_orders
+///        + slack_weight       * min(latest_pickup - pickup, 30 min)
+///        + throughput_weight  * (pickup - free_in + trip) / orders
 /// ```
 ///
 /// Food that was ready before now counts from now: the time it has already
@@ -160,7 +175,14 @@ pub fn pairing_cost(order: &OpenOrder, driver: &Candidate, params: &PolicyParams
     } else {
         0.0
     };
-    params.slack_weight * slack
+    let driver_time = (pickup - driver.free_in_secs).max(0.0) + order.trip_secs.max(0.0);
+    let throughput = if params.throughput_weight > 0.0 {
+        params.throughput_weight * driver_time / f64::from(order.orders.max(1))
+    } else {
+        0.0
+    };
+    throughput
+        + params.slack_weight * slack
         + travel.max(ready)
         + params.travel_weight * travel
         + params.food_wait_weight * food_wait
@@ -261,6 +283,63 @@ mod tests {
             ..d
         };
         assert!(pairing_cost(&o, &busy, &params) > pairing_cost(&o, &d, &params) + 60.0);
+    }
+
+    #[test]
+    fn with_a_throughput_weight_less_driver_time_per_order_costs_less() {
+        let params = PolicyParams {
+            throughput_weight: 1.0,
+            ..PolicyParams::default()
+        };
+        let d = driver(1, east(1.0));
+        let long = OpenOrder {
+            trip_secs: 1200.0,
+            ..order(1, DOWNTOWN, 0.0)
+        };
+        let short = OpenOrder {
+            trip_secs: 600.0,
+            ..long.clone()
+        };
+        let pair = OpenOrder {
+            orders: 2,
+            ..long.clone()
+        };
+        let (c_long, c_short, c_pair) = (
+            pairing_cost(&long, &d, &params),
+            pairing_cost(&short, &d, &params),
+            pairing_cost(&pair, &d, &params),
+        );
+        // 600 s less of the driver's time, weight 1: 600 s cheaper.
+        assert!(
+            (c_long - c_short - 600.0).abs() < 1e-9,
+            "{c_long} {c_short}"
+        );
+        // Two orders on the same trip: half the driver time per order.
+        let travel = travel_secs(d.at, DOWNTOWN, d.vehicle, params.road_factor);
+        assert!((c_long - c_pair - (travel + 1200.0) / 2.0).abs() < 1e-9);
+        // Time the driver is still busy elsewhere is not the job's.
+        let busy = Candidate {
+            free_in_secs: 300.0,
+            ..d
+        };
+        let off = PolicyParams::default();
+        assert!(
+            (pairing_cost(&long, &busy, &params)
+                - pairing_cost(&long, &busy, &off)
+                - (travel + 1200.0))
+                .abs()
+                < 1e-9
+        );
+        // Weight 0 (the default): the trip does not count; 0 orders count as 1.
+        assert_eq!(
+            pairing_cost(&long, &d, &off),
+            pairing_cost(&short, &d, &off)
+        );
+        let none = OpenOrder {
+            orders: 0,
+            ..long.clone()
+        };
+        assert_eq!(pairing_cost(&none, &d, &params), c_long);
     }
 
     #[test]

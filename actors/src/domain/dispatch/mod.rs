@@ -48,6 +48,8 @@ pub(crate) mod fixtures {
             dropoff: DOWNTOWN,
             ready_in_secs,
             latest_pickup_secs: f64::INFINITY,
+            trip_secs: 0.0,
+            orders: 1,
         }
     }
 

@@ -99,6 +99,8 @@ pub fn generate(seed: u64, restaurants: usize, orders: usize, drivers: usize) ->
             dropoff: in_disc(&mut rng, restaurant_at[r], DROPOFF_RADIUS_KM),
             ready_in_secs: rng.random_range(0.0..900.0),
             latest_pickup_secs: f64::INFINITY,
+            trip_secs: 0.0,
+            orders: 1,
         });
     }
     let drivers = (0..drivers)
