@@ -794,6 +794,11 @@ mod tests {
                 "dispatch.slack_weight",
             ),
             (
+                "DISPATCH__DISPATCH__PEAK_THROUGHPUT_WEIGHT",
+                "-1",
+                "dispatch.throughput_weight and peak_throughput_weight",
+            ),
+            (
                 "DISPATCH__DRIVERS__PROXIMITY_KM",
                 "0",
                 "drivers.proximity_km",
