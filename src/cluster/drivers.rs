@@ -451,7 +451,8 @@ impl DriverLink {
             .map(|(_, region)| *region)
             .collect();
         if !left.is_empty() {
-            self.publish(&left, KIND_GONE, driver).await;
+            self.publish(&left, KIND_GONE, driver, self.next_seq())
+                .await;
         }
         if targets.is_empty() {
             return;
@@ -485,13 +486,16 @@ impl DriverLink {
             KIND_AVAILABILITY
         };
         let regions: Vec<Region> = targets.iter().map(|(_, region)| *region).collect();
-        self.publish(&regions, kind, driver).await;
+        let seq = self.next_seq();
+        publisher.last_seq.insert(id, seq);
+        self.publish(&regions, kind, driver, seq).await;
         publisher.published.insert(id, targets);
     }
 
     async fn publish_gone(&self, publisher: &mut Publisher, driver_id: DriverId) {
         publisher.targets.remove(&driver_id);
         publisher.position_sent_at.remove(&driver_id);
+        let last_seq = publisher.last_seq.remove(&driver_id);
         // Offline: nobody offers it anything until its next position. Its
         // command subscription ends whether or not its entry went anywhere
         // last (a driver out of every other node's reach still holds one).
@@ -503,6 +507,12 @@ impl DriverLink {
             return;
         };
         let last: Vec<Region> = last.into_iter().map(|(_, region)| region).collect();
+        // The "gone" retracts the entry this node sent last, and is
+        // numbered just after it: an owner that took a newer entry of the
+        // driver since (from the node it reconnected to, a moment after it
+        // left this one, while its presence here was still running out)
+        // ignores it, however late it comes.
+        let seq = last_seq.map_or_else(|| self.next_seq(), |seq| seq + 1);
         let driver = MirroredDriver {
             location: DriverLocation {
                 driver_id,
@@ -516,13 +526,13 @@ impl DriverLink {
             active_orders: 0,
             position: false,
         };
-        self.publish(&last, KIND_GONE, driver).await;
+        self.publish(&last, KIND_GONE, driver, seq).await;
     }
 
-    async fn publish(&self, regions: &[Region], kind: u8, driver: MirroredDriver) {
+    async fn publish(&self, regions: &[Region], kind: u8, driver: MirroredDriver, seq: u64) {
         let message = GeoMessage {
             node: self.inner.node.clone(),
-            seq: self.next_seq(),
+            seq,
             kind,
             driver,
         };
@@ -865,6 +875,9 @@ struct Publisher {
     published: HashMap<DriverId, Vec<(String, Region)>>,
     /// When each driver's last position went out (see [`GEO_POSITION_EVERY`]).
     position_sent_at: HashMap<DriverId, Instant>,
+    /// The sequence number of each driver's last entry sent (its "gone"
+    /// follows it).
+    last_seq: HashMap<DriverId, u64>,
 }
 
 struct Targets {
@@ -895,6 +908,8 @@ impl Publisher {
             .retain(|_, targets| targets.at.elapsed() < TARGETS_FOR * 60);
         self.position_sent_at
             .retain(|_, at| at.elapsed() < TARGETS_FOR * 60);
+        let published = &self.published;
+        self.last_seq.retain(|id, _| published.contains_key(id));
     }
 }
 

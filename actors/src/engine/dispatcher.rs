@@ -70,6 +70,8 @@ pub(crate) enum DispatchMessage {
     Excluded(OrderId, Vec<DriverId>),
     /// The orders waiting for a driver, for the operator's view.
     Overview(RpcReplyPort<Vec<crate::wire::OpsOrder>>),
+    /// Answered once every message before it was handled.
+    Ping(RpcReplyPort<()>),
     /// The outcome of an accepted offer's assignment writes, one per order.
     Assigned {
         offer_id: OfferId,
@@ -223,6 +225,9 @@ impl Actor for Dispatcher {
                 results,
                 reply,
             } => state.assigned(offer_id, offer, results, reply).await,
+            DispatchMessage::Ping(reply) => {
+                let _ = reply.send(());
+            }
             DispatchMessage::Overview(reply) => {
                 let now = Utc::now();
                 let waiting = state
@@ -781,6 +786,17 @@ impl DispatchHandle {
             return;
         }
         self.respond_here_async(offer_id, driver_id, accept);
+    }
+
+    /// As [`Self::respond_here_async`], resolving once the dispatcher took
+    /// the answer (cluster mode: answers carried from other nodes wait
+    /// their turn, so a flood of them cannot pile up in its mailbox).
+    pub async fn respond_here_taken(&self, offer_id: OfferId, driver_id: DriverId, accept: bool) {
+        self.respond_here_async(offer_id, driver_id, accept);
+        let _ = self
+            .slot
+            .call(DispatchMessage::Ping, ORDER_CALL_TIMEOUT)
+            .await;
     }
 
     /// Answers an offer of this node's dispatcher, the outcome going to
