@@ -350,9 +350,15 @@ async fn a_late_gone_from_a_drivers_previous_node_does_not_take_it_out_of_the_ow
     let started = Instant::now();
     let mut missing = 0;
     let mut polls = 0;
+    let mut sent_at: Option<Instant> = None;
     while started.elapsed() < Duration::from_secs(5) {
-        ws.send(json!({ "type": "location", "lat": at.0, "lon": at.1 }))
-            .await;
+        // A position every 1.2 s: enough for B's 2 s presence, and a
+        // wrongly taken "gone" shows until the next one.
+        if sent_at.is_none_or(|t| t.elapsed() >= Duration::from_millis(1200)) {
+            ws.send(json!({ "type": "location", "lat": at.0, "lon": at.1 }))
+                .await;
+            sent_at = Some(Instant::now());
+        }
         polls += 1;
         if entry_of(b, &admin, id, at).await.is_none() {
             missing += 1;
