@@ -715,7 +715,10 @@ impl DriverLink {
                 _ => false,
             }
         };
-        self.inner.drivers.carry_elsewhere(driver_id, order_id).await;
+        self.inner
+            .drivers
+            .carry_elsewhere(driver_id, order_id)
+            .await;
         if let (true, Some(bus), Some(outbox)) = (watch, self.inner.orders.bus(), socket) {
             let orders = self.inner.orders.clone();
             let link = self.clone();
@@ -773,7 +776,12 @@ impl DriverLink {
         let pushed = self
             .inner
             .drivers
-            .offer_here(driver_id, offer_id, expires, Frame::from(frame.into_bytes()))
+            .offer_here(
+                driver_id,
+                offer_id,
+                expires,
+                Frame::from(frame.into_bytes()),
+            )
             .await;
         if pushed != Pushed::Delivered {
             super::lock(&self.inner.relayed).remove(&offer_id);

@@ -105,6 +105,11 @@ impl TestCluster {
         self
     }
 
+    /// The bucket's name, the prefix of the cluster's subjects.
+    pub(crate) fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
     pub(crate) async fn drop_bucket(&self) {
         if let Ok(client) = async_nats::connect("nats://127.0.0.1:4222").await {
             let _ = async_nats::jetstream::new(client)

@@ -131,7 +131,10 @@ async fn a_driver_near_two_owners_holds_one_offer_at_a_time_and_the_other_order_
     let mut near = TestDriver::online(&a, "driver1", mid).await;
     // A second driver on B, farther from both (2.5 km across the line
     // between them): the next best for both.
-    let (dlat, dlon) = (other_at.0 - RESTAURANT_1_AT.0, (other_at.1 - RESTAURANT_1_AT.1) * 0.86);
+    let (dlat, dlon) = (
+        other_at.0 - RESTAURANT_1_AT.0,
+        (other_at.1 - RESTAURANT_1_AT.1) * 0.86,
+    );
     let across = 2.5 / 111.0 / dlat.hypot(dlon);
     let far = (mid.0 - dlon * across, mid.1 + dlat * across / 0.86);
     let mut second = TestDriver::online(&b, "driver2", far).await;
@@ -182,7 +185,9 @@ async fn a_driver_near_two_owners_holds_one_offer_at_a_time_and_the_other_order_
     let offer_2 = second_offers
         .iter()
         .find(|o| o["orderId"] == left)
-        .unwrap_or_else(|| panic!("order {left} never offered to the second driver: {second_offers:?}"))
+        .unwrap_or_else(|| {
+            panic!("order {left} never offered to the second driver: {second_offers:?}")
+        })
         .clone();
     let busy = a.metric("dispatch_offers_total{result=\"busy\"}").await
         + b.metric("dispatch_offers_total{result=\"busy\"}").await;
@@ -192,7 +197,10 @@ async fn a_driver_near_two_owners_holds_one_offer_at_a_time_and_the_other_order_
     );
 
     // Both accept: one order each, at max_active_orders 1.
-    assert_eq!(accept(&mut near, &near_offers[0]).await["result"], "assigned");
+    assert_eq!(
+        accept(&mut near, &near_offers[0]).await["result"],
+        "assigned"
+    );
     assert_eq!(accept(&mut second, &offer_2).await["result"], "assigned");
     for (id, driver) in [(held, near.id), (left, second.id)] {
         let body = a
@@ -225,10 +233,7 @@ async fn orders_handed_to_a_joining_node_stay_in_their_remote_drivers_load_throu
         .map(|(region, _)| region)
         .collect();
     let customer = b.token("customer1").await;
-    let listed = b
-        .get("/api/restaurants?limit=100", None)
-        .await
-        .expect(200);
+    let listed = b.get("/api/restaurants?limit=100", None).await.expect(200);
     let mut placed = std::collections::BTreeSet::new();
     let mut regions_done = std::collections::BTreeSet::new();
     for restaurant in listed["restaurants"].as_array().expect("restaurants") {
@@ -236,12 +241,19 @@ async fn orders_handed_to_a_joining_node_stay_in_their_remote_drivers_load_throu
             restaurant["location"]["lat"].as_f64().expect("lat"),
             restaurant["location"]["lon"].as_f64().expect("lon"),
         );
-        let region = format!("r{}_{}", (lat / 0.02).floor() as i64, (lon / 0.02).floor() as i64);
+        let region = format!(
+            "r{}_{}",
+            (lat / 0.02).floor() as i64,
+            (lon / 0.02).floor() as i64
+        );
         if !held.contains(&region) || !regions_done.insert(region) {
             continue;
         }
         let id = restaurant["id"].as_i64().expect("id");
-        let menu = b.get(&format!("/api/restaurants/{id}"), None).await.expect(200);
+        let menu = b
+            .get(&format!("/api/restaurants/{id}"), None)
+            .await
+            .expect(200);
         let item = menu["menu"][0]["id"].as_i64().expect("a menu item");
         let order = b
             .post("/api/orders", Some(&customer), order_body(id, item, 1))
@@ -262,8 +274,15 @@ async fn orders_handed_to_a_joining_node_stay_in_their_remote_drivers_load_throu
     }
     let n = json!(placed.len());
     let started = Instant::now();
-    while entry_of(&a, &admin, driver.id, near).await.map(|e| e["activeOrders"].clone()) != Some(n.clone()) {
-        assert!(started.elapsed() < Duration::from_secs(5), "A never counted {n} orders");
+    while entry_of(&a, &admin, driver.id, near)
+        .await
+        .map(|e| e["activeOrders"].clone())
+        != Some(n.clone())
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "A never counted {n} orders"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -295,7 +314,10 @@ async fn orders_handed_to_a_joining_node_stay_in_their_remote_drivers_load_throu
 
 /// A region `owner` of `nodes` holds whose 3 x 3 cells around hold none
 /// of `left`'s regions: (owner, left, the third, the region's centre).
-async fn out_of_reach_of_one(nodes: [&TestApp; 3], admin: &str) -> Option<(usize, usize, usize, (f64, f64))> {
+async fn out_of_reach_of_one(
+    nodes: [&TestApp; 3],
+    admin: &str,
+) -> Option<(usize, usize, usize, (f64, f64))> {
     let view = seen(nodes[0], admin).await;
     let mut ids = Vec::new();
     for node in nodes {
@@ -471,5 +493,138 @@ async fn an_offer_pending_on_a_node_that_is_killed_goes_to_another_driver_and_no
         .filter(|e| e["type"] == "DRIVER_ASSIGNED")
         .collect();
     assert_eq!(assigned.len(), 1, "{events}");
+    cluster.drop_bucket().await;
+}
+
+/// The resident memory of a process, in kB.
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_flood_on_the_geo_and_driver_command_subjects_leaves_the_nodes_responsive_and_bounded() {
+    if !cluster_available().await {
+        return;
+    }
+    let cluster = TestCluster::new(3000).await;
+    let (b, a, admin) = two_nodes(&cluster).await;
+    let near = north_of(RESTAURANT_1_AT, 0.3);
+    let driver = TestDriver::online(&a, "driver1", near).await;
+    until_indexed(&b, &admin, driver.id, near).await;
+    let other = b.token("driver2").await;
+    let other_id = b.get("/api/me", Some(&other)).await.expect(200)["user"]["id"]
+        .as_i64()
+        .expect("id");
+    let rss_before = (rss_kb(a.pid()), rss_kb(b.pid()));
+
+    // 100,000 messages as fast as a client can publish them: on the
+    // driver's command subject (A) valid frames for its socket and
+    // garbage; on the geo subject of restaurant 1's region (B) positions
+    // of a real driver and garbage.
+    let client = async_nats::connect("nats://127.0.0.1:4222")
+        .await
+        .expect("nats");
+    let cmd = format!("{}.driver.{}.cmd", cluster.bucket(), driver.id);
+    let geo = format!(
+        "{}.geo.{}",
+        cluster.bucket(),
+        crate::cluster::restaurant_1_region()
+    );
+    const EACH: usize = 50_000;
+    let flood = async {
+        for i in 0..EACH {
+            let body = if i % 2 == 0 {
+                json!({ "Tell": { "origin": "flooder", "frame": "{\"type\":\"pong\"}" } })
+                    .to_string()
+                    .into_bytes()
+            } else {
+                format!("garbage {i}").into_bytes()
+            };
+            client
+                .publish(cmd.clone(), body.into())
+                .await
+                .expect("publish");
+            // The geo layout: version, kind, available, load, seq, driver,
+            // lat, lon, heading, speed, time, node.
+            let mut position = vec![1u8, 0, 1];
+            position.extend(0u32.to_le_bytes());
+            position.extend((i as u64 + 1).to_le_bytes());
+            position.extend(other_id.to_le_bytes());
+            for value in [near.0 + (i % 100) as f64 * 1e-5, near.1, f64::NAN, f64::NAN] {
+                position.extend(value.to_le_bytes());
+            }
+            position.extend(0i64.to_le_bytes());
+            position.extend(b"flooder");
+            let payload = if i % 2 == 0 {
+                position
+            } else {
+                b"garbage".to_vec()
+            };
+            client
+                .publish(geo.clone(), payload.into())
+                .await
+                .expect("publish");
+        }
+        client.flush().await.expect("flush");
+    };
+    // Both nodes answer throughout.
+    let probe = async {
+        let mut slowest = Duration::ZERO;
+        for _ in 0..20 {
+            for node in [&a, &b] {
+                let asked = Instant::now();
+                node.get("/healthz", None).await.expect(200);
+                slowest = slowest.max(asked.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        slowest
+    };
+    let ((), slowest) = tokio::join!(flood, probe);
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a node took {slowest:?} to answer"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for node in [&a, &b] {
+        let asked = Instant::now();
+        node.get("/api/restaurants?limit=5", None).await.expect(200);
+        assert!(asked.elapsed() < Duration::from_secs(1));
+    }
+    let rss_after = (rss_kb(a.pid()), rss_kb(b.pid()));
+    for (before, after) in [(rss_before.0, rss_after.0), (rss_before.1, rss_after.1)] {
+        assert!(
+            after < before + 150_000,
+            "resident memory grew from {before} kB to {after} kB"
+        );
+    }
+    // Every message was taken, or the drops were counted.
+    let tells = a
+        .metric("dispatch_cluster_driver_commands_total{kind=\"tell\",result=\"received\"}")
+        .await;
+    let unreadable = a
+        .metric("dispatch_cluster_driver_commands_total{kind=\"unreadable\"")
+        .await;
+    let slow_a = a.metric("dispatch_nats_slow_consumer_total").await;
+    assert!(
+        tells + unreadable >= EACH as f64 || slow_a >= 1.0,
+        "A took {tells} + {unreadable} of {EACH} and counted no drop"
+    );
+    let geo_in = b
+        .metric("dispatch_cluster_geo_messages_total{direction=\"in\"")
+        .await;
+    let slow_b = b.metric("dispatch_nats_slow_consumer_total").await;
+    assert!(
+        geo_in >= EACH as f64 || slow_b >= 1.0,
+        "B took {geo_in} of {EACH} geo messages and counted no drop"
+    );
+    eprintln!(
+        "flood: A took {tells} tells + {unreadable} unreadable, {slow_a} slow-consumer events; B took {geo_in} geo messages, {slow_b} slow-consumer events; RSS {rss_before:?} -> {rss_after:?} kB; slowest /healthz {slowest:?}"
+    );
     cluster.drop_bucket().await;
 }
