@@ -137,6 +137,9 @@ impl Actor for Dispatcher {
         args: DispatcherArguments,
     ) -> Result<DispatcherState, ActorProcessingErr> {
         myself.send_interval(args.config.round_interval, || DispatchMessage::Round);
+        // Offers of an earlier dispatcher (it failed and was restarted) are
+        // void: the drivers here no longer hold them.
+        args.drivers.offers_void();
         let board = Board::new(args.config.board_rules(), args.config.policy_params());
         Ok(DispatcherState {
             board,

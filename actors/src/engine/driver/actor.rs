@@ -70,6 +70,10 @@ pub(crate) enum DriverMessage {
         frame: Frame,
         reply: RpcReplyPort<Pushed>,
     },
+    /// This node's dispatcher restarted: the offer the driver held is
+    /// forgotten (its offers are void; were it another node's, that one
+    /// could now be held beside a second, as before this check).
+    OffersVoid,
     /// The offer ended (answered, expired, taken): another may come.
     /// `assigned`: the orders it won, counted in the load at once (their
     /// carry follows: from this node's order actors, or announced by
@@ -412,6 +416,7 @@ impl Actor for DriverActor {
                 };
                 let _ = reply.send(outcome);
             }
+            DriverMessage::OffersVoid => state.offer = None,
             DriverMessage::OfferClosed { offer_id, assigned } => {
                 let before = state.active_orders();
                 for order_id in assigned {

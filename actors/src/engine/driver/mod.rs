@@ -566,6 +566,14 @@ impl Drivers {
         self.cast(id, DriverMessage::OfferClosed { offer_id, assigned });
     }
 
+    /// This node's dispatcher started again: its earlier offers are void,
+    /// and no driver here holds one any more.
+    pub(crate) fn offers_void(&self) {
+        for actor in self.registry.iter() {
+            let _ = actor.cast(DriverMessage::OffersVoid);
+        }
+    }
+
     /// Pushes a frame to the driver's socket on this node and waits until
     /// its actor took it; false if it has none here (cluster mode: what
     /// the bus brings waits its turn, so a flood of it queues in the
