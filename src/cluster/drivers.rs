@@ -178,7 +178,7 @@ impl GeoMessage {
 fn encode_pushed(pushed: Pushed) -> Vec<u8> {
     match pushed {
         Pushed::Delivered => b"1".to_vec(),
-        Pushed::NoSocket => b"0".to_vec(),
+        Pushed::NoSocket | Pushed::Unreachable { .. } => b"0".to_vec(),
         Pushed::Busy(busy_for) => format!("busy {}", busy_for.as_millis()).into_bytes(),
     }
 }
@@ -623,7 +623,7 @@ impl DriverLink {
                     }
                     match pushed {
                         Pushed::Delivered => "delivered",
-                        Pushed::NoSocket => "undelivered",
+                        Pushed::NoSocket | Pushed::Unreachable { .. } => "undelivered",
                         Pushed::Busy(_) => "busy",
                     }
                 }
@@ -954,11 +954,17 @@ impl DriverBus for DriverLink {
                 Ok(reply) => match decode_pushed(&reply.payload) {
                     Pushed::Delivered => (Pushed::Delivered, "delivered"),
                     Pushed::Busy(busy_for) => (Pushed::Busy(busy_for), "busy"),
-                    Pushed::NoSocket => (Pushed::NoSocket, "undelivered"),
+                    Pushed::NoSocket | Pushed::Unreachable { .. } => {
+                        (Pushed::NoSocket, "undelivered")
+                    }
                 },
                 Err(error) => match error.kind() {
-                    async_nats::RequestErrorKind::NoResponders => (Pushed::NoSocket, "no_node"),
-                    async_nats::RequestErrorKind::TimedOut => (Pushed::NoSocket, "timed_out"),
+                    async_nats::RequestErrorKind::NoResponders => {
+                        (Pushed::Unreachable { gone: true }, "no_node")
+                    }
+                    async_nats::RequestErrorKind::TimedOut => {
+                        (Pushed::Unreachable { gone: false }, "timed_out")
+                    }
                     async_nats::RequestErrorKind::Other => (Pushed::NoSocket, "failed"),
                 },
             };

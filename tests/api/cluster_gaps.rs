@@ -424,7 +424,10 @@ async fn an_offer_pending_on_a_node_that_is_killed_goes_to_another_driver_and_no
     let cluster = TestCluster::new(3000)
         .await
         .with("DISPATCH__DISPATCH__ROUND_INTERVAL_MS", "200")
-        .with("DISPATCH__DISPATCH__OFFER_TIMEOUT_SECS", "4");
+        .with("DISPATCH__DISPATCH__OFFER_TIMEOUT_SECS", "4")
+        // The drivers send one position each: they stay in the index
+        // however slow the machine.
+        .with("DISPATCH__PRESENCE__TTL_SECS", "120");
     let (b, mut a, c, admin) = three_nodes(&cluster).await;
     let near = north_of(RESTAURANT_1_AT, 0.3);
     let far = north_of(RESTAURANT_1_AT, 2.0);
@@ -449,7 +452,29 @@ async fn an_offer_pending_on_a_node_that_is_killed_goes_to_another_driver_and_no
     let killed = Instant::now();
     // The order goes to the other driver, on C, by the offer's timeout
     // (and a round or two).
-    let offered = other.ws.next_of("offer", 10).await;
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut first = None;
+    while let Some(m) = other
+        .ws
+        .next_within(until.saturating_duration_since(tokio::time::Instant::now()))
+        .await
+    {
+        if m["type"] == "offer" {
+            first = Some(m);
+            break;
+        }
+    }
+    let Some(offered) = first else {
+        panic!(
+            "the order was never offered to the driver on C; B's offers {:?}",
+            b.metrics_text()
+                .await
+                .lines()
+                .filter(|l| l.starts_with("dispatch_offers_total")
+                    || l.starts_with("dispatch_cluster_driver_commands_total{kind=\"offer\""))
+                .collect::<Vec<_>>()
+        );
+    };
     assert_eq!(offered["orderId"], id, "{offered}");
     assert!(
         killed.elapsed() < Duration::from_secs(7),
@@ -590,7 +615,18 @@ async fn a_flood_on_the_geo_and_driver_command_subjects_leaves_the_nodes_respons
         slowest < Duration::from_secs(1),
         "a node took {slowest:?} to answer"
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The nodes work through what their subscriptions hold.
+    let taken = "dispatch_cluster_driver_commands_total{kind=";
+    let mut last = -1.0;
+    let settling = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = a.metric(taken).await + b.metric("dispatch_cluster_geo_messages_total").await;
+        if now == last || settling.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+        last = now;
+    }
     for node in [&a, &b] {
         let asked = Instant::now();
         node.get("/api/restaurants?limit=5", None).await.expect(200);

@@ -15,7 +15,7 @@
 use crate::domain::dispatch::{Board, Candidate, WaitingOrder};
 use crate::domain::model::*;
 use crate::engine::config::EngineConfig;
-use crate::engine::driver::{Drivers, Pushed};
+use crate::engine::driver::{Drivers, Pushed, UNREACHABLE_FOR};
 use crate::engine::geo_actor::Geo;
 use crate::engine::order::{CommandError, NearestDriver, ORDER_CALL_TIMEOUT, Orders};
 use crate::engine::slot::Slot;
@@ -412,6 +412,17 @@ impl DispatcherState {
                 for id in &order_ids {
                     self.board.offer_ended(*id, driver_id, false);
                 }
+                return;
+            }
+            Pushed::Unreachable { .. } => {
+                // Its node did not answer: tried again only after a while
+                // (or once its next position comes from a live node).
+                for id in &order_ids {
+                    self.board.offer_ended(*id, driver_id, false);
+                }
+                self.busy_elsewhere
+                    .insert(driver_id, Instant::now() + UNREACHABLE_FOR);
+                metrics::counter!(m::OFFERS_TOTAL, "result" => "unreachable").increment(1);
                 return;
             }
             Pushed::Busy(busy_for) => {

@@ -107,7 +107,18 @@ pub enum Pushed {
     /// many orders as it may: leave it out for this long, as one node's
     /// dispatcher leaves out a driver with an offer outstanding.
     Busy(Duration),
+    /// Cluster mode: the driver's node did not answer (`gone`: nobody
+    /// subscribes to the driver's commands any more, its node died or
+    /// let it go). Leave it out a while instead of trying it every round.
+    Unreachable {
+        gone: bool,
+    },
 }
+
+/// How long a dispatcher leaves out a driver whose node did not answer an
+/// offer (its next position from a live node brings it back sooner when
+/// it was gone: it leaves the index at once).
+pub const UNREACHABLE_FOR: Duration = Duration::from_secs(10);
 
 pub type PushFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Pushed> + Send>>;
 
@@ -536,7 +547,15 @@ impl Drivers {
             pushed => return pushed,
         }
         match self.bus.get() {
-            Some(bus) if self.is_remote(id) => bus.push(id, frame).await,
+            Some(bus) if self.is_remote(id) => {
+                let pushed = bus.push(id, frame).await;
+                if pushed == (Pushed::Unreachable { gone: true }) {
+                    // Its node died (or dropped it): out of the index now,
+                    // not when its presence runs out.
+                    self.geo.remote_gone(id);
+                }
+                pushed
+            }
             _ => Pushed::NoSocket,
         }
     }
