@@ -25,6 +25,13 @@ pub async fn connect(url: &str) -> anyhow::Result<async_nats::Client> {
                     metrics::gauge!(actors::metrics::NATS_CONNECTED).set(0.0);
                     tracing::warn!("NATS disconnected; reconnecting");
                 }
+                // A subscription's bounded channel (async-nats: 65,536
+                // messages) was full: what the bus brings faster than this
+                // node takes it is dropped there, and counted here.
+                async_nats::Event::SlowConsumer(sid) => {
+                    metrics::counter!(actors::metrics::NATS_SLOW_CONSUMER_TOTAL).increment(1);
+                    tracing::debug!(sid, "NATS subscription full; messages dropped");
+                }
                 other => tracing::debug!(event = %other, "NATS event"),
             }
         })

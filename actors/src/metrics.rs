@@ -71,6 +71,7 @@ pub const CLUSTER_REMOTE_DRIVERS_REFUSED_TOTAL: &str =
     "dispatch_cluster_remote_drivers_refused_total";
 pub const CLUSTER_GEO_MESSAGES_TOTAL: &str = "dispatch_cluster_geo_messages_total";
 pub const CLUSTER_DRIVER_BUS_DROPPED_TOTAL: &str = "dispatch_cluster_driver_bus_dropped_total";
+pub const NATS_SLOW_CONSUMER_TOTAL: &str = "dispatch_nats_slow_consumer_total";
 pub const CLUSTER_DRIVER_COMMANDS_TOTAL: &str = "dispatch_cluster_driver_commands_total";
 pub const CLUSTER_RELAYED_OFFERS: &str = "dispatch_cluster_relayed_offers";
 pub const CLUSTER_LINKED_DRIVERS: &str = "dispatch_cluster_linked_drivers";
@@ -403,6 +404,10 @@ pub fn describe_realtime() {
     describe_counter!(
         CLUSTER_GEO_MESSAGES_TOTAL,
         "Cluster mode: driver positions, availability changes and departures on geo.<region> subjects, by direction (out, in) and kind (position, availability, gone)."
+    );
+    describe_counter!(
+        NATS_SLOW_CONSUMER_TOTAL,
+        "Times a NATS subscription's bounded channel was full and messages for it were dropped (the bus brought them faster than this node took them)."
     );
     describe_counter!(
         CLUSTER_DRIVER_BUS_DROPPED_TOTAL,

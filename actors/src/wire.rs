@@ -203,7 +203,7 @@ pub struct Pickup {
     pub lon: f64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OfferOutcome {
     Assigned,
@@ -370,11 +370,19 @@ impl ServerMessage<'_> {
     }
 }
 
-/// An `error` frame.
-/// An `offer` frame's offer id and pick-up (cluster mode: the driver's
-/// node relays another node's offer and sends the answer to the region of
-/// its pick-up); None for any other frame.
-pub fn offer_of(frame: &[u8]) -> Option<(OfferId, LatLon)> {
+/// What the driver's node reads of a relayed `offer` frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OfferSeen {
+    pub offer_id: OfferId,
+    pub pickup: LatLon,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// An `offer` frame's offer id, pick-up and expiry (cluster mode: the
+/// driver's node relays another node's offer, holds the driver to it
+/// until it expires, and sends the answer to the region of its pick-up);
+/// None for any other frame.
+pub fn offer_of(frame: &[u8]) -> Option<OfferSeen> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct OfferFrame {
@@ -382,13 +390,46 @@ pub fn offer_of(frame: &[u8]) -> Option<(OfferId, LatLon)> {
         kind: String,
         offer_id: OfferId,
         pickup: LatLon,
+        expires_at: DateTime<Utc>,
     }
     serde_json::from_slice::<OfferFrame>(frame)
         .ok()
         .filter(|offer| offer.kind == "offer")
-        .map(|offer| (offer.offer_id, offer.pickup))
+        .map(|offer| OfferSeen {
+            offer_id: offer.offer_id,
+            pickup: offer.pickup,
+            expires_at: offer.expires_at,
+        })
 }
 
+/// An `offer_result` frame's offer id, and the orders it assigned (none
+/// unless its result is `assigned`): cluster mode, the driver's node learns
+/// that the driver's offer ended. None for any other frame.
+pub fn offer_result_of(frame: &[u8]) -> Option<(OfferId, Vec<OrderId>)> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct ResultFrame {
+        #[serde(rename = "type")]
+        kind: String,
+        offer_id: OfferId,
+        #[serde(default)]
+        order_ids: Vec<OrderId>,
+        result: OfferOutcome,
+    }
+    serde_json::from_slice::<ResultFrame>(frame)
+        .ok()
+        .filter(|result| result.kind == "offer_result")
+        .map(|result| {
+            let assigned = if result.result == OfferOutcome::Assigned {
+                result.order_ids
+            } else {
+                Vec::new()
+            };
+            (result.offer_id, assigned)
+        })
+}
+
+/// An `error` frame.
 pub fn error_frame(code: &str, message: &str, reference: Option<serde_json::Value>) -> Frame {
     ServerMessage::Error {
         code,

@@ -518,7 +518,8 @@ impl Commands {
                         }) => match cluster.driver_link() {
                             Some(link) if on_socket => {
                                 link.dispatch()
-                                    .respond_here_async(offer_id, driver_id, accept);
+                                    .respond_here_taken(offer_id, driver_id, accept)
+                                    .await;
                                 ForwardedOutcome::Offer(Ok(None))
                             }
                             Some(link) => ForwardedOutcome::Offer(

@@ -32,7 +32,9 @@ use super::Cluster;
 use super::region::Region;
 use actors::domain::model::{Driver, DriverId, DriverLocation, LatLon, OfferId, OrderId};
 use actors::engine::dispatcher::{DispatchHandle, OfferError, RemoteOffers, RespondFuture};
-use actors::engine::driver::{DriverBus, Drivers, MirroredDriver, PushFuture, RemoteDriver};
+use actors::engine::driver::{
+    DriverBus, Drivers, MirroredDriver, PushFuture, Pushed, RemoteDriver,
+};
 use actors::engine::order::Orders;
 use actors::engine::outbox::SessionId;
 use actors::metrics as m;
@@ -168,6 +170,32 @@ impl GeoMessage {
             KIND_AVAILABILITY => "availability",
             _ => "gone",
         }
+    }
+}
+
+/// The driver's node's answer to a relayed offer: `1` delivered, `0` no
+/// socket, `busy <ms>` refused (another live offer, or at its limit).
+fn encode_pushed(pushed: Pushed) -> Vec<u8> {
+    match pushed {
+        Pushed::Delivered => b"1".to_vec(),
+        Pushed::NoSocket | Pushed::Unreachable { .. } => b"0".to_vec(),
+        Pushed::Busy(busy_for) => format!("busy {}", busy_for.as_millis()).into_bytes(),
+    }
+}
+
+/// Longest a driver's node may have an owner leave its driver out.
+const MAX_BUSY: Duration = Duration::from_secs(600);
+
+fn decode_pushed(payload: &[u8]) -> Pushed {
+    match payload {
+        b"1" => Pushed::Delivered,
+        _ => std::str::from_utf8(payload)
+            .ok()
+            .and_then(|text| text.strip_prefix("busy "))
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .map_or(Pushed::NoSocket, |ms| {
+                Pushed::Busy(Duration::from_millis(ms).min(MAX_BUSY))
+            }),
     }
 }
 
@@ -423,7 +451,8 @@ impl DriverLink {
             .map(|(_, region)| *region)
             .collect();
         if !left.is_empty() {
-            self.publish(&left, KIND_GONE, driver).await;
+            self.publish(&left, KIND_GONE, driver, self.next_seq())
+                .await;
         }
         if targets.is_empty() {
             return;
@@ -457,13 +486,16 @@ impl DriverLink {
             KIND_AVAILABILITY
         };
         let regions: Vec<Region> = targets.iter().map(|(_, region)| *region).collect();
-        self.publish(&regions, kind, driver).await;
+        let seq = self.next_seq();
+        publisher.last_seq.insert(id, seq);
+        self.publish(&regions, kind, driver, seq).await;
         publisher.published.insert(id, targets);
     }
 
     async fn publish_gone(&self, publisher: &mut Publisher, driver_id: DriverId) {
         publisher.targets.remove(&driver_id);
         publisher.position_sent_at.remove(&driver_id);
+        let last_seq = publisher.last_seq.remove(&driver_id);
         // Offline: nobody offers it anything until its next position. Its
         // command subscription ends whether or not its entry went anywhere
         // last (a driver out of every other node's reach still holds one).
@@ -475,6 +507,12 @@ impl DriverLink {
             return;
         };
         let last: Vec<Region> = last.into_iter().map(|(_, region)| region).collect();
+        // The "gone" retracts the entry this node sent last, and is
+        // numbered just after it: an owner that took a newer entry of the
+        // driver since (from the node it reconnected to, a moment after it
+        // left this one, while its presence here was still running out)
+        // ignores it, however late it comes.
+        let seq = last_seq.map_or_else(|| self.next_seq(), |seq| seq + 1);
         let driver = MirroredDriver {
             location: DriverLocation {
                 driver_id,
@@ -488,13 +526,13 @@ impl DriverLink {
             active_orders: 0,
             position: false,
         };
-        self.publish(&last, KIND_GONE, driver).await;
+        self.publish(&last, KIND_GONE, driver, seq).await;
     }
 
-    async fn publish(&self, regions: &[Region], kind: u8, driver: MirroredDriver) {
+    async fn publish(&self, regions: &[Region], kind: u8, driver: MirroredDriver, seq: u64) {
         let message = GeoMessage {
             node: self.inner.node.clone(),
-            seq: self.next_seq(),
+            seq,
             kind,
             driver,
         };
@@ -571,22 +609,40 @@ impl DriverLink {
             let me = self.inner.node.as_str();
             let result = match command {
                 DriverCommand::Offer { origin, frame } => {
-                    let delivered = origin != me && self.relay_offer(driver_id, frame).await;
-                    if let Some(reply) = message.reply {
-                        let answer: &'static [u8] = if delivered { b"1" } else { b"0" };
-                        let _ = self.inner.client.publish(reply, answer.into()).await;
-                    }
-                    if delivered {
-                        "delivered"
+                    let pushed = if origin != me {
+                        self.relay_offer(driver_id, frame).await
                     } else {
-                        "undelivered"
+                        Pushed::NoSocket
+                    };
+                    if let Some(reply) = message.reply {
+                        let _ = self
+                            .inner
+                            .client
+                            .publish(reply, encode_pushed(pushed).into())
+                            .await;
+                    }
+                    match pushed {
+                        Pushed::Delivered => "delivered",
+                        Pushed::NoSocket | Pushed::Unreachable { .. } => "undelivered",
+                        Pushed::Busy(_) => "busy",
                     }
                 }
                 DriverCommand::Tell { origin, frame } => {
                     if origin != me {
+                        // An offer's result: the driver may hold another.
+                        if let Some((offer_id, assigned)) =
+                            actors::wire::offer_result_of(frame.as_bytes())
+                        {
+                            self.inner
+                                .drivers
+                                .offer_closed_here(driver_id, offer_id, assigned);
+                        }
+                        // Waits for the actor: a flood stays in the bounded
+                        // subscription (NATS drops past it), not its mailbox.
                         self.inner
                             .drivers
-                            .tell_here(driver_id, Frame::from(frame.into_bytes()));
+                            .push_here(driver_id, Frame::from(frame.into_bytes()))
+                            .await;
                     }
                     "received"
                 }
@@ -598,25 +654,30 @@ impl DriverLink {
                     if origin != me
                         && let Some(region) = Region::parse(&region)
                     {
-                        self.carried_here(driver_id, order_id, region);
+                        self.carried_here(driver_id, order_id, region).await;
                     }
                     "received"
                 }
                 DriverCommand::Release { origin, order_id } => {
                     if origin != me {
-                        let mut carried = super::lock(&self.inner.carried);
-                        let mut watching = None;
-                        if let Some(orders) = carried.get_mut(&driver_id) {
-                            watching = orders.remove(&order_id).and_then(|(_, _, s)| s);
-                            if orders.is_empty() {
-                                carried.remove(&driver_id);
+                        let watching = {
+                            let mut carried = super::lock(&self.inner.carried);
+                            let mut watching = None;
+                            if let Some(orders) = carried.get_mut(&driver_id) {
+                                watching = orders.remove(&order_id).and_then(|(_, _, s)| s);
+                                if orders.is_empty() {
+                                    carried.remove(&driver_id);
+                                }
                             }
-                        }
-                        drop(carried);
+                            watching
+                        };
                         if let (Some(bus), Some(session_id)) = (self.inner.orders.bus(), watching) {
                             bus.unwatch(order_id, session_id);
                         }
-                        self.inner.drivers.release_elsewhere(driver_id, order_id);
+                        self.inner
+                            .drivers
+                            .release_elsewhere(driver_id, order_id)
+                            .await;
                     }
                     "received"
                 }
@@ -635,7 +696,7 @@ impl DriverLink {
     /// it counts in the driver's load, its positions go to the order's
     /// region, and the driver's socket watches the order through the bus
     /// (again after a reconnection).
-    fn carried_here(&self, driver_id: DriverId, order_id: OrderId, region: Region) {
+    async fn carried_here(&self, driver_id: DriverId, order_id: OrderId, region: Region) {
         let socket = self.inner.drivers.connected_here(driver_id);
         let watch = {
             let mut carried = super::lock(&self.inner.carried);
@@ -654,7 +715,10 @@ impl DriverLink {
                 _ => false,
             }
         };
-        self.inner.drivers.carry_elsewhere(driver_id, order_id);
+        self.inner
+            .drivers
+            .carry_elsewhere(driver_id, order_id)
+            .await;
         if let (true, Some(bus), Some(outbox)) = (watch, self.inner.orders.bus(), socket) {
             let orders = self.inner.orders.clone();
             let link = self.clone();
@@ -677,18 +741,27 @@ impl DriverLink {
     }
 
     /// Pushes another node's offer to the local driver's socket,
-    /// remembering where its answer goes; whether it reached the socket.
-    async fn relay_offer(&self, driver_id: DriverId, frame: String) -> bool {
-        let Some((offer_id, pickup)) = actors::wire::offer_of(frame.as_bytes()) else {
-            return false;
+    /// remembering where its answer goes; what became of it (refused while
+    /// the driver holds another live offer or is at its order limit).
+    async fn relay_offer(&self, driver_id: DriverId, frame: String) -> Pushed {
+        let Some(seen) = actors::wire::offer_of(frame.as_bytes()) else {
+            return Pushed::NoSocket;
         };
+        let (offer_id, pickup) = (seen.offer_id, seen.pickup);
+        // Its dispatcher's wall clock, as an instant here (at most ten
+        // minutes ahead: a wild clock cannot block the driver for long).
+        let left = (seen.expires_at - chrono::Utc::now())
+            .to_std()
+            .unwrap_or_default()
+            .min(RELAYED_FOR);
+        let expires = Instant::now() + left;
         {
             let mut relayed = super::lock(&self.inner.relayed);
             if relayed.len() >= MAX_RELAYED {
                 relayed.retain(|_, r| r.at.elapsed() < RELAYED_FOR);
             }
             if relayed.len() >= MAX_RELAYED {
-                return false;
+                return Pushed::NoSocket;
             }
             relayed.insert(
                 offer_id,
@@ -700,15 +773,20 @@ impl DriverLink {
             );
             metrics::gauge!(m::CLUSTER_RELAYED_OFFERS).set(relayed.len() as f64);
         }
-        let delivered = self
+        let pushed = self
             .inner
             .drivers
-            .push_here(driver_id, Frame::from(frame.into_bytes()))
+            .offer_here(
+                driver_id,
+                offer_id,
+                expires,
+                Frame::from(frame.into_bytes()),
+            )
             .await;
-        if !delivered {
+        if pushed != Pushed::Delivered {
             super::lock(&self.inner.relayed).remove(&offer_id);
         }
-        delivered
+        pushed
     }
 
     /// Subscribes to the `geo.<region>` subjects of `served` and drops the
@@ -749,7 +827,7 @@ impl DriverLink {
             metrics::counter!(m::CLUSTER_GEO_MESSAGES_TOTAL, "direction" => "in", "kind" => geo.kind_str()).increment(1);
             let id = geo.driver.location.driver_id;
             if geo.kind == KIND_GONE {
-                self.inner.drivers.remote_gone(id);
+                self.inner.drivers.remote_gone(id, geo.seq);
                 continue;
             }
             let remote = RemoteDriver {
@@ -805,6 +883,9 @@ struct Publisher {
     published: HashMap<DriverId, Vec<(String, Region)>>,
     /// When each driver's last position went out (see [`GEO_POSITION_EVERY`]).
     position_sent_at: HashMap<DriverId, Instant>,
+    /// The sequence number of each driver's last entry sent (its "gone"
+    /// follows it).
+    last_seq: HashMap<DriverId, u64>,
 }
 
 struct Targets {
@@ -835,6 +916,8 @@ impl Publisher {
             .retain(|_, targets| targets.at.elapsed() < TARGETS_FOR * 60);
         self.position_sent_at
             .retain(|_, at| at.elapsed() < TARGETS_FOR * 60);
+        let published = &self.published;
+        self.last_seq.retain(|id, _| published.contains_key(id));
     }
 }
 
@@ -855,7 +938,7 @@ impl DriverBus for DriverLink {
                 frame: String::from_utf8_lossy(&frame).into_owned(),
             };
             let Ok(body) = serde_json::to_vec(&command) else {
-                return false;
+                return Pushed::NoSocket;
             };
             let asked = link
                 .inner
@@ -867,18 +950,27 @@ impl DriverBus for DriverLink {
                         .timeout(Some(PUSH_TIMEOUT)),
                 )
                 .await;
-            let (delivered, result) = match asked {
-                Ok(reply) if reply.payload.as_ref() == b"1" => (true, "delivered"),
-                Ok(_) => (false, "undelivered"),
+            let (pushed, result) = match asked {
+                Ok(reply) => match decode_pushed(&reply.payload) {
+                    Pushed::Delivered => (Pushed::Delivered, "delivered"),
+                    Pushed::Busy(busy_for) => (Pushed::Busy(busy_for), "busy"),
+                    Pushed::NoSocket | Pushed::Unreachable { .. } => {
+                        (Pushed::NoSocket, "undelivered")
+                    }
+                },
                 Err(error) => match error.kind() {
-                    async_nats::RequestErrorKind::NoResponders => (false, "no_node"),
-                    async_nats::RequestErrorKind::TimedOut => (false, "timed_out"),
-                    async_nats::RequestErrorKind::Other => (false, "failed"),
+                    async_nats::RequestErrorKind::NoResponders => {
+                        (Pushed::Unreachable { gone: true }, "no_node")
+                    }
+                    async_nats::RequestErrorKind::TimedOut => {
+                        (Pushed::Unreachable { gone: false }, "timed_out")
+                    }
+                    async_nats::RequestErrorKind::Other => (Pushed::NoSocket, "failed"),
                 },
             };
             metrics::counter!(m::CLUSTER_DRIVER_COMMANDS_TOTAL, "kind" => "offer", "result" => result)
                 .increment(1);
-            delivered
+            pushed
         })
     }
 

@@ -105,6 +105,11 @@ impl TestCluster {
         self
     }
 
+    /// The bucket's name, the prefix of the cluster's subjects.
+    pub(crate) fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
     pub(crate) async fn drop_bucket(&self) {
         if let Ok(client) = async_nats::connect("nats://127.0.0.1:4222").await {
             let _ = async_nats::jetstream::new(client)
@@ -116,13 +121,13 @@ impl TestCluster {
 
 /// What one node says of the cluster: its id, and region -> (holder, epoch
 /// if it is this node's).
-struct Seen {
-    node: String,
-    regions: Vec<(String, Option<String>, Option<u64>)>,
+pub(crate) struct Seen {
+    pub(crate) node: String,
+    pub(crate) regions: Vec<(String, Option<String>, Option<u64>)>,
 }
 
 impl Seen {
-    fn mine(&self) -> Vec<(String, u64)> {
+    pub(crate) fn mine(&self) -> Vec<(String, u64)> {
         self.regions
             .iter()
             .filter_map(|(region, _, epoch)| epoch.map(|e| (region.clone(), e)))
@@ -130,7 +135,7 @@ impl Seen {
     }
 }
 
-async fn seen(app: &TestApp, admin: &str) -> Seen {
+pub(crate) async fn seen(app: &TestApp, admin: &str) -> Seen {
     let body = app.get("/api/admin/cluster", Some(admin)).await.expect(200);
     assert_eq!(body["enabled"], true, "{body}");
     Seen {
@@ -351,7 +356,7 @@ async fn a_single_node_says_cluster_mode_is_off() {
 
 /// The region of demo restaurant 1 on the tests' 0.02-degree grid (as
 /// `src/cluster/region.rs` names it).
-fn restaurant_1_region() -> String {
+pub(crate) fn restaurant_1_region() -> String {
     let (lat, lon) = RESTAURANT_1_AT;
     format!(
         "r{}_{}",
@@ -381,7 +386,7 @@ async fn holder_of<'a>(
 
 /// Two nodes; the one holding restaurant 1's region, the other, and an
 /// admin's token.
-async fn two_nodes(cluster: &TestCluster) -> (TestApp, TestApp, String) {
+pub(crate) async fn two_nodes(cluster: &TestCluster) -> (TestApp, TestApp, String) {
     let a = cluster.node(true).await;
     let b = cluster.node(false).await;
     let admin = a.token("admin").await;

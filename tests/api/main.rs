@@ -7,6 +7,7 @@ mod helpers;
 mod auth;
 mod cluster;
 mod cluster_drivers;
+mod cluster_gaps;
 mod crash;
 mod dispatch;
 mod durability;

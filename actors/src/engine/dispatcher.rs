@@ -15,7 +15,7 @@
 use crate::domain::dispatch::{Board, Candidate, WaitingOrder};
 use crate::domain::model::*;
 use crate::engine::config::EngineConfig;
-use crate::engine::driver::Drivers;
+use crate::engine::driver::{Drivers, Pushed, UNREACHABLE_FOR};
 use crate::engine::geo_actor::Geo;
 use crate::engine::order::{CommandError, NearestDriver, ORDER_CALL_TIMEOUT, Orders};
 use crate::engine::slot::Slot;
@@ -70,6 +70,8 @@ pub(crate) enum DispatchMessage {
     Excluded(OrderId, Vec<DriverId>),
     /// The orders waiting for a driver, for the operator's view.
     Overview(RpcReplyPort<Vec<crate::wire::OpsOrder>>),
+    /// Answered once every message before it was handled.
+    Ping(RpcReplyPort<()>),
     /// The outcome of an accepted offer's assignment writes, one per order.
     Assigned {
         offer_id: OfferId,
@@ -114,6 +116,10 @@ pub(crate) struct DispatcherState {
     closed: HashMap<OfferId, (Offer, OfferOutcome, Instant)>,
     /// One outstanding offer per driver.
     offered_drivers: HashSet<DriverId>,
+    /// Cluster mode: drivers whose node refused an offer because they
+    /// hold another node's (or are at their order limit), left out of the
+    /// rounds until then.
+    busy_elsewhere: HashMap<DriverId, Instant>,
     next_offer_id: OfferId,
     args: DispatcherArguments,
 }
@@ -131,6 +137,9 @@ impl Actor for Dispatcher {
         args: DispatcherArguments,
     ) -> Result<DispatcherState, ActorProcessingErr> {
         myself.send_interval(args.config.round_interval, || DispatchMessage::Round);
+        // Offers of an earlier dispatcher (it failed and was restarted) are
+        // void: the drivers here no longer hold them.
+        args.drivers.offers_void();
         let board = Board::new(args.config.board_rules(), args.config.policy_params());
         Ok(DispatcherState {
             board,
@@ -139,6 +148,7 @@ impl Actor for Dispatcher {
             offers: HashMap::new(),
             closed: HashMap::new(),
             offered_drivers: HashSet::new(),
+            busy_elsewhere: HashMap::new(),
             // Offer ids stay unique across restarts (offers made before a
             // crash are void, and must not be mistaken for new ones).
             next_offer_id: Utc::now().timestamp_millis() * 1000,
@@ -218,6 +228,9 @@ impl Actor for Dispatcher {
                 results,
                 reply,
             } => state.assigned(offer_id, offer, results, reply).await,
+            DispatchMessage::Ping(reply) => {
+                let _ = reply.send(());
+            }
             DispatchMessage::Overview(reply) => {
                 let now = Utc::now();
                 let waiting = state
@@ -262,7 +275,15 @@ impl DispatcherState {
         }
         let started = Instant::now();
         let now = Utc::now();
-        let plan = self.board.plan(now, &self.offered_drivers);
+        let plan = if self.busy_elsewhere.is_empty() {
+            self.board.plan(now, &self.offered_drivers)
+        } else {
+            let instant = Instant::now();
+            self.busy_elsewhere.retain(|_, until| *until > instant);
+            let mut busy = self.offered_drivers.clone();
+            busy.extend(self.busy_elsewhere.keys().copied());
+            self.board.plan(now, &busy)
+        };
         for order_id in &plan.hopeless {
             metrics::counter!(m::HOPELESS_ORDERS_TOTAL).increment(1);
             tracing::warn!(
@@ -378,12 +399,45 @@ impl DispatcherState {
             expires_at,
         }
         .encode();
-        if !self.args.drivers.push(driver_id, frame).await {
-            // The socket went away since the index saw it: try another next round.
-            for id in &order_ids {
-                self.board.offer_ended(*id, driver_id, false);
+        let expires = Instant::now() + timeout;
+        match self
+            .args
+            .drivers
+            .offer(driver_id, offer_id, expires, frame)
+            .await
+        {
+            Pushed::Delivered => {}
+            Pushed::NoSocket => {
+                // The socket went away since the index saw it: try another next round.
+                for id in &order_ids {
+                    self.board.offer_ended(*id, driver_id, false);
+                }
+                return;
             }
-            return;
+            Pushed::Unreachable { .. } => {
+                // Its node did not answer: tried again only after a while
+                // (or once its next position comes from a live node).
+                for id in &order_ids {
+                    self.board.offer_ended(*id, driver_id, false);
+                }
+                self.busy_elsewhere
+                    .insert(driver_id, Instant::now() + UNREACHABLE_FOR);
+                metrics::counter!(m::OFFERS_TOTAL, "result" => "unreachable").increment(1);
+                return;
+            }
+            Pushed::Busy(busy_for) => {
+                // Cluster mode: another node's offer, or an order it just
+                // took, keeps the driver busy. Left out as a driver with
+                // an offer of ours is, without excluding it from these
+                // orders; they go to someone else next round.
+                for id in &order_ids {
+                    self.board.offer_ended(*id, driver_id, false);
+                }
+                self.busy_elsewhere
+                    .insert(driver_id, Instant::now() + busy_for);
+                metrics::counter!(m::OFFERS_TOTAL, "result" => "busy").increment(1);
+                return;
+            }
         }
         let since = self
             .board
@@ -402,7 +456,7 @@ impl DispatcherState {
             Offer {
                 order_ids,
                 driver_id,
-                expires: Instant::now() + timeout,
+                expires,
                 dispatchable_since: Instant::now() - waited,
             },
         );
@@ -448,6 +502,16 @@ impl DispatcherState {
         }
         .encode();
         self.args.drivers.tell(offer.driver_id, frame);
+        // Its actor here (if any) may hold another offer now; on another
+        // node the frame itself says so.
+        let assigned = if outcome == OfferOutcome::Assigned {
+            offer.order_ids.clone()
+        } else {
+            Vec::new()
+        };
+        self.args
+            .drivers
+            .offer_closed_here(offer.driver_id, offer_id, assigned);
     }
 
     async fn respond(
@@ -598,6 +662,9 @@ impl DispatcherState {
             }
             None if unavailable => {
                 metrics::counter!(m::OFFERS_TOTAL, "result" => "failed").increment(1);
+                self.args
+                    .drivers
+                    .offer_closed_here(offer.driver_id, offer_id, Vec::new());
                 if let Some(reply) = reply {
                     let _ = reply.send(Err(OfferError::Unavailable));
                 }
@@ -733,6 +800,17 @@ impl DispatchHandle {
             return;
         }
         self.respond_here_async(offer_id, driver_id, accept);
+    }
+
+    /// As [`Self::respond_here_async`], resolving once the dispatcher took
+    /// the answer (cluster mode: answers carried from other nodes wait
+    /// their turn, so a flood of them cannot pile up in its mailbox).
+    pub async fn respond_here_taken(&self, offer_id: OfferId, driver_id: DriverId, accept: bool) {
+        self.respond_here_async(offer_id, driver_id, accept);
+        let _ = self
+            .slot
+            .call(DispatchMessage::Ping, ORDER_CALL_TIMEOUT)
+            .await;
     }
 
     /// Answers an offer of this node's dispatcher, the outcome going to

@@ -117,7 +117,11 @@ impl OrderListener for EngineListener {
 
     fn order_released(&self, order: &Order) {
         self.dispatch.withdraw(order.id);
-        self.release(order);
+        // Live, and carried on by the region's next owner: its driver's
+        // load is not freed in between.
+        if let Some(driver_id) = order.driver_id {
+            self.drivers.handed_over(driver_id, order.id);
+        }
     }
 
     fn order_started(&self, change: OrderChanged<'_>) {

@@ -12,7 +12,7 @@ use crate::domain::input::LocationFix;
 use crate::domain::model::*;
 use crate::engine::breadcrumbs::BreadcrumbSink;
 use crate::engine::config::EngineConfig;
-use crate::engine::driver::{DriverBus, MirroredDriver};
+use crate::engine::driver::{DriverBus, MirroredDriver, Pushed};
 use crate::engine::geo_actor::{Change, Geo, PendingUpsert};
 use crate::engine::order::{OrderFeed, OrderRef};
 use crate::engine::outbox::{CloseReason, Outbox, SessionId};
@@ -44,16 +44,44 @@ pub(crate) enum DriverMessage {
     Release(OrderId),
     /// Cluster mode: an order another node runs, which this driver carries
     /// (announced again by its owner every few seconds).
-    CarryElsewhere(OrderId),
-    ReleaseElsewhere(OrderId),
+    /// (Each replies once taken: what the bus brings waits its turn.)
+    CarryElsewhere(OrderId, RpcReplyPort<()>),
+    ReleaseElsewhere(OrderId, RpcReplyPort<()>),
+    /// Cluster mode: this node's order went to another node with its
+    /// region (a hand-over, a lapsed lease), not delivered or cancelled:
+    /// it still counts in the load until its new owner announces it.
+    HandedOver(OrderId),
     /// The geo index dropped this driver for lack of positions.
     WentStale,
     /// The geo actor restarted with an empty index: give it this driver's
     /// entry again.
     Rejoin,
-    /// Push a frame (an offer, an offer result) to the driver's socket;
+    /// Push a frame (an offer's result, an error) to the driver's socket;
     /// replies whether there was a socket to push to.
     Push(Frame, Option<RpcReplyPort<bool>>),
+    /// An offer for the driver's socket, from this node's dispatcher or
+    /// (cluster mode) relayed from another node's: refused while the
+    /// driver holds another live offer or carries as many orders as it
+    /// may, as one node's dispatcher never offers such a driver anything.
+    Offer {
+        offer_id: OfferId,
+        /// When the offer expires (its dispatcher's clock, as an instant here).
+        expires: Instant,
+        frame: Frame,
+        reply: RpcReplyPort<Pushed>,
+    },
+    /// This node's dispatcher restarted: the offer the driver held is
+    /// forgotten (its offers are void; were it another node's, that one
+    /// could now be held beside a second, as before this check).
+    OffersVoid,
+    /// The offer ended (answered, expired, taken): another may come.
+    /// `assigned`: the orders it won, counted in the load at once (their
+    /// carry follows: from this node's order actors, or announced by
+    /// another node), so that no offer slips in between.
+    OfferClosed {
+        offer_id: OfferId,
+        assigned: Vec<OrderId>,
+    },
     Status(RpcReplyPort<DriverStatus>),
 }
 
@@ -84,6 +112,11 @@ pub(crate) struct DriverArguments {
 /// whichever node serves its region next, which announces it anew).
 const ELSEWHERE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long an offer's dispatcher leaves a driver out after it was refused
+/// for carrying as many orders as it may (its index hears of the load at
+/// once; this covers an offer already on its way).
+pub(crate) const AT_CAP_BUSY: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub(crate) struct DriverState {
     profile: Driver,
     location: Option<DriverLocation>,
@@ -95,6 +128,8 @@ pub(crate) struct DriverState {
     elsewhere: HashMap<OrderId, Instant>,
     bus: Option<Arc<dyn DriverBus>>,
     session: Option<Arc<Outbox>>,
+    /// The offer the driver holds now, and until when.
+    offer: Option<(OfferId, Instant)>,
     geo: Geo,
     /// This driver's next update for the geo index, coalesced while the
     /// geo actor has not taken it.
@@ -139,9 +174,15 @@ impl DriverState {
             && self.active_orders() < self.config.max_active_orders
     }
 
-    /// Orders carried, this node's and (cluster mode) other nodes'.
+    /// Orders carried, this node's and (cluster mode) other nodes' (an
+    /// order counted once, however it is known).
     fn active_orders(&self) -> u32 {
-        (self.carrying.len() + self.elsewhere.len()) as u32
+        let elsewhere = self
+            .elsewhere
+            .keys()
+            .filter(|id| !self.carrying.contains_key(id))
+            .count();
+        (self.carrying.len() + elsewhere) as u32
     }
 
     /// Tells the index where the driver is and whether it may be offered.
@@ -202,6 +243,7 @@ impl Actor for DriverActor {
             elsewhere: HashMap::new(),
             bus: args.bus,
             session: None,
+            offer: None,
             geo: args.geo,
             pending_geo: Arc::new(PendingUpsert::default()),
             breadcrumbs: args.breadcrumbs,
@@ -291,6 +333,8 @@ impl Actor for DriverActor {
                     carried.publish(location, Instant::now());
                 }
                 state.carrying.insert(order_id, carried);
+                // Known here now: no longer only through its former owner.
+                state.elsewhere.remove(&order_id);
                 state.index(Change::Availability);
             }
             DriverMessage::Release(order_id) => {
@@ -303,16 +347,31 @@ impl Actor for DriverActor {
                     state.index(Change::Availability);
                 }
             }
-            DriverMessage::CarryElsewhere(order_id) => {
-                let new = state.elsewhere.insert(order_id, Instant::now()).is_none();
-                if new {
-                    state.index(Change::Availability);
+            DriverMessage::HandedOver(order_id) => {
+                // Its region went to another node, which announces it in a
+                // moment: it stays in the driver's load meanwhile (and is
+                // forgotten if nobody does within the TTL).
+                if state.carrying.remove(&order_id).is_some() {
+                    for carried in state.carrying.values() {
+                        carried.feed.drop_made(order_id);
+                    }
+                    state.elsewhere.insert(order_id, Instant::now());
                 }
             }
-            DriverMessage::ReleaseElsewhere(order_id) => {
-                if state.elsewhere.remove(&order_id).is_some() {
+            DriverMessage::CarryElsewhere(order_id, reply) => {
+                let new = state.elsewhere.insert(order_id, Instant::now()).is_none();
+                if new && !state.carrying.contains_key(&order_id) {
                     state.index(Change::Availability);
                 }
+                let _ = reply.send(());
+            }
+            DriverMessage::ReleaseElsewhere(order_id, reply) => {
+                if state.elsewhere.remove(&order_id).is_some()
+                    && !state.carrying.contains_key(&order_id)
+                {
+                    state.index(Change::Availability);
+                }
+                let _ = reply.send(());
             }
             DriverMessage::WentStale => {
                 state.online = false;
@@ -330,6 +389,46 @@ impl Actor for DriverActor {
                 let pushed = state.session.as_ref().is_some_and(|s| s.push(frame));
                 if let Some(reply) = reply {
                     let _ = reply.send(pushed);
+                }
+            }
+            DriverMessage::Offer {
+                offer_id,
+                expires,
+                frame,
+                reply,
+            } => {
+                let now = Instant::now();
+                let outcome = match state.offer {
+                    Some((held, until)) if held != offer_id && until > now => {
+                        Pushed::Busy(until - now)
+                    }
+                    _ if state.active_orders() >= state.config.max_active_orders => {
+                        Pushed::Busy(AT_CAP_BUSY)
+                    }
+                    _ => {
+                        if state.session.as_ref().is_some_and(|s| s.push(frame)) {
+                            state.offer = Some((offer_id, expires));
+                            Pushed::Delivered
+                        } else {
+                            Pushed::NoSocket
+                        }
+                    }
+                };
+                let _ = reply.send(outcome);
+            }
+            DriverMessage::OffersVoid => state.offer = None,
+            DriverMessage::OfferClosed { offer_id, assigned } => {
+                let before = state.active_orders();
+                for order_id in assigned {
+                    if !state.carrying.contains_key(&order_id) {
+                        state.elsewhere.insert(order_id, Instant::now());
+                    }
+                }
+                if state.offer.is_some_and(|(held, _)| held == offer_id) {
+                    state.offer = None;
+                }
+                if state.active_orders() != before {
+                    state.index(Change::Availability);
                 }
             }
             DriverMessage::Status(reply) => {

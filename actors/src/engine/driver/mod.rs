@@ -14,7 +14,7 @@ pub(crate) use supervisor::{
 
 use crate::domain::geo_index::DriverEntry;
 use crate::domain::input::LocationFix;
-use crate::domain::model::{Driver, DriverId, DriverLocation, LatLon, OrderId};
+use crate::domain::model::{Driver, DriverId, DriverLocation, LatLon, OfferId, OrderId};
 use crate::engine::geo_actor::{Change, Geo, PendingUpsert, PresenceListener};
 use crate::engine::order::{OrderFeed, OrderRef};
 use crate::engine::outbox::{Outbox, SessionId};
@@ -53,6 +53,40 @@ pub struct RemoteDriver {
     pub seq: u64,
 }
 
+/// The newest message taken of a remote driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RemoteSeen {
+    seq: u64,
+    /// Its newest message said it went offline (the geo actor was told).
+    gone: bool,
+}
+
+impl RemoteSeen {
+    fn new(seq: u64) -> RemoteSeen {
+        RemoteSeen { seq, gone: false }
+    }
+
+    /// An entry (position, availability) in message `seq`: taken if newer.
+    fn entry(&mut self, seq: u64) -> bool {
+        if seq <= self.seq {
+            return false;
+        }
+        *self = RemoteSeen::new(seq);
+        true
+    }
+
+    /// "Gone" in message `seq`: taken if newer than every message taken,
+    /// and not gone already.
+    fn gone(&mut self, seq: u64) -> bool {
+        if seq <= self.seq || self.gone {
+            self.seq = self.seq.max(seq);
+            return false;
+        }
+        *self = RemoteSeen { seq, gone: true };
+        true
+    }
+}
+
 /// Whether a remote driver's message was taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RemoteTaken {
@@ -63,7 +97,30 @@ pub enum RemoteTaken {
     Full,
 }
 
-pub type PushFuture = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
+/// What became of an offer pushed to a driver's socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    Delivered,
+    /// No socket to push to (here, or on its node).
+    NoSocket,
+    /// The driver holds another live offer (of any node), or carries as
+    /// many orders as it may: leave it out for this long, as one node's
+    /// dispatcher leaves out a driver with an offer outstanding.
+    Busy(Duration),
+    /// Cluster mode: the driver's node did not answer (`gone`: nobody
+    /// subscribes to the driver's commands any more, its node died or
+    /// let it go). Leave it out a while instead of trying it every round.
+    Unreachable {
+        gone: bool,
+    },
+}
+
+/// How long a dispatcher leaves out a driver whose node did not answer an
+/// offer (its next position from a live node brings it back sooner when
+/// it was gone: it leaves the index at once).
+pub const UNREACHABLE_FOR: Duration = Duration::from_secs(10);
+
+pub type PushFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Pushed> + Send>>;
 
 /// Cluster mode: the seam between this node's drivers and those of other
 /// nodes (`dispatchd::cluster::drivers` carries it over NATS). Nothing of
@@ -73,8 +130,8 @@ pub trait DriverBus: Send + Sync + 'static {
     fn moved(&self, driver: MirroredDriver);
     /// A local driver went offline (no position within the presence TTL).
     fn gone(&self, driver_id: DriverId);
-    /// Pushes a frame (an offer) to a driver whose socket is on another
-    /// node; resolves to whether it reached the socket.
+    /// Pushes an offer frame to a driver whose socket is on another node;
+    /// resolves to what became of it there.
     fn push(&self, driver_id: DriverId, frame: Frame) -> PushFuture;
     /// Queues a frame for a driver on another node, without waiting.
     fn tell(&self, driver_id: DriverId, frame: Frame);
@@ -172,7 +229,7 @@ pub struct Drivers {
     bus: Arc<std::sync::OnceLock<Arc<dyn DriverBus>>>,
     /// Cluster mode: drivers of other nodes in this node's index, with the
     /// last message taken of each.
-    remote: Arc<DashMap<DriverId, u64>>,
+    remote: Arc<DashMap<DriverId, RemoteSeen>>,
     /// Cluster mode: each remote driver's next entry for the geo index,
     /// coalesced while the geo actor has not taken it (as a local
     /// driver's: its mailbox holds at most one message per driver).
@@ -250,10 +307,9 @@ impl Drivers {
         let id = driver.location.driver_id;
         match self.remote.get_mut(&id) {
             Some(mut last) => {
-                if remote.seq <= *last {
+                if !last.entry(remote.seq) {
                     return RemoteTaken::Stale;
                 }
-                *last = remote.seq;
             }
             None => {
                 // Only a position brings a driver into the index: an
@@ -267,7 +323,7 @@ impl Drivers {
                         .increment(1);
                     return RemoteTaken::Full;
                 }
-                self.remote.insert(id, remote.seq);
+                self.remote.insert(id, RemoteSeen::new(remote.seq));
                 metrics::gauge!(crate::metrics::CLUSTER_REMOTE_DRIVERS)
                     .set(self.remote.len() as f64);
             }
@@ -302,22 +358,36 @@ impl Drivers {
         RemoteTaken::Taken
     }
 
-    /// Cluster mode: a driver of another node went offline there.
-    pub fn remote_gone(&self, id: DriverId) {
-        if self.is_remote(id) {
-            self.geo.remote_gone(id);
+    /// Cluster mode: a driver of another node went offline there (or out
+    /// of this node's reach), in its node's message `seq`. Ignored when a
+    /// newer message of the driver was taken already (it reconnected to
+    /// another node, whose entry is newer than its old node's late
+    /// "gone"), and told the geo actor once however many come.
+    pub fn remote_gone(&self, id: DriverId, seq: u64) -> RemoteTaken {
+        let taken = self
+            .remote
+            .get_mut(&id)
+            .is_some_and(|mut last| last.gone(seq));
+        if !taken {
+            return RemoteTaken::Stale;
         }
+        self.geo.remote_gone(id);
+        RemoteTaken::Taken
     }
 
     /// Cluster mode: an order of another node this node's driver carries
     /// (it counts in the driver's load); renewed by its owner every few
     /// seconds, forgotten when not.
-    pub fn carry_elsewhere(&self, id: DriverId, order_id: OrderId) {
-        self.cast(id, DriverMessage::CarryElsewhere(order_id));
+    /// Waits until the driver's actor took it, so that what the bus brings
+    /// queues in its bounded subscription, not in the actor's mailbox.
+    pub async fn carry_elsewhere(&self, id: DriverId, order_id: OrderId) {
+        self.ask(id, |reply| DriverMessage::CarryElsewhere(order_id, reply))
+            .await;
     }
 
-    pub fn release_elsewhere(&self, id: DriverId, order_id: OrderId) {
-        self.cast(id, DriverMessage::ReleaseElsewhere(order_id));
+    pub async fn release_elsewhere(&self, id: DriverId, order_id: OrderId) {
+        self.ask(id, |reply| DriverMessage::ReleaseElsewhere(order_id, reply))
+            .await;
     }
 
     /// Cluster mode: the orders of this node carried by drivers whose
@@ -463,20 +533,70 @@ impl Drivers {
         .ok_or(DriverError::Unavailable)
     }
 
-    /// Pushes a frame to the driver's socket, on this node or (cluster
-    /// mode) on the node its positions come from; false if it has none.
-    pub(crate) async fn push(&self, id: DriverId, frame: Frame) -> bool {
-        if self.push_here(id, frame.clone()).await {
-            return true;
+    /// Pushes an offer to the driver's socket, on this node or (cluster
+    /// mode) on the node its positions come from.
+    pub(crate) async fn offer(
+        &self,
+        id: DriverId,
+        offer_id: OfferId,
+        expires: Instant,
+        frame: Frame,
+    ) -> Pushed {
+        match self.offer_here(id, offer_id, expires, frame.clone()).await {
+            Pushed::NoSocket => {}
+            pushed => return pushed,
         }
         match self.bus.get() {
-            Some(bus) if self.is_remote(id) => bus.push(id, frame).await,
-            _ => false,
+            Some(bus) if self.is_remote(id) => {
+                let pushed = bus.push(id, frame).await;
+                if pushed == (Pushed::Unreachable { gone: true }) {
+                    // Its node died (or dropped it): out of the index now,
+                    // not when its presence runs out.
+                    self.geo.remote_gone(id);
+                }
+                pushed
+            }
+            _ => Pushed::NoSocket,
         }
     }
 
-    /// Pushes a frame to the driver's socket on this node; false if it has
-    /// none here.
+    /// Pushes an offer to the driver's socket on this node, unless the
+    /// driver holds another live offer or is at its order limit.
+    pub async fn offer_here(
+        &self,
+        id: DriverId,
+        offer_id: OfferId,
+        expires: Instant,
+        frame: Frame,
+    ) -> Pushed {
+        self.ask(id, |reply| DriverMessage::Offer {
+            offer_id,
+            expires,
+            frame,
+            reply,
+        })
+        .await
+        .unwrap_or(Pushed::NoSocket)
+    }
+
+    /// The driver's offer ended (its result told): it may hold another;
+    /// the orders it won (`assigned`) count in its load from now on.
+    pub fn offer_closed_here(&self, id: DriverId, offer_id: OfferId, assigned: Vec<OrderId>) {
+        self.cast(id, DriverMessage::OfferClosed { offer_id, assigned });
+    }
+
+    /// This node's dispatcher started again: its earlier offers are void,
+    /// and no driver here holds one any more.
+    pub(crate) fn offers_void(&self) {
+        for actor in self.registry.iter() {
+            let _ = actor.cast(DriverMessage::OffersVoid);
+        }
+    }
+
+    /// Pushes a frame to the driver's socket on this node and waits until
+    /// its actor took it; false if it has none here (cluster mode: what
+    /// the bus brings waits its turn, so a flood of it queues in the
+    /// bounded subscription, not in the actor's mailbox).
     pub async fn push_here(&self, id: DriverId, frame: Frame) -> bool {
         self.ask(id, |reply| DriverMessage::Push(frame, Some(reply)))
             .await
@@ -549,6 +669,20 @@ impl Drivers {
         }
     }
 
+    /// Cluster mode: this node's order went to another node with its
+    /// region, live. The driver keeps it in its load here, and its node
+    /// (if another) hears no release: the new owner announces the order
+    /// in a moment, and a release meanwhile would let the driver be
+    /// offered another order it has no room for.
+    pub(crate) fn handed_over(&self, id: DriverId, order_id: OrderId) {
+        self.cast(id, DriverMessage::HandedOver(order_id));
+        let carried = self.carried.remove_if_mut(&id, |_, orders| {
+            orders.remove(&order_id);
+            orders.is_empty()
+        });
+        drop(carried);
+    }
+
     /// After the geo actor restarted: every driver gives it its entry again.
     pub(crate) fn rejoin_all(&self) {
         for actor in self.registry.iter() {
@@ -602,5 +736,33 @@ impl DriverHandle {
         self.connected
             .remove_if(&self.driver_id, |_, outbox| outbox.session_id == session_id);
         let _ = self.actor.cast(DriverMessage::DetachSession(session_id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RemoteSeen;
+
+    #[test]
+    fn a_late_gone_older_than_the_drivers_newest_entry_is_ignored() {
+        // The driver's entry from its new node (seq 200, that node's
+        // clock) was taken; its old node's "gone" (seq 100) comes late.
+        let mut seen = RemoteSeen::new(200);
+        assert!(!seen.gone(100), "a late gone took the driver out");
+        assert_eq!(seen, RemoteSeen::new(200));
+        // Older or repeated entries are ignored as before.
+        assert!(!seen.entry(150));
+        assert!(!seen.entry(200));
+        // A newer gone is taken, once: a flood of them tells the geo
+        // actor one time.
+        assert!(seen.gone(300));
+        assert!(!seen.gone(301));
+        assert!(!seen.gone(302));
+        // A gone older than it changes nothing; a newer entry brings the
+        // driver back.
+        assert!(!seen.entry(250));
+        assert!(seen.entry(400));
+        assert!(!seen.gone(399));
+        assert!(seen.gone(401));
     }
 }
