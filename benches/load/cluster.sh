@@ -143,12 +143,43 @@ if [ -n "$KILL_AT" ]; then
   done
 fi
 wait "$SIM" || true
+# What the three nodes moved, summed: bus messages (order subjects, geo
+# subjects) and socket frames out, by kind; the work per position.
+for url in "${URLS[@]}"; do
+  curl -sf "$url/metrics" -H "authorization: Bearer $DISPATCH__METRICS__TOKEN" || true
+done | python3 -c '
+import collections, re, sys
+want = ("dispatch_cluster_order_bus_messages_total", "dispatch_cluster_geo_messages_total",
+        "dispatch_ws_messages_out_total", "dispatch_location_updates_total")
+sums = collections.Counter()
+for line in sys.stdin:
+    if line.startswith(want):
+        key, value = line.rsplit(" ", 1)
+        sums[key] += float(value)
+for key in sorted(sums):
+    print(f"{key} {sums[key]:.0f}")
+' | tee "$OUT/messages.txt"
 if [ -n "$PERF_AT" ]; then
   perf report -i "$OUT/perf.data" --no-children --sort comm,dso --stdio -g none 2>/dev/null |
-    grep -v '^$' | head -60 >"$OUT/perf-comm-dso.txt"
+    grep -v '^$' | head -60 >"$OUT/perf-comm-dso.txt" || true
+  # Each process's share of every sample (idle included: cpu-clock samples both cores).
+  perf script -i "$OUT/perf.data" -F comm,pid 2>/dev/null |
+    python3 -c '
+import collections, sys
+names = dict(zip(open(sys.argv[1]).read().split(), ["node1", "node2", "node3", "sim", "nats-server"]))
+counts = collections.Counter()
+for line in sys.stdin:
+    *comm, pid = line.split()
+    comm = " ".join(comm)
+    name = names.get(pid) or {"postgres": "postgres", "swapper": "idle"}.get(comm, "other processes")
+    counts[name] += 1
+total = sum(counts.values())
+for name, n in counts.most_common():
+    print(f"{name:16} {100 * n / total:5.1f}% of both cores")
+' "$OUT/pids.txt" | tee "$OUT/perf-share.txt" || true
   for pid in $(cat "$OUT/pids.txt"); do
-    perf report -i "$OUT/perf.data" --no-children --pid "$pid" --sort dso,sym --stdio -g none 2>/dev/null |
-      grep -v '^$' | head -70 >"$OUT/perf-sym-$pid.txt"
+    perf report -i "$OUT/perf.data" --no-children --pid "$pid" --sort sym --stdio -g none 2>/dev/null |
+      grep -v '^$' | head -70 >"$OUT/perf-sym-$pid.txt" || true
   done
   echo "profile: $OUT/cpu.txt, $OUT/perf-comm-dso.txt, $OUT/perf-sym-<pid>.txt (node1..3, sim, nats: $(cat "$OUT/pids.txt"))"
 fi
