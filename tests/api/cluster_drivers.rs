@@ -301,7 +301,7 @@ async fn a_driver_on_another_node_than_its_order_is_not_sent_its_own_positions_n
     let cluster = TestCluster::new(3000)
         .await
         .with("DISPATCH__DISPATCH__ROUND_INTERVAL_MS", "200");
-    let (b, a, _c, mut driver) = driver_on_a_seen_by_b(&cluster).await;
+    let (b, _a, _c, mut driver) = driver_on_a_seen_by_b(&cluster).await;
     // The customer watches on the owner, B: nobody on another node wants
     // the order's positions but the driver's own node, for its socket.
     let customer = b.token("customer1").await;
