@@ -9,6 +9,13 @@
 #   cargo build --release --bin dispatchd
 #   bash benches/load/cluster.sh                    # 1000 drivers at 10 Hz, 40 s
 #   DRIVERS=500 HZ=4 DURATION=60 KILL_AT=25 bash benches/load/cluster.sh
+#   PERF_AT=15 PERF_SECS=15 bash benches/load/cluster.sh   # and a profile
+#
+# With PERF_AT, PERF_SECS of the run starting PERF_AT s after the
+# simulator is ready are profiled: `perf record -e cpu-clock -a -g` into
+# $OUT/perf.data (reports in $OUT/perf-*.txt), and the CPU seconds each
+# process used in that window, from /proc (the three nodes, the simulator,
+# nats-server, every postgres process, everything else).
 #
 # Cluster settings are the defaults (lease TTL 5 s, renewal 1 s, rebalance
 # 1 s, 0.05° regions). Logs and the simulator's JSON stay in $OUT.
@@ -19,6 +26,8 @@ DRIVERS=${DRIVERS:-1000}
 HZ=${HZ:-10}
 DURATION=${DURATION:-40}
 KILL_AT=${KILL_AT:-}
+PERF_AT=${PERF_AT:-}
+PERF_SECS=${PERF_SECS:-15}
 PG=postgres://postgres@127.0.0.1:5432
 OUT=$(mktemp -d)
 DB=dispatchd_bench_cluster_$$
@@ -76,6 +85,48 @@ SERVERS=$(IFS=,; echo "${URLS[*]}")
   --time-scale 1 --kitchen-secs 0.5 --accept-probability 1 --json >"$OUT/sim.json" 2>"$OUT/sim.log" &
 SIM=$!
 
+# Every process's CPU ticks (utime + stime) and the machine's, as JSON.
+cpu_snapshot() {
+  python3 - <<'PY'
+import json, os
+ticks = {}
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        ticks[pid] = int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        pass
+cpu = open("/proc/stat").readline().split()[1:]
+print(json.dumps({"ticks": ticks, "all": sum(map(int, cpu[:3] + cpu[4:7]))}))
+PY
+}
+if [ -n "$PERF_AT" ]; then
+  until grep -q 'sim: ready' "$OUT/sim.log" 2>/dev/null; do sleep 0.5; done
+  sleep "$PERF_AT"
+  load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+  cpu_snapshot >"$OUT/cpu-before.json"
+  perf record -e cpu-clock -a -g -o "$OUT/perf.data" -- sleep "$PERF_SECS" 2>"$OUT/perf-record.log"
+  cpu_snapshot >"$OUT/cpu-after.json"
+  echo "${PIDS[*]} $SIM $(pgrep -x nats-server | head -1)" >"$OUT/pids.txt"
+  python3 - "$OUT" "$PERF_SECS" "$load_before" "$(getconf CLK_TCK)" "$(pgrep -d, -x postgres)" <<'PY' | tee "$OUT/cpu.txt"
+import json, sys
+out, secs, load, hz, pg = sys.argv[1], float(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5]
+before, after = (json.load(open(f"{out}/cpu-{w}.json")) for w in ("before", "after"))
+n1, n2, n3, sim, nats = open(f"{out}/pids.txt").read().split()
+groups = {"node1": [n1], "node2": [n2], "node3": [n3], "sim": [sim], "nats-server": [nats],
+          "postgres (all)": [p for p in pg.split(",") if p]}
+used = lambda pid: after["ticks"].get(pid, 0) - before["ticks"].get(pid, after["ticks"].get(pid, 0))
+print(f"CPU seconds in the {secs:g} s window (2 cores: {2 * secs:g} s at most); load average before: {load}")
+named = 0
+for name, pids in groups.items():
+    t = sum(used(p) for p in pids)
+    named += t
+    print(f"{name:16} {t / hz:6.2f} s")
+total = after["all"] - before["all"]
+print(f"{'everything':16} {total / hz:6.2f} s (other processes and the kernel: {(total - named) / hz:.2f} s)")
+PY
+fi
+
 if [ -n "$KILL_AT" ]; then
   sleep "$KILL_AT"
   kill -9 "${PIDS[1]}"
@@ -92,6 +143,46 @@ if [ -n "$KILL_AT" ]; then
   done
 fi
 wait "$SIM" || true
+# What the three nodes moved, summed: bus messages (order subjects, geo
+# subjects) and socket frames out, by kind; the work per position.
+for url in "${URLS[@]}"; do
+  curl -sf "$url/metrics" -H "authorization: Bearer $DISPATCH__METRICS__TOKEN" || true
+done | python3 -c '
+import collections, re, sys
+want = ("dispatch_cluster_order_bus_messages_total", "dispatch_cluster_geo_messages_total",
+        "dispatch_ws_messages_out_total", "dispatch_location_updates_total")
+sums = collections.Counter()
+for line in sys.stdin:
+    if line.startswith(want):
+        key, value = line.rsplit(" ", 1)
+        sums[key] += float(value)
+for key in sorted(sums):
+    print(f"{key} {sums[key]:.0f}")
+' | tee "$OUT/messages.txt"
+if [ -n "$PERF_AT" ]; then
+  perf report -i "$OUT/perf.data" --no-children --sort comm,dso --stdio -g none 2>/dev/null |
+    grep -v '^$' | head -60 >"$OUT/perf-comm-dso.txt" || true
+  # Each process's share of every sample (idle included: cpu-clock samples both cores).
+  perf script -i "$OUT/perf.data" -F comm,pid 2>/dev/null |
+    python3 -c '
+import collections, sys
+names = dict(zip(open(sys.argv[1]).read().split(), ["node1", "node2", "node3", "sim", "nats-server"]))
+counts = collections.Counter()
+for line in sys.stdin:
+    *comm, pid = line.split()
+    comm = " ".join(comm)
+    name = names.get(pid) or {"postgres": "postgres", "swapper": "idle"}.get(comm, "other processes")
+    counts[name] += 1
+total = sum(counts.values())
+for name, n in counts.most_common():
+    print(f"{name:16} {100 * n / total:5.1f}% of both cores")
+' "$OUT/pids.txt" | tee "$OUT/perf-share.txt" || true
+  for pid in $(cat "$OUT/pids.txt"); do
+    perf report -i "$OUT/perf.data" --no-children --pid "$pid" --sort sym --stdio -g none 2>/dev/null |
+      grep -v '^$' | head -70 >"$OUT/perf-sym-$pid.txt" || true
+  done
+  echo "profile: $OUT/cpu.txt, $OUT/perf-comm-dso.txt, $OUT/perf-sym-<pid>.txt (node1..3, sim, nats: $(cat "$OUT/pids.txt"))"
+fi
 python3 - "$OUT/sim.json" <<'EOF'
 import json, sys
 lines = [l for l in open(sys.argv[1]) if l.strip().startswith("{")]

@@ -724,7 +724,7 @@ impl DriverLink {
             let link = self.clone();
             tokio::spawn(async move {
                 let failed = orders
-                    .follow_remote(bus, order_id, vec![outbox], false)
+                    .follow_remote(bus, order_id, vec![outbox], false, false)
                     .await;
                 if let Some((_, (code, error))) = failed.into_iter().next() {
                     tracing::debug!(driver_id, order_id, code, %error, "Driver's socket not watching its order of another node; the next announcement tries again");

@@ -12,7 +12,12 @@
 //! - **Interest.** A node with at least one local session watching an
 //!   order another node runs announces the order on `<bucket>.interest`
 //!   before it reads the snapshot, and every [`INTEREST_RENEW`] announces
-//!   all the orders it watches again. Every node hears that subject and
+//!   all the orders it watches again. The socket of the driver carrying
+//!   the order does not count: it follows the order for its status
+//!   updates only, since on one node a driver is never sent its own
+//!   positions back (before, every position of a driver on another node
+//!   than its order's came back to its node and its socket: a bus message
+//!   and a frame per position for nothing, benches/README.md). Every node hears that subject and
 //!   keeps each announced order for [`INTEREST_TTL`] since its last
 //!   announcement, so a watcher node that dies or stops watching costs the
 //!   publisher nothing after that.
@@ -44,7 +49,7 @@ use actors::engine::outbox::{Outbox, SessionId};
 use actors::metrics as m;
 use actors::wire::Frame;
 use futures::StreamExt;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -109,6 +114,19 @@ struct Shared {
 struct Watched {
     task: JoinHandle<()>,
     sessions: HashMap<SessionId, Watcher>,
+    /// Sessions of `sessions` that get no positions: the socket of the
+    /// driver carrying the order (as on one node, it is not sent its own
+    /// positions back). An order only they watch is not announced.
+    updates_only: HashSet<SessionId>,
+}
+
+impl Watched {
+    /// Whether some session here wants the order's positions.
+    fn wants_positions(&self) -> bool {
+        self.sessions
+            .keys()
+            .any(|session_id| !self.updates_only.contains(session_id))
+    }
 }
 
 enum Watcher {
@@ -307,7 +325,11 @@ impl NatsOrderBus {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let watched: Vec<OrderId> = lock(&self.shared.watched).keys().copied().collect();
+            let watched: Vec<OrderId> = lock(&self.shared.watched)
+                .iter()
+                .filter(|(_, order)| order.wants_positions())
+                .map(|(order_id, _)| *order_id)
+                .collect();
             self.announce(&watched).await;
             let now = Instant::now();
             let mut interest = lock(&self.shared.interest);
@@ -352,9 +374,18 @@ impl NatsOrderBus {
                 let Some(order) = watched.get_mut(&order_id) else {
                     return;
                 };
-                order
-                    .sessions
-                    .retain(|_, watcher| watcher.deliver(order_id, kind, &frame));
+                let updates_only = &mut order.updates_only;
+                order.sessions.retain(|session_id, watcher| {
+                    let open = if kind == BusFrame::Location && updates_only.contains(session_id) {
+                        !watcher.outbox().is_closed()
+                    } else {
+                        watcher.deliver(order_id, kind, &frame)
+                    };
+                    if !open {
+                        updates_only.remove(session_id);
+                    }
+                    open
+                });
                 // A delivered or cancelled order says nothing more: its
                 // watchers keep their last frame, the subscription ends.
                 let left = order.sessions.is_empty()
@@ -403,7 +434,7 @@ impl OrderBus for NatsOrderBus {
         }
     }
 
-    fn watch(&self, order_id: OrderId, outbox: Arc<Outbox>) -> WatchFuture {
+    fn watch(&self, order_id: OrderId, outbox: Arc<Outbox>, positions: bool) -> WatchFuture {
         let bus = self.clone();
         Box::pin(async move {
             let waiting = || Watcher::Waiting {
@@ -411,13 +442,32 @@ impl OrderBus for NatsOrderBus {
                 held: VecDeque::new(),
             };
             let _one_at_a_time = bus.shared.subscribing.lock().await;
-            {
+            let first_for_positions = {
                 let mut watched = lock(&bus.shared.watched);
                 if let Some(order) = watched.get_mut(&order_id) {
+                    let first_for_positions = positions && !order.wants_positions();
                     order.sessions.insert(outbox.session_id, waiting());
+                    if positions {
+                        order.updates_only.remove(&outbox.session_id);
+                    } else {
+                        order.updates_only.insert(outbox.session_id);
+                    }
                     gauges(&watched);
-                    return Ok(());
+                    Some(first_for_positions)
+                } else {
+                    None
                 }
+            };
+            if let Some(first_for_positions) = first_for_positions {
+                // Subscribed already, by a session that wanted no
+                // positions: the order's node hears that one is wanted now.
+                if first_for_positions {
+                    bus.announce(&[order_id]).await;
+                }
+                return Ok(());
+            }
+            {
+                let watched = lock(&bus.shared.watched);
                 if watched.len() >= bus.shared.max_watched {
                     metrics::counter!(m::CLUSTER_ORDER_SUBSCRIPTIONS_TOTAL, "op" => "refused_full")
                         .increment(1);
@@ -434,7 +484,9 @@ impl OrderBus for NatsOrderBus {
                     .subscribe(subject(&bus.shared.bucket, order_id))
                     .await
                     .map_err(|e| e.to_string())?;
-                bus.announce(&[order_id]).await;
+                if positions {
+                    bus.announce(&[order_id]).await;
+                }
                 client.flush().await.map_err(|e| e.to_string())?;
                 Ok::<_, String>(subscriber)
             })
@@ -450,7 +502,18 @@ impl OrderBus for NatsOrderBus {
             let task = tokio::spawn(bus.clone().fan_out(order_id, subscriber));
             let mut sessions = HashMap::new();
             sessions.insert(outbox.session_id, waiting());
-            watched.insert(order_id, Watched { task, sessions });
+            let mut updates_only = HashSet::new();
+            if !positions {
+                updates_only.insert(outbox.session_id);
+            }
+            watched.insert(
+                order_id,
+                Watched {
+                    task,
+                    sessions,
+                    updates_only,
+                },
+            );
             gauges(&watched);
             Ok(())
         })
@@ -487,6 +550,7 @@ impl OrderBus for NatsOrderBus {
             return;
         };
         order.sessions.remove(&session_id);
+        order.updates_only.remove(&session_id);
         if order.sessions.is_empty()
             && let Some(order) = watched.remove(&order_id)
         {

@@ -291,3 +291,75 @@ async fn a_driver_carrying_nothing_of_another_node_sends_it_at_most_one_position
     assert!(skipped_now >= 5.0, "{skipped_now} skipped of 10");
     cluster.drop_bucket().await;
 }
+
+#[tokio::test]
+async fn a_driver_on_another_node_than_its_order_is_not_sent_its_own_positions_nor_are_they_published_for_it()
+ {
+    if !cluster_available().await {
+        return;
+    }
+    let cluster = TestCluster::new(3000)
+        .await
+        .with("DISPATCH__DISPATCH__ROUND_INTERVAL_MS", "200");
+    let (b, _a, _c, mut driver) = driver_on_a_seen_by_b(&cluster).await;
+    // The customer watches on the owner, B: nobody on another node wants
+    // the order's positions but the driver's own node, for its socket.
+    let customer = b.token("customer1").await;
+    let staff = b.token("restaurant1").await;
+    let id = b
+        .create_with_key(&customer, "own-positions", 1)
+        .await
+        .expect(201)["order"]["id"]
+        .as_i64()
+        .expect("id");
+    let mut watcher = WsClient::connect(&b, &customer).await;
+    watcher
+        .send(json!({ "type": "subscribe", "orderId": id }))
+        .await;
+    watcher.next_of("snapshot", 5).await;
+    b.act(&staff, id, "confirm").await.expect(200);
+    let offer = driver.answer_offer(true, 10).await;
+    assert_eq!(offer["orderId"], id, "{offer}");
+    assert_eq!(
+        driver.ws.next_of("offer_result", 5).await["result"],
+        "assigned"
+    );
+    // The driver's socket follows the order through the bus (A does not
+    // run it): its status updates reach it.
+    driver.ws.next_of("snapshot", 5).await;
+    b.act(&staff, id, "start_preparing").await.expect(200);
+    driver.ws.next_status("PREPARING", 5).await;
+    let published =
+        "dispatch_cluster_order_bus_messages_total{direction=\"out\",kind=\"location\"}";
+    let published_before = b.metric(published).await;
+
+    let steps = 5;
+    for step in 1..=steps {
+        driver
+            .move_to(north_of(RESTAURANT_1_AT, 0.3 - 0.05 * step as f64))
+            .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The customer on B hears every one of them, from B's own feed.
+    let mut heard = 0;
+    while let Some(m) = watcher.next_within(Duration::from_millis(1000)).await {
+        if m["type"] == "driver_location" {
+            heard += 1;
+        }
+    }
+    assert!(heard >= steps, "the customer on B heard {heard} positions");
+    // As on one node, the driver is not sent its own positions back, and
+    // B published none of them to the bus: nobody elsewhere wanted them.
+    while let Some(m) = driver.ws.next_within(Duration::from_millis(500)).await {
+        assert_ne!(m["type"], "driver_location", "echoed to the driver: {m}");
+    }
+    assert_eq!(
+        b.metric(published).await - published_before,
+        0.0,
+        "B published positions only the driver's own node was subscribed to"
+    );
+    // A status update still reaches the driver's socket.
+    b.act(&staff, id, "mark_ready").await.expect(200);
+    driver.ws.next_status("READY_FOR_PICKUP", 5).await;
+    cluster.drop_bucket().await;
+}

@@ -242,7 +242,13 @@ impl SessionState {
                                 Some(bus) => {
                                     let failed = engine
                                         .orders
-                                        .follow_remote(bus, order_id, vec![outbox.clone()], true)
+                                        .follow_remote(
+                                            bus,
+                                            order_id,
+                                            vec![outbox.clone()],
+                                            true,
+                                            true,
+                                        )
                                         .await;
                                     match failed.into_iter().next() {
                                         None => return,

@@ -52,7 +52,11 @@ pub trait OrderBus: Send + Sync + 'static {
     /// Registers `outbox` as a watcher of `order_id`, which another node
     /// runs; once the future is done, this node hears the order's frames.
     /// They are held (bounded) until [`OrderBus::ready`] queues the snapshot.
-    fn watch(&self, order_id: OrderId, outbox: Arc<Outbox>) -> WatchFuture;
+    /// Without `positions` (the carrying driver's own socket, which on one
+    /// node is never sent its own positions either) the watcher gets
+    /// everything but `driver_location` frames, and does not make the
+    /// order's node publish them.
+    fn watch(&self, order_id: OrderId, outbox: Arc<Outbox>, positions: bool) -> WatchFuture;
 
     /// Queues `snapshot` (of the order at `version`), then what was held
     /// since `watch` less the status updates the snapshot already shows,

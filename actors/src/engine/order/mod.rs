@@ -307,7 +307,7 @@ impl Orders {
                         metrics::counter!(crate::metrics::CLUSTER_WATCHERS_MOVED_TOTAL, "to" => "bus")
                             .increment(moved.len() as u64);
                         tokio::spawn(async move {
-                            let failed = orders.follow_remote(bus, order_id, moved, true).await;
+                            let failed = orders.follow_remote(bus, order_id, moved, true, true).await;
                             for (outbox, (code, message)) in failed {
                                 outbox.push(crate::wire::error_frame(
                                     code,
@@ -333,14 +333,17 @@ impl Orders {
     /// hear; frames heard meanwhile are held and follow it. `tracked`:
     /// these watchers are in the handoff set (moved off this node's feed
     /// of the order, or subscribing: [`Orders::expect_follow`]), and one
-    /// that unsubscribed meanwhile is dropped. Returns those that could
-    /// not follow it, with why.
+    /// that unsubscribed meanwhile is dropped. Without `positions` (the
+    /// carrying driver's own socket) they hear no `driver_location` frames
+    /// ([`bus::OrderBus::watch`]). Returns those that could not follow it,
+    /// with why.
     pub async fn follow_remote(
         &self,
         bus: Arc<dyn bus::OrderBus>,
         order_id: OrderId,
         outboxes: Vec<Arc<Outbox>>,
         tracked: bool,
+        positions: bool,
     ) -> Vec<(Arc<Outbox>, FollowRefused)> {
         let refused = |error: bus::WatchRefused| match error {
             bus::WatchRefused::Full(_) => ("RATE_LIMITED", error.to_string()),
@@ -350,7 +353,7 @@ impl Orders {
         let mut watching = Vec::new();
         for outbox in outboxes {
             let session_id = outbox.session_id;
-            let watched = bus.watch(order_id, outbox.clone()).await;
+            let watched = bus.watch(order_id, outbox.clone(), positions).await;
             if tracked && !lock_handoff(&self.handoff).remove(&(order_id, session_id)) {
                 // It unsubscribed meanwhile.
                 if watched.is_ok() {
