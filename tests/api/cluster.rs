@@ -780,9 +780,14 @@ async fn orders_placed_through_another_node_while_the_owner_leaves_gracefully_ar
     if !cluster_available().await {
         return;
     }
+    // Rebalancing every 1.5 s (not 300 ms) keeps the region between owners
+    // long enough that an order placed every 10 ms meets the gap: with
+    // 300 ms and 50 ms the gap was sometimes missed under load, and the
+    // test proved nothing.
     let cluster = TestCluster::new(8000)
         .await
-        .with("DISPATCH__ORDERS__PER_CUSTOMER_PER_MINUTE", "100000");
+        .with("DISPATCH__ORDERS__PER_CUSTOMER_PER_MINUTE", "100000")
+        .with("DISPATCH__CLUSTER__REBALANCE_MS", "1500");
     let (mut owner, other, _admin) = two_nodes(&cluster).await;
     let (owner, other) = (&mut owner, &other);
     let customer = other.token("customer1").await;
@@ -804,7 +809,7 @@ async fn orders_placed_through_another_node_while_the_owner_leaves_gracefully_ar
             answer.body
         );
         placed += 1;
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(owner.wait_for_exit(10).success());
     // The hand-over's gap was there and was waited out, not refused.

@@ -594,6 +594,17 @@ async fn each_order_of_an_accepted_bundle_has_an_eta_through_the_drop_offs_befor
         app.act(&staff, id, "confirm").await.expect(200);
         door_of.insert(id, door);
     }
+    // A confirmation reaches the dispatcher after its 200: both orders must
+    // wait on its board before the driver is free, or a round may offer
+    // the first alone (seen on Postgres under load).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while app.metric("dispatch_dispatchable_orders").await < 2.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the two confirmed orders never both waited for a driver"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     app.request(
         reqwest::Method::PUT,
         "/api/drivers/me/availability",

@@ -415,8 +415,9 @@ impl DispatcherState {
                 return;
             }
             Pushed::Unreachable { .. } => {
-                // Its node did not answer: tried again only after a while
-                // (or once its next position comes from a live node).
+                // Its node did not answer: not tried again for a while,
+                // even if it comes back sooner (a dead node's driver would
+                // otherwise be tried every round until its presence lapses).
                 for id in &order_ids {
                     self.board.offer_ended(*id, driver_id, false);
                 }
@@ -487,28 +488,37 @@ impl DispatcherState {
                     .exclude_driver(*id, offer.driver_id, reason);
             }
         }
-        self.tell(offer_id, &offer, outcome);
+        self.tell(offer_id, &offer, outcome, Vec::new());
         self.closed
             .insert(offer_id, (offer, outcome, Instant::now()));
         metrics::counter!(m::OFFERS_TOTAL, "result" => outcome.as_str()).increment(1);
     }
 
-    fn tell(&self, offer_id: OfferId, offer: &Offer, outcome: OfferOutcome) {
+    /// Tells the driver how its offer ended. `assigned`: the orders it now
+    /// carries (all of a bundle's, unless one could not be written), named
+    /// in an `assigned` frame and counted in its load.
+    fn tell(
+        &self,
+        offer_id: OfferId,
+        offer: &Offer,
+        outcome: OfferOutcome,
+        assigned: Vec<OrderId>,
+    ) {
+        let named = if outcome == OfferOutcome::Assigned {
+            &assigned
+        } else {
+            &offer.order_ids
+        };
         let frame = ServerMessage::OfferResult {
             offer_id,
-            order_id: offer.order_ids.first().copied().unwrap_or_default(),
-            order_ids: &offer.order_ids,
+            order_id: named.first().copied().unwrap_or_default(),
+            order_ids: named,
             result: outcome,
         }
         .encode();
         self.args.drivers.tell(offer.driver_id, frame);
         // Its actor here (if any) may hold another offer now; on another
         // node the frame itself says so.
-        let assigned = if outcome == OfferOutcome::Assigned {
-            offer.order_ids.clone()
-        } else {
-            Vec::new()
-        };
         self.args
             .drivers
             .offer_closed_here(offer.driver_id, offer_id, assigned);
@@ -552,10 +562,10 @@ impl DispatcherState {
                 // an error where there never was one.
                 match (late, &error) {
                     (Some((offer, _, _)), OfferError::Expired) => {
-                        self.tell(offer_id, offer, OfferOutcome::Expired)
+                        self.tell(offer_id, offer, OfferOutcome::Expired, Vec::new())
                     }
                     (Some((offer, _, _)), OfferError::Taken) => {
-                        self.tell(offer_id, offer, OfferOutcome::Taken)
+                        self.tell(offer_id, offer, OfferOutcome::Taken, Vec::new())
                     }
                     _ => {
                         let frame = crate::wire::error_frame(
@@ -635,12 +645,14 @@ impl DispatcherState {
     ) {
         self.offered_drivers.remove(&offer.driver_id);
         let mut first_assigned = None;
+        let mut assigned_ids = Vec::with_capacity(offer.order_ids.len());
         let mut unavailable = false;
         for (id, result) in offer.order_ids.iter().zip(results) {
             match result {
                 Ok(order) => {
                     self.board.withdraw(*id);
                     self.open.remove(id);
+                    assigned_ids.push(*id);
                     first_assigned.get_or_insert(order);
                 }
                 Err(CommandError::Store(_)) | Err(CommandError::Unavailable) => {
@@ -672,7 +684,7 @@ impl DispatcherState {
             }
             None => (OfferOutcome::Taken, Err(OfferError::Taken)),
         };
-        self.tell(offer_id, &offer, outcome);
+        self.tell(offer_id, &offer, outcome, assigned_ids);
         self.closed
             .insert(offer_id, (offer, outcome, Instant::now()));
         metrics::counter!(m::OFFERS_TOTAL, "result" => outcome.as_str()).increment(1);

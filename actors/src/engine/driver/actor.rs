@@ -351,10 +351,10 @@ impl Actor for DriverActor {
                 // Its region went to another node, which announces it in a
                 // moment: it stays in the driver's load meanwhile (and is
                 // forgotten if nobody does within the TTL).
+                // Nothing was delivered: the other orders' ETAs still go
+                // through its door (a bundle shares one restaurant and so
+                // one region, and moves as a whole anyway).
                 if state.carrying.remove(&order_id).is_some() {
-                    for carried in state.carrying.values() {
-                        carried.feed.drop_made(order_id);
-                    }
                     state.elsewhere.insert(order_id, Instant::now());
                 }
             }
