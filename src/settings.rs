@@ -406,6 +406,21 @@ impl Settings {
                 "dispatch.throughput_weight and peak_throughput_weight must be between 0 and 100",
             );
         }
+        if self.dispatch.plan_ahead_secs > 3600
+            || self.dispatch.commit_within_secs > self.dispatch.plan_ahead_secs
+        {
+            problems.push(
+                "dispatch.plan_ahead_secs must be at most 3600 and commit_within_secs at most plan_ahead_secs",
+            );
+        }
+        if self.dispatch.bundle_ready_gap_secs > 3600
+            || self.dispatch.peak_bundle_ready_gap_secs > 3600
+            || self.dispatch.peak_unserved_jobs > 1_000_000
+        {
+            problems.push(
+                "dispatch.bundle_ready_gap_secs and peak_bundle_ready_gap_secs must be at most 3600, peak_unserved_jobs at most 1000000",
+            );
+        }
         if !(self.dispatch.road_factor >= 1.0
             && self.dispatch.max_radius_km >= self.dispatch.search_radius_km)
         {
@@ -797,6 +812,26 @@ mod tests {
                 "DISPATCH__DISPATCH__PEAK_THROUGHPUT_WEIGHT",
                 "-1",
                 "dispatch.throughput_weight and peak_throughput_weight",
+            ),
+            (
+                "DISPATCH__DISPATCH__PLAN_AHEAD_SECS",
+                "86400",
+                "dispatch.plan_ahead_secs",
+            ),
+            (
+                "DISPATCH__DISPATCH__COMMIT_WITHIN_SECS",
+                "601",
+                "commit_within_secs at most plan_ahead_secs",
+            ),
+            (
+                "DISPATCH__DISPATCH__PEAK_BUNDLE_READY_GAP_SECS",
+                "86400",
+                "peak_bundle_ready_gap_secs must be at most 3600",
+            ),
+            (
+                "DISPATCH__DISPATCH__PEAK_UNSERVED_JOBS",
+                "99999999",
+                "peak_unserved_jobs at most 1000000",
             ),
             (
                 "DISPATCH__DRIVERS__PROXIMITY_KM",
