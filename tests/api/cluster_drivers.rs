@@ -59,6 +59,39 @@ async fn driver_on_a_seen_by_b(cluster: &TestCluster) -> (TestApp, TestApp, Test
     (b, a, c, driver)
 }
 
+/// An order placed and watched on `watch_on`, confirmed on its owner `b`,
+/// offered to `driver` and accepted: its id and the customer's socket.
+async fn assigned_and_watched(
+    b: &TestApp,
+    watch_on: &TestApp,
+    driver: &mut TestDriver,
+    key: &str,
+) -> (i64, WsClient) {
+    let customer = watch_on.token("customer1").await;
+    let staff = b.token("restaurant1").await;
+    let id = watch_on
+        .create_with_key(&customer, key, 1)
+        .await
+        .expect(201)["order"]["id"]
+        .as_i64()
+        .expect("id");
+    let mut watcher = WsClient::connect(watch_on, &customer).await;
+    watcher
+        .send(json!({ "type": "subscribe", "orderId": id }))
+        .await;
+    watcher.next_of("snapshot", 5).await;
+    // Confirmed on B: B's dispatcher offers it to the driver (on another
+    // node), whose socket gets the offer; the accept goes back to B.
+    b.act(&staff, id, "confirm").await.expect(200);
+    let offer = driver.answer_offer(true, 10).await;
+    assert_eq!(offer["orderId"], id, "{offer}");
+    assert_eq!(
+        driver.ws.next_of("offer_result", 5).await["result"],
+        "assigned"
+    );
+    (id, watcher)
+}
+
 #[tokio::test]
 async fn a_driver_on_a_node_that_does_not_own_the_region_is_offered_its_order_accepts_there_and_is_watched_from_a_third()
  {
@@ -75,29 +108,9 @@ async fn a_driver_on_a_node_that_does_not_own_the_region_is_offered_its_order_ac
             .await
             >= 1.0
     );
+    let (id, mut watcher) = assigned_and_watched(&b, &c, &mut driver, "driver-elsewhere").await;
     let customer = c.token("customer1").await;
     let staff = b.token("restaurant1").await;
-    let id = c
-        .create_with_key(&customer, "driver-elsewhere", 1)
-        .await
-        .expect(201)["order"]["id"]
-        .as_i64()
-        .expect("id");
-    let mut watcher = WsClient::connect(&c, &customer).await;
-    watcher
-        .send(json!({ "type": "subscribe", "orderId": id }))
-        .await;
-    watcher.next_of("snapshot", 5).await;
-
-    // Confirmed on B: B's dispatcher offers it to the driver on A, whose
-    // socket gets the offer; the accept on A's socket goes back to B.
-    b.act(&staff, id, "confirm").await.expect(200);
-    let offer = driver.answer_offer(true, 10).await;
-    assert_eq!(offer["orderId"], id, "{offer}");
-    assert_eq!(
-        driver.ws.next_of("offer_result", 5).await["result"],
-        "assigned"
-    );
     let body = a
         .get(&format!("/api/orders/{id}"), Some(&customer))
         .await
@@ -304,26 +317,8 @@ async fn a_driver_on_another_node_than_its_order_is_not_sent_its_own_positions_n
     let (b, _a, _c, mut driver) = driver_on_a_seen_by_b(&cluster).await;
     // The customer watches on the owner, B: nobody on another node wants
     // the order's positions but the driver's own node, for its socket.
-    let customer = b.token("customer1").await;
+    let (id, mut watcher) = assigned_and_watched(&b, &b, &mut driver, "own-positions").await;
     let staff = b.token("restaurant1").await;
-    let id = b
-        .create_with_key(&customer, "own-positions", 1)
-        .await
-        .expect(201)["order"]["id"]
-        .as_i64()
-        .expect("id");
-    let mut watcher = WsClient::connect(&b, &customer).await;
-    watcher
-        .send(json!({ "type": "subscribe", "orderId": id }))
-        .await;
-    watcher.next_of("snapshot", 5).await;
-    b.act(&staff, id, "confirm").await.expect(200);
-    let offer = driver.answer_offer(true, 10).await;
-    assert_eq!(offer["orderId"], id, "{offer}");
-    assert_eq!(
-        driver.ws.next_of("offer_result", 5).await["result"],
-        "assigned"
-    );
     // The driver's socket follows the order through the bus (A does not
     // run it): its status updates reach it.
     driver.ws.next_of("snapshot", 5).await;
