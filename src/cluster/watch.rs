@@ -1,7 +1,10 @@
 //! Orders watched across nodes (DESIGN.md "Cluster", subjects): each
-//! live order's frames for its watchers travel on
-//! `<bucket>.order.<id>.out` (prefixed like the command subjects, so that
-//! clusters sharing a NATS server stay apart).
+//! live order's status updates for its watchers travel on
+//! `<bucket>.order.<id>.out` and its driver's positions on
+//! `<bucket>.order.<id>.loc` (prefixed like the command subjects, so that
+//! clusters sharing a NATS server stay apart). Two subjects, so that a
+//! node that wants an order's updates but not its positions (it only holds
+//! the carrying driver's socket) is not sent every position to drop.
 //!
 //! - **Publishing.** The node that runs an order's feed publishes each of
 //!   its status updates once, and each of its driver positions once *if
@@ -22,8 +25,9 @@
 //!   announcement, so a watcher node that dies or stops watching costs the
 //!   publisher nothing after that.
 //! - **Watching.** A node with at least one local session watching an
-//!   order another node runs subscribes to its subject once, and ends that
-//!   subscription when its last local watcher leaves. Each bus message is
+//!   order another node runs subscribes to its updates once, and to its
+//!   positions while at least one of those sessions wants them; it ends
+//!   each subscription when its last local watcher of that kind leaves. Each bus message is
 //!   fanned out to the local watchers' outboxes: status updates as frames
 //!   that must not be dropped, positions coalesced per order (drop-oldest),
 //!   exactly as the local path does.
@@ -110,9 +114,13 @@ struct Shared {
     subscribing: tokio::sync::Mutex<()>,
 }
 
-/// One order of another node, as this node follows it.
+/// One order of another node, as this node follows it. Dropping it ends
+/// its subscriptions.
 struct Watched {
-    task: JoinHandle<()>,
+    /// Fans out the order's status updates (`.out`).
+    updates: JoinHandle<()>,
+    /// Fans out its positions (`.loc`), while some session wants them.
+    positions: Option<JoinHandle<()>>,
     sessions: HashMap<SessionId, Watcher>,
     /// Sessions of `sessions` that get no positions: the socket of the
     /// driver carrying the order (as on one node, it is not sent its own
@@ -126,6 +134,32 @@ impl Watched {
         self.sessions
             .keys()
             .any(|session_id| !self.updates_only.contains(session_id))
+    }
+
+    /// Ends the positions' subscription once no session here wants them
+    /// (the last customer left; the driver's socket may stay).
+    fn drop_unwanted_positions(&mut self) {
+        if !self.wants_positions()
+            && let Some(positions) = self.positions.take()
+        {
+            // Aborting the task drops its subscriber: NATS stops sending.
+            positions.abort();
+            metrics::counter!(m::CLUSTER_ORDER_SUBSCRIPTIONS_TOTAL, "op" => "unsubscribe")
+                .increment(1);
+        }
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.updates.abort();
+        let mut ended = 1;
+        if let Some(positions) = self.positions.take() {
+            positions.abort();
+            ended += 1;
+        }
+        metrics::counter!(m::CLUSTER_ORDER_SUBSCRIPTIONS_TOTAL, "op" => "unsubscribe")
+            .increment(ended);
     }
 }
 
@@ -182,8 +216,22 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The subject of an order's status updates.
 pub fn subject(bucket: &str, order_id: OrderId) -> String {
     format!("{bucket}.order.{order_id}.out")
+}
+
+/// The subject of an order's driver positions.
+pub fn location_subject(bucket: &str, order_id: OrderId) -> String {
+    format!("{bucket}.order.{order_id}.loc")
+}
+
+/// The subject a frame of `kind` of `order_id` travels on.
+fn subject_of(bucket: &str, order_id: OrderId, kind: BusFrame) -> String {
+    match kind {
+        BusFrame::Update => subject(bucket, order_id),
+        BusFrame::Location => location_subject(bucket, order_id),
+    }
 }
 
 pub fn interest_subject(bucket: &str) -> String {
@@ -344,7 +392,7 @@ impl NatsOrderBus {
                 .shared
                 .client
                 .publish(
-                    subject(&self.shared.bucket, order_id),
+                    subject_of(&self.shared.bucket, order_id, kind),
                     encode(kind, published_ms, &frame),
                 )
                 .await;
@@ -359,9 +407,50 @@ impl NatsOrderBus {
         }
     }
 
-    /// Fans each message of one order's subscription out to its local
-    /// watchers, until the last of them leaves (the task is aborted) or
-    /// every one of them is found closed.
+    /// Subscribes to the order's subjects of `subjects`, announces the
+    /// order as watched if `announce` (its positions are wanted), and
+    /// flushes, all within `cluster.watch_timeout_ms`: once this returns,
+    /// the server holds the subscriptions and has passed the interest on,
+    /// so no frame published after the caller's snapshot read can pass
+    /// this node by, and the publisher sends positions.
+    async fn held<const N: usize>(
+        &self,
+        order_id: OrderId,
+        subjects: [fn(&str, OrderId) -> String; N],
+        announce: bool,
+    ) -> Result<[async_nats::Subscriber; N], WatchRefused> {
+        let client = &self.shared.client;
+        let subscribed = tokio::time::timeout(self.shared.watch_timeout, async {
+            let mut subscribers = Vec::with_capacity(N);
+            for subject in subjects {
+                let subscriber = client
+                    .subscribe(subject(&self.shared.bucket, order_id))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                subscribers.push(subscriber);
+            }
+            if announce {
+                self.announce(&[order_id]).await;
+            }
+            client.flush().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(subscribers)
+        })
+        .await;
+        let subscribers = match subscribed {
+            Ok(Ok(subscribers)) => subscribers,
+            Ok(Err(error)) => return Err(failed(error)),
+            Err(_) => return Err(failed("no answer from NATS in time".into())),
+        };
+        metrics::counter!(m::CLUSTER_ORDER_SUBSCRIPTIONS_TOTAL, "op" => "subscribe")
+            .increment(N as u64);
+        subscribers
+            .try_into()
+            .map_err(|_| failed("subscriptions lost".into()))
+    }
+
+    /// Fans each message of one of an order's subscriptions (updates or
+    /// positions) out to its local watchers, until the last of them leaves
+    /// (the task is aborted) or every one of them is found closed.
     async fn fan_out(self, order_id: OrderId, mut subscriber: async_nats::Subscriber) {
         while let Some(message) = subscriber.next().await {
             let Some((kind, published_ms, frame)) = decode(&message.payload) else {
@@ -387,11 +476,14 @@ impl NatsOrderBus {
                     open
                 });
                 // A delivered or cancelled order says nothing more: its
-                // watchers keep their last frame, the subscription ends.
+                // watchers keep their last frame, the subscriptions end.
                 let left = order.sessions.is_empty()
                     || (kind == BusFrame::Update && is_terminal_update(&frame));
                 if left {
+                    // Dropping it ends both subscriptions, this one too.
                     watched.remove(&order_id);
+                } else {
+                    order.drop_unwanted_positions();
                 }
                 gauges(&watched);
                 left
@@ -400,8 +492,6 @@ impl NatsOrderBus {
             metrics::histogram!(m::CLUSTER_FANOUT_LATENCY_SECONDS, "kind" => kind.as_str())
                 .record(waited_ms as f64 / 1000.0);
             if everyone_left {
-                metrics::counter!(m::CLUSTER_ORDER_SUBSCRIPTIONS_TOTAL, "op" => "unsubscribe")
-                    .increment(1);
                 // Dropping the subscriber ends the subscription on the server.
                 return;
             }
@@ -437,34 +527,50 @@ impl OrderBus for NatsOrderBus {
     fn watch(&self, order_id: OrderId, outbox: Arc<Outbox>, positions: bool) -> WatchFuture {
         let bus = self.clone();
         Box::pin(async move {
+            let session_id = outbox.session_id;
             let waiting = || Watcher::Waiting {
                 outbox: outbox.clone(),
                 held: VecDeque::new(),
             };
-            let _one_at_a_time = bus.shared.subscribing.lock().await;
-            let first_for_positions = {
-                let mut watched = lock(&bus.shared.watched);
-                if let Some(order) = watched.get_mut(&order_id) {
-                    let first_for_positions = positions && !order.wants_positions();
-                    order.sessions.insert(outbox.session_id, waiting());
-                    if positions {
-                        order.updates_only.remove(&outbox.session_id);
-                    } else {
-                        order.updates_only.insert(outbox.session_id);
-                    }
-                    gauges(&watched);
-                    Some(first_for_positions)
+            let join = |order: &mut Watched| {
+                order.sessions.insert(session_id, waiting());
+                if positions {
+                    order.updates_only.remove(&session_id);
                 } else {
-                    None
+                    order.updates_only.insert(session_id);
                 }
             };
-            if let Some(first_for_positions) = first_for_positions {
-                // Subscribed already, by a session that wanted no
-                // positions: the order's node hears that one is wanted now.
-                if first_for_positions {
-                    bus.announce(&[order_id]).await;
+            let _one_at_a_time = bus.shared.subscribing.lock().await;
+            let followed_with_positions = lock(&bus.shared.watched)
+                .get(&order_id)
+                .map(|order| order.positions.is_some());
+            if let Some(with_positions) = followed_with_positions {
+                // Followed already. A session that wants positions, where
+                // only the driver's socket (updates only) was: the node
+                // subscribes to them too, and the order's node hears that
+                // they are wanted now.
+                let positions_task = if positions && !with_positions {
+                    let [subscriber] = bus.held(order_id, [location_subject], true).await?;
+                    Some(tokio::spawn(bus.clone().fan_out(order_id, subscriber)))
+                } else {
+                    None
+                };
+                let mut watched = lock(&bus.shared.watched);
+                if let Some(order) = watched.get_mut(&order_id) {
+                    join(order);
+                    if positions_task.is_some() {
+                        order.positions = positions_task;
+                    }
+                    gauges(&watched);
+                    return Ok(());
                 }
-                return Ok(());
+                // Its last update said delivered or cancelled meanwhile:
+                // follow it afresh below, to the same end.
+                if let Some(task) = positions_task {
+                    task.abort();
+                    metrics::counter!(m::CLUSTER_ORDER_SUBSCRIPTIONS_TOTAL, "op" => "unsubscribe")
+                        .increment(1);
+                }
             }
             {
                 let watched = lock(&bus.shared.watched);
@@ -474,46 +580,25 @@ impl OrderBus for NatsOrderBus {
                     return Err(WatchRefused::Full(bus.shared.max_watched));
                 }
             }
-            let client = &bus.shared.client;
-            // The flush makes the server hold the subscription, and pass
-            // the interest on, before the caller reads the snapshot: no
-            // status update published after that read can pass this node
-            // by, and the publisher starts sending positions.
-            let subscribed = tokio::time::timeout(bus.shared.watch_timeout, async {
-                let subscriber = client
-                    .subscribe(subject(&bus.shared.bucket, order_id))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if positions {
-                    bus.announce(&[order_id]).await;
-                }
-                client.flush().await.map_err(|e| e.to_string())?;
-                Ok::<_, String>(subscriber)
-            })
-            .await;
-            let subscriber = match subscribed {
-                Ok(Ok(subscriber)) => subscriber,
-                Ok(Err(error)) => return Err(failed(error)),
-                Err(_) => return Err(failed("no answer from NATS in time".into())),
+            let (updates, positions_task) = if positions {
+                let [updates, located] = bus
+                    .held(order_id, [subject, location_subject], true)
+                    .await?;
+                let positions_task = tokio::spawn(bus.clone().fan_out(order_id, located));
+                (updates, Some(positions_task))
+            } else {
+                let [updates] = bus.held(order_id, [subject], false).await?;
+                (updates, None)
             };
-            metrics::counter!(m::CLUSTER_ORDER_SUBSCRIPTIONS_TOTAL, "op" => "subscribe")
-                .increment(1);
             let mut watched = lock(&bus.shared.watched);
-            let task = tokio::spawn(bus.clone().fan_out(order_id, subscriber));
-            let mut sessions = HashMap::new();
-            sessions.insert(outbox.session_id, waiting());
-            let mut updates_only = HashSet::new();
-            if !positions {
-                updates_only.insert(outbox.session_id);
-            }
-            watched.insert(
-                order_id,
-                Watched {
-                    task,
-                    sessions,
-                    updates_only,
-                },
-            );
+            let mut order = Watched {
+                updates: tokio::spawn(bus.clone().fan_out(order_id, updates)),
+                positions: positions_task,
+                sessions: HashMap::new(),
+                updates_only: HashSet::new(),
+            };
+            join(&mut order);
+            watched.insert(order_id, order);
             gauges(&watched);
             Ok(())
         })
@@ -551,27 +636,23 @@ impl OrderBus for NatsOrderBus {
         };
         order.sessions.remove(&session_id);
         order.updates_only.remove(&session_id);
-        if order.sessions.is_empty()
-            && let Some(order) = watched.remove(&order_id)
-        {
-            // Aborting the task drops its subscriber: NATS stops sending.
-            order.task.abort();
-            metrics::counter!(m::CLUSTER_ORDER_SUBSCRIPTIONS_TOTAL, "op" => "unsubscribe")
-                .increment(1);
+        if order.sessions.is_empty() {
+            // Dropping it ends its subscriptions: NATS stops sending.
+            watched.remove(&order_id);
+        } else {
+            order.drop_unwanted_positions();
         }
         gauges(&watched);
     }
 
     fn take_watchers(&self, order_id: OrderId) -> Vec<Arc<Outbox>> {
         let mut watched = lock(&self.shared.watched);
-        let Some(order) = watched.remove(&order_id) else {
+        let Some(mut order) = watched.remove(&order_id) else {
             return Vec::new();
         };
-        order.task.abort();
-        metrics::counter!(m::CLUSTER_ORDER_SUBSCRIPTIONS_TOTAL, "op" => "unsubscribe").increment(1);
         gauges(&watched);
-        order
-            .sessions
+        // Dropped at the end: its subscriptions end.
+        std::mem::take(&mut order.sessions)
             .into_values()
             .map(|watcher| watcher.outbox().clone())
             .filter(|outbox| !outbox.is_closed())

@@ -974,7 +974,8 @@ async fn a_watcher_on_a_node_that_does_not_run_the_order_gets_every_status_chang
     assert_eq!(
         c.metric("dispatch_cluster_order_subscriptions_total{op=\"unsubscribe\"}")
             .await,
-        1.0
+        // Its updates and its positions, each a subscription.
+        2.0
     );
     // Nothing of the order reaches C any more, not even to be dropped.
     let heard = "dispatch_cluster_order_bus_messages_total{direction=\"in\"";

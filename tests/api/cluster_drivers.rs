@@ -160,6 +160,14 @@ async fn a_driver_on_a_node_that_does_not_own_the_region_is_offered_its_order_ac
     for (got, want) in tail.iter().zip(&expected) {
         assert!((got - want).abs() < 1e-9, "{lats:?} vs {expected:?}");
     }
+    // A follows the order for the driver's socket, which wants its status
+    // updates only: the positions C hears are not sent to A at all (they
+    // travel on the order's own positions subject).
+    assert_eq!(
+        a.metric("dispatch_cluster_order_bus_messages_total{direction=\"in\",kind=\"location\"}")
+            .await,
+        0.0
+    );
     cluster.drop_bucket().await;
 }
 
@@ -314,7 +322,7 @@ async fn a_driver_on_another_node_than_its_order_is_not_sent_its_own_positions_n
     let cluster = TestCluster::new(3000)
         .await
         .with("DISPATCH__DISPATCH__ROUND_INTERVAL_MS", "200");
-    let (b, _a, _c, mut driver) = driver_on_a_seen_by_b(&cluster).await;
+    let (b, a, _c, mut driver) = driver_on_a_seen_by_b(&cluster).await;
     // The customer watches on the owner, B: nobody on another node wants
     // the order's positions but the driver's own node, for its socket.
     let (id, mut watcher) = assigned_and_watched(&b, &b, &mut driver, "own-positions").await;
@@ -356,5 +364,47 @@ async fn a_driver_on_another_node_than_its_order_is_not_sent_its_own_positions_n
     // A status update still reaches the driver's socket.
     b.act(&staff, id, "mark_ready").await.expect(200);
     driver.ws.next_status("READY_FOR_PICKUP", 5).await;
+
+    // A customer on A, the driver's node, now watches too: A, which
+    // followed the order's updates only, takes its positions as well.
+    let heard_on_a =
+        "dispatch_cluster_order_bus_messages_total{direction=\"in\",kind=\"location\"}";
+    assert_eq!(a.metric(heard_on_a).await, 0.0);
+    let customer = a.token("customer1").await;
+    let mut on_a = WsClient::connect(&a, &customer).await;
+    on_a.send(json!({ "type": "subscribe", "orderId": id }))
+        .await;
+    on_a.next_of("snapshot", 5).await;
+    for step in 1..=steps {
+        driver
+            .move_to(north_of(RESTAURANT_1_AT, 0.05 - 0.01 * step as f64))
+            .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut heard = 0;
+    while let Some(m) = on_a.next_within(Duration::from_millis(1000)).await {
+        if m["type"] == "driver_location" {
+            heard += 1;
+        }
+    }
+    assert!(heard >= 1, "the customer on A heard no position");
+    // It leaves: A ends the positions' subscription and keeps the
+    // updates' one for the driver's socket.
+    let unsubscribed = "dispatch_cluster_order_subscriptions_total{op=\"unsubscribe\"}";
+    let unsubscribed_before = a.metric(unsubscribed).await;
+    on_a.send(json!({ "type": "unsubscribe", "orderId": id }))
+        .await;
+    let mut ended = false;
+    for _ in 0..50 {
+        if a.metric(unsubscribed).await - unsubscribed_before == 1.0 {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ended, "A kept the order's positions subscription");
+    assert_eq!(a.metric("dispatch_cluster_watched_orders").await, 1.0);
+    a.act(&driver.token, id, "pick_up").await.expect(200);
+    driver.ws.next_status("PICKED_UP", 5).await;
     cluster.drop_bucket().await;
 }
