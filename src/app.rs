@@ -186,6 +186,7 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
                 } else {
                     settings.dispatch.max_radius_km
                 },
+                std::time::Duration::from_secs(settings.dispatch.offer_timeout_secs),
             );
             engine.drivers().link(Arc::new(link.clone()));
             engine.dispatch().relay_through(Arc::new(link.clone()));

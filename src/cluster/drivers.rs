@@ -59,6 +59,9 @@ pub const MAX_LINKED: usize = 20_000;
 /// Offers of other nodes remembered for their answers (as long as the
 /// dispatcher remembers its own closed offers).
 pub const MAX_RELAYED: usize = 10_000;
+/// How long the way back of a relayed offer's answer is remembered (a late
+/// answer still reaches the offer's node, which says what became of it).
+/// The driver holds the offer itself no longer than `offer_timeout`.
 const RELAYED_FOR: Duration = Duration::from_secs(600);
 /// How long an offer may take to reach the driver's socket.
 const PUSH_TIMEOUT: Duration = Duration::from_secs(3);
@@ -212,6 +215,14 @@ enum DriverCommand {
         origin: String,
         frame: String,
     },
+    /// The origin's offer ended without a result (its assignment could
+    /// not be written): the driver no longer holds it; `frame` (an error)
+    /// goes to its socket.
+    Ended {
+        origin: String,
+        offer_id: OfferId,
+        frame: Option<String>,
+    },
     /// The driver carries this order of the origin node's region.
     Carry {
         origin: String,
@@ -229,6 +240,7 @@ impl DriverCommand {
         match self {
             DriverCommand::Offer { .. } => "offer",
             DriverCommand::Tell { .. } => "tell",
+            DriverCommand::Ended { .. } => "ended",
             DriverCommand::Carry { .. } => "carry",
             DriverCommand::Release { .. } => "release",
         }
@@ -249,7 +261,8 @@ type CarriedHere = HashMap<OrderId, (Region, Instant, Option<SessionId>)>;
 /// An offer of another node relayed to a driver here.
 struct Relayed {
     region: Region,
-    driver_id: DriverId,
+    /// The node that made it (the driver holds it as that node's).
+    origin: String,
     at: Instant,
 }
 
@@ -272,7 +285,12 @@ struct Inner {
     /// Orders of other nodes local drivers carry, by the region they are
     /// of, with when their owner last announced them.
     carried: Mutex<HashMap<DriverId, CarriedHere>>,
-    relayed: Mutex<HashMap<OfferId, Relayed>>,
+    /// Where the answers to offers relayed here go, by offer and driver
+    /// (offer ids are unique per node only).
+    relayed: Mutex<HashMap<(OfferId, DriverId), Relayed>>,
+    /// The longest a driver here holds a relayed offer
+    /// (`dispatch.offer_timeout_secs`, whatever the offer's node's clock says).
+    offer_timeout: Duration,
     /// One `geo.<region>` subscription task per region held.
     serving: Mutex<BTreeMap<Region, JoinHandle<()>>>,
     loading: Mutex<HashSet<DriverId>>,
@@ -303,6 +321,7 @@ impl DriverLink {
         store: Arc<dyn Store>,
         orders: Orders,
         margin_km: f64,
+        offer_timeout: Duration,
     ) -> DriverLink {
         let (outgoing, queued) = mpsc::channel(QUEUE);
         let link = DriverLink {
@@ -321,6 +340,7 @@ impl DriverLink {
                 linked: Mutex::default(),
                 carried: Mutex::default(),
                 relayed: Mutex::default(),
+                offer_timeout,
                 serving: Mutex::default(),
                 loading: Mutex::default(),
             }),
@@ -610,7 +630,7 @@ impl DriverLink {
             let result = match command {
                 DriverCommand::Offer { origin, frame } => {
                     let pushed = if origin != me {
-                        self.relay_offer(driver_id, frame).await
+                        self.relay_offer(driver_id, origin, frame).await
                     } else {
                         Pushed::NoSocket
                     };
@@ -633,9 +653,12 @@ impl DriverLink {
                         if let Some((offer_id, assigned)) =
                             actors::wire::offer_result_of(frame.as_bytes())
                         {
-                            self.inner
-                                .drivers
-                                .offer_closed_here(driver_id, offer_id, assigned);
+                            self.inner.drivers.offer_closed_here(
+                                driver_id,
+                                Some(origin),
+                                offer_id,
+                                assigned,
+                            );
                         }
                         // Waits for the actor: a flood stays in the bounded
                         // subscription (NATS drops past it), not its mailbox.
@@ -643,6 +666,27 @@ impl DriverLink {
                             .drivers
                             .push_here(driver_id, Frame::from(frame.into_bytes()))
                             .await;
+                    }
+                    "received"
+                }
+                DriverCommand::Ended {
+                    origin,
+                    offer_id,
+                    frame,
+                } => {
+                    if origin != me {
+                        self.inner.drivers.offer_closed_here(
+                            driver_id,
+                            Some(origin),
+                            offer_id,
+                            Vec::new(),
+                        );
+                        if let Some(frame) = frame {
+                            self.inner
+                                .drivers
+                                .push_here(driver_id, Frame::from(frame.into_bytes()))
+                                .await;
+                        }
                     }
                     "received"
                 }
@@ -740,21 +784,24 @@ impl DriverLink {
         }
     }
 
-    /// Pushes another node's offer to the local driver's socket,
-    /// remembering where its answer goes; what became of it (refused while
-    /// the driver holds another live offer or is at its order limit).
-    async fn relay_offer(&self, driver_id: DriverId, frame: String) -> Pushed {
+    /// Pushes `origin`'s offer to the local driver's socket, remembering
+    /// where its answer goes; what became of it (refused while the driver
+    /// holds a live offer of another node or is at its order limit; one
+    /// of the same node is replaced).
+    async fn relay_offer(&self, driver_id: DriverId, origin: String, frame: String) -> Pushed {
         let Some(seen) = actors::wire::offer_of(frame.as_bytes()) else {
             return Pushed::NoSocket;
         };
         let (offer_id, pickup) = (seen.offer_id, seen.pickup);
-        // Its dispatcher's wall clock, as an instant here (at most ten
-        // minutes ahead: a wild clock cannot block the driver for long).
+        // Its dispatcher's wall clock, as an instant here, never later than
+        // an offer made here now would expire: a wild clock cannot keep
+        // the driver busy longer than one offer.
         let left = (seen.expires_at - chrono::Utc::now())
             .to_std()
             .unwrap_or_default()
-            .min(RELAYED_FOR);
+            .min(self.inner.offer_timeout);
         let expires = Instant::now() + left;
+        let key = (offer_id, driver_id);
         {
             let mut relayed = super::lock(&self.inner.relayed);
             if relayed.len() >= MAX_RELAYED {
@@ -764,10 +811,10 @@ impl DriverLink {
                 return Pushed::NoSocket;
             }
             relayed.insert(
-                offer_id,
+                key,
                 Relayed {
                     region: self.inner.cluster.region_of(pickup),
-                    driver_id,
+                    origin: origin.clone(),
                     at: Instant::now(),
                 },
             );
@@ -778,13 +825,14 @@ impl DriverLink {
             .drivers
             .offer_here(
                 driver_id,
+                Some(origin),
                 offer_id,
                 expires,
                 Frame::from(frame.into_bytes()),
             )
             .await;
         if pushed != Pushed::Delivered {
-            super::lock(&self.inner.relayed).remove(&offer_id);
+            super::lock(&self.inner.relayed).remove(&key);
         }
         pushed
     }
@@ -982,6 +1030,15 @@ impl DriverBus for DriverLink {
         self.enqueue(Out::Command(driver_id, command), "tell");
     }
 
+    fn ended(&self, driver_id: DriverId, offer_id: OfferId, frame: Option<Frame>) {
+        let command = DriverCommand::Ended {
+            origin: self.inner.node.clone(),
+            offer_id,
+            frame: frame.map(|frame| String::from_utf8_lossy(&frame).into_owned()),
+        };
+        self.enqueue(Out::Command(driver_id, command), "ended");
+    }
+
     fn carry(&self, driver_id: DriverId, order_id: OrderId, restaurant_at: LatLon) {
         let command = DriverCommand::Carry {
             origin: self.inner.node.clone(),
@@ -1008,10 +1065,9 @@ impl RemoteOffers for DriverLink {
         accept: bool,
         on_socket: bool,
     ) -> Option<RespondFuture> {
-        let region = super::lock(&self.inner.relayed)
-            .get(&offer_id)
-            .filter(|relayed| relayed.driver_id == driver_id)
-            .map(|relayed| relayed.region)?;
+        let (region, origin) = super::lock(&self.inner.relayed)
+            .get(&(offer_id, driver_id))
+            .map(|relayed| (relayed.region, relayed.origin.clone()))?;
         let link = self.clone();
         Some(Box::pin(async move {
             let outcome = match link.inner.cluster.commands() {
@@ -1024,21 +1080,33 @@ impl RemoteOffers for DriverLink {
                     "the cluster has not started".into(),
                 )),
             };
-            let result = match outcome {
-                Ok(result) => result,
+            let void = match &outcome {
                 Err(error) => {
                     tracing::warn!(offer_id, driver_id, %error, "Offer's answer not carried to its node");
-                    if on_socket {
-                        let frame = actors::wire::error_frame(
-                            "ENGINE_UNAVAILABLE",
-                            "the node that made this offer did not answer; the offer is void",
-                            None,
-                        );
-                        link.inner.drivers.tell_here(driver_id, frame);
-                    }
-                    Err(OfferError::Unavailable)
+                    Some("the node that made this offer did not answer; the offer is void")
                 }
+                // From the socket, the owner answers only whether its
+                // dispatcher took the answer (the outcome comes as frames).
+                Ok(Err(OfferError::Unavailable)) if on_socket => {
+                    tracing::warn!(offer_id, driver_id, "Offer's answer not taken by its node's dispatcher");
+                    Some("the dispatcher that made this offer did not take the answer; the offer is void")
+                }
+                Ok(_) => None,
             };
+            let result = match outcome {
+                Ok(result) => result,
+                Err(_) => Err(OfferError::Unavailable),
+            };
+            if let Some(message) = void {
+                // Nothing more will come of it: the driver no longer holds it.
+                link.inner
+                    .drivers
+                    .offer_closed_here(driver_id, Some(origin), offer_id, Vec::new());
+                if on_socket {
+                    let frame = actors::wire::error_frame("ENGINE_UNAVAILABLE", message, None);
+                    link.inner.drivers.tell_here(driver_id, frame);
+                }
+            }
             let label = if result.is_ok() { "ok" } else { "refused" };
             metrics::counter!(m::CLUSTER_DRIVER_COMMANDS_TOTAL, "kind" => "respond", "result" => label)
                 .increment(1);
