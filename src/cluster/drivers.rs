@@ -802,7 +802,10 @@ impl DriverLink {
             .min(self.inner.offer_timeout);
         let expires = Instant::now() + left;
         let key = (offer_id, driver_id);
-        {
+        // Remembered before the socket has it (its answer may come at
+        // once); what it replaced is put back if the driver refuses it
+        // (another node's offer of the same id, held now, keeps its way).
+        let replaced = {
             let mut relayed = super::lock(&self.inner.relayed);
             if relayed.len() >= MAX_RELAYED {
                 relayed.retain(|_, r| r.at.elapsed() < RELAYED_FOR);
@@ -810,7 +813,7 @@ impl DriverLink {
             if relayed.len() >= MAX_RELAYED {
                 return Pushed::NoSocket;
             }
-            relayed.insert(
+            let replaced = relayed.insert(
                 key,
                 Relayed {
                     region: self.inner.cluster.region_of(pickup),
@@ -819,7 +822,8 @@ impl DriverLink {
                 },
             );
             metrics::gauge!(m::CLUSTER_RELAYED_OFFERS).set(relayed.len() as f64);
-        }
+            replaced
+        };
         let pushed = self
             .inner
             .drivers
@@ -832,7 +836,11 @@ impl DriverLink {
             )
             .await;
         if pushed != Pushed::Delivered {
-            super::lock(&self.inner.relayed).remove(&key);
+            let mut relayed = super::lock(&self.inner.relayed);
+            match replaced {
+                Some(earlier) => relayed.insert(key, earlier),
+                None => relayed.remove(&key),
+            };
         }
         pushed
     }

@@ -878,3 +878,42 @@ async fn an_answer_carried_to_an_owner_whose_dispatcher_is_down_is_reported_to_t
     assert_eq!(accept(&mut driver, &again).await["result"], "assigned");
     cluster.drop_bucket().await;
 }
+
+#[tokio::test]
+async fn an_offer_of_another_node_with_the_id_of_the_held_one_is_refused_busy_and_the_held_one_still_answers()
+ {
+    if !cluster_available().await {
+        return;
+    }
+    let cluster = long_offers(TestCluster::new(3000).await);
+    let (b, a, admin) = two_nodes(&cluster).await;
+    let near = north_of(RESTAURANT_1_AT, 0.3);
+    let mut driver = TestDriver::online(&a, "driver1", near).await;
+    until_indexed(&b, &admin, driver.id, near).await;
+    let (id, offer) = offered_from(&b, &mut driver, "same-offer-id").await;
+
+    // Another node's dispatcher numbers its offers itself: one of its
+    // offers to the driver bears the id of B's, held on A.
+    let client = async_nats::connect("nats://127.0.0.1:4222")
+        .await
+        .expect("nats");
+    let command = json!({ "Offer": { "origin": "another-node", "frame": offer.to_string() } });
+    let reply = client
+        .request(
+            format!("{}.driver.{}.cmd", cluster.bucket(), driver.id),
+            command.to_string().into_bytes().into(),
+        )
+        .await
+        .expect("the driver's node answers");
+    let answer = String::from_utf8_lossy(&reply.payload).to_string();
+    assert!(
+        answer.starts_with("busy "),
+        "the other node's offer was taken for the one held: {answer}"
+    );
+    let (second, _) = new_offer_within(&mut driver, id, &json!({}), Duration::from_secs(1)).await;
+    assert!(second.is_none(), "a second offer reached the socket: {second:?}");
+
+    // B's offer, held, still takes its answer back to B.
+    assert_eq!(accept(&mut driver, &offer).await["result"], "assigned");
+    cluster.drop_bucket().await;
+}
