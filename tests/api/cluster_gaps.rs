@@ -917,3 +917,75 @@ async fn an_offer_of_another_node_with_the_id_of_the_held_one_is_refused_busy_an
     assert_eq!(accept(&mut driver, &offer).await["result"], "assigned");
     cluster.drop_bucket().await;
 }
+
+#[tokio::test]
+async fn a_relayed_offer_whose_node_clock_runs_ahead_keeps_the_driver_busy_no_longer_than_an_offer_lasts()
+ {
+    if !cluster_available().await {
+        return;
+    }
+    let cluster = TestCluster::new(3000)
+        .await
+        .with("DISPATCH__DISPATCH__ROUND_INTERVAL_MS", "200")
+        .with("DISPATCH__DISPATCH__OFFER_TIMEOUT_SECS", "3")
+        .with("DISPATCH__PRESENCE__TTL_SECS", "120");
+    let (b, a, admin) = two_nodes(&cluster).await;
+    let near = north_of(RESTAURANT_1_AT, 0.3);
+    let mut driver = TestDriver::online(&a, "driver1", near).await;
+    until_indexed(&b, &admin, driver.id, near).await;
+
+    // A node whose clock is an hour ahead offers the driver something:
+    // by its clock the offer expires in an hour.
+    let client = async_nats::connect("nats://127.0.0.1:4222")
+        .await
+        .expect("nats");
+    let expires_at = chrono::Utc::now() + chrono::Duration::hours(1);
+    let frame = json!({
+        "type": "offer",
+        "offerId": 7,
+        "orderId": 7,
+        "orderIds": [7],
+        "pickup": { "restaurantId": 1, "name": "far ahead", "lat": near.0, "lon": near.1 },
+        "dropoff": { "lat": near.0, "lon": near.1 },
+        "dropoffs": [],
+        "distanceKm": 0.0,
+        "expiresAt": expires_at.to_rfc3339(),
+    });
+    let command = json!({ "Offer": { "origin": "clock-ahead", "frame": frame.to_string() } });
+    let reply = client
+        .request(
+            format!("{}.driver.{}.cmd", cluster.bucket(), driver.id),
+            command.to_string().into_bytes().into(),
+        )
+        .await
+        .expect("the driver's node answers");
+    assert_eq!(&reply.payload[..], b"1", "the offer was not delivered");
+    let held = Instant::now();
+
+    // B's order is offered to the driver once that hold ends, after at
+    // most an offer's timeout (3 s), not an hour (or ten minutes) later.
+    let customer = b.token("customer1").await;
+    let staff = b.token("restaurant1").await;
+    let id = b
+        .create_with_key(&customer, "clock-ahead", 1)
+        .await
+        .expect(201)["order"]["id"]
+        .as_i64()
+        .expect("id");
+    b.act(&staff, id, "confirm").await.expect(200);
+    let (offer, _) = new_offer_within(&mut driver, id, &json!({}), Duration::from_secs(10)).await;
+    let Some(offer) = offer else {
+        panic!(
+            "B's order never reached the driver within {:?} of the other offer; B's offers refused busy: {}",
+            held.elapsed(),
+            b.metric("dispatch_offers_total{result=\"busy\"}").await
+        );
+    };
+    assert!(
+        held.elapsed() >= Duration::from_secs(2),
+        "offered {:?} after another node's live offer",
+        held.elapsed()
+    );
+    assert_eq!(accept(&mut driver, &offer).await["result"], "assigned");
+    cluster.drop_bucket().await;
+}
