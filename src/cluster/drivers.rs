@@ -15,9 +15,11 @@
 //!   driver's (watchers, ETA, arrivals).
 //! - **`<bucket>.driver.<id>.cmd`**: what an owner's dispatcher sends a
 //!   driver of another node: offers (request/reply: whether the frame
-//!   reached the socket), offer results and errors, and which of the
-//!   owner's orders it carries (announced again every few seconds). The
-//!   driver's node subscribes while it publishes the driver's entry.
+//!   reached the socket, or `busy` while it holds another node's), offer
+//!   results and errors, an offer's end without a result (its assignment
+//!   not written), and which of the owner's orders it carries (announced
+//!   again every few seconds). The driver's node subscribes while it
+//!   publishes the driver's entry.
 //! - An answer to a relayed offer, given on the driver's node (socket or
 //!   REST), goes back to the offer's region's command subject
 //!   (`commands.rs`), and the owner's dispatcher answers it as for its own
@@ -296,6 +298,16 @@ struct Inner {
     loading: Mutex<HashSet<DriverId>>,
 }
 
+/// The settings the link works with.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkSettings {
+    /// How far around a driver its entry reaches other owners
+    /// (`cluster.geo_margin_km`, by default `dispatch.max_radius_km`).
+    pub margin_km: f64,
+    /// `dispatch.offer_timeout_secs`: the longest a relayed offer is held.
+    pub offer_timeout: Duration,
+}
+
 /// This node's side of drivers across nodes, cheap to clone.
 #[derive(Clone)]
 pub struct DriverLink {
@@ -320,8 +332,7 @@ impl DriverLink {
         dispatch: DispatchHandle,
         store: Arc<dyn Store>,
         orders: Orders,
-        margin_km: f64,
-        offer_timeout: Duration,
+        settings: LinkSettings,
     ) -> DriverLink {
         let (outgoing, queued) = mpsc::channel(QUEUE);
         let link = DriverLink {
@@ -334,13 +345,13 @@ impl DriverLink {
                 dispatch,
                 store,
                 orders,
-                margin_km,
+                margin_km: settings.margin_km,
                 outgoing,
                 seq: AtomicU64::new(0),
                 linked: Mutex::default(),
                 carried: Mutex::default(),
                 relayed: Mutex::default(),
-                offer_timeout,
+                offer_timeout: settings.offer_timeout,
                 serving: Mutex::default(),
                 loading: Mutex::default(),
             }),
@@ -1096,8 +1107,14 @@ impl RemoteOffers for DriverLink {
                 // From the socket, the owner answers only whether its
                 // dispatcher took the answer (the outcome comes as frames).
                 Ok(Err(OfferError::Unavailable)) if on_socket => {
-                    tracing::warn!(offer_id, driver_id, "Offer's answer not taken by its node's dispatcher");
-                    Some("the dispatcher that made this offer did not take the answer; the offer is void")
+                    tracing::warn!(
+                        offer_id,
+                        driver_id,
+                        "Offer's answer not taken by its node's dispatcher"
+                    );
+                    Some(
+                        "the dispatcher that made this offer did not take the answer; the offer is void",
+                    )
                 }
                 Ok(_) => None,
             };

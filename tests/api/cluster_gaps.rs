@@ -849,7 +849,7 @@ async fn an_assignment_its_owner_cannot_write_is_told_to_the_remote_driver_who_i
 
 #[tokio::test]
 async fn an_answer_carried_to_an_owner_whose_dispatcher_is_down_is_reported_to_the_drivers_socket()
- {
+{
     if !cluster_available().await {
         return;
     }
@@ -911,7 +911,10 @@ async fn an_offer_of_another_node_with_the_id_of_the_held_one_is_refused_busy_an
         "the other node's offer was taken for the one held: {answer}"
     );
     let (second, _) = new_offer_within(&mut driver, id, &json!({}), Duration::from_secs(1)).await;
-    assert!(second.is_none(), "a second offer reached the socket: {second:?}");
+    assert!(
+        second.is_none(),
+        "a second offer reached the socket: {second:?}"
+    );
 
     // B's offer, held, still takes its answer back to B.
     assert_eq!(accept(&mut driver, &offer).await["result"], "assigned");

@@ -438,7 +438,11 @@ impl Actor for DriverActor {
                 let _ = reply.send(outcome);
             }
             DriverMessage::OffersVoid => {
-                if state.offer.as_ref().is_some_and(|held| held.origin.is_none()) {
+                if state
+                    .offer
+                    .as_ref()
+                    .is_some_and(|held| held.origin.is_none())
+                {
                     state.offer = None;
                 }
             }
