@@ -179,7 +179,8 @@ impl GeoMessage {
 }
 
 /// The driver's node's answer to a relayed offer: `1` delivered, `0` no
-/// socket, `busy <ms>` refused (another live offer, or at its limit).
+/// socket, `busy <ms>` refused (a live offer of another node, or at its
+/// limit).
 fn encode_pushed(pushed: Pushed) -> Vec<u8> {
     match pushed {
         Pushed::Delivered => b"1".to_vec(),

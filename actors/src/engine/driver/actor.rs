@@ -61,8 +61,9 @@ pub(crate) enum DriverMessage {
     Push(Frame, Option<RpcReplyPort<bool>>),
     /// An offer for the driver's socket, from this node's dispatcher or
     /// (cluster mode) relayed from another node's: refused while the
-    /// driver holds another live offer or carries as many orders as it
-    /// may, as one node's dispatcher never offers such a driver anything.
+    /// driver holds a live offer of another node or carries as many orders
+    /// as it may, as one node's dispatcher never offers such a driver
+    /// anything; one of the same node replaces the held one.
     Offer {
         /// The node whose dispatcher made it (None: this node's).
         origin: Option<String>,

@@ -103,7 +103,7 @@ pub enum Pushed {
     Delivered,
     /// No socket to push to (here, or on its node).
     NoSocket,
-    /// The driver holds another live offer (of any node), or carries as
+    /// The driver holds a live offer of another node, or carries as
     /// many orders as it may: leave it out for this long, as one node's
     /// dispatcher leaves out a driver with an offer outstanding.
     Busy(Duration),
