@@ -181,10 +181,15 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
                 engine.dispatch().clone(),
                 store.clone(),
                 engine.orders().clone(),
-                if settings.cluster.geo_margin_km > 0.0 {
-                    settings.cluster.geo_margin_km
-                } else {
-                    settings.dispatch.max_radius_km
+                crate::cluster::drivers::LinkSettings {
+                    margin_km: if settings.cluster.geo_margin_km > 0.0 {
+                        settings.cluster.geo_margin_km
+                    } else {
+                        settings.dispatch.max_radius_km
+                    },
+                    offer_timeout: std::time::Duration::from_secs(
+                        settings.dispatch.offer_timeout_secs,
+                    ),
                 },
             );
             engine.drivers().link(Arc::new(link.clone()));

@@ -517,10 +517,17 @@ impl Commands {
                             on_socket,
                         }) => match cluster.driver_link() {
                             Some(link) if on_socket => {
-                                link.dispatch()
+                                // Answered only once the dispatcher took it:
+                                // an answer lost to its restart is reported.
+                                let taken = link
+                                    .dispatch()
                                     .respond_here_taken(offer_id, driver_id, accept)
                                     .await;
-                                ForwardedOutcome::Offer(Ok(None))
+                                ForwardedOutcome::Offer(if taken {
+                                    Ok(None)
+                                } else {
+                                    Err(actors::engine::dispatcher::OfferError::Unavailable)
+                                })
                             }
                             Some(link) => ForwardedOutcome::Offer(
                                 link.dispatch()

@@ -15,9 +15,11 @@
 //!   driver's (watchers, ETA, arrivals).
 //! - **`<bucket>.driver.<id>.cmd`**: what an owner's dispatcher sends a
 //!   driver of another node: offers (request/reply: whether the frame
-//!   reached the socket), offer results and errors, and which of the
-//!   owner's orders it carries (announced again every few seconds). The
-//!   driver's node subscribes while it publishes the driver's entry.
+//!   reached the socket, or `busy` while it holds another node's), offer
+//!   results and errors, an offer's end without a result (its assignment
+//!   not written), and which of the owner's orders it carries (announced
+//!   again every few seconds). The driver's node subscribes while it
+//!   publishes the driver's entry.
 //! - An answer to a relayed offer, given on the driver's node (socket or
 //!   REST), goes back to the offer's region's command subject
 //!   (`commands.rs`), and the owner's dispatcher answers it as for its own
@@ -59,6 +61,9 @@ pub const MAX_LINKED: usize = 20_000;
 /// Offers of other nodes remembered for their answers (as long as the
 /// dispatcher remembers its own closed offers).
 pub const MAX_RELAYED: usize = 10_000;
+/// How long the way back of a relayed offer's answer is remembered (a late
+/// answer still reaches the offer's node, which says what became of it).
+/// The driver holds the offer itself no longer than `offer_timeout`.
 const RELAYED_FOR: Duration = Duration::from_secs(600);
 /// How long an offer may take to reach the driver's socket.
 const PUSH_TIMEOUT: Duration = Duration::from_secs(3);
@@ -174,7 +179,8 @@ impl GeoMessage {
 }
 
 /// The driver's node's answer to a relayed offer: `1` delivered, `0` no
-/// socket, `busy <ms>` refused (another live offer, or at its limit).
+/// socket, `busy <ms>` refused (a live offer of another node, or at its
+/// limit).
 fn encode_pushed(pushed: Pushed) -> Vec<u8> {
     match pushed {
         Pushed::Delivered => b"1".to_vec(),
@@ -212,6 +218,14 @@ enum DriverCommand {
         origin: String,
         frame: String,
     },
+    /// The origin's offer ended without a result (its assignment could
+    /// not be written): the driver no longer holds it; `frame` (an error)
+    /// goes to its socket.
+    Ended {
+        origin: String,
+        offer_id: OfferId,
+        frame: Option<String>,
+    },
     /// The driver carries this order of the origin node's region.
     Carry {
         origin: String,
@@ -229,6 +243,7 @@ impl DriverCommand {
         match self {
             DriverCommand::Offer { .. } => "offer",
             DriverCommand::Tell { .. } => "tell",
+            DriverCommand::Ended { .. } => "ended",
             DriverCommand::Carry { .. } => "carry",
             DriverCommand::Release { .. } => "release",
         }
@@ -249,7 +264,8 @@ type CarriedHere = HashMap<OrderId, (Region, Instant, Option<SessionId>)>;
 /// An offer of another node relayed to a driver here.
 struct Relayed {
     region: Region,
-    driver_id: DriverId,
+    /// The node that made it (the driver holds it as that node's).
+    origin: String,
     at: Instant,
 }
 
@@ -272,10 +288,25 @@ struct Inner {
     /// Orders of other nodes local drivers carry, by the region they are
     /// of, with when their owner last announced them.
     carried: Mutex<HashMap<DriverId, CarriedHere>>,
-    relayed: Mutex<HashMap<OfferId, Relayed>>,
+    /// Where the answers to offers relayed here go, by offer and driver
+    /// (offer ids are unique per node only).
+    relayed: Mutex<HashMap<(OfferId, DriverId), Relayed>>,
+    /// The longest a driver here holds a relayed offer
+    /// (`dispatch.offer_timeout_secs`, whatever the offer's node's clock says).
+    offer_timeout: Duration,
     /// One `geo.<region>` subscription task per region held.
     serving: Mutex<BTreeMap<Region, JoinHandle<()>>>,
     loading: Mutex<HashSet<DriverId>>,
+}
+
+/// The settings the link works with.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkSettings {
+    /// How far around a driver its entry reaches other owners
+    /// (`cluster.geo_margin_km`, by default `dispatch.max_radius_km`).
+    pub margin_km: f64,
+    /// `dispatch.offer_timeout_secs`: the longest a relayed offer is held.
+    pub offer_timeout: Duration,
 }
 
 /// This node's side of drivers across nodes, cheap to clone.
@@ -302,7 +333,7 @@ impl DriverLink {
         dispatch: DispatchHandle,
         store: Arc<dyn Store>,
         orders: Orders,
-        margin_km: f64,
+        settings: LinkSettings,
     ) -> DriverLink {
         let (outgoing, queued) = mpsc::channel(QUEUE);
         let link = DriverLink {
@@ -315,12 +346,13 @@ impl DriverLink {
                 dispatch,
                 store,
                 orders,
-                margin_km,
+                margin_km: settings.margin_km,
                 outgoing,
                 seq: AtomicU64::new(0),
                 linked: Mutex::default(),
                 carried: Mutex::default(),
                 relayed: Mutex::default(),
+                offer_timeout: settings.offer_timeout,
                 serving: Mutex::default(),
                 loading: Mutex::default(),
             }),
@@ -610,7 +642,7 @@ impl DriverLink {
             let result = match command {
                 DriverCommand::Offer { origin, frame } => {
                     let pushed = if origin != me {
-                        self.relay_offer(driver_id, frame).await
+                        self.relay_offer(driver_id, origin, frame).await
                     } else {
                         Pushed::NoSocket
                     };
@@ -633,9 +665,12 @@ impl DriverLink {
                         if let Some((offer_id, assigned)) =
                             actors::wire::offer_result_of(frame.as_bytes())
                         {
-                            self.inner
-                                .drivers
-                                .offer_closed_here(driver_id, offer_id, assigned);
+                            self.inner.drivers.offer_closed_here(
+                                driver_id,
+                                Some(origin),
+                                offer_id,
+                                assigned,
+                            );
                         }
                         // Waits for the actor: a flood stays in the bounded
                         // subscription (NATS drops past it), not its mailbox.
@@ -643,6 +678,27 @@ impl DriverLink {
                             .drivers
                             .push_here(driver_id, Frame::from(frame.into_bytes()))
                             .await;
+                    }
+                    "received"
+                }
+                DriverCommand::Ended {
+                    origin,
+                    offer_id,
+                    frame,
+                } => {
+                    if origin != me {
+                        self.inner.drivers.offer_closed_here(
+                            driver_id,
+                            Some(origin),
+                            offer_id,
+                            Vec::new(),
+                        );
+                        if let Some(frame) = frame {
+                            self.inner
+                                .drivers
+                                .push_here(driver_id, Frame::from(frame.into_bytes()))
+                                .await;
+                        }
                     }
                     "received"
                 }
@@ -740,22 +796,28 @@ impl DriverLink {
         }
     }
 
-    /// Pushes another node's offer to the local driver's socket,
-    /// remembering where its answer goes; what became of it (refused while
-    /// the driver holds another live offer or is at its order limit).
-    async fn relay_offer(&self, driver_id: DriverId, frame: String) -> Pushed {
+    /// Pushes `origin`'s offer to the local driver's socket, remembering
+    /// where its answer goes; what became of it (refused while the driver
+    /// holds a live offer of another node or is at its order limit; one
+    /// of the same node is replaced).
+    async fn relay_offer(&self, driver_id: DriverId, origin: String, frame: String) -> Pushed {
         let Some(seen) = actors::wire::offer_of(frame.as_bytes()) else {
             return Pushed::NoSocket;
         };
         let (offer_id, pickup) = (seen.offer_id, seen.pickup);
-        // Its dispatcher's wall clock, as an instant here (at most ten
-        // minutes ahead: a wild clock cannot block the driver for long).
+        // Its dispatcher's wall clock, as an instant here, never later than
+        // an offer made here now would expire: a wild clock cannot keep
+        // the driver busy longer than one offer.
         let left = (seen.expires_at - chrono::Utc::now())
             .to_std()
             .unwrap_or_default()
-            .min(RELAYED_FOR);
+            .min(self.inner.offer_timeout);
         let expires = Instant::now() + left;
-        {
+        let key = (offer_id, driver_id);
+        // Remembered before the socket has it (its answer may come at
+        // once); what it replaced is put back if the driver refuses it
+        // (another node's offer of the same id, held now, keeps its way).
+        let replaced = {
             let mut relayed = super::lock(&self.inner.relayed);
             if relayed.len() >= MAX_RELAYED {
                 relayed.retain(|_, r| r.at.elapsed() < RELAYED_FOR);
@@ -763,28 +825,34 @@ impl DriverLink {
             if relayed.len() >= MAX_RELAYED {
                 return Pushed::NoSocket;
             }
-            relayed.insert(
-                offer_id,
+            let replaced = relayed.insert(
+                key,
                 Relayed {
                     region: self.inner.cluster.region_of(pickup),
-                    driver_id,
+                    origin: origin.clone(),
                     at: Instant::now(),
                 },
             );
             metrics::gauge!(m::CLUSTER_RELAYED_OFFERS).set(relayed.len() as f64);
-        }
+            replaced
+        };
         let pushed = self
             .inner
             .drivers
             .offer_here(
                 driver_id,
+                Some(origin),
                 offer_id,
                 expires,
                 Frame::from(frame.into_bytes()),
             )
             .await;
         if pushed != Pushed::Delivered {
-            super::lock(&self.inner.relayed).remove(&offer_id);
+            let mut relayed = super::lock(&self.inner.relayed);
+            match replaced {
+                Some(earlier) => relayed.insert(key, earlier),
+                None => relayed.remove(&key),
+            };
         }
         pushed
     }
@@ -982,6 +1050,15 @@ impl DriverBus for DriverLink {
         self.enqueue(Out::Command(driver_id, command), "tell");
     }
 
+    fn ended(&self, driver_id: DriverId, offer_id: OfferId, frame: Option<Frame>) {
+        let command = DriverCommand::Ended {
+            origin: self.inner.node.clone(),
+            offer_id,
+            frame: frame.map(|frame| String::from_utf8_lossy(&frame).into_owned()),
+        };
+        self.enqueue(Out::Command(driver_id, command), "ended");
+    }
+
     fn carry(&self, driver_id: DriverId, order_id: OrderId, restaurant_at: LatLon) {
         let command = DriverCommand::Carry {
             origin: self.inner.node.clone(),
@@ -1008,10 +1085,9 @@ impl RemoteOffers for DriverLink {
         accept: bool,
         on_socket: bool,
     ) -> Option<RespondFuture> {
-        let region = super::lock(&self.inner.relayed)
-            .get(&offer_id)
-            .filter(|relayed| relayed.driver_id == driver_id)
-            .map(|relayed| relayed.region)?;
+        let (region, origin) = super::lock(&self.inner.relayed)
+            .get(&(offer_id, driver_id))
+            .map(|relayed| (relayed.region, relayed.origin.clone()))?;
         let link = self.clone();
         Some(Box::pin(async move {
             let outcome = match link.inner.cluster.commands() {
@@ -1024,21 +1100,39 @@ impl RemoteOffers for DriverLink {
                     "the cluster has not started".into(),
                 )),
             };
-            let result = match outcome {
-                Ok(result) => result,
+            let void = match &outcome {
                 Err(error) => {
                     tracing::warn!(offer_id, driver_id, %error, "Offer's answer not carried to its node");
-                    if on_socket {
-                        let frame = actors::wire::error_frame(
-                            "ENGINE_UNAVAILABLE",
-                            "the node that made this offer did not answer; the offer is void",
-                            None,
-                        );
-                        link.inner.drivers.tell_here(driver_id, frame);
-                    }
-                    Err(OfferError::Unavailable)
+                    Some("the node that made this offer did not answer; the offer is void")
                 }
+                // From the socket, the owner answers only whether its
+                // dispatcher took the answer (the outcome comes as frames).
+                Ok(Err(OfferError::Unavailable)) if on_socket => {
+                    tracing::warn!(
+                        offer_id,
+                        driver_id,
+                        "Offer's answer not taken by its node's dispatcher"
+                    );
+                    Some(
+                        "the dispatcher that made this offer did not take the answer; the offer is void",
+                    )
+                }
+                Ok(_) => None,
             };
+            let result = match outcome {
+                Ok(result) => result,
+                Err(_) => Err(OfferError::Unavailable),
+            };
+            if let Some(message) = void {
+                // Nothing more will come of it: the driver no longer holds it.
+                link.inner
+                    .drivers
+                    .offer_closed_here(driver_id, Some(origin), offer_id, Vec::new());
+                if on_socket {
+                    let frame = actors::wire::error_frame("ENGINE_UNAVAILABLE", message, None);
+                    link.inner.drivers.tell_here(driver_id, frame);
+                }
+            }
             let label = if result.is_ok() { "ok" } else { "refused" };
             metrics::counter!(m::CLUSTER_DRIVER_COMMANDS_TOTAL, "kind" => "respond", "result" => label)
                 .increment(1);

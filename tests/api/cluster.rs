@@ -99,6 +99,22 @@ impl TestCluster {
         TestApp::spawn_on(self.db.clone(), first, &env).await
     }
 
+    /// Starts a node that reaches Postgres through `link` (cut it for a
+    /// store outage of this node alone); the first loads the demo city.
+    pub(crate) async fn node_through(&self, link: &StoreLink, first: bool) -> TestApp {
+        let TestDb::Postgres { name, .. } = &self.db else {
+            panic!("cluster mode needs Postgres");
+        };
+        let url = format!("postgres://postgres@127.0.0.1:{}/{name}", link.port);
+        let mut env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        env.push(("DISPATCHD_TEST_URL_OVERRIDE", &url));
+        TestApp::spawn_on(self.db.clone(), first, &env).await
+    }
+
     /// One more setting for every node of this cluster.
     pub(crate) fn with(mut self, key: &str, value: &str) -> TestCluster {
         self.env.push((key.to_string(), value.to_string()));
@@ -389,6 +405,32 @@ async fn holder_of<'a>(
 pub(crate) async fn two_nodes(cluster: &TestCluster) -> (TestApp, TestApp, String) {
     let a = cluster.node(true).await;
     let b = cluster.node(false).await;
+    owner_first(a, b).await
+}
+
+/// Two nodes, each reaching Postgres through its own link: the one holding
+/// restaurant 1's region and its link, the other and its link, and an
+/// admin's token.
+pub(crate) async fn two_nodes_through(
+    cluster: &TestCluster,
+) -> ((TestApp, StoreLink), (TestApp, StoreLink), String) {
+    let (link_a, link_b) = (
+        StoreLink::open("127.0.0.1:5432").await,
+        StoreLink::open("127.0.0.1:5432").await,
+    );
+    let a = cluster.node_through(&link_a, true).await;
+    let b = cluster.node_through(&link_b, false).await;
+    let a_address = a.address.clone();
+    let (owner, other, admin) = owner_first(a, b).await;
+    if owner.address == a_address {
+        ((owner, link_a), (other, link_b), admin)
+    } else {
+        ((owner, link_b), (other, link_a), admin)
+    }
+}
+
+/// `a` and `b` once they settled, the holder of restaurant 1's region first.
+async fn owner_first(a: TestApp, b: TestApp) -> (TestApp, TestApp, String) {
     let admin = a.token("admin").await;
     settled(&[&a, &b], &admin, Duration::from_secs(15)).await;
     let a_holds = seen(&a, &admin)

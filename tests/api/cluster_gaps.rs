@@ -2,7 +2,9 @@
 //! real `dispatchd` nodes on one fresh Postgres database and one fresh
 //! bucket per test (the helpers of `cluster.rs`).
 
-use crate::cluster::{TestCluster, cluster_available, north_of, seen, three_nodes, two_nodes};
+use crate::cluster::{
+    TestCluster, cluster_available, north_of, seen, three_nodes, two_nodes, two_nodes_through,
+};
 use crate::helpers::*;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -662,5 +664,331 @@ async fn a_flood_on_the_geo_and_driver_command_subjects_leaves_the_nodes_respons
     eprintln!(
         "flood: A took {tells} tells + {unreadable} unreadable, {slow_a} slow-consumer events; B took {geo_in} geo messages, {slow_b} slow-consumer events; RSS {rss_before:?} -> {rss_after:?} kB; slowest /healthz {slowest:?}"
     );
+    cluster.drop_bucket().await;
+}
+
+/// Kills `node`'s dispatcher (fault injection); it starts again after
+/// `supervision.restart_delay_ms`.
+async fn kill_dispatcher(node: &TestApp, admin: &str) {
+    let killed = node
+        .post(
+            "/api/admin/faults",
+            Some(admin),
+            json!({ "actor": "dispatcher" }),
+        )
+        .await
+        .expect(202);
+    assert_eq!(killed["killed"], "dispatcher", "{killed}");
+}
+
+/// Waits until `/readyz` of `node` answers `status`.
+async fn until_ready_is(node: &TestApp, status: u16) {
+    let started = Instant::now();
+    while node.get("/readyz", None).await.status.as_u16() != status {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "/readyz of {} never answered {status}",
+            node.address
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The next `offer` of order `order_id` other than `old`'s on the
+/// driver's socket within `wait`, and every frame before it.
+async fn new_offer_within(
+    driver: &mut TestDriver,
+    order_id: i64,
+    old: &Value,
+    wait: Duration,
+) -> (Option<Value>, Vec<Value>) {
+    let until = tokio::time::Instant::now() + wait;
+    let mut seen = Vec::new();
+    while let Some(m) = driver
+        .ws
+        .next_within(until.saturating_duration_since(tokio::time::Instant::now()))
+        .await
+    {
+        if m["type"] == "offer" && m["orderId"] == order_id && m["offerId"] != old["offerId"] {
+            return (Some(m), seen);
+        }
+        seen.push(m);
+    }
+    (None, seen)
+}
+
+/// Settings for a driver on A holding an offer of B's: offers last 30 s,
+/// far longer than the tests wait for the next one.
+fn long_offers(cluster: TestCluster) -> TestCluster {
+    cluster
+        .with("DISPATCH__DISPATCH__ROUND_INTERVAL_MS", "200")
+        .with("DISPATCH__DISPATCH__OFFER_TIMEOUT_SECS", "30")
+        .with("DISPATCH__PRESENCE__TTL_SECS", "120")
+}
+
+/// An order of restaurant 1 placed and confirmed on its owner `b`, offered
+/// to `driver` (on another node): the order's id and the offer.
+async fn offered_from(b: &TestApp, driver: &mut TestDriver, key: &str) -> (i64, Value) {
+    let customer = b.token("customer1").await;
+    let staff = b.token("restaurant1").await;
+    let id = b.create_with_key(&customer, key, 1).await.expect(201)["order"]["id"]
+        .as_i64()
+        .expect("id");
+    b.act(&staff, id, "confirm").await.expect(200);
+    let offer = driver.ws.next_of("offer", 10).await;
+    assert_eq!(offer["orderId"], id, "{offer}");
+    (id, offer)
+}
+
+#[tokio::test]
+async fn a_driver_holding_the_void_offer_of_a_restarted_dispatcher_of_another_node_gets_its_new_offer()
+ {
+    if !cluster_available().await {
+        return;
+    }
+    let cluster = long_offers(TestCluster::new(3000).await)
+        .with("DISPATCH__SUPERVISION__FAULT_INJECTION", "true")
+        .with("DISPATCH__SUPERVISION__RESTART_DELAY_MS", "500");
+    let (b, a, admin) = two_nodes(&cluster).await;
+    let near = north_of(RESTAURANT_1_AT, 0.3);
+    let mut driver = TestDriver::online(&a, "driver1", near).await;
+    until_indexed(&b, &admin, driver.id, near).await;
+    let (id, offer) = offered_from(&b, &mut driver, "restarted-dispatcher").await;
+
+    // B's dispatcher restarts: its offer is void, and the new one offers
+    // the order again, to the same driver, whose node holds the old offer
+    // (30 s left): the new offer of the same node replaces it.
+    kill_dispatcher(&b, &admin).await;
+    let killed = Instant::now();
+    let (again, _) = new_offer_within(&mut driver, id, &offer, Duration::from_secs(10)).await;
+    let Some(again) = again else {
+        panic!(
+            "no new offer within 10 s of the restart; B's offers refused busy: {}",
+            b.metric("dispatch_offers_total{result=\"busy\"}").await
+        );
+    };
+    eprintln!("offered again {:?} after the kill", killed.elapsed());
+    assert_eq!(accept(&mut driver, &again).await["result"], "assigned");
+    let customer = b.token("customer1").await;
+    let body = a
+        .get(&format!("/api/orders/{id}"), Some(&customer))
+        .await
+        .expect(200);
+    assert_eq!(body["order"]["driverId"], driver.id, "{body}");
+    cluster.drop_bucket().await;
+}
+
+#[tokio::test]
+async fn an_assignment_its_owner_cannot_write_is_told_to_the_remote_driver_who_is_offered_the_order_again()
+ {
+    if !cluster_available().await {
+        return;
+    }
+    let cluster = long_offers(TestCluster::new(8000).await)
+        .with("DISPATCH__DATABASE__ACQUIRE_TIMEOUT_MS", "700");
+    let ((b, b_link), (a, _a_link), admin) = two_nodes_through(&cluster).await;
+    let near = north_of(RESTAURANT_1_AT, 0.3);
+    let mut driver = TestDriver::online(&a, "driver1", near).await;
+    until_indexed(&b, &admin, driver.id, near).await;
+    let (id, offer) = offered_from(&b, &mut driver, "unwritten-assignment").await;
+
+    // The owner loses its store; the driver on A accepts.
+    b_link.cut();
+    driver
+        .ws
+        .send(json!({ "type": "offer_response", "offerId": offer["offerId"], "accept": true }))
+        .await;
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut frames = Vec::new();
+    let mut again = None;
+    let mut told = None;
+    while told.is_none() {
+        let Some(m) = driver
+            .ws
+            .next_within(until.saturating_duration_since(tokio::time::Instant::now()))
+            .await
+        else {
+            break;
+        };
+        if m["type"] == "error" && m["code"] == "STORE_UNAVAILABLE" {
+            told = Some(m.clone());
+        } else if m["type"] == "offer" && m["orderId"] == id && m["offerId"] != offer["offerId"] {
+            again = Some(m.clone());
+        }
+        frames.push(m);
+    }
+    let told = told.unwrap_or_else(|| {
+        panic!("the driver's socket was never told the assignment failed: {frames:?}")
+    });
+    assert_eq!(
+        told["message"], "the assignment could not be written; the offer is void",
+        "{told}"
+    );
+
+    // The store returns: the order is offered to the driver again, well
+    // before the first offer would have expired on A, and this time it
+    // is assigned.
+    b_link.restore();
+    until_ready_is(&b, 200).await;
+    let again = match again {
+        Some(again) => again,
+        None => new_offer_within(&mut driver, id, &offer, Duration::from_secs(10))
+            .await
+            .0
+            .expect("the order was never offered again"),
+    };
+    assert_eq!(accept(&mut driver, &again).await["result"], "assigned");
+    let customer = b.token("customer1").await;
+    let body = b
+        .get(&format!("/api/orders/{id}"), Some(&customer))
+        .await
+        .expect(200);
+    assert_eq!(body["order"]["driverId"], driver.id, "{body}");
+    cluster.drop_bucket().await;
+}
+
+#[tokio::test]
+async fn an_answer_carried_to_an_owner_whose_dispatcher_is_down_is_reported_to_the_drivers_socket()
+{
+    if !cluster_available().await {
+        return;
+    }
+    let cluster = long_offers(TestCluster::new(3000).await)
+        .with("DISPATCH__SUPERVISION__FAULT_INJECTION", "true")
+        .with("DISPATCH__SUPERVISION__RESTART_DELAY_MS", "3000");
+    let (b, a, admin) = two_nodes(&cluster).await;
+    let near = north_of(RESTAURANT_1_AT, 0.3);
+    let mut driver = TestDriver::online(&a, "driver1", near).await;
+    until_indexed(&b, &admin, driver.id, near).await;
+    let (id, offer) = offered_from(&b, &mut driver, "answer-lost").await;
+
+    // B's dispatcher is down when the driver's accept reaches B.
+    kill_dispatcher(&b, &admin).await;
+    until_ready_is(&b, 503).await;
+    driver
+        .ws
+        .send(json!({ "type": "offer_response", "offerId": offer["offerId"], "accept": true }))
+        .await;
+    let error = driver.ws.next_of("error", 5).await;
+    assert_eq!(error["code"], "ENGINE_UNAVAILABLE", "{error}");
+
+    // Back, the dispatcher offers the order again, and it is assigned.
+    let (again, _) = new_offer_within(&mut driver, id, &offer, Duration::from_secs(10)).await;
+    let again = again.expect("the order was never offered again");
+    assert_eq!(accept(&mut driver, &again).await["result"], "assigned");
+    cluster.drop_bucket().await;
+}
+
+#[tokio::test]
+async fn an_offer_of_another_node_with_the_id_of_the_held_one_is_refused_busy_and_the_held_one_still_answers()
+ {
+    if !cluster_available().await {
+        return;
+    }
+    let cluster = long_offers(TestCluster::new(3000).await);
+    let (b, a, admin) = two_nodes(&cluster).await;
+    let near = north_of(RESTAURANT_1_AT, 0.3);
+    let mut driver = TestDriver::online(&a, "driver1", near).await;
+    until_indexed(&b, &admin, driver.id, near).await;
+    let (id, offer) = offered_from(&b, &mut driver, "same-offer-id").await;
+
+    // Another node's dispatcher numbers its offers itself: one of its
+    // offers to the driver bears the id of B's, held on A.
+    let client = async_nats::connect("nats://127.0.0.1:4222")
+        .await
+        .expect("nats");
+    let command = json!({ "Offer": { "origin": "another-node", "frame": offer.to_string() } });
+    let reply = client
+        .request(
+            format!("{}.driver.{}.cmd", cluster.bucket(), driver.id),
+            command.to_string().into_bytes().into(),
+        )
+        .await
+        .expect("the driver's node answers");
+    let answer = String::from_utf8_lossy(&reply.payload).to_string();
+    assert!(
+        answer.starts_with("busy "),
+        "the other node's offer was taken for the one held: {answer}"
+    );
+    let (second, _) = new_offer_within(&mut driver, id, &json!({}), Duration::from_secs(1)).await;
+    assert!(
+        second.is_none(),
+        "a second offer reached the socket: {second:?}"
+    );
+
+    // B's offer, held, still takes its answer back to B.
+    assert_eq!(accept(&mut driver, &offer).await["result"], "assigned");
+    cluster.drop_bucket().await;
+}
+
+#[tokio::test]
+async fn a_relayed_offer_whose_node_clock_runs_ahead_keeps_the_driver_busy_no_longer_than_an_offer_lasts()
+ {
+    if !cluster_available().await {
+        return;
+    }
+    let cluster = TestCluster::new(3000)
+        .await
+        .with("DISPATCH__DISPATCH__ROUND_INTERVAL_MS", "200")
+        .with("DISPATCH__DISPATCH__OFFER_TIMEOUT_SECS", "3")
+        .with("DISPATCH__PRESENCE__TTL_SECS", "120");
+    let (b, a, admin) = two_nodes(&cluster).await;
+    let near = north_of(RESTAURANT_1_AT, 0.3);
+    let mut driver = TestDriver::online(&a, "driver1", near).await;
+    until_indexed(&b, &admin, driver.id, near).await;
+
+    // A node whose clock is an hour ahead offers the driver something:
+    // by its clock the offer expires in an hour.
+    let client = async_nats::connect("nats://127.0.0.1:4222")
+        .await
+        .expect("nats");
+    let expires_at = chrono::Utc::now() + chrono::Duration::hours(1);
+    let frame = json!({
+        "type": "offer",
+        "offerId": 7,
+        "orderId": 7,
+        "orderIds": [7],
+        "pickup": { "restaurantId": 1, "name": "far ahead", "lat": near.0, "lon": near.1 },
+        "dropoff": { "lat": near.0, "lon": near.1 },
+        "dropoffs": [],
+        "distanceKm": 0.0,
+        "expiresAt": expires_at.to_rfc3339(),
+    });
+    let command = json!({ "Offer": { "origin": "clock-ahead", "frame": frame.to_string() } });
+    let reply = client
+        .request(
+            format!("{}.driver.{}.cmd", cluster.bucket(), driver.id),
+            command.to_string().into_bytes().into(),
+        )
+        .await
+        .expect("the driver's node answers");
+    assert_eq!(&reply.payload[..], b"1", "the offer was not delivered");
+    let held = Instant::now();
+
+    // B's order is offered to the driver once that hold ends, after at
+    // most an offer's timeout (3 s), not an hour (or ten minutes) later.
+    let customer = b.token("customer1").await;
+    let staff = b.token("restaurant1").await;
+    let id = b
+        .create_with_key(&customer, "clock-ahead", 1)
+        .await
+        .expect(201)["order"]["id"]
+        .as_i64()
+        .expect("id");
+    b.act(&staff, id, "confirm").await.expect(200);
+    let (offer, _) = new_offer_within(&mut driver, id, &json!({}), Duration::from_secs(10)).await;
+    let Some(offer) = offer else {
+        panic!(
+            "B's order never reached the driver within {:?} of the other offer; B's offers refused busy: {}",
+            held.elapsed(),
+            b.metric("dispatch_offers_total{result=\"busy\"}").await
+        );
+    };
+    assert!(
+        held.elapsed() >= Duration::from_secs(2),
+        "offered {:?} after another node's live offer",
+        held.elapsed()
+    );
+    assert_eq!(accept(&mut driver, &offer).await["result"], "assigned");
     cluster.drop_bucket().await;
 }

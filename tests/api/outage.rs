@@ -228,3 +228,59 @@ async fn a_write_stuck_behind_a_lock_is_aborted_answered_503_and_never_commits()
     assert_eq!(order["order"]["status"], "PLACED");
     app.act(&staff, id, "confirm").await.expect(200);
 }
+
+/// An accepted offer whose assignment cannot be written is void: the
+/// driver's socket is told so (`STORE_UNAVAILABLE`), and once the store is
+/// back the order is offered to it again and assigned.
+#[tokio::test]
+async fn an_accept_the_store_cannot_record_is_told_on_the_drivers_socket_and_offered_again() {
+    let postgres = std::env::var("DISPATCHD_TEST_POSTGRES").is_ok_and(|v| !v.is_empty());
+    let env = [
+        FAST_TIMEOUT[0],
+        ("DISPATCH__DISPATCH__ROUND_INTERVAL_MS", "200"),
+    ];
+    let link = match postgres {
+        true => Some(StoreLink::open("127.0.0.1:5432").await),
+        false => None,
+    };
+    let app = match &link {
+        Some(link) => TestApp::spawn_through(link, &env).await,
+        None => TestApp::spawn_with(true, &env).await,
+    };
+    let customer = app.token("customer1").await;
+    let mut driver = TestDriver::online(&app, "driver1", RESTAURANT_1_AT).await;
+    let id = confirmed_order(&app, &customer).await;
+    let offer = driver.ws.next_of("offer", 10).await;
+    assert_eq!(offer["orderId"], id, "{offer}");
+
+    let lock = match &link {
+        Some(link) => {
+            link.cut();
+            None
+        }
+        None => Some(StoreWriteLock::take(&app).await),
+    };
+    driver
+        .ws
+        .send(serde_json::json!({ "type": "offer_response", "offerId": offer["offerId"], "accept": true }))
+        .await;
+    let told = driver.ws.next_of("error", 10).await;
+    assert_eq!(told["code"], "STORE_UNAVAILABLE", "{told}");
+    assert_eq!(
+        told["message"], "the assignment could not be written; the offer is void",
+        "{told}"
+    );
+
+    match (&link, lock) {
+        (Some(link), _) => link.restore(),
+        (None, Some(lock)) => lock.release().await,
+        (None, None) => unreachable!("SQLite holds the lock"),
+    }
+    wait_for_status(&app, "/readyz", 200).await;
+    let again = driver.answer_offer(true, 10).await;
+    assert_eq!(again["orderId"], id, "{again}");
+    assert_eq!(
+        driver.ws.next_of("offer_result", 5).await["result"],
+        "assigned"
+    );
+}

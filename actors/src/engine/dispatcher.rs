@@ -521,7 +521,7 @@ impl DispatcherState {
         // node the frame itself says so.
         self.args
             .drivers
-            .offer_closed_here(offer.driver_id, offer_id, assigned);
+            .offer_closed_here(offer.driver_id, None, offer_id, assigned);
     }
 
     async fn respond(
@@ -674,9 +674,20 @@ impl DispatcherState {
             }
             None if unavailable => {
                 metrics::counter!(m::OFFERS_TOTAL, "result" => "failed").increment(1);
+                // The offer is over: the driver (here or on its node) no
+                // longer holds it, so the order can be offered to it again,
+                // and a socket's answer hears why nothing came of it (a
+                // REST answer gets the same code as its 503).
+                let frame = reply.is_none().then(|| {
+                    crate::wire::error_frame(
+                        "STORE_UNAVAILABLE",
+                        "the assignment could not be written; the offer is void",
+                        None,
+                    )
+                });
                 self.args
                     .drivers
-                    .offer_closed_here(offer.driver_id, offer_id, Vec::new());
+                    .offer_ended(offer.driver_id, offer_id, frame);
                 if let Some(reply) = reply {
                     let _ = reply.send(Err(OfferError::Unavailable));
                 }
@@ -817,12 +828,34 @@ impl DispatchHandle {
     /// As [`Self::respond_here_async`], resolving once the dispatcher took
     /// the answer (cluster mode: answers carried from other nodes wait
     /// their turn, so a flood of them cannot pile up in its mailbox).
-    pub async fn respond_here_taken(&self, offer_id: OfferId, driver_id: DriverId, accept: bool) {
-        self.respond_here_async(offer_id, driver_id, accept);
-        let _ = self
-            .slot
-            .call(DispatchMessage::Ping, ORDER_CALL_TIMEOUT)
-            .await;
+    /// False when it did not: no dispatcher, or it stopped (a restart)
+    /// before it answered a ping sent after the answer to the same actor,
+    /// so the answer may be lost and the driver must hear that it was.
+    pub async fn respond_here_taken(
+        &self,
+        offer_id: OfferId,
+        driver_id: DriverId,
+        accept: bool,
+    ) -> bool {
+        let Some(actor) = self.slot.get() else {
+            return false;
+        };
+        let respond = DispatchMessage::Respond {
+            offer_id,
+            driver_id,
+            accept,
+            span: tracing::Span::none(),
+            reply: None,
+        };
+        if actor.cast(respond).is_err() {
+            return false;
+        }
+        matches!(
+            actor
+                .call(DispatchMessage::Ping, Some(ORDER_CALL_TIMEOUT))
+                .await,
+            Ok(ractor::rpc::CallResult::Success(()))
+        )
     }
 
     /// Answers an offer of this node's dispatcher, the outcome going to

@@ -61,24 +61,28 @@ pub(crate) enum DriverMessage {
     Push(Frame, Option<RpcReplyPort<bool>>),
     /// An offer for the driver's socket, from this node's dispatcher or
     /// (cluster mode) relayed from another node's: refused while the
-    /// driver holds another live offer or carries as many orders as it
-    /// may, as one node's dispatcher never offers such a driver anything.
+    /// driver holds a live offer of another node or carries as many orders
+    /// as it may, as one node's dispatcher never offers such a driver
+    /// anything; one of the same node replaces the held one.
     Offer {
+        /// The node whose dispatcher made it (None: this node's).
+        origin: Option<String>,
         offer_id: OfferId,
         /// When the offer expires (its dispatcher's clock, as an instant here).
         expires: Instant,
         frame: Frame,
         reply: RpcReplyPort<Pushed>,
     },
-    /// This node's dispatcher restarted: the offer the driver held is
-    /// forgotten (its offers are void; were it another node's, that one
-    /// could now be held beside a second, as before this check).
+    /// This node's dispatcher restarted: the offer the driver held of it
+    /// is forgotten (its offers are void). Another node's stays held: it
+    /// is still live there.
     OffersVoid,
     /// The offer ended (answered, expired, taken): another may come.
     /// `assigned`: the orders it won, counted in the load at once (their
     /// carry follows: from this node's order actors, or announced by
     /// another node), so that no offer slips in between.
     OfferClosed {
+        origin: Option<String>,
         offer_id: OfferId,
         assigned: Vec<OrderId>,
     },
@@ -129,7 +133,7 @@ pub(crate) struct DriverState {
     bus: Option<Arc<dyn DriverBus>>,
     session: Option<Arc<Outbox>>,
     /// The offer the driver holds now, and until when.
-    offer: Option<(OfferId, Instant)>,
+    offer: Option<HeldOffer>,
     geo: Geo,
     /// This driver's next update for the geo index, coalesced while the
     /// geo actor has not taken it.
@@ -138,6 +142,15 @@ pub(crate) struct DriverState {
     /// When this driver's last breadcrumb was sampled.
     breadcrumb_taken_at: Option<Instant>,
     config: Arc<EngineConfig>,
+}
+
+/// The offer a driver holds. Offer ids are unique per node only (each
+/// dispatcher numbers its own), so an offer is known by its node and id.
+pub(crate) struct HeldOffer {
+    /// The node whose dispatcher made it (None: this node's).
+    origin: Option<String>,
+    offer_id: OfferId,
+    until: Instant,
 }
 
 /// An order a driver carries.
@@ -392,22 +405,31 @@ impl Actor for DriverActor {
                 }
             }
             DriverMessage::Offer {
+                origin,
                 offer_id,
                 expires,
                 frame,
                 reply,
             } => {
                 let now = Instant::now();
-                let outcome = match state.offer {
-                    Some((held, until)) if held != offer_id && until > now => {
-                        Pushed::Busy(until - now)
+                // A live offer of another node keeps the driver busy. One of
+                // the same node is replaced: that dispatcher offers a driver
+                // one order at a time, so a new offer from it means it no
+                // longer counts on the old one (it restarted).
+                let outcome = match &state.offer {
+                    Some(held) if held.origin != origin && held.until > now => {
+                        Pushed::Busy(held.until - now)
                     }
                     _ if state.active_orders() >= state.config.max_active_orders => {
                         Pushed::Busy(AT_CAP_BUSY)
                     }
                     _ => {
                         if state.session.as_ref().is_some_and(|s| s.push(frame)) {
-                            state.offer = Some((offer_id, expires));
+                            state.offer = Some(HeldOffer {
+                                origin,
+                                offer_id,
+                                until: expires,
+                            });
                             Pushed::Delivered
                         } else {
                             Pushed::NoSocket
@@ -416,15 +438,31 @@ impl Actor for DriverActor {
                 };
                 let _ = reply.send(outcome);
             }
-            DriverMessage::OffersVoid => state.offer = None,
-            DriverMessage::OfferClosed { offer_id, assigned } => {
+            DriverMessage::OffersVoid => {
+                if state
+                    .offer
+                    .as_ref()
+                    .is_some_and(|held| held.origin.is_none())
+                {
+                    state.offer = None;
+                }
+            }
+            DriverMessage::OfferClosed {
+                origin,
+                offer_id,
+                assigned,
+            } => {
                 let before = state.active_orders();
                 for order_id in assigned {
                     if !state.carrying.contains_key(&order_id) {
                         state.elsewhere.insert(order_id, Instant::now());
                     }
                 }
-                if state.offer.is_some_and(|(held, _)| held == offer_id) {
+                if state
+                    .offer
+                    .as_ref()
+                    .is_some_and(|held| held.offer_id == offer_id && held.origin == origin)
+                {
                     state.offer = None;
                 }
                 if state.active_orders() != before {

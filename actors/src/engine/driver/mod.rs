@@ -103,7 +103,7 @@ pub enum Pushed {
     Delivered,
     /// No socket to push to (here, or on its node).
     NoSocket,
-    /// The driver holds another live offer (of any node), or carries as
+    /// The driver holds a live offer of another node, or carries as
     /// many orders as it may: leave it out for this long, as one node's
     /// dispatcher leaves out a driver with an offer outstanding.
     Busy(Duration),
@@ -135,6 +135,10 @@ pub trait DriverBus: Send + Sync + 'static {
     fn push(&self, driver_id: DriverId, frame: Frame) -> PushFuture;
     /// Queues a frame for a driver on another node, without waiting.
     fn tell(&self, driver_id: DriverId, frame: Frame);
+    /// This node's offer to a driver on another node ended without an
+    /// `offer_result` (its assignment could not be written): its node
+    /// stops holding it, and pushes `frame` (an error) to its socket.
+    fn ended(&self, driver_id: DriverId, offer_id: OfferId, frame: Option<Frame>);
     /// The driver, on another node, carries an order of this node now: its
     /// node sends its positions to the order's region (`restaurant_at`).
     fn carry(&self, driver_id: DriverId, order_id: OrderId, restaurant_at: LatLon);
@@ -542,7 +546,10 @@ impl Drivers {
         expires: Instant,
         frame: Frame,
     ) -> Pushed {
-        match self.offer_here(id, offer_id, expires, frame.clone()).await {
+        match self
+            .offer_here(id, None, offer_id, expires, frame.clone())
+            .await
+        {
             Pushed::NoSocket => {}
             pushed => return pushed,
         }
@@ -560,16 +567,20 @@ impl Drivers {
         }
     }
 
-    /// Pushes an offer to the driver's socket on this node, unless the
-    /// driver holds another live offer or is at its order limit.
+    /// Pushes an offer of `origin`'s dispatcher (None: this node's) to
+    /// the driver's socket on this node, unless the driver holds a live
+    /// offer of another node or is at its order limit (one of the same
+    /// node is replaced).
     pub async fn offer_here(
         &self,
         id: DriverId,
+        origin: Option<String>,
         offer_id: OfferId,
         expires: Instant,
         frame: Frame,
     ) -> Pushed {
         self.ask(id, |reply| DriverMessage::Offer {
+            origin,
             offer_id,
             expires,
             frame,
@@ -579,10 +590,40 @@ impl Drivers {
         .unwrap_or(Pushed::NoSocket)
     }
 
-    /// The driver's offer ended (its result told): it may hold another;
-    /// the orders it won (`assigned`) count in its load from now on.
-    pub fn offer_closed_here(&self, id: DriverId, offer_id: OfferId, assigned: Vec<OrderId>) {
-        self.cast(id, DriverMessage::OfferClosed { offer_id, assigned });
+    /// The driver's offer `offer_id` of `origin`'s dispatcher (None: this
+    /// node's) ended (its result told): it may hold another; the orders
+    /// it won (`assigned`) count in its load from now on.
+    pub fn offer_closed_here(
+        &self,
+        id: DriverId,
+        origin: Option<String>,
+        offer_id: OfferId,
+        assigned: Vec<OrderId>,
+    ) {
+        self.cast(
+            id,
+            DriverMessage::OfferClosed {
+                origin,
+                offer_id,
+                assigned,
+            },
+        );
+    }
+
+    /// This node's offer ended without a result to tell (its assignment
+    /// could not be written): the driver no longer holds it, here or on
+    /// its node, and its socket gets `frame` (an error), wherever it is.
+    pub(crate) fn offer_ended(&self, id: DriverId, offer_id: OfferId, frame: Option<Frame>) {
+        if let Some(bus) = self.bus.get()
+            && self.is_remote(id)
+            && !self.connected.contains_key(&id)
+        {
+            bus.ended(id, offer_id, frame.clone());
+        }
+        if let Some(frame) = frame {
+            self.tell_here(id, frame);
+        }
+        self.offer_closed_here(id, None, offer_id, Vec::new());
     }
 
     /// This node's dispatcher started again: its earlier offers are void,
