@@ -271,6 +271,7 @@ impl DispatcherState {
         self.closed
             .retain(|_, (_, _, at)| at.elapsed() < CLOSED_OFFER_MEMORY);
         if self.board.is_empty() {
+            metrics::gauge!(m::BATCH_HELD_ORDERS).set(0.0);
             return;
         }
         let started = Instant::now();
@@ -292,6 +293,7 @@ impl DispatcherState {
             );
         }
         if plan.queries.is_empty() {
+            metrics::gauge!(m::BATCH_HELD_ORDERS).set(0.0);
             return;
         }
         let max_active_orders = self.args.config.max_active_orders;
@@ -342,6 +344,7 @@ impl DispatcherState {
         let decision = self.board.decide(plan, answers);
         metrics::counter!(m::RADIUS_WIDENINGS_TOTAL).increment(decision.widened as u64);
         metrics::gauge!(m::UNSERVED_JOBS).set(self.board.unserved() as f64);
+        metrics::gauge!(m::BATCH_HELD_ORDERS).set(decision.held.len() as f64);
         metrics::histogram!(m::DISPATCH_ROUND_SECONDS).record(started.elapsed().as_secs_f64());
 
         for assignment in decision.assignments {
