@@ -53,6 +53,8 @@ pub enum OfferError {
 
 pub(crate) enum DispatchMessage {
     Open(Box<Dispatchable>),
+    /// A waiting order's food-ready time moved (preparing, or ready).
+    ReadyAt(OrderId, DateTime<Utc>),
     /// Assigned, cancelled or otherwise no longer in need of a driver.
     Withdraw(OrderId),
     Round,
@@ -197,6 +199,15 @@ impl Actor for Dispatcher {
                     for driver_id in drivers {
                         state.board.offer_ended(order_id, driver_id, true);
                     }
+                }
+            }
+            DispatchMessage::ReadyAt(order_id, ready_at) => {
+                // Only an order already waiting: the board's next round plans
+                // with it (an order held for a bundle stops being held once
+                // its food is ready).
+                if let Some(info) = state.open.get_mut(&order_id) {
+                    info.food_ready_at = ready_at;
+                    state.board.ready_at(order_id, ready_at);
                 }
             }
             DispatchMessage::Withdraw(order_id) => state.withdraw(order_id).await,
@@ -754,6 +765,13 @@ impl DispatchHandle {
     /// The order waits for a driver.
     pub(crate) fn open(&self, order: Dispatchable) {
         self.slot.cast(DispatchMessage::Open(Box::new(order)));
+    }
+
+    /// A waiting order's food will be ready at `ready_at` (the kitchen
+    /// started preparing it, or marked it ready); no-op for an order not
+    /// waiting for a driver.
+    pub(crate) fn ready_at(&self, order_id: OrderId, ready_at: DateTime<Utc>) {
+        self.slot.cast(DispatchMessage::ReadyAt(order_id, ready_at));
     }
 
     /// Assigned, cancelled or otherwise no longer in need of a driver.

@@ -251,6 +251,14 @@ impl Board {
             });
     }
 
+    /// The kitchen moved the order's food-ready time (it started preparing,
+    /// or marked the food ready): later rounds plan with the new time.
+    pub fn ready_at(&mut self, order_id: OrderId, ready_at: DateTime<Utc>) {
+        if let Some(entry) = self.entries.get_mut(&order_id) {
+            entry.order.ready_at = ready_at;
+        }
+    }
+
     /// Takes an order off the board (assigned, cancelled, dropped).
     pub fn withdraw(&mut self, order_id: OrderId) -> Option<BoardEntry> {
         self.entries.remove(&order_id)
@@ -597,9 +605,7 @@ impl Board {
                 sits_out[j] = true;
             }
         }
-        let active: Vec<usize> = (0..plan.jobs.len())
-            .filter(|&j| !sits_out[j])
-            .collect();
+        let active: Vec<usize> = (0..plan.jobs.len()).filter(|&j| !sits_out[j]).collect();
         let rows: Vec<OpenOrder> = active.iter().map(|&j| plan.jobs[j].row.clone()).collect();
         let solved: Vec<Vec<Candidate>> = active
             .iter()
@@ -650,7 +656,12 @@ impl Board {
     /// Seconds until `driver` could pick up at `restaurant` (food aside).
     fn arrival_secs(&self, driver: &Candidate, restaurant: LatLon) -> f64 {
         driver.free_in_secs
-            + travel_secs(driver.at, restaurant, driver.vehicle, self.params.road_factor)
+            + travel_secs(
+                driver.at,
+                restaurant,
+                driver.vehicle,
+                self.params.road_factor,
+            )
             + self.params.pickup_service_secs
     }
 
