@@ -97,6 +97,9 @@ pub const MIN_SECRET_BYTES: usize = 32;
 
 /// The largest breadcrumb batch one INSERT can carry on Postgres, with room.
 const MAX_BREADCRUMB_BATCH: usize = 5000;
+/// The batching window's upper bound: an order held longer than ten
+/// minutes for a bundle is an order kept from its customer.
+const MAX_BATCH_WINDOW_SECS: u64 = 600;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ServerSettings {
@@ -183,6 +186,8 @@ pub struct DispatchSettings {
     pub plan_ahead_secs: u64,
     /// 0: every pairing a round makes is committed.
     pub commit_within_secs: u64,
+    /// 0: no batching window (every order is offered as soon as it can be).
+    pub batch_window_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -421,6 +426,9 @@ impl Settings {
                 "dispatch.bundle_ready_gap_secs and peak_bundle_ready_gap_secs must be at most 3600, peak_unserved_jobs at most 1000000",
             );
         }
+        if self.dispatch.batch_window_secs > MAX_BATCH_WINDOW_SECS {
+            problems.push("dispatch.batch_window_secs must be at most 600");
+        }
         if !(self.dispatch.road_factor >= 1.0
             && self.dispatch.max_radius_km >= self.dispatch.search_radius_km)
         {
@@ -573,6 +581,8 @@ impl Settings {
             plan_ahead: Duration::from_secs(self.dispatch.plan_ahead_secs),
             commit_within: (self.dispatch.commit_within_secs > 0)
                 .then(|| Duration::from_secs(self.dispatch.commit_within_secs)),
+            batch_window: (self.dispatch.batch_window_secs > 0)
+                .then(|| Duration::from_secs(self.dispatch.batch_window_secs)),
             max_restarts: self.supervision.max_restarts,
             restart_window: Duration::from_secs(self.supervision.restart_window_secs),
             restart_delay: Duration::from_millis(self.supervision.restart_delay_ms),
@@ -715,6 +725,7 @@ mod tests {
         assert_eq!(s.dispatch.round_interval_ms, 1000);
         assert_eq!(s.dispatch.offer_timeout_secs, 30);
         assert_eq!(s.dispatch.max_active_orders, 2);
+        assert_eq!(s.dispatch.batch_window_secs, 120);
         assert_eq!(s.ws.max_frame_bytes, 4096);
         assert_eq!(s.ws.outbound_queue, 256);
     }
@@ -832,6 +843,11 @@ mod tests {
                 "DISPATCH__DISPATCH__PEAK_UNSERVED_JOBS",
                 "99999999",
                 "peak_unserved_jobs at most 1000000",
+            ),
+            (
+                "DISPATCH__DISPATCH__BATCH_WINDOW_SECS",
+                "601",
+                "dispatch.batch_window_secs must be at most 600",
             ),
             (
                 "DISPATCH__DRIVERS__PROXIMITY_KM",

@@ -199,6 +199,7 @@ pub const HOPELESS_ORDERS_TOTAL: &str = "dispatch_hopeless_orders_total";
 pub const BUNDLED_OFFERS_TOTAL: &str = "dispatch_bundled_offers_total";
 pub const RADIUS_WIDENINGS_TOTAL: &str = "dispatch_radius_widenings_total";
 pub const UNSERVED_JOBS: &str = "dispatch_unserved_jobs";
+pub const BATCH_HELD_ORDERS: &str = "dispatch_batch_held_orders";
 pub const ETA_UPDATES_TOTAL: &str = "dispatch_eta_updates_total";
 pub const ACTOR_RESTARTS_TOTAL: &str = "dispatch_actor_restarts_total";
 pub const CORE_ACTORS_DOWN: &str = "dispatch_core_actors_down";
@@ -297,6 +298,10 @@ pub fn describe_realtime() {
     describe_gauge!(
         UNSERVED_JOBS,
         "Jobs (single orders or bundles) the last dispatch round left without a driver; at dispatch.peak_unserved_jobs or more the next round bundles with the peak gap."
+    );
+    describe_gauge!(
+        BATCH_HELD_ORDERS,
+        "Orders the last dispatch round held back by the batching window (alone at their restaurant, food far from ready), waiting for a second order to bundle with."
     );
     describe_counter!(
         ETA_UPDATES_TOTAL,

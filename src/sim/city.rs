@@ -19,6 +19,8 @@ pub struct Kitchen {
     pub id: RestaurantId,
     pub at: LatLon,
     pub delivery_radius_km: f64,
+    /// What the restaurant says its kitchen takes, in real minutes.
+    pub prep_time_minutes: i32,
     /// Items on its menu that are available.
     pub menu: Vec<MenuItemId>,
 }

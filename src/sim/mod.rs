@@ -101,8 +101,9 @@ pub struct SimArgs {
     /// `/metrics` (same variable as the server's, so one shell serves both).
     #[arg(long, env = "DISPATCH__METRICS__TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
-    /// Mean seconds a kitchen takes before each of confirm, start_preparing
-    /// and mark_ready (each delay is uniform in 0.5x..1.5x).
+    /// Mean seconds a kitchen takes before confirm and before
+    /// start_preparing (each delay is uniform in 0.5x..1.5x); mark_ready
+    /// follows after the restaurant's prep time divided by --time-scale.
     #[arg(long, default_value_t = 2.0)]
     pub kitchen_secs: f64,
     /// Driving speed in m/s (what drivers report as `speedMps`).
@@ -266,6 +267,7 @@ async fn run_city(ctx: Arc<Ctx>) -> anyhow::Result<()> {
                             id: restaurant.id,
                             at: restaurant.location,
                             delivery_radius_km: restaurant.delivery_radius_km,
+                            prep_time_minutes: restaurant.prep_time_minutes,
                             menu,
                         };
                         (kitchen, staff, home)
@@ -306,7 +308,7 @@ async fn run_city(ctx: Arc<Ctx>) -> anyhow::Result<()> {
             let rng = rng_for(args.seed, SEED_RESTAURANTS + kitchen.id as u64);
             parties.spawn(restaurant::run(
                 ctx.clone(),
-                kitchen.id,
+                (kitchen.id, kitchen.prep_time_minutes),
                 (session.token, home),
                 socket,
                 rng,

@@ -1,7 +1,10 @@
 //! Simulated restaurant staff: each watches its restaurant's feed
 //! (`subscribe_restaurant`) and takes every new order through `confirm`,
-//! `start_preparing` and `mark_ready`, with a short kitchen delay before
-//! each (`--kitchen-secs`, scaled down from real kitchens for a simulation).
+//! `start_preparing` and `mark_ready`: a short delay before each of the
+//! first two (`--kitchen-secs`), and the restaurant's prep time on the
+//! simulation's clock (divided by `--time-scale`, like the drives) before
+//! the food is ready, so dispatch sees food that is not ready at once (and
+//! its batching window has orders to hold).
 //!
 //! Orders an earlier run left half-cooked are picked up where they stopped,
 //! so that running the simulator again against the same server does not
@@ -30,7 +33,7 @@ type Cooking = Arc<Mutex<HashSet<OrderId>>>;
 /// several nodes: until no node takes its socket).
 pub async fn run(
     ctx: Arc<Ctx>,
-    restaurant_id: RestaurantId,
+    (restaurant_id, prep_time_minutes): (RestaurantId, i32),
     (token, home): (String, Home),
     mut socket: Socket,
     mut rng: StdRng,
@@ -50,7 +53,15 @@ pub async fn run(
         if subscribed {
             // Subscribed first, so an order placed meanwhile is either
             // listed here or announced on the feed.
-            catch_up(&ctx, &home, restaurant_id, &token, &cooking, &mut rng).await;
+            catch_up(
+                &ctx,
+                &home,
+                (restaurant_id, prep_time_minutes),
+                &token,
+                &cooking,
+                &mut rng,
+            )
+            .await;
             loop {
                 tokio::select! {
                     _ = ctx.stop.cancelled() => {
@@ -61,7 +72,7 @@ pub async fn run(
                         Event::Message(Incoming::OrderUpdate { order })
                             if order.status == OrderStatus::Placed && start(&cooking, order.id) =>
                         {
-                            let delays = kitchen_delays(&ctx, &mut rng);
+                            let delays = kitchen_delays(&ctx, &mut rng, prep_time_minutes);
                             ctx.requests.spawn(cook(ctx.clone(), (token.clone(), home.clone()), order.id, 0, delays, cooking.clone()));
                         }
                         Event::Message(_) | Event::Nothing => {}
@@ -88,7 +99,7 @@ pub async fn run(
 async fn catch_up(
     ctx: &Arc<Ctx>,
     home: &Home,
-    restaurant_id: RestaurantId,
+    (restaurant_id, prep_time_minutes): (RestaurantId, i32),
     token: &Arc<str>,
     cooking: &Cooking,
     rng: &mut StdRng,
@@ -105,7 +116,7 @@ async fn catch_up(
             Ok(orders) => {
                 for order in orders {
                     if start(cooking, order.id) {
-                        let delays = kitchen_delays(ctx, rng);
+                        let delays = kitchen_delays(ctx, rng, prep_time_minutes);
                         ctx.requests.spawn(cook(
                             ctx.clone(),
                             (token.clone(), home.clone()),
@@ -132,9 +143,13 @@ fn start(cooking: &Cooking, order_id: OrderId) -> bool {
         .insert(order_id)
 }
 
-fn kitchen_delays(ctx: &Ctx, rng: &mut StdRng) -> [Duration; 3] {
+/// The delays before confirm, start_preparing and mark_ready.
+fn kitchen_delays(ctx: &Ctx, rng: &mut StdRng, prep_time_minutes: i32) -> [Duration; 3] {
     let base = ctx.args.kitchen_secs;
-    KITCHEN_STEPS.map(|_| Duration::from_secs_f64(base * rng.random_range(0.5..1.5)))
+    let mut step = || Duration::from_secs_f64(base * rng.random_range(0.5..1.5));
+    // `check` keeps the time scale positive; a negative prep time is none.
+    let prep = f64::from(prep_time_minutes.max(0)) * 60.0 / ctx.args.time_scale;
+    [step(), step(), Duration::from_secs_f64(prep)]
 }
 
 /// One order through the kitchen from step `from`; stops at the first

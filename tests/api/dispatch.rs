@@ -674,3 +674,45 @@ async fn each_order_of_an_accepted_bundle_has_an_eta_through_the_drop_offs_befor
         "{left} s left, {direct} s straight to the door: {straight}"
     );
 }
+
+/// The batching window on (the tests' servers run without it).
+const BATCH_WINDOW: (&str, &str) = ("DISPATCH__DISPATCH__BATCH_WINDOW_SECS", "120");
+
+#[tokio::test]
+async fn a_lone_order_is_held_by_the_batching_window_and_bundled_with_the_next_of_its_restaurant() {
+    let app = TestApp::spawn_with(true, &[FAST_ROUNDS, BATCH_WINDOW]).await;
+    let mut driver = TestDriver::online(&app, "driver1", east_of_restaurant(0.3)).await;
+    let customer = app.token("customer1").await;
+    // Restaurant 1's food takes 15 minutes; the driver is a minute away.
+    let first = confirmed_order(&app, &customer).await;
+    no_offer_within(&mut driver, Duration::from_secs(2)).await;
+    assert_eq!(app.metric("dispatch_batch_held_orders").await, 1.0);
+    // A second order of the restaurant, within the window: one offer.
+    let second = confirmed_order(&app, &customer).await;
+    let offer = driver.answer_offer(true, 10).await;
+    assert_eq!(offer["orderIds"], json!([first, second]), "{offer}");
+    let result = driver.ws.next_of("offer_result", 5).await;
+    assert_eq!(result["result"], "assigned");
+    assert_eq!(result["orderIds"], json!([first, second]));
+    assert_eq!(app.metric("dispatch_bundled_offers_total").await, 1.0);
+    assert_eq!(
+        app.metric("dispatch_offers_total{result=\"sent\"}").await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_held_order_is_offered_as_soon_as_its_food_is_ready() {
+    let app = TestApp::spawn_with(true, &[FAST_ROUNDS, BATCH_WINDOW]).await;
+    let mut driver = TestDriver::online(&app, "driver1", east_of_restaurant(0.3)).await;
+    let customer = app.token("customer1").await;
+    let id = confirmed_order(&app, &customer).await;
+    no_offer_within(&mut driver, Duration::from_secs(2)).await;
+    // The kitchen says the food is ready: no reason to hold it any more
+    // (the window would otherwise hold it for two minutes).
+    let staff = app.token("restaurant1").await;
+    app.act(&staff, id, "start_preparing").await.expect(200);
+    app.act(&staff, id, "mark_ready").await.expect(200);
+    let offer = driver.answer_offer(true, 5).await;
+    assert_eq!(offer["orderIds"], json!([id]), "{offer}");
+}

@@ -215,6 +215,10 @@ impl TestApp {
             .env("DISPATCH__AUTH__JWT_SECRET", JWT_SECRET)
             .env("DISPATCH__METRICS__TOKEN", METRICS_TOKEN)
             .env("DISPATCH__LOG__LEVEL", "warn,dispatchd=info")
+            // The batching window (120 s by default) would hold every lone
+            // order of a test for two minutes; the tests of the window set
+            // it again in their own environment.
+            .env("DISPATCH__DISPATCH__BATCH_WINDOW_SECS", "0")
             .env_remove("DATABASE_URL")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -11,13 +11,14 @@ async fn the_simulator_delivers_orders_and_measures_fan_out_without_errors() {
     let app = TestApp::spawn_with(true, &[("DISPATCH__DISPATCH__ROUND_INTERVAL_MS", "200")]).await;
     // A compact, fast city so that orders finish inside 12 s: six
     // restaurants near the centre, short kitchens, short drives, and
-    // driving at 100x real time.
+    // driving and cooking at 1000x real time (10 to 25 minutes of prep
+    // take 0.6 to 1.5 s).
     let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_dispatchd"))
         .args(["sim", "--server", &app.address])
         .args(["--drivers", "10", "--customers", "5", "--order-rate", "2"])
         .args(["--location-hz", "2", "--duration", "12", "--json"])
         .args(["--restaurants", "6", "--kitchen-secs", "0.4"])
-        .args(["--time-scale", "100", "--dropoff-km", "1.5"])
+        .args(["--time-scale", "1000", "--dropoff-km", "1.5"])
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(Duration::from_secs(40), run)

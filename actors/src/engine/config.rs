@@ -53,6 +53,9 @@ pub struct EngineConfig {
     /// (None: all).
     pub plan_ahead: Duration,
     pub commit_within: Option<Duration>,
+    /// Batching window: an order alone at its restaurant, far from ready,
+    /// is held up to this long for a second one to bundle with (None: off).
+    pub batch_window: Option<Duration>,
     /// A core actor that fails more often than this within
     /// `restart_window` is not started again: the engine stops, and the
     /// process exits non-zero for its own supervisor to restart.
@@ -92,6 +95,7 @@ impl Default for EngineConfig {
             peak_throughput_weight: 0.0,
             plan_ahead: Duration::from_secs(120),
             commit_within: None,
+            batch_window: None,
             max_restarts: 5,
             restart_window: Duration::from_secs(60),
             restart_delay: Duration::from_millis(100),
@@ -119,6 +123,7 @@ impl EngineConfig {
             commit_within_secs: self
                 .commit_within
                 .map_or(f64::INFINITY, |within| within.as_secs_f64()),
+            batch_window_secs: self.batch_window.map_or(0.0, |w| w.as_secs_f64()),
         }
     }
 

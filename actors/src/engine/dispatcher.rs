@@ -53,6 +53,8 @@ pub enum OfferError {
 
 pub(crate) enum DispatchMessage {
     Open(Box<Dispatchable>),
+    /// A waiting order's food-ready time moved (preparing, or ready).
+    ReadyAt(OrderId, DateTime<Utc>),
     /// Assigned, cancelled or otherwise no longer in need of a driver.
     Withdraw(OrderId),
     Round,
@@ -199,6 +201,15 @@ impl Actor for Dispatcher {
                     }
                 }
             }
+            DispatchMessage::ReadyAt(order_id, ready_at) => {
+                // Only an order already waiting: the board's next round plans
+                // with it (an order held for a bundle stops being held once
+                // its food is ready).
+                if let Some(info) = state.open.get_mut(&order_id) {
+                    info.food_ready_at = ready_at;
+                    state.board.ready_at(order_id, ready_at);
+                }
+            }
             DispatchMessage::Withdraw(order_id) => state.withdraw(order_id).await,
             DispatchMessage::Round => state.round(&myself).await,
             DispatchMessage::Respond {
@@ -271,6 +282,7 @@ impl DispatcherState {
         self.closed
             .retain(|_, (_, _, at)| at.elapsed() < CLOSED_OFFER_MEMORY);
         if self.board.is_empty() {
+            metrics::gauge!(m::BATCH_HELD_ORDERS).set(0.0);
             return;
         }
         let started = Instant::now();
@@ -292,6 +304,7 @@ impl DispatcherState {
             );
         }
         if plan.queries.is_empty() {
+            metrics::gauge!(m::BATCH_HELD_ORDERS).set(0.0);
             return;
         }
         let max_active_orders = self.args.config.max_active_orders;
@@ -342,6 +355,7 @@ impl DispatcherState {
         let decision = self.board.decide(plan, answers);
         metrics::counter!(m::RADIUS_WIDENINGS_TOTAL).increment(decision.widened as u64);
         metrics::gauge!(m::UNSERVED_JOBS).set(self.board.unserved() as f64);
+        metrics::gauge!(m::BATCH_HELD_ORDERS).set(decision.held.len() as f64);
         metrics::histogram!(m::DISPATCH_ROUND_SECONDS).record(started.elapsed().as_secs_f64());
 
         for assignment in decision.assignments {
@@ -762,6 +776,13 @@ impl DispatchHandle {
     /// The order waits for a driver.
     pub(crate) fn open(&self, order: Dispatchable) {
         self.slot.cast(DispatchMessage::Open(Box::new(order)));
+    }
+
+    /// A waiting order's food will be ready at `ready_at` (the kitchen
+    /// started preparing it, or marked it ready); no-op for an order not
+    /// waiting for a driver.
+    pub(crate) fn ready_at(&self, order_id: OrderId, ready_at: DateTime<Utc>) {
+        self.slot.cast(DispatchMessage::ReadyAt(order_id, ready_at));
     }
 
     /// Assigned, cancelled or otherwise no longer in need of a driver.

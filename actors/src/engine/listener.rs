@@ -92,6 +92,20 @@ impl OrderListener for EngineListener {
                 OrderStatus::Confirmed if lifecycle::awaits_driver(order) => {
                     self.open_for_dispatch(&change)
                 }
+                // The kitchen's news moves the food-ready time dispatch
+                // plans with (the batching window stops holding food that
+                // is ready).
+                OrderStatus::Preparing | OrderStatus::ReadyForPickup
+                    if lifecycle::awaits_driver(order) =>
+                {
+                    self.dispatch.ready_at(
+                        order.id,
+                        eta::food_ready_at(
+                            Kitchen::from(order),
+                            change.restaurant.prep_time_minutes,
+                        ),
+                    )
+                }
                 OrderStatus::Cancelled | OrderStatus::Delivered => {
                     self.dispatch.withdraw(order.id);
                     self.release(order);

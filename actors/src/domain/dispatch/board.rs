@@ -72,6 +72,12 @@ pub struct BoardRules {
     /// reservation: it keeps that job from a worse driver now, and the next
     /// round plans it again. Infinite: every pairing is committed.
     pub commit_within_secs: f64,
+    /// Batching window: an order alone at its restaurant whose food is
+    /// ready later than this window's remainder plus the nearest driver's
+    /// arrival is held (not offered) for up to this long after it started
+    /// waiting, so that a second order of the restaurant can join it in a
+    /// bundle; see [`Board::holds`]. 0: off.
+    pub batch_window_secs: f64,
 }
 
 impl Default for BoardRules {
@@ -89,6 +95,7 @@ impl Default for BoardRules {
             peak_unserved_jobs: 20,
             peak_throughput_weight: 0.0,
             commit_within_secs: f64::INFINITY,
+            batch_window_secs: 0.0,
         }
     }
 }
@@ -143,6 +150,8 @@ pub struct Plan {
     /// The extra candidates each query asked for.
     extra: Vec<usize>,
     pub hopeless: Vec<OrderId>,
+    /// The round's clock, for [`Board::decide`].
+    now: DateTime<Utc>,
 }
 
 impl Plan {
@@ -165,6 +174,9 @@ pub struct Decision {
     /// Jobs planned for a driver not free yet (beyond
     /// [`BoardRules::commit_within_secs`]): not offered, planned again.
     pub reserved: usize,
+    /// Orders held back by the batching window this round (not offered,
+    /// planned again next round): see [`Board::holds`].
+    pub held: Vec<OrderId>,
 }
 
 /// A job the round gives to a driver.
@@ -239,6 +251,14 @@ impl Board {
             });
     }
 
+    /// The kitchen moved the order's food-ready time (it started preparing,
+    /// or marked the food ready): later rounds plan with the new time.
+    pub fn ready_at(&mut self, order_id: OrderId, ready_at: DateTime<Utc>) {
+        if let Some(entry) = self.entries.get_mut(&order_id) {
+            entry.order.ready_at = ready_at;
+        }
+    }
+
     /// Takes an order off the board (assigned, cancelled, dropped).
     pub fn withdraw(&mut self, order_id: OrderId) -> Option<BoardEntry> {
         self.entries.remove(&order_id)
@@ -310,7 +330,10 @@ impl Board {
     /// Orders that no driver could deliver within the maximum any more are
     /// flagged hopeless (once), and left out when the maximum is enforced.
     pub fn plan(&mut self, now: DateTime<Utc>, busy: &HashSet<DriverId>) -> Plan {
-        let mut plan = Plan::default();
+        let mut plan = Plan {
+            now,
+            ..Plan::default()
+        };
         // Even a driver at the restaurant right now would be too late.
         let pickup_service = self.params.pickup_service_secs;
         let mut newly_hopeless = Vec::new();
@@ -561,17 +584,44 @@ impl Board {
                 }
             }
         }
-        let rows: Vec<OpenOrder> = plan.jobs.iter().map(|j| j.row.clone()).collect();
+        // The batching window: a restaurant's only order, far from ready,
+        // sits out this round (it is neither solved nor counted unserved).
+        let mut held = Vec::new();
+        let mut sits_out = vec![false; plan.jobs.len()];
+        for members in &plan.groups {
+            let [j] = members[..] else {
+                continue;
+            };
+            let [order_id] = plan.jobs[j].orders[..] else {
+                continue;
+            };
+            let restaurant = plan.jobs[j].restaurant;
+            let nearest = candidates[j]
+                .iter()
+                .map(|c| self.arrival_secs(c, restaurant))
+                .fold(f64::INFINITY, f64::min);
+            if self.holds(plan.now, order_id, nearest) {
+                held.push(order_id);
+                sits_out[j] = true;
+            }
+        }
+        let active: Vec<usize> = (0..plan.jobs.len()).filter(|&j| !sits_out[j]).collect();
+        let rows: Vec<OpenOrder> = active.iter().map(|&j| plan.jobs[j].row.clone()).collect();
+        let solved: Vec<Vec<Candidate>> = active
+            .iter()
+            .map(|&j| std::mem::take(&mut candidates[j]))
+            .collect();
         let params = self.round_params();
-        let pairings = assign_round(&rows, &candidates, &params);
+        let pairings = assign_round(&rows, &solved, &params);
         self.unserved = rows.len().saturating_sub(pairings.len());
         let mut assignments = Vec::with_capacity(pairings.len());
         let mut reserved = 0;
         for pairing in pairings {
-            let Some(j) = rows.iter().position(|r| r.order_id == pairing.order_id) else {
+            let Some(a) = rows.iter().position(|r| r.order_id == pairing.order_id) else {
                 continue;
             };
-            let Some(driver) = candidates[j]
+            let j = active[a];
+            let Some(driver) = solved[a]
                 .iter()
                 .find(|c| c.driver_id == pairing.driver_id)
                 .copied()
@@ -599,7 +649,50 @@ impl Board {
             assignments,
             widened,
             reserved,
+            held,
         }
+    }
+
+    /// Seconds until `driver` could pick up at `restaurant` (food aside).
+    fn arrival_secs(&self, driver: &Candidate, restaurant: LatLon) -> f64 {
+        driver.free_in_secs
+            + travel_secs(
+                driver.at,
+                restaurant,
+                driver.vehicle,
+                self.params.road_factor,
+            )
+            + self.params.pickup_service_secs
+    }
+
+    /// Whether the batching window holds `order_id` this round, given the
+    /// seconds until its restaurant's nearest candidate driver could pick
+    /// up (`nearest_arrival_secs`; infinite: nobody found, not held). An
+    /// order is held while it waited less than `batch_window_secs`, and its
+    /// food will be ready later than the window's remainder plus that
+    /// arrival: offered at the window's end, the nearest driver would still
+    /// wait for the food, so holding costs it nothing and gives a second
+    /// order of its restaurant time to join it. Never an order that holding
+    /// would make miss its latest pickup for the maximum click-to-door (a
+    /// hopeless one among them). The caller holds only an order alone at
+    /// its restaurant: with a second there, the round bundles them.
+    pub fn holds(&self, now: DateTime<Utc>, order_id: OrderId, nearest_arrival_secs: f64) -> bool {
+        let window = self.rules.batch_window_secs;
+        let Some(entry) = self.entries.get(&order_id) else {
+            return false;
+        };
+        if window <= 0.0 || entry.hopeless || !nearest_arrival_secs.is_finite() {
+            return false;
+        }
+        let remaining = window - secs_between(entry.since, now);
+        if remaining <= 0.0 {
+            return false;
+        }
+        let ready_in = secs_between(now, entry.order.ready_at);
+        let offered_at_the_end = remaining + nearest_arrival_secs;
+        let offsets = self.drop_offsets(entry.order.restaurant, &[entry]);
+        let latest = self.latest_pickup(now, &[entry], &offsets);
+        ready_in > offered_at_the_end && ready_in.max(offered_at_the_end) <= latest
     }
 
     /// The cost model of this round: at the peak, with the peak's
@@ -934,6 +1027,106 @@ mod tests {
         let done = round(&mut b, at(1), &fleet);
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].orders, vec![2]);
+    }
+
+    /// A board with a two-minute batching window.
+    fn batching() -> Board {
+        let rules = BoardRules {
+            batch_window_secs: 120.0,
+            ..BoardRules::default()
+        };
+        Board::new(rules, PolicyParams::default())
+    }
+
+    /// One round at `now`: what was offered, and what the window held.
+    fn batching_round(
+        board: &mut Board,
+        now: DateTime<Utc>,
+        fleet: &[Candidate],
+    ) -> (Vec<Assignment>, Vec<OrderId>) {
+        let plan = board.plan(now, &HashSet::new());
+        let answers = plan.queries.iter().map(|q| answer(q, fleet)).collect();
+        let decision = board.decide(plan, answers);
+        (decision.assignments, decision.held)
+    }
+
+    #[test]
+    fn an_order_alone_at_its_restaurant_and_far_from_ready_is_held_by_the_window() {
+        // Ready in 20 minutes; the nearest driver is about 1.5 minutes away.
+        let fleet = [driver(1, east(0.5))];
+        let mut b = batching();
+        b.open(waiting(1, 7, 0.0, 20), at(0));
+        let (done, held) = batching_round(&mut b, at(0), &fleet);
+        assert!(done.is_empty(), "{done:?}");
+        assert_eq!(held, vec![1]);
+        assert!(b.get(1).is_some_and(|e| !e.offered));
+        // Held rounds are not rounds that left a job without a driver.
+        assert_eq!(b.unserved(), 0);
+        // A minute later, still within the window: held again.
+        let (done, held) = batching_round(&mut b, at(1), &fleet);
+        assert!(done.is_empty() && held == vec![1], "{done:?} {held:?}");
+        // With the window off, offered at once.
+        let mut eager = board();
+        eager.open(waiting(1, 7, 0.0, 20), at(0));
+        let (done, held) = batching_round(&mut eager, at(0), &fleet);
+        assert_eq!(done.len(), 1, "{done:?}");
+        assert!(held.is_empty());
+    }
+
+    #[test]
+    fn the_window_holds_no_order_whose_food_would_wait_for_it() {
+        // Ready in 3 minutes: the window's 2 plus the driver's 1.5 is later.
+        let mut b = batching();
+        b.open(waiting(1, 7, 0.0, 3), at(0));
+        let (done, held) = batching_round(&mut b, at(0), &[driver(1, east(0.5))]);
+        assert_eq!(done.len(), 1, "{done:?}");
+        assert!(held.is_empty());
+        // Ready in 15, but the nearest driver is 14 minutes out (4.5 km).
+        let mut b = batching();
+        b.open(waiting(1, 7, 0.0, 15), at(0));
+        let (done, held) = batching_round(&mut b, at(0), &[driver(1, east(4.5))]);
+        assert_eq!(done.len(), 1, "{done:?}");
+        assert!(held.is_empty());
+    }
+
+    #[test]
+    fn the_window_holds_no_order_with_a_second_of_its_restaurant_waiting() {
+        let fleet = [driver(1, east(0.5)), driver(2, east(0.6))];
+        let mut b = batching();
+        b.open(waiting(1, 7, 0.0, 20), at(0));
+        let (_, held) = batching_round(&mut b, at(0), &fleet);
+        assert_eq!(held, vec![1]);
+        // The second order comes within the window: one offer for both.
+        b.open(waiting(2, 7, 0.0, 21), at(1));
+        let (done, held) = batching_round(&mut b, at(1), &fleet);
+        assert!(held.is_empty(), "{held:?}");
+        assert_eq!(done.len(), 1, "{done:?}");
+        assert_eq!(done[0].orders.len(), 2);
+    }
+
+    #[test]
+    fn the_window_never_holds_an_order_past_its_end() {
+        let fleet = [driver(1, east(0.5))];
+        let mut b = batching();
+        b.open(waiting(1, 7, 0.0, 20), at(0));
+        let (_, held) = batching_round(&mut b, at(1), &fleet);
+        assert_eq!(held, vec![1]);
+        // Three minutes after it started waiting: the two are over.
+        let (done, held) = batching_round(&mut b, at(3), &fleet);
+        assert!(held.is_empty(), "{held:?}");
+        assert_eq!(done.len(), 1, "{done:?}");
+    }
+
+    #[test]
+    fn the_window_never_holds_an_order_that_would_then_be_late() {
+        // Placed at 0, ready at 100: past the 90-minute maximum already
+        // (flagged hopeless; live, still dispatched at once).
+        let mut b = batching();
+        b.open(waiting(1, 7, 0.0, 100), at(0));
+        let (done, held) = batching_round(&mut b, at(1), &[driver(1, east(0.5))]);
+        assert!(held.is_empty(), "{held:?}");
+        assert_eq!(done.len(), 1, "{done:?}");
+        assert!(b.get(1).is_some_and(|e| e.hopeless));
     }
 
     #[test]
