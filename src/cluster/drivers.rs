@@ -211,6 +211,11 @@ enum DriverCommand {
     /// An offer frame for the driver's socket; answered `1` (delivered) or `0`.
     Offer {
         origin: String,
+        /// The origin dispatcher's start count (see
+        /// `actors::engine::driver::Drivers::dispatcher_starts`); 0 from a
+        /// node that does not send it.
+        #[serde(default)]
+        dispatcher_starts: u64,
         frame: String,
     },
     /// A frame for the socket (an offer's result, an error).
@@ -640,9 +645,14 @@ impl DriverLink {
             let kind = command.kind();
             let me = self.inner.node.as_str();
             let result = match command {
-                DriverCommand::Offer { origin, frame } => {
+                DriverCommand::Offer {
+                    origin,
+                    dispatcher_starts,
+                    frame,
+                } => {
                     let pushed = if origin != me {
-                        self.relay_offer(driver_id, origin, frame).await
+                        self.relay_offer(driver_id, origin, dispatcher_starts, frame)
+                            .await
                     } else {
                         Pushed::NoSocket
                     };
@@ -800,7 +810,13 @@ impl DriverLink {
     /// where its answer goes; what became of it (refused while the driver
     /// holds a live offer of another node or is at its order limit; one
     /// of the same node is replaced).
-    async fn relay_offer(&self, driver_id: DriverId, origin: String, frame: String) -> Pushed {
+    async fn relay_offer(
+        &self,
+        driver_id: DriverId,
+        origin: String,
+        dispatcher_starts: u64,
+        frame: String,
+    ) -> Pushed {
         let Some(seen) = actors::wire::offer_of(frame.as_bytes()) else {
             return Pushed::NoSocket;
         };
@@ -842,6 +858,7 @@ impl DriverLink {
             .offer_here(
                 driver_id,
                 Some(origin),
+                dispatcher_starts,
                 offer_id,
                 expires,
                 Frame::from(frame.into_bytes()),
@@ -1003,6 +1020,7 @@ impl DriverBus for DriverLink {
         Box::pin(async move {
             let command = DriverCommand::Offer {
                 origin: link.inner.node.clone(),
+                dispatcher_starts: link.inner.drivers.dispatcher_starts(),
                 frame: String::from_utf8_lossy(&frame).into_owned(),
             };
             let Ok(body) = serde_json::to_vec(&command) else {
@@ -1129,7 +1147,12 @@ impl RemoteOffers for DriverLink {
                     .drivers
                     .offer_closed_here(driver_id, Some(origin), offer_id, Vec::new());
                 if on_socket {
-                    let frame = actors::wire::error_frame("ENGINE_UNAVAILABLE", message, None);
+                    // Named: another offer may reach the socket first.
+                    let frame = actors::wire::error_frame(
+                        "ENGINE_UNAVAILABLE",
+                        &format!("offer {offer_id}: {message}"),
+                        None,
+                    );
                     link.inner.drivers.tell_here(driver_id, frame);
                 }
             }

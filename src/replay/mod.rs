@@ -184,6 +184,15 @@ pub fn replay(instance: &Instance, config: &EngineConfig) -> (Solution, usize) {
     rules.enforce_max_click_to_door = true;
     rules.max_click_to_door_secs =
         ((instance.params.max_click_to_door - ROUNDING_SLACK_MINUTES).max(0) * 60) as f64;
+    // The batching window stands in for planning couriers ahead, which
+    // the live engine cannot do (its index holds free drivers only). The
+    // replay knows when each courier will be free and plans it (the
+    // rolling horizon below, whose reservations already decide when to
+    // commit a courier); holding an order again on top of that only gave
+    // its nearest courier away (benches/README.md, "The batching window").
+    if !config.plan_ahead.is_zero() {
+        rules.batch_window_secs = 0.0;
+    }
     let max_active_orders = params.max_active_orders;
     // A courier planned from its last drop-off is indexed once it will be
     // free within `dispatch.plan_ahead_secs` (committed to, committed only

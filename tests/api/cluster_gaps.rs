@@ -821,7 +821,11 @@ async fn an_assignment_its_owner_cannot_write_is_told_to_the_remote_driver_who_i
         panic!("the driver's socket was never told the assignment failed: {frames:?}")
     });
     assert_eq!(
-        told["message"], "the assignment could not be written; the offer is void",
+        told["message"],
+        format!(
+            "offer {}: the assignment could not be written; the offer is void",
+            offer["offerId"]
+        ),
         "{told}"
     );
 
@@ -871,6 +875,13 @@ async fn an_answer_carried_to_an_owner_whose_dispatcher_is_down_is_reported_to_t
         .await;
     let error = driver.ws.next_of("error", 5).await;
     assert_eq!(error["code"], "ENGINE_UNAVAILABLE", "{error}");
+    assert_eq!(
+        error["message"],
+        format!(
+            "offer {}: the dispatcher that made this offer did not take the answer; the offer is void",
+            offer["offerId"]
+        )
+    );
 
     // Back, the dispatcher offers the order again, and it is assigned.
     let (again, _) = new_offer_within(&mut driver, id, &offer, Duration::from_secs(10)).await;
@@ -918,6 +929,57 @@ async fn an_offer_of_another_node_with_the_id_of_the_held_one_is_refused_busy_an
 
     // B's offer, held, still takes its answer back to B.
     assert_eq!(accept(&mut driver, &offer).await["result"], "assigned");
+    cluster.drop_bucket().await;
+}
+
+#[tokio::test]
+async fn a_second_offer_of_the_same_dispatcher_run_is_refused_busy_and_only_a_restarted_ones_replaces_the_held_one()
+ {
+    if !cluster_available().await {
+        return;
+    }
+    let cluster = long_offers(TestCluster::new(3000).await);
+    let (b, a, admin) = two_nodes(&cluster).await;
+    let near = north_of(RESTAURANT_1_AT, 0.3);
+    let mut driver = TestDriver::online(&a, "driver1", near).await;
+    until_indexed(&b, &admin, driver.id, near).await;
+    let (_, offer) = offered_from(&b, &mut driver, "same-run").await;
+    let b_node = crate::cluster::seen(&b, &admin).await.node;
+
+    // B's next offer to the driver, as B's dispatcher would send it while
+    // the result of the held one is still on its way (results travel
+    // behind positions, offers do not): the held one stands.
+    let client = async_nats::connect("nats://127.0.0.1:4222")
+        .await
+        .expect("nats");
+    let mut next = offer.clone();
+    next["offerId"] = json!(offer["offerId"].as_i64().expect("offerId") + 1);
+    let ask = |starts: u64| {
+        let command = json!({ "Offer": {
+            "origin": b_node.clone(),
+            "dispatcher_starts": starts,
+            "frame": next.to_string(),
+        } });
+        let client = client.clone();
+        let subject = format!("{}.driver.{}.cmd", cluster.bucket(), driver.id);
+        async move {
+            let reply = client
+                .request(subject, command.to_string().into_bytes().into())
+                .await
+                .expect("the driver's node answers");
+            String::from_utf8_lossy(&reply.payload).to_string()
+        }
+    };
+    // B's dispatcher started once.
+    let answer = ask(1).await;
+    assert!(
+        answer.starts_with("busy "),
+        "a second offer of the same dispatcher run replaced the held one: {answer}"
+    );
+    // One of B's dispatcher after a restart replaces it.
+    assert_eq!(ask(2).await, "1");
+    let replaced = driver.ws.next_of("offer", 5).await;
+    assert_eq!(replaced["offerId"], next["offerId"], "{replaced}");
     cluster.drop_bucket().await;
 }
 

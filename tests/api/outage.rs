@@ -267,7 +267,11 @@ async fn an_accept_the_store_cannot_record_is_told_on_the_drivers_socket_and_off
     let told = driver.ws.next_of("error", 10).await;
     assert_eq!(told["code"], "STORE_UNAVAILABLE", "{told}");
     assert_eq!(
-        told["message"], "the assignment could not be written; the offer is void",
+        told["message"],
+        format!(
+            "offer {}: the assignment could not be written; the offer is void",
+            offer["offerId"]
+        ),
         "{told}"
     );
 

@@ -692,10 +692,14 @@ impl DispatcherState {
                 // longer holds it, so the order can be offered to it again,
                 // and a socket's answer hears why nothing came of it (a
                 // REST answer gets the same code as its 503).
+                // The message names the offer: a new offer may reach the
+                // socket before this frame (a relayed one travels apart).
                 let frame = reply.is_none().then(|| {
                     crate::wire::error_frame(
                         "STORE_UNAVAILABLE",
-                        "the assignment could not be written; the offer is void",
+                        &format!(
+                            "offer {offer_id}: the assignment could not be written; the offer is void"
+                        ),
                         None,
                     )
                 });

@@ -61,12 +61,15 @@ pub(crate) enum DriverMessage {
     Push(Frame, Option<RpcReplyPort<bool>>),
     /// An offer for the driver's socket, from this node's dispatcher or
     /// (cluster mode) relayed from another node's: refused while the
-    /// driver holds a live offer of another node or carries as many orders
-    /// as it may, as one node's dispatcher never offers such a driver
-    /// anything; one of the same node replaces the held one.
+    /// driver holds a live offer or carries as many orders as it may, as
+    /// one node's dispatcher never offers such a driver anything; one of
+    /// the same node's dispatcher started again replaces the held one.
     Offer {
         /// The node whose dispatcher made it (None: this node's).
         origin: Option<String>,
+        /// How many times that node's dispatcher had started when it made
+        /// the offer: a new count means the held offer's dispatcher is gone.
+        dispatcher_starts: u64,
         offer_id: OfferId,
         /// When the offer expires (its dispatcher's clock, as an instant here).
         expires: Instant,
@@ -149,6 +152,8 @@ pub(crate) struct DriverState {
 pub(crate) struct HeldOffer {
     /// The node whose dispatcher made it (None: this node's).
     origin: Option<String>,
+    /// Its dispatcher's start count ([`DriverMessage::Offer`]).
+    dispatcher_starts: u64,
     offer_id: OfferId,
     until: Instant,
 }
@@ -406,18 +411,26 @@ impl Actor for DriverActor {
             }
             DriverMessage::Offer {
                 origin,
+                dispatcher_starts,
                 offer_id,
                 expires,
                 frame,
                 reply,
             } => {
                 let now = Instant::now();
-                // A live offer of another node keeps the driver busy. One of
-                // the same node is replaced: that dispatcher offers a driver
-                // one order at a time, so a new offer from it means it no
-                // longer counts on the old one (it restarted).
+                // A live offer keeps the driver busy, unless a restart of
+                // its dispatcher voided it: a new offer of the same node
+                // with a new start count replaces it. Not any new offer of
+                // the same node: its result may still be on its way (a
+                // relayed result travels behind positions), and the new
+                // offer must not pass a driver at its order limit.
                 let outcome = match &state.offer {
-                    Some(held) if held.origin != origin && held.until > now => {
+                    Some(held)
+                        if held.until > now
+                            && !(held.origin == origin
+                                && (held.offer_id == offer_id
+                                    || held.dispatcher_starts != dispatcher_starts)) =>
+                    {
                         Pushed::Busy(held.until - now)
                     }
                     _ if state.active_orders() >= state.config.max_active_orders => {
@@ -427,6 +440,7 @@ impl Actor for DriverActor {
                         if state.session.as_ref().is_some_and(|s| s.push(frame)) {
                             state.offer = Some(HeldOffer {
                                 origin,
+                                dispatcher_starts,
                                 offer_id,
                                 until: expires,
                             });

@@ -243,6 +243,10 @@ pub struct Drivers {
     carried: Arc<DashMap<DriverId, std::collections::HashMap<OrderId, Carried>>>,
     /// The socket each driver connected here has now.
     connected: Arc<DashMap<DriverId, Arc<Outbox>>>,
+    /// How many times this node's dispatcher started: carried with its
+    /// offers, so that a driver's node tells a restart's offer (which
+    /// replaces the void one held) from the next offer of the same run.
+    dispatcher_starts: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Drivers {
@@ -260,6 +264,7 @@ impl Drivers {
             remote_pending: Arc::default(),
             carried: Arc::default(),
             connected: Arc::default(),
+            dispatcher_starts: Arc::default(),
             supervisor,
             pauses: Pauses {
                 known: Arc::new(DashMap::new()),
@@ -547,7 +552,14 @@ impl Drivers {
         frame: Frame,
     ) -> Pushed {
         match self
-            .offer_here(id, None, offer_id, expires, frame.clone())
+            .offer_here(
+                id,
+                None,
+                self.dispatcher_starts(),
+                offer_id,
+                expires,
+                frame.clone(),
+            )
             .await
         {
             Pushed::NoSocket => {}
@@ -575,12 +587,14 @@ impl Drivers {
         &self,
         id: DriverId,
         origin: Option<String>,
+        dispatcher_starts: u64,
         offer_id: OfferId,
         expires: Instant,
         frame: Frame,
     ) -> Pushed {
         self.ask(id, |reply| DriverMessage::Offer {
             origin,
+            dispatcher_starts,
             offer_id,
             expires,
             frame,
@@ -626,9 +640,17 @@ impl Drivers {
         self.offer_closed_here(id, None, offer_id, Vec::new());
     }
 
+    /// How many times this node's dispatcher has started.
+    pub fn dispatcher_starts(&self) -> u64 {
+        self.dispatcher_starts
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// This node's dispatcher started again: its earlier offers are void,
     /// and no driver here holds one any more.
     pub(crate) fn offers_void(&self) {
+        self.dispatcher_starts
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         for actor in self.registry.iter() {
             let _ = actor.cast(DriverMessage::OffersVoid);
         }
