@@ -1054,3 +1054,57 @@ async fn a_relayed_offer_whose_node_clock_runs_ahead_keeps_the_driver_busy_no_lo
     assert_eq!(accept(&mut driver, &offer).await["result"], "assigned");
     cluster.drop_bucket().await;
 }
+
+#[tokio::test]
+async fn an_order_whose_region_moves_to_its_drivers_node_reaches_the_drivers_socket_once_without_its_own_positions()
+ {
+    if !cluster_available().await {
+        return;
+    }
+    let cluster = long_offers(TestCluster::new(3000).await);
+    let (mut b, a, admin) = two_nodes(&cluster).await;
+    let near = north_of(RESTAURANT_1_AT, 0.3);
+    let mut driver = TestDriver::online(&a, "driver1", near).await;
+    until_indexed(&b, &admin, driver.id, near).await;
+    let (id, offer) = offered_from(&b, &mut driver, "moves-to-driver").await;
+    assert_eq!(accept(&mut driver, &offer).await["result"], "assigned");
+    // The driver's socket follows B's order over the bus.
+    driver.ws.next_of("snapshot", 5).await;
+    assert_eq!(a.metric("dispatch_cluster_watched_orders").await, 1.0);
+
+    // B leaves: A, the driver's node, claims restaurant 1's region and runs
+    // the order; the socket gets a fresh snapshot from the order's actor.
+    assert!(b.terminate().success());
+    driver.ws.next_of("snapshot", 10).await;
+    let mut off_the_bus = false;
+    for _ in 0..50 {
+        if a.metric("dispatch_cluster_watched_orders").await == 0.0 {
+            off_the_bus = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(off_the_bus, "A still follows its own order over the bus");
+
+    // Each status change reaches the socket once, and its positions never.
+    let staff = a.token("restaurant1").await;
+    a.act(&staff, id, "start_preparing").await.expect(200);
+    for step in 1..=3 {
+        driver
+            .move_to(north_of(RESTAURANT_1_AT, 0.3 - 0.05 * step as f64))
+            .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut preparing = 0;
+    while let Some(m) = driver.ws.next_within(Duration::from_millis(1500)).await {
+        assert_ne!(m["type"], "driver_location", "echoed to the driver: {m}");
+        if m["type"] == "order_update" && m["status"] == "PREPARING" {
+            preparing += 1;
+        }
+    }
+    assert_eq!(
+        preparing, 1,
+        "PREPARING reached the driver's socket {preparing} times"
+    );
+    cluster.drop_bucket().await;
+}
