@@ -83,7 +83,14 @@ export async function startServer({ demo = true, databaseUrl, env = {} } = {}) {
   if (demo) args.push('--demo');
   const child = track(
     spawn(BIN, args, {
-      env: { ...process.env, DISPATCH__DISPATCH__ROUND_INTERVAL_MS: '200', ...env },
+      // The batching window (120 s by default) would hold a page test's
+      // lone order for two minutes, as in the API tests' servers.
+      env: {
+        ...process.env,
+        DISPATCH__DISPATCH__ROUND_INTERVAL_MS: '200',
+        DISPATCH__DISPATCH__BATCH_WINDOW_SECS: '0',
+        ...env,
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     }),
   );
