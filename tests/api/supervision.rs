@@ -84,6 +84,49 @@ async fn a_killed_dispatcher_is_started_again_and_reopens_the_waiting_orders() {
 }
 
 #[tokio::test]
+async fn an_answer_on_the_socket_that_the_dispatcher_never_took_is_reported_and_the_order_offered_again()
+ {
+    let restart = ("DISPATCH__SUPERVISION__RESTART_DELAY_MS", "3000");
+    let app = TestApp::spawn_with(true, &[FAULTS, FAST_ROUNDS, restart]).await;
+    let mut driver = TestDriver::online(&app, "driver1", RESTAURANT_1_AT).await;
+    let customer = app.token("customer1").await;
+    let id = confirmed_order(&app, &customer).await;
+    let offer = driver.ws.next_of("offer", 10).await;
+    assert_eq!(offer["orderId"], id, "{offer}");
+
+    // The dispatcher is down when the driver's accept comes: the socket
+    // hears that the answer was not taken, not silence.
+    assert_eq!(
+        kill(&app, "dispatcher").await.expect(202)["killed"],
+        "dispatcher"
+    );
+    readiness(&app, 503).await;
+    driver
+        .ws
+        .send(json!({ "type": "offer_response", "offerId": offer["offerId"], "accept": true }))
+        .await;
+    let error = driver.ws.next_of("error", 5).await;
+    assert_eq!(error["code"], "ENGINE_UNAVAILABLE", "{error}");
+    assert_eq!(
+        error["message"],
+        format!(
+            "offer {}: the dispatcher that made this offer did not take the answer; the offer is void",
+            offer["offerId"]
+        )
+    );
+
+    // Back, the dispatcher offers the order again, and it is assigned.
+    readiness(&app, 200).await;
+    let again = driver.answer_offer(true, 10).await;
+    assert_eq!(again["orderId"], id, "{again}");
+    assert_ne!(again["offerId"], offer["offerId"], "{again}");
+    assert_eq!(
+        driver.ws.next_of("offer_result", 5).await["result"],
+        "assigned"
+    );
+}
+
+#[tokio::test]
 async fn a_killed_geo_index_is_rebuilt_from_the_drivers_without_a_new_position() {
     let app = TestApp::spawn_with(true, &[FAULTS, FAST_ROUNDS, SLOW_RESTART]).await;
     let mut driver = TestDriver::online(&app, "driver1", RESTAURANT_1_AT).await;

@@ -838,8 +838,18 @@ impl DispatchHandle {
     }
 
     /// Answers an offer from the driver's socket; the result goes back as
-    /// an `offer_result` frame.
-    pub(crate) fn respond_async(&self, offer_id: OfferId, driver_id: DriverId, accept: bool) {
+    /// an `offer_result` frame. `lost` runs if this node's dispatcher did
+    /// not take the answer (it was down, or restarted before it answered
+    /// a ping sent after the answer), so that the socket hears why nothing
+    /// will come of it rather than seeing the offer expire; across nodes,
+    /// the offer's node tells it the same way.
+    pub(crate) fn respond_async(
+        &self,
+        offer_id: OfferId,
+        driver_id: DriverId,
+        accept: bool,
+        lost: impl FnOnce() + Send + 'static,
+    ) {
         if let Some(relayed) = self.relayed(offer_id, driver_id, accept, true) {
             // Its node tells the driver's socket how it went, through us.
             tokio::spawn(async move {
@@ -847,10 +857,21 @@ impl DispatchHandle {
             });
             return;
         }
-        self.respond_here_async(offer_id, driver_id, accept);
+        // Off the session: the ping waits behind the dispatcher's round.
+        // At most one task per answer, and answers come at the socket's
+        // message rate.
+        let dispatch = self.clone();
+        tokio::spawn(async move {
+            if !dispatch
+                .respond_here_taken(offer_id, driver_id, accept)
+                .await
+            {
+                lost();
+            }
+        });
     }
 
-    /// As [`Self::respond_here_async`], resolving once the dispatcher took
+    /// Sends the answer to this node's dispatcher, resolving once it took
     /// the answer (cluster mode: answers carried from other nodes wait
     /// their turn, so a flood of them cannot pile up in its mailbox).
     /// False when it did not: no dispatcher, or it stopped (a restart)
@@ -881,17 +902,5 @@ impl DispatchHandle {
                 .await,
             Ok(ractor::rpc::CallResult::Success(()))
         )
-    }
-
-    /// Answers an offer of this node's dispatcher, the outcome going to
-    /// the driver's socket as frames (wherever the socket is).
-    pub fn respond_here_async(&self, offer_id: OfferId, driver_id: DriverId, accept: bool) {
-        self.slot.cast(DispatchMessage::Respond {
-            offer_id,
-            driver_id,
-            accept,
-            span: tracing::Span::none(),
-            reply: None,
-        });
     }
 }

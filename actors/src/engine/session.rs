@@ -152,10 +152,24 @@ impl Actor for SessionActor {
             }
             ClientMessage::OfferResponse { offer_id, accept } => {
                 if state.require_driver(&reference).is_some() {
+                    let driver_id = state.caller.user_id;
+                    let outbox = state.outbox.clone();
+                    // The driver's hold of the offer ends when the
+                    // dispatcher starts again (its offers are void).
+                    let lost = move || {
+                        metrics::counter!(m::WS_MESSAGES_OUT_TOTAL, "type" => "error").increment(1);
+                        outbox.push(wire::error_frame(
+                            "ENGINE_UNAVAILABLE",
+                            &format!(
+                                "offer {offer_id}: the dispatcher that made this offer did not take the answer; the offer is void"
+                            ),
+                            None,
+                        ));
+                    };
                     state
                         .engine
                         .dispatch
-                        .respond_async(offer_id, state.caller.user_id, accept);
+                        .respond_async(offer_id, driver_id, accept, lost);
                 }
             }
             ClientMessage::SubscribeOps {} => {
