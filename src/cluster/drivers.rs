@@ -15,7 +15,7 @@
 //!   driver's (watchers, ETA, arrivals).
 //! - **`<bucket>.driver.<id>.cmd`**: what an owner's dispatcher sends a
 //!   driver of another node: offers (request/reply: whether the frame
-//!   reached the socket, or `busy` while it holds another node's), offer
+//!   reached the socket, or `busy` while it holds another live offer), offer
 //!   results and errors, an offer's end without a result (its assignment
 //!   not written), and which of the owner's orders it carries (announced
 //!   again every few seconds). The driver's node subscribes while it
@@ -179,7 +179,7 @@ impl GeoMessage {
 }
 
 /// The driver's node's answer to a relayed offer: `1` delivered, `0` no
-/// socket, `busy <ms>` refused (a live offer of another node, or at its
+/// socket, `busy <ms>` refused (another live offer held, or at its
 /// limit).
 fn encode_pushed(pushed: Pushed) -> Vec<u8> {
     match pushed {
@@ -808,8 +808,8 @@ impl DriverLink {
 
     /// Pushes `origin`'s offer to the local driver's socket, remembering
     /// where its answer goes; what became of it (refused while the driver
-    /// holds a live offer of another node or is at its order limit; one
-    /// of the same node is replaced).
+    /// holds another live offer or is at its order limit; one of the same
+    /// node's dispatcher before a restart is replaced).
     async fn relay_offer(
         &self,
         driver_id: DriverId,
@@ -1131,9 +1131,7 @@ impl RemoteOffers for DriverLink {
                         driver_id,
                         "Offer's answer not taken by its node's dispatcher"
                     );
-                    Some(
-                        "the dispatcher that made this offer did not take the answer; the offer is void",
-                    )
+                    Some(actors::engine::dispatcher::ANSWER_NOT_TAKEN)
                 }
                 Ok(_) => None,
             };

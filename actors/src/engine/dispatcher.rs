@@ -51,6 +51,12 @@ pub enum OfferError {
     Unavailable,
 }
 
+/// Why a driver's answer came to nothing when the dispatcher that made the
+/// offer did not take it (down, or restarted before answering a ping sent
+/// after it); the socket's `error` frame says so, naming the offer.
+pub const ANSWER_NOT_TAKEN: &str =
+    "the dispatcher that made this offer did not take the answer; the offer is void";
+
 pub(crate) enum DispatchMessage {
     Open(Box<Dispatchable>),
     /// A waiting order's food-ready time moved (preparing, or ready).

@@ -9,7 +9,7 @@
 use crate::domain::input::LocationInput;
 use crate::domain::lifecycle;
 use crate::domain::model::*;
-use crate::engine::dispatcher::DispatchHandle;
+use crate::engine::dispatcher::{ANSWER_NOT_TAKEN, DispatchHandle};
 use crate::engine::driver::DriverHandle;
 use crate::engine::feeds::{OpsFeed, RestaurantFeeds};
 use crate::engine::order::{Orders, SubscribeRefused};
@@ -160,9 +160,7 @@ impl Actor for SessionActor {
                         metrics::counter!(m::WS_MESSAGES_OUT_TOTAL, "type" => "error").increment(1);
                         outbox.push(wire::error_frame(
                             "ENGINE_UNAVAILABLE",
-                            &format!(
-                                "offer {offer_id}: the dispatcher that made this offer did not take the answer; the offer is void"
-                            ),
+                            &format!("offer {offer_id}: {ANSWER_NOT_TAKEN}"),
                             None,
                         ));
                     };

@@ -16,7 +16,7 @@
 //! Times are `DateTime<Utc>` given by the caller: wall time live, simulated
 //! time in the replay.
 
-use super::cost::{Candidate, OpenOrder, PolicyParams, pairing_cost};
+use super::cost::{self, Candidate, OpenOrder, PolicyParams, pairing_cost};
 use super::round::{assign_round, widen_radius};
 use crate::domain::eta::travel_secs;
 use crate::domain::model::{DriverId, LatLon, OrderId, RestaurantId, VehicleType};
@@ -655,14 +655,7 @@ impl Board {
 
     /// Seconds until `driver` could pick up at `restaurant` (food aside).
     fn arrival_secs(&self, driver: &Candidate, restaurant: LatLon) -> f64 {
-        driver.free_in_secs
-            + travel_secs(
-                driver.at,
-                restaurant,
-                driver.vehicle,
-                self.params.road_factor,
-            )
-            + self.params.pickup_service_secs
+        cost::reach_secs(driver, restaurant, &self.params) + self.params.pickup_service_secs
     }
 
     /// Whether the batching window holds `order_id` this round, given the
@@ -692,7 +685,7 @@ impl Board {
         let offered_at_the_end = remaining + nearest_arrival_secs;
         let offsets = self.drop_offsets(entry.order.restaurant, &[entry]);
         let latest = self.latest_pickup(now, &[entry], &offsets);
-        ready_in > offered_at_the_end && ready_in.max(offered_at_the_end) <= latest
+        ready_in > offered_at_the_end && ready_in <= latest
     }
 
     /// The cost model of this round: at the peak, with the peak's

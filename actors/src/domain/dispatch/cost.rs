@@ -126,6 +126,11 @@ impl Candidate {
     }
 }
 
+/// Seconds until `driver` reaches `restaurant`: free, then driving there.
+pub fn reach_secs(driver: &Candidate, restaurant: LatLon, params: &PolicyParams) -> f64 {
+    driver.free_in_secs + travel_secs(driver.at, restaurant, driver.vehicle, params.road_factor)
+}
+
 /// Cost in seconds of giving `order` to `driver`:
 ///
 /// ```text
@@ -149,13 +154,7 @@ impl Candidate {
 /// ends or after the order's `latest_pickup_secs`, and a driver who would
 /// wait at the restaurant longer than `commit_ahead_secs`.
 pub fn pairing_cost(order: &OpenOrder, driver: &Candidate, params: &PolicyParams) -> f64 {
-    let travel = driver.free_in_secs
-        + travel_secs(
-            driver.at,
-            order.restaurant,
-            driver.vehicle,
-            params.road_factor,
-        );
+    let travel = reach_secs(driver, order.restaurant, params);
     // `f64::max` ignores NaN, so a NaN travel time would otherwise vanish
     // into a plausible-looking cost below.
     if !travel.is_finite() {

@@ -103,9 +103,10 @@ pub enum Pushed {
     Delivered,
     /// No socket to push to (here, or on its node).
     NoSocket,
-    /// The driver holds a live offer of another node, or carries as
-    /// many orders as it may: leave it out for this long, as one node's
-    /// dispatcher leaves out a driver with an offer outstanding.
+    /// The driver holds another live offer (of another node, or of the
+    /// same dispatcher run), or carries as many orders as it may: leave
+    /// it out for this long, as one node's dispatcher leaves out a driver
+    /// with an offer outstanding.
     Busy(Duration),
     /// Cluster mode: the driver's node did not answer (`gone`: nobody
     /// subscribes to the driver's commands any more, its node died or
@@ -579,10 +580,11 @@ impl Drivers {
         }
     }
 
-    /// Pushes an offer of `origin`'s dispatcher (None: this node's) to
-    /// the driver's socket on this node, unless the driver holds a live
-    /// offer of another node or is at its order limit (one of the same
-    /// node is replaced).
+    /// Pushes an offer of `origin`'s dispatcher (None: this node's), made
+    /// after its `dispatcher_starts`-th start, to the driver's socket on
+    /// this node, unless the driver holds another live offer or is at its
+    /// order limit (one of the same node's dispatcher before a restart is
+    /// replaced).
     pub async fn offer_here(
         &self,
         id: DriverId,
