@@ -223,10 +223,8 @@ async fn orders_handed_to_a_joining_node_stay_in_their_remote_drivers_load_throu
         .await
         .with("DISPATCH__DISPATCH__ROUND_INTERVAL_MS", "200")
         .with("DISPATCH__DISPATCH__MAX_ACTIVE_ORDERS", "20");
-    let (b, a, admin) = two_nodes(&cluster).await;
-    let near = north_of(RESTAURANT_1_AT, 0.3);
-    let mut driver = TestDriver::online(&a, "driver1", near).await;
-    until_indexed(&b, &admin, driver.id, near).await;
+    let (b, a, admin, mut driver) = driver_on_a_in_bs_index(&cluster).await;
+    let near = near_restaurant_1();
     // One order in each of B's regions, all carried by the driver on A.
     let held: Vec<String> = seen(&b, &admin)
         .await
@@ -539,10 +537,8 @@ async fn a_flood_on_the_geo_and_driver_command_subjects_leaves_the_nodes_respons
         return;
     }
     let cluster = TestCluster::new(3000).await;
-    let (b, a, admin) = two_nodes(&cluster).await;
-    let near = north_of(RESTAURANT_1_AT, 0.3);
-    let driver = TestDriver::online(&a, "driver1", near).await;
-    until_indexed(&b, &admin, driver.id, near).await;
+    let (b, a, _admin, driver) = driver_on_a_in_bs_index(&cluster).await;
+    let near = near_restaurant_1();
     let other = b.token("driver2").await;
     let other_id = b.get("/api/me", Some(&other)).await.expect(200)["user"]["id"]
         .as_i64()
@@ -667,6 +663,22 @@ async fn a_flood_on_the_geo_and_driver_command_subjects_leaves_the_nodes_respons
     cluster.drop_bucket().await;
 }
 
+/// Where [`driver_on_a_in_bs_index`] puts its driver: 0.3 km north of
+/// restaurant 1.
+fn near_restaurant_1() -> (f64, f64) {
+    north_of(RESTAURANT_1_AT, 0.3)
+}
+
+/// Two nodes, B holding restaurant 1's region, and a driver online on A
+/// near restaurant 1, in B's index: B, A, an admin's token, the driver.
+async fn driver_on_a_in_bs_index(cluster: &TestCluster) -> (TestApp, TestApp, String, TestDriver) {
+    let (b, a, admin) = two_nodes(cluster).await;
+    let near = near_restaurant_1();
+    let driver = TestDriver::online(&a, "driver1", near).await;
+    until_indexed(&b, &admin, driver.id, near).await;
+    (b, a, admin, driver)
+}
+
 /// Kills `node`'s dispatcher (fault injection); it starts again after
 /// `supervision.restart_delay_ms`.
 async fn kill_dispatcher(node: &TestApp, admin: &str) {
@@ -749,10 +761,7 @@ async fn a_driver_holding_the_void_offer_of_a_restarted_dispatcher_of_another_no
     let cluster = long_offers(TestCluster::new(3000).await)
         .with("DISPATCH__SUPERVISION__FAULT_INJECTION", "true")
         .with("DISPATCH__SUPERVISION__RESTART_DELAY_MS", "500");
-    let (b, a, admin) = two_nodes(&cluster).await;
-    let near = north_of(RESTAURANT_1_AT, 0.3);
-    let mut driver = TestDriver::online(&a, "driver1", near).await;
-    until_indexed(&b, &admin, driver.id, near).await;
+    let (b, a, admin, mut driver) = driver_on_a_in_bs_index(&cluster).await;
     let (id, offer) = offered_from(&b, &mut driver, "restarted-dispatcher").await;
 
     // B's dispatcher restarts: its offer is void, and the new one offers
@@ -860,10 +869,7 @@ async fn an_answer_carried_to_an_owner_whose_dispatcher_is_down_is_reported_to_t
     let cluster = long_offers(TestCluster::new(3000).await)
         .with("DISPATCH__SUPERVISION__FAULT_INJECTION", "true")
         .with("DISPATCH__SUPERVISION__RESTART_DELAY_MS", "3000");
-    let (b, a, admin) = two_nodes(&cluster).await;
-    let near = north_of(RESTAURANT_1_AT, 0.3);
-    let mut driver = TestDriver::online(&a, "driver1", near).await;
-    until_indexed(&b, &admin, driver.id, near).await;
+    let (b, _a, admin, mut driver) = driver_on_a_in_bs_index(&cluster).await;
     let (id, offer) = offered_from(&b, &mut driver, "answer-lost").await;
 
     // B's dispatcher is down when the driver's accept reaches B.
@@ -897,10 +903,7 @@ async fn an_offer_of_another_node_with_the_id_of_the_held_one_is_refused_busy_an
         return;
     }
     let cluster = long_offers(TestCluster::new(3000).await);
-    let (b, a, admin) = two_nodes(&cluster).await;
-    let near = north_of(RESTAURANT_1_AT, 0.3);
-    let mut driver = TestDriver::online(&a, "driver1", near).await;
-    until_indexed(&b, &admin, driver.id, near).await;
+    let (b, _a, _admin, mut driver) = driver_on_a_in_bs_index(&cluster).await;
     let (id, offer) = offered_from(&b, &mut driver, "same-offer-id").await;
 
     // Another node's dispatcher numbers its offers itself: one of its
@@ -939,10 +942,7 @@ async fn a_second_offer_of_the_same_dispatcher_run_is_refused_busy_and_only_a_re
         return;
     }
     let cluster = long_offers(TestCluster::new(3000).await);
-    let (b, a, admin) = two_nodes(&cluster).await;
-    let near = north_of(RESTAURANT_1_AT, 0.3);
-    let mut driver = TestDriver::online(&a, "driver1", near).await;
-    until_indexed(&b, &admin, driver.id, near).await;
+    let (b, _a, admin, mut driver) = driver_on_a_in_bs_index(&cluster).await;
     let (_, offer) = offered_from(&b, &mut driver, "same-run").await;
     let b_node = crate::cluster::seen(&b, &admin).await.node;
 
@@ -994,10 +994,8 @@ async fn a_relayed_offer_whose_node_clock_runs_ahead_keeps_the_driver_busy_no_lo
         .with("DISPATCH__DISPATCH__ROUND_INTERVAL_MS", "200")
         .with("DISPATCH__DISPATCH__OFFER_TIMEOUT_SECS", "3")
         .with("DISPATCH__PRESENCE__TTL_SECS", "120");
-    let (b, a, admin) = two_nodes(&cluster).await;
-    let near = north_of(RESTAURANT_1_AT, 0.3);
-    let mut driver = TestDriver::online(&a, "driver1", near).await;
-    until_indexed(&b, &admin, driver.id, near).await;
+    let (b, _a, _admin, mut driver) = driver_on_a_in_bs_index(&cluster).await;
+    let near = near_restaurant_1();
 
     // A node whose clock is an hour ahead offers the driver something:
     // by its clock the offer expires in an hour.
@@ -1062,10 +1060,7 @@ async fn an_order_whose_region_moves_to_its_drivers_node_reaches_the_drivers_soc
         return;
     }
     let cluster = long_offers(TestCluster::new(3000).await);
-    let (mut b, a, admin) = two_nodes(&cluster).await;
-    let near = north_of(RESTAURANT_1_AT, 0.3);
-    let mut driver = TestDriver::online(&a, "driver1", near).await;
-    until_indexed(&b, &admin, driver.id, near).await;
+    let (mut b, a, _admin, mut driver) = driver_on_a_in_bs_index(&cluster).await;
     let (id, offer) = offered_from(&b, &mut driver, "moves-to-driver").await;
     assert_eq!(accept(&mut driver, &offer).await["result"], "assigned");
     // The driver's socket follows B's order over the bus.
